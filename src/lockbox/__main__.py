@@ -1,0 +1,5 @@
+"""``python -m lockbox``."""
+
+from lockbox.cli import entry
+
+entry()

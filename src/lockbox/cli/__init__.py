@@ -1,0 +1,66 @@
+"""The ``lockbox`` command line.
+
+This package alone renders output, chooses exit codes and decides whether a traceback is
+shown. Each subcommand lives in its own ``main_<command>.py`` with a ``register`` function
+that adds its parser and binds the function that runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from lockbox import __version__
+from lockbox.cli import main_hash
+from lockbox.cli.context import Context
+from lockbox.errors import LockboxError
+
+COMMANDS = (main_hash,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lockbox",
+        description=(
+            "Build uv-locked Python applications into pinned, hermetic, reproducible, "
+            "self-contained and verified outputs."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"lockbox {__version__}")
+    parser.add_argument(
+        "--store",
+        metavar="DIR",
+        help="store directory (default: $LOCKBOX_STORE, else $XDG_DATA_HOME/lockbox/store)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show every step and command"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="show warnings and errors only"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run lockbox with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    context = Context.from_args(args)
+    try:
+        code: int = args.handler(args, context)
+    except LockboxError as error:
+        context.error(str(error))
+        return error.exit_code
+    except KeyboardInterrupt:
+        context.error("interrupted")
+        return 130
+    return code
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

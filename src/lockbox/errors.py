@@ -1,0 +1,118 @@
+"""The exception tree of lockbox.
+
+Every failure a user can cause or meet is a :class:`LockboxError`. Its ``str()`` is the
+message the CLI prints: what went wrong, where, and what to do about it. The CLI shows a
+traceback only for exceptions outside this tree, which are bugs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class LockboxError(Exception):
+    """Root of all errors lockbox reports to its user."""
+
+    exit_code: int = 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located problem in an input file (a recipe or a lock)."""
+
+    file: Path
+    """The file the problem is in."""
+    key: str
+    """Dotted key path of the offending value, or "" for the whole file."""
+    line: int | None
+    """1-based line of the key in the file, when it can be located."""
+    message: str
+    """What is wrong and what was expected."""
+
+    def __str__(self) -> str:
+        where = str(self.file)
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.key:
+            where += f": {self.key}"
+        return f"{where}: {self.message}"
+
+
+class InputError(LockboxError):
+    """One or more problems in an input file; all of them are collected before raising."""
+
+    kind = "input"
+
+    def __init__(self, problems: Sequence[Problem], hint: str = "") -> None:
+        self.problems = tuple(problems)
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        count = len(self.problems)
+        head = f"invalid {self.kind}" if count == 1 else f"invalid {self.kind}: {count} problems"
+        lines = [head] + [f"  {problem}" for problem in self.problems]
+        if self.hint:
+            lines.append(self.hint)
+        return "\n".join(lines)
+
+
+class RecipeError(InputError):
+    """The recipe (lockbox.toml or [tool.lockbox]) is malformed or inconsistent."""
+
+    kind = "recipe"
+
+
+class LockFileError(InputError):
+    """uv.lock is missing, malformed, or does not describe the project."""
+
+    kind = "uv.lock"
+
+
+class ProjectError(LockboxError):
+    """The project directory is not something lockbox can build."""
+
+
+class NarError(LockboxError):
+    """A tree cannot be serialised as a Nix Archive."""
+
+
+class HashFormatError(LockboxError):
+    """A hash string is not valid SRI, Nix base-32 or hex SHA-256."""
+
+
+class StoreError(LockboxError):
+    """The store cannot be opened or an operation on it failed."""
+
+
+class StoreCorrupted(StoreError):
+    """``store verify`` found entries whose content no longer matches their metadata."""
+
+
+class InterpreterNotFound(LockboxError):
+    """The recipe's interpreter request matches no Python on this machine."""
+
+
+class ToolFailed(LockboxError):
+    """An external command exited non-zero."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stdout: str, stderr: str) -> None:
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        lines = [f"command failed with exit code {self.returncode}: {' '.join(self.argv)}"]
+        for label, text in (("stdout", self.stdout), ("stderr", self.stderr)):
+            if text.strip():
+                lines.append(f"  {label}:")
+                lines.extend(f"    {line}" for line in text.rstrip().splitlines())
+        return "\n".join(lines)
+
+
+class ToolMissing(LockboxError):
+    """An external tool lockbox needs is not installed."""
