@@ -79,6 +79,8 @@ class Sha256:
         try:
             if value.startswith("sha256-"):
                 encoded = value.removeprefix("sha256-")
+                if len(encoded) != 44:
+                    raise ValueError("an SRI SHA-256 has 44 base64 characters after 'sha256-'")
                 return cls(base64.b64decode(encoded, validate=True))
             value = value.removeprefix("sha256:")
             if len(value) == 2 * SHA256_SIZE:

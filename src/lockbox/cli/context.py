@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from lockbox.progress import Progress
+from lockbox.store import Store, default_store_dir
 
 
 @dataclass
@@ -61,12 +62,6 @@ class Context:
     def write_bytes(self, data: bytes) -> None:
         sys.stdout.buffer.write(data)
 
-    def resolve_store_dir(self) -> Path:
-        """The store directory: ``--store``, then ``$LOCKBOX_STORE``, then the XDG data dir."""
-        if self.store_dir is not None:
-            return self.store_dir
-        from_env = os.environ.get("LOCKBOX_STORE")
-        if from_env:
-            return Path(from_env)
-        data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-        return Path(data_home) / "lockbox" / "store"
+    def open_store(self) -> Store:
+        """Open the store named by ``--store``, ``$LOCKBOX_STORE`` or the XDG default."""
+        return Store.open(self.store_dir or default_store_dir(os.environ), self)

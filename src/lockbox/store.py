@@ -1,0 +1,571 @@
+"""The store: a directory of immutable, hashed entries and the database that describes them.
+
+Layout of a store rooted at ``ROOT``::
+
+    ROOT/<digest>-<name>/         an entry: read-only, never changed once registered
+    ROOT/.lockbox/db.sqlite       metadata of every registered entry
+    ROOT/.lockbox/gc.lock         shared by writers, exclusive for garbage collection
+    ROOT/.lockbox/locks/          one lock file per entry name, held while it is registered
+    ROOT/.lockbox/tmp/            staging directories, each beside the lock its writer holds
+    ROOT/.lockbox/roots/<name>    garbage-collection roots: symlinks to entries
+
+An entry becomes visible in two steps, each atomic: its staged directory is renamed into
+place, then its row is committed. A directory without a row is a leftover of a writer that
+died between the two; a staging directory whose lock nobody holds is a leftover too. Both
+are removed whenever the store is opened, and no reader ever trusts either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import stat
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lockbox.errors import StoreError
+from lockbox.hashes import Sha256, nix_base32_encode
+from lockbox.nar import nar_hash
+from lockbox.progress import Progress, silent
+
+KINDS = ("source", "python", "deps", "app")
+"""What an entry can be: an imported tree, an interpreter, a dependency layer, an app."""
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    path_name TEXT PRIMARY KEY,   -- "<digest>-<name>", the directory name
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    nar_hash TEXT NOT NULL,       -- SRI
+    nar_size INTEGER NOT NULL,
+    addressing TEXT NOT NULL,     -- "content" or "inputs"
+    inputs TEXT NOT NULL,         -- canonical JSON
+    refs TEXT NOT NULL,           -- JSON list of path names of other entries
+    created TEXT NOT NULL         -- ISO 8601, UTC; metadata only, never in an output
+);
+CREATE INDEX IF NOT EXISTS entries_by_hash ON entries (kind, name, nar_hash);
+"""
+
+_META_DIR = ".lockbox"
+_DIGEST_BYTES = 20  # 32 base-32 characters, as Nix store path digests
+
+
+def default_store_dir(environ: Mapping[str, str]) -> Path:
+    """Where the store lives unless ``--store`` says otherwise: ``$LOCKBOX_STORE``, else
+    ``$XDG_DATA_HOME/lockbox/store`` (``~/.local/share/lockbox/store``)."""
+    if environ.get("LOCKBOX_STORE"):
+        return Path(environ["LOCKBOX_STORE"])
+    data_home = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "lockbox" / "store"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered store entry."""
+
+    path: Path
+    """Absolute path of the entry directory (or file)."""
+    kind: str
+    """One of :data:`KINDS`."""
+    name: str
+    """Human-readable name; the directory is ``<digest>-<name>``."""
+    nar_hash: Sha256
+    """SHA-256 of the entry's NAR serialisation."""
+    nar_size: int
+    """Size of the entry's NAR serialisation in bytes."""
+    addressing: str
+    """``content`` (digest from the NAR hash) or ``inputs`` (digest from the inputs)."""
+    inputs: Mapping[str, object] = field(default_factory=dict)
+    """What the entry was made from (lock hash, interpreter, recipe, …)."""
+    references: tuple[str, ...] = ()
+    """Path names of the other entries this one needs at run time."""
+    created: str = ""
+    """When the entry was registered (ISO 8601, UTC)."""
+
+    @property
+    def path_name(self) -> str:
+        return self.path.name
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What ``store verify`` found."""
+
+    checked: int
+    """How many entries were re-hashed."""
+    corrupted: tuple[tuple[Entry, Sha256], ...]
+    """Entries whose content hashes differently now, with the hash found."""
+    missing: tuple[Entry, ...]
+    """Registered entries whose directory is gone."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.corrupted and not self.missing
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What garbage collection removed, or would remove with ``dry_run``."""
+
+    removed: tuple[Entry, ...]
+    kept: int
+    freed_nar_bytes: int
+    dry_run: bool
+
+
+def canonical_json(value: object) -> str:
+    """JSON with sorted keys and no insignificant white space: equal values, equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _digest(fingerprint: str) -> str:
+    return nix_base32_encode(hashlib.sha256(fingerprint.encode()).digest()[:_DIGEST_BYTES])
+
+
+def content_digest(kind: str, name: str, nar: Sha256) -> str:
+    """Digest of a content-addressed entry: it depends only on kind, name and NAR hash."""
+    return _digest(f"lockbox-store:1:content:{kind}:{name}:{nar.hex}")
+
+
+def inputs_digest(kind: str, name: str, inputs: Mapping[str, object]) -> str:
+    """Digest of an input-addressed entry: known before it is built, so a build with
+    unchanged inputs is a lookup."""
+    return _digest(f"lockbox-store:1:inputs:{kind}:{name}:{canonical_json(inputs)}")
+
+
+def check_name(name: str) -> str:
+    """Refuse names that would not make a single, portable directory name."""
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-._?=")
+    if not name or name.startswith(".") or not set(name) <= allowed or len(name) > 200:
+        raise StoreError(
+            f"invalid entry name {name!r}: use letters, digits and + - . _ ? =, "
+            "not starting with a dot, at most 200 characters"
+        )
+    return name
+
+
+class Store:
+    """An opened store. Open it with :meth:`Store.open`."""
+
+    def __init__(self, root: Path, progress: Progress) -> None:
+        self.root = root
+        self.progress = progress
+        self._meta = root / _META_DIR
+        self._db = self._connect()
+
+    # Opening --------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, root: Path, progress: Progress = silent) -> Store:
+        """Open (creating if needed) the store at ``root`` and remove leftovers of writers
+        that died."""
+        root = root.absolute()
+        try:
+            for sub in ("", "locks", "tmp", "roots"):
+                (root / _META_DIR / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(
+                f"cannot create the store at {root}: {error.strerror}; "
+                "choose another place with --store or LOCKBOX_STORE"
+            ) from None
+        store = cls(root, progress)
+        store._remove_leftovers()
+        return store
+
+    def _connect(self) -> sqlite3.Connection:
+        path = self._meta / "db.sqlite"
+        try:
+            db = sqlite3.connect(path, timeout=120, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, _SCHEMA_VERSION):
+                raise StoreError(
+                    f"the store at {self.root} has database schema {version}, "
+                    f"this lockbox knows {_SCHEMA_VERSION}; use a matching lockbox"
+                )
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"cannot open the store database {path}: {error}") from None
+        return db
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Locks ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _flock(self, path: Path, operation: int) -> Iterator[bool]:
+        """Hold an flock on ``path``; yields False if a non-blocking attempt failed.
+        The kernel drops the lock when the process dies, even by SIGKILL."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, operation)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    def _writers_lock(self) -> contextlib.AbstractContextManager[bool]:
+        return self._flock(self._meta / "gc.lock", fcntl.LOCK_SH)
+
+    def _entry_lock(self, path_name: str, blocking: bool = True) -> contextlib.AbstractContextManager[bool]:
+        flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
+        return self._flock(self._meta / "locks" / f"{path_name}.lock", flags)
+
+    # Reading --------------------------------------------------------------------------------
+    def _row_to_entry(self, row: tuple[object, ...]) -> Entry:
+        path_name, kind, name, nar, size, addressing, inputs, refs, created = row
+        return Entry(
+            path=self.root / str(path_name),
+            kind=str(kind),
+            name=str(name),
+            nar_hash=Sha256.parse(str(nar)),
+            nar_size=int(str(size)),
+            addressing=str(addressing),
+            inputs=json.loads(str(inputs)),
+            references=tuple(json.loads(str(refs))),
+            created=str(created),
+        )
+
+    _COLUMNS = "path_name, kind, name, nar_hash, nar_size, addressing, inputs, refs, created"
+
+    def get(self, path_name: str) -> Entry | None:
+        """The registered entry with this directory name, if any."""
+        row = self._db.execute(
+            f"SELECT {self._COLUMNS} FROM entries WHERE path_name = ?", (path_name,)
+        ).fetchone()
+        return self._row_to_entry(row) if row else None
+
+    def entries(self) -> list[Entry]:
+        """Every registered entry, sorted by kind and name."""
+        rows = self._db.execute(
+            f"SELECT {self._COLUMNS} FROM entries ORDER BY kind, name, path_name"
+        ).fetchall()
+        return [self._row_to_entry(row) for row in rows]
+
+    def find_content(self, kind: str, name: str, nar: Sha256) -> Entry | None:
+        """The content-addressed entry with this NAR hash, if registered."""
+        return self.get(f"{content_digest(kind, name, nar)}-{name}")
+
+    def find_inputs(self, kind: str, name: str, inputs: Mapping[str, object]) -> Entry | None:
+        """The input-addressed entry built from exactly these inputs, if registered."""
+        return self.get(f"{inputs_digest(kind, name, inputs)}-{name}")
+
+    def resolve(self, reference: str) -> Entry:
+        """An entry named by its directory name, its path, or a unique prefix of either."""
+        candidate = Path(reference).name if "/" in reference else reference
+        entry = self.get(candidate)
+        if entry is not None:
+            return entry
+        matches = [e for e in self.entries() if e.path_name.startswith(candidate)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise StoreError(f"no entry {reference!r} in the store at {self.root}")
+        names = ", ".join(e.path_name for e in matches)
+        raise StoreError(f"{reference!r} matches several entries: {names}")
+
+    # Writing --------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A fresh, empty directory inside the store's tmp dir for a writer to fill.
+
+        It is removed on exit unless :meth:`register` moved it into place. While it exists
+        its writer holds a lock, so a crashed writer's staging area is recognisable."""
+        token = uuid.uuid4().hex
+        lock_path = self._meta / "tmp" / f"{token}.lock"
+        stage = self._meta / "tmp" / token
+        with self._writers_lock(), self._flock(lock_path, fcntl.LOCK_EX):
+            stage.mkdir()
+            try:
+                yield stage
+            finally:
+                _remove_tree(stage)
+                lock_path.unlink(missing_ok=True)
+
+    def add_tree(
+        self,
+        source: Path,
+        *,
+        name: str,
+        kind: str,
+        inputs: Mapping[str, object] | None = None,
+        references: Iterable[str] = (),
+        root: str | None = None,
+    ) -> Entry:
+        """Copy ``source`` into the store as a new entry (or return the identical one that
+        is already there). With ``inputs`` the entry is input-addressed, otherwise
+        content-addressed. With ``root`` it is also made a garbage-collection root."""
+        if not os.path.lexists(source):
+            raise StoreError(f"cannot add {source}: no such file or directory")
+        with self.staging() as stage:
+            content = stage / "content"
+            _copy_tree(source, content)
+            return self.register(
+                content, name=name, kind=kind, inputs=inputs, references=references, root=root
+            )
+
+    def register(
+        self,
+        staged: Path,
+        *,
+        name: str,
+        kind: str,
+        inputs: Mapping[str, object] | None = None,
+        references: Iterable[str] = (),
+        root: str | None = None,
+    ) -> Entry:
+        """Make the fully written tree ``staged`` (inside a :meth:`staging` dir) an entry.
+
+        The tree is normalised (read-only, fixed mtimes), fsynced, hashed, renamed into place
+        and recorded. If another writer registered the same entry first, that one is kept
+        and returned, and ``staged`` is discarded: both writers succeed. With ``root`` the
+        entry is made a garbage-collection root before a collection could see it."""
+        check_name(name)
+        if root is not None:
+            check_name(root)
+        if kind not in KINDS:
+            raise StoreError(f"unknown entry kind {kind!r}; expected one of {', '.join(KINDS)}")
+        refs = tuple(sorted(dict.fromkeys(references)))
+        for ref in refs:
+            if self.get(ref) is None:
+                raise StoreError(f"entry {name} refers to {ref}, which is not in the store")
+        _seal(staged)
+        nar = nar_hash(staged)
+        if inputs is None:
+            addressing, digest = "content", content_digest(kind, name, nar.sha256)
+            recorded_inputs: Mapping[str, object] = {}
+        else:
+            addressing, digest = "inputs", inputs_digest(kind, name, inputs)
+            recorded_inputs = inputs
+        path_name = f"{digest}-{name}"
+        final = self.root / path_name
+        with self._entry_lock(path_name):
+            existing = self.get(path_name)
+            if existing is not None:
+                if existing.nar_hash != nar.sha256:
+                    self.progress.warning(
+                        f"{path_name} was already registered with different content "
+                        f"({existing.nar_hash}, this build gave {nar.sha256}); "
+                        "the build may not be deterministic — keeping the registered one"
+                    )
+                self.progress.debug(f"{path_name} is already in the store")
+                if root is not None:
+                    self.add_root(root, existing)
+                return existing
+            if os.path.lexists(final):  # unregistered: a writer died after its rename
+                _remove_tree(final)
+            os.rename(staged, final)
+            _fsync_dir(self.root)
+            if final.is_dir() and not final.is_symlink():
+                os.chmod(final, 0o555)
+            entry = Entry(
+                path=final,
+                kind=kind,
+                name=name,
+                nar_hash=nar.sha256,
+                nar_size=nar.size,
+                addressing=addressing,
+                inputs=dict(recorded_inputs),
+                references=refs,
+                created=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
+            with self._db:
+                self._db.execute(
+                    f"INSERT INTO entries ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        path_name, kind, name, nar.sha256.sri, nar.size, addressing,
+                        canonical_json(dict(recorded_inputs)), json.dumps(list(refs)),
+                        entry.created,
+                    ),
+                )
+            if root is not None:
+                self.add_root(root, entry)
+        self.progress.debug(f"registered {final}")
+        return entry
+
+    # Roots ------------------------------------------------------------------------------------
+    def add_root(self, root_name: str, entry: Entry) -> Path:
+        """Protect ``entry`` (and what it references) from garbage collection under a name."""
+        check_name(root_name)
+        link = self._meta / "roots" / root_name
+        aside = link.with_name(f".{root_name}.{uuid.uuid4().hex}")
+        os.symlink(entry.path, aside)
+        os.replace(aside, link)
+        return link
+
+    def remove_root(self, root_name: str) -> None:
+        link = self._meta / "roots" / root_name
+        if not link.is_symlink():
+            raise StoreError(f"there is no root named {root_name!r} in {self.root}")
+        link.unlink()
+
+    def roots(self) -> dict[str, str]:
+        """Root name -> path name of the entry it protects (which may be gone)."""
+        result = {}
+        for link in sorted((self._meta / "roots").iterdir()):
+            if link.is_symlink() and not link.name.startswith("."):
+                result[link.name] = Path(os.readlink(link)).name
+        return result
+
+    # Checking and collecting --------------------------------------------------------------
+    def verify(self) -> VerifyReport:
+        """Re-hash every registered entry and compare with its recorded NAR hash."""
+        corrupted: list[tuple[Entry, Sha256]] = []
+        missing: list[Entry] = []
+        entries = self.entries()
+        for index, entry in enumerate(entries, 1):
+            self.progress.debug(f"[{index}/{len(entries)}] checking {entry.path_name}")
+            if not os.path.lexists(entry.path):
+                missing.append(entry)
+                continue
+            found = nar_hash(entry.path).sha256
+            if found != entry.nar_hash:
+                corrupted.append((entry, found))
+        return VerifyReport(len(entries), tuple(corrupted), tuple(missing))
+
+    def live(self) -> set[str]:
+        """Path names reachable from the roots through references."""
+        by_name = {entry.path_name: entry for entry in self.entries()}
+        stack = [name for name in self.roots().values() if name in by_name]
+        reachable: set[str] = set()
+        while stack:
+            name = stack.pop()
+            if name in reachable:
+                continue
+            reachable.add(name)
+            stack.extend(ref for ref in by_name[name].references if ref in by_name)
+        return reachable
+
+    def gc(self, dry_run: bool = False) -> GcReport:
+        """Remove every entry that no root reaches. Waits for writers to finish first."""
+        with self._flock(self._meta / "gc.lock", fcntl.LOCK_EX):
+            for root_name, target in self.roots().items():
+                if self.get(target) is None:
+                    self.progress.warning(f"root {root_name} points at {target}, which is gone")
+            live = self.live()
+            dead = tuple(e for e in self.entries() if e.path_name not in live)
+            if not dry_run:
+                for entry in dead:
+                    self._delete(entry)
+            return GcReport(dead, len(live), sum(e.nar_size for e in dead), dry_run)
+
+    def _delete(self, entry: Entry) -> None:
+        # Unregister first: a crash after this leaves an unregistered directory, which the
+        # next open removes; the reverse order could leave a row without its directory.
+        with self._db:
+            self._db.execute("DELETE FROM entries WHERE path_name = ?", (entry.path_name,))
+        _remove_tree(entry.path)
+        self.progress.debug(f"removed {entry.path}")
+
+    def _remove_leftovers(self) -> None:
+        tmp = self._meta / "tmp"
+        for child in sorted(tmp.iterdir()):
+            if child.suffix == ".lock":
+                continue
+            with self._flock(tmp / f"{child.name}.lock", fcntl.LOCK_EX | fcntl.LOCK_NB) as got:
+                if got:
+                    self.progress.debug(f"removing unfinished staging directory {child}")
+                    _remove_tree(child)
+            if not child.exists():
+                (tmp / f"{child.name}.lock").unlink(missing_ok=True)
+        registered = {row[0] for row in self._db.execute("SELECT path_name FROM entries")}
+        for child in sorted(self.root.iterdir()):
+            if child.name.startswith(".") or child.name in registered:
+                continue
+            with self._entry_lock(child.name, blocking=False) as got:
+                # Re-check under the lock: its writer may have committed meanwhile.
+                if got and self.get(child.name) is None:
+                    self.progress.debug(f"removing unregistered leftover {child}")
+                    _remove_tree(child)
+
+
+def _copy_tree(source: Path, destination: Path) -> None:
+    """Copy files, directories and symlinks (never followed); refuse anything else."""
+    info = os.lstat(source)
+    if stat.S_ISLNK(info.st_mode):
+        os.symlink(os.readlink(source), destination)
+    elif stat.S_ISDIR(info.st_mode):
+        os.mkdir(destination)
+        with os.scandir(source) as scan:
+            names = sorted(entry.name for entry in scan)
+        for child in names:
+            _copy_tree(source / child, destination / child)
+    elif stat.S_ISREG(info.st_mode):
+        with open(source, "rb") as src, open(destination, "xb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.chmod(destination, 0o755 if info.st_mode & stat.S_IXUSR else 0o644)
+    else:
+        raise StoreError(
+            f"cannot store {source}: only regular files, directories and symlinks can be stored"
+        )
+
+
+def _seal(top: Path) -> None:
+    """Make a staged tree immutable and durable: files 0444 (0555 if executable), mtimes
+    fixed at 1 s past the epoch, everything fsynced. The top directory stays writable
+    until it is renamed, because moving a directory rewrites its ``..``."""
+    for directory, dirnames, filenames in os.walk(top, topdown=False):
+        for filename in filenames + [d for d in dirnames if os.path.islink(os.path.join(directory, d))]:
+            path = os.path.join(directory, filename)
+            info = os.lstat(path)
+            if stat.S_ISREG(info.st_mode):
+                os.chmod(path, 0o555 if info.st_mode & stat.S_IXUSR else 0o444)
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            os.utime(path, (1, 1), follow_symlinks=False)
+        _fsync_dir(Path(directory))
+        os.utime(directory, (1, 1))
+        if directory != str(top):
+            os.chmod(directory, 0o555)
+    if top.is_file() or top.is_symlink():
+        if top.is_file() and not top.is_symlink():
+            info = os.stat(top)
+            os.chmod(top, 0o555 if info.st_mode & stat.S_IXUSR else 0o444)
+            fd = os.open(top, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.utime(top, (1, 1), follow_symlinks=False)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_tree(path: Path) -> None:
+    """Delete a (possibly read-only) tree, or a single file or symlink."""
+    if not os.path.lexists(path):
+        return
+    if os.path.islink(path) or not os.path.isdir(path):
+        os.unlink(path)
+        return
+    for directory, _dirnames, _filenames in os.walk(path):
+        os.chmod(directory, 0o755)
+    shutil.rmtree(path)
