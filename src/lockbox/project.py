@@ -8,6 +8,7 @@ project's ``pyproject.toml``, never in both.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -77,7 +78,9 @@ def read_toml(path: Path) -> tuple[dict[str, Any], str]:
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as error:
-        line = getattr(error, "lineno", None)
+        # Python 3.11's TOMLDecodeError has no lineno; its message ends "(at line L, column C)".
+        found = re.search(r"\(at line (\d+), column \d+\)$", str(error))
+        line = int(found.group(1)) if found else None
         message = str(error).split(" (at line")[0]
         raise RecipeError([Problem(path, "", line, f"not valid TOML: {message}")]) from None
 
