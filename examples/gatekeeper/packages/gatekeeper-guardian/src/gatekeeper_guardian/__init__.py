@@ -1,0 +1,1 @@
+"""Workspace member of the gatekeeper example."""
