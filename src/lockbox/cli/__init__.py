@@ -48,13 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run lockbox with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:  # --help, --version and usage errors
+        return exit.code if isinstance(exit.code, int) else 2
     context = Context.from_args(args)
     try:
         code: int = args.handler(args, context)
     except LockboxError as error:
         context.error(str(error))
         return error.exit_code
+    except OSError as error:
+        # The file system said no (permissions, a full disk, a vanished path): that is the
+        # user's to fix, so say what and where instead of showing a traceback.
+        where = f": {error.filename}" if error.filename else ""
+        context.error(f"{error.strerror or error}{where}")
+        return 1
     except KeyboardInterrupt:
         context.error("interrupted")
         return 130

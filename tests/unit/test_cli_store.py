@@ -1,0 +1,52 @@
+"""The store commands as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tests.unit.test_store import make_tree
+
+
+def test_add_ls_verify_gc(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    store = tmp_path / "store"
+    source = make_tree(tmp_path / "src")
+    added = cli("--store", store, "store", "add", source, "--name", "demo", "--root", "keep")
+    assert added.code == 0, added.err
+    entry = Path(added.out.strip())
+    assert entry.parent == store and entry.name.endswith("-demo")
+
+    loose = cli("--store", store, "store", "add", make_tree(tmp_path / "other", "b"))
+    listed = json.loads(cli("--store", store, "store", "ls", "--json").out)
+    assert sorted(item["name"] for item in listed) == ["demo", "other"]
+    assert all(item["narHash"].startswith("sha256-") for item in listed)
+
+    assert cli("--store", store, "store", "roots").out.strip() == f"keep -> {entry}"
+    assert cli("--store", store, "store", "verify").code == 0
+
+    dry = cli("--store", store, "gc", "--dry-run")
+    assert dry.out.strip() == f"would remove {loose.out.strip()}"
+    assert Path(loose.out.strip()).exists()
+    assert cli("--store", store, "gc").code == 0
+    assert not Path(loose.out.strip()).exists() and entry.exists()
+
+    os.chmod(entry, 0o755)
+    os.chmod(entry / "file.txt", 0o644)
+    (entry / "file.txt").write_text("changed")
+    failed = cli("--store", store, "store", "verify")
+    assert failed.code == 1
+    assert f"{entry} is corrupted" in failed.err
+    assert "1 of 1 entries failed verification" in failed.err
+
+
+def test_errors_are_messages_not_tracebacks(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    missing = cli("store", "add", tmp_path / "absent")
+    assert missing.code == 1
+    assert "no such file or directory" in missing.err and "Traceback" not in missing.err
+    assert cli("store", "unroot", "nothing").code == 1
+    assert cli("store", "bogus").code == 2
+    blocked = tmp_path / "blocked"
+    blocked.write_text("")
+    result = cli("--store", blocked / "store", "store", "ls")
+    assert result.code == 1 and "cannot create the store" in result.err
