@@ -12,6 +12,10 @@ import pytest
 
 from lockbox.cli import main
 
+FIXTURES = Path(__file__).parent / "fixtures"
+AUTHENTIK = FIXTURES / "authentik-2026.2.0rc1"
+"""authentik's uv workspace definition (see its README): 254 locked packages."""
+
 
 @dataclass(frozen=True)
 class CliResult:

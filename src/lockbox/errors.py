@@ -91,6 +91,22 @@ class StoreCorrupted(StoreError):
     """``store verify`` found entries whose content no longer matches their metadata."""
 
 
+class PlanError(LockboxError):
+    """The lock and the recipe ask for a build that cannot happen; every reason is listed."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if len(self.problems) == 1:
+            return f"cannot plan the build: {self.problems[0]}"
+        return "\n".join(
+            [f"cannot plan the build: {len(self.problems)} problems"]
+            + [f"  {problem}" for problem in self.problems]
+        )
+
+
 class InterpreterNotFound(LockboxError):
     """The recipe's interpreter request matches no Python on this machine."""
 
