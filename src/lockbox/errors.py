@@ -132,3 +132,51 @@ class ToolFailed(LockboxError):
 
 class ToolMissing(LockboxError):
     """An external tool lockbox needs is not installed."""
+
+
+class LockOutdated(LockboxError):
+    """uv.lock no longer matches the project's pyproject.toml files."""
+
+
+class NetworkError(LockboxError):
+    """A download the dependency phase needs failed."""
+
+
+class BuildFailed(LockboxError):
+    """A package could not be built from source."""
+
+    def __init__(self, package: str | None, log_tail: str, hints: Sequence[str]) -> None:
+        self.package = package
+        self.log_tail = log_tail
+        self.hints = tuple(hints)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        what = f"building {self.package} from source failed" if self.package else "a build failed"
+        lines = [what, "  last lines of its build log:"]
+        lines += [f"    {line}" for line in self.log_tail.splitlines()]
+        lines += [f"hint: {hint}" for hint in self.hints]
+        return "\n".join(lines)
+
+
+class HashMismatch(LockboxError):
+    """A built tree's NAR hash differs from the hash the recipe declares."""
+
+    def __init__(self, what: str, specified: str, got: str, kept: Path | None, fix: str) -> None:
+        self.what = what
+        self.specified = specified
+        self.got = got
+        self.kept = kept
+        self.fix = fix
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        lines = [
+            f"hash mismatch in {self.what}:",
+            f"  specified: {self.specified}",
+            f"  got:       {self.got}",
+        ]
+        if self.kept is not None:
+            lines.append(f"the mismatching output is kept at {self.kept}")
+        lines.append(self.fix)
+        return "\n".join(lines)

@@ -78,7 +78,8 @@ class Artifact:
     path: str | None
     """Where it lies, relative to the workspace root, for path sources."""
     sha256: Sha256 | None
-    """The pinned SHA-256; None only for local files uv did not hash."""
+    """The pinned SHA-256; None where the index published none (a flat find-links page
+    without hash fragments). The layer's declared hash pins such files all the same."""
     size: int | None
     """Size in bytes, when the lock records it."""
 
@@ -391,8 +392,6 @@ class _LockReader:
                     sha256 = Sha256(bytes.fromhex(raw_hash.removeprefix("sha256:")))
                 except ValueError:
                     self.problem(key + ("hash",), f"{raw_hash!r} is not a SHA-256 in hex")
-        elif isinstance(url, str):
-            self.problem(key + ("hash",), f"{filename} is downloaded but has no hash")
         size = raw.get("size")
         return Artifact(
             filename=filename,

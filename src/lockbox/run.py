@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,30 +37,62 @@ def run(
     check: bool = True,
     input: str | None = None,
     progress: Progress = silent,
+    on_stderr_line: Callable[[str], None] | None = None,
 ) -> Completed:
     """Run a command to completion, capturing its output as text.
 
+    With ``on_stderr_line`` each line the command writes to stderr is passed on as it
+    comes, for long steps whose tools report progress there; it is captured all the same.
     With ``check`` (the default) a non-zero exit raises :class:`ToolFailed`.
     """
     args = tuple(os.fspath(arg) for arg in argv)
-    progress.debug("$ " + " ".join(args))
+    progress.debug("$ " + " ".join(
+        arg.split("\n", 1)[0] + " …" if "\n" in arg else arg for arg in args
+    ))
     try:
-        process = subprocess.run(
-            args,
-            cwd=cwd,
-            env=dict(env) if env is not None else None,
-            input=input,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            check=False,
-        )
+        if on_stderr_line is None:
+            process = subprocess.run(
+                args, cwd=cwd, env=dict(env) if env is not None else None, input=input,
+                capture_output=True, text=True, errors="replace", check=False,
+            )
+            returncode, stdout, stderr = process.returncode, process.stdout, process.stderr
+        else:
+            returncode, stdout, stderr = _run_streaming(args, cwd, env, input, on_stderr_line)
     except FileNotFoundError:
         raise ToolMissing(f"{args[0]} is not installed or not on PATH") from None
-    result = Completed(args, process.returncode, process.stdout, process.stderr)
-    if check and process.returncode != 0:
-        raise ToolFailed(args, process.returncode, process.stdout, process.stderr)
+    result = Completed(args, returncode, stdout, stderr)
+    if check and returncode != 0:
+        raise ToolFailed(args, returncode, stdout, stderr)
     return result
+
+
+def _run_streaming(
+    args: tuple[str, ...],
+    cwd: Path | None,
+    env: Mapping[str, str] | None,
+    input: str | None,
+    on_stderr_line: Callable[[str], None],
+) -> tuple[int, str, str]:
+    with subprocess.Popen(
+        args, cwd=cwd, env=dict(env) if env is not None else None,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        stdout_chunks: list[str] = []
+        # stdout is drained beside the stderr loop so neither pipe can fill up and block.
+        reader = threading.Thread(target=lambda: stdout_chunks.append(process.stdout.read()))  # type: ignore[union-attr]
+        reader.start()
+        if input is not None and process.stdin is not None:
+            process.stdin.write(input)
+            process.stdin.close()
+        stderr_lines = []
+        for line in process.stderr:
+            stderr_lines.append(line)
+            on_stderr_line(line.rstrip("\n"))
+        reader.join()
+        returncode = process.wait()
+    return returncode, "".join(stdout_chunks), "".join(stderr_lines)
 
 
 def which(name: str, hint: str) -> Path:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from lockbox.errors import StoreError
 from lockbox.hashes import Sha256, nix_base32_encode
-from lockbox.nar import nar_hash
+from lockbox.nar import NarInfo, nar_hash
 from lockbox.progress import Progress, silent
 
 KINDS = ("source", "python", "deps", "app")
@@ -265,6 +265,34 @@ class Store:
         """The content-addressed entry with this NAR hash, if registered."""
         return self.get(f"{content_digest(kind, name, nar)}-{name}")
 
+    def latest(self, kind: str, name: str) -> Entry | None:
+        """The most recently registered entry of this kind and name, if any."""
+        row = self._db.execute(
+            f"SELECT {self._COLUMNS} FROM entries WHERE kind = ? AND name = ? "
+            "ORDER BY created DESC, rowid DESC LIMIT 1",
+            (kind, name),
+        ).fetchone()
+        return self._row_to_entry(row) if row else None
+
+    def keep_aside(self, staged: Path, name: str, nar: Sha256) -> Path:
+        """Keep a built tree that will not be registered (its hash was not the declared
+        one) under ``.lockbox/rejected/``, replacing an earlier one of the same name, so
+        that it can be compared with what was expected. It is never an entry."""
+        check_name(name)
+        rejected = self._meta / "rejected"
+        rejected.mkdir(exist_ok=True)
+        final = rejected / f"{nar.base32[:32]}-{name}"
+        for old in rejected.glob(f"*-{name}"):
+            _remove_tree(old)
+        _seal(staged)
+        os.rename(staged, final)
+        return final
+
+    def rejected(self, name: str) -> Path | None:
+        """The tree :meth:`keep_aside` kept for ``name``, if any."""
+        found = sorted((self._meta / "rejected").glob(f"*-{name}"))
+        return found[-1] if found else None
+
     def find_inputs(self, kind: str, name: str, inputs: Mapping[str, object]) -> Entry | None:
         """The input-addressed entry built from exactly these inputs, if registered."""
         return self.get(f"{inputs_digest(kind, name, inputs)}-{name}")
@@ -332,8 +360,14 @@ class Store:
         inputs: Mapping[str, object] | None = None,
         references: Iterable[str] = (),
         root: str | None = None,
+        metadata: Mapping[str, object] | None = None,
+        nar: NarInfo | None = None,
     ) -> Entry:
         """Make the fully written tree ``staged`` (inside a :meth:`staging` dir) an entry.
+
+        A content-addressed entry may carry ``metadata`` (what it was made from), recorded
+        where an input-addressed one records its inputs. ``nar`` is the tree's NAR hash and
+        size when the caller has just computed them.
 
         The tree is normalised (read-only, fixed mtimes), fsynced, hashed, renamed into place
         and recorded. If another writer registered the same entry first, that one is kept
@@ -349,10 +383,11 @@ class Store:
             if self.get(ref) is None:
                 raise StoreError(f"entry {name} refers to {ref}, which is not in the store")
         _seal(staged)
-        nar = nar_hash(staged)
+        if nar is None:
+            nar = nar_hash(staged)
         if inputs is None:
             addressing, digest = "content", content_digest(kind, name, nar.sha256)
-            recorded_inputs: Mapping[str, object] = {}
+            recorded_inputs: Mapping[str, object] = metadata or {}
         else:
             addressing, digest = "inputs", inputs_digest(kind, name, inputs)
             recorded_inputs = inputs

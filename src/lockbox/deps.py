@@ -1,0 +1,320 @@
+"""The dependency phase: uv.lock in, one content-pinned dependency layer out.
+
+This is the only phase allowed on the network. It installs the locked third-party packages
+with uv (no workspace member: those are the application, assembled later), normalises and
+scrubs the environment into a layer (:mod:`lockbox.layer`), and checks the layer's NAR hash
+against the one the recipe declares (``deps.hash``). The declared hash pins every byte: a
+layer that hashes differently is kept aside for ``lockbox diff`` and never registered, and
+when a layer with the declared hash is already in the store nothing runs at all.
+
+Steps, in order: plan (:mod:`lockbox.plan`) → install (uv in the sandbox) → normalise and
+scrub → hash → compare with the declared hash → register.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomlkit
+
+from lockbox.errors import HashMismatch
+from lockbox.hashes import Sha256
+from lockbox.interpreters import Interpreter, find_interpreter
+from lockbox.layer import LayerReport, normalise
+from lockbox.lock import read_lock
+from lockbox.nar import nar_hash
+from lockbox.plan import Plan, make_plan
+from lockbox.progress import Progress, silent
+from lockbox.project import Project
+from lockbox.sandbox import BUILD_ROOT, CACHE_MOUNT, Sandbox
+from lockbox.scrub import Scrubber
+from lockbox.store import Entry, Store
+from lockbox.uv import SyncRequest, Uv
+
+SOURCE_DATE_EPOCH = "315532800"
+"""1980-01-01, the earliest time a zip file (a wheel) can hold."""
+
+VENV = BUILD_ROOT / "venv"
+TMPDIR = BUILD_ROOT / "tmp"
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The external tools the phase drives, found once."""
+
+    uv: Uv
+    sandbox: Sandbox
+    cache: Path
+    """The uv cache shared by every build (wheels, sdists and what was built from them)."""
+
+    @classmethod
+    def find(cls, environ: Mapping[str, str], progress: Progress = silent) -> Tools:
+        return cls(Uv.find(progress), Sandbox.find(progress), default_uv_cache(environ))
+
+
+def default_uv_cache(environ: Mapping[str, str]) -> Path:
+    """``$LOCKBOX_UV_CACHE``, else ``$XDG_CACHE_HOME/lockbox/uv`` (``~/.cache/lockbox/uv``).
+
+    lockbox keeps its own uv cache: uv caches what it builds from sdists, and a wheel built
+    elsewhere, without lockbox's reproducibility flags, must not end up in a layer."""
+    if environ.get("LOCKBOX_UV_CACHE"):
+        return Path(environ["LOCKBOX_UV_CACHE"])
+    cache_home = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache_home) / "lockbox" / "uv"
+
+
+@dataclass(frozen=True)
+class DepsResult:
+    """The dependency layer of a project."""
+
+    entry: Entry
+    """The ``deps`` store entry."""
+    plan: Plan
+    reused: bool
+    """True when the declared layer was already in the store and nothing ran."""
+    layer: LayerReport | None
+    """What normalisation did; None when reused."""
+
+    @property
+    def hash(self) -> Sha256:
+        return self.entry.nar_hash
+
+
+def layer_name(project: Project) -> str:
+    return f"{project.app_name}-deps"
+
+
+def lock_digest(project: Project) -> Sha256:
+    return Sha256(hashlib.sha256(project.lock_path.read_bytes()).digest())
+
+
+def build_deps(project: Project, store: Store, tools: Tools,
+               progress: Progress = silent) -> DepsResult:
+    """Make (or find) the dependency layer of ``project`` in ``store``."""
+    lock = read_lock(project.lock_path)
+    interpreter = find_interpreter(project.recipe.python, project.requires_python,
+                                   progress=progress)
+    plan = make_plan(project, lock, interpreter)
+    name = layer_name(project)
+    declared = project.recipe.deps.hash
+    if declared is not None:
+        existing = store.find_content("deps", name, declared)
+        if existing is not None:
+            progress.info(f"dependency layer {declared} is in the store: {existing.path}")
+            return DepsResult(existing, plan, reused=True, layer=None)
+
+    built = sum(p.built for p in plan.installed if p.form != "member")
+    progress.info(
+        f"installing {len(plan.installed) - len(plan.by_form('member'))} packages "
+        f"({built} from source) with uv {tools.uv.version} for {interpreter.label}"
+    )
+    tools.cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="lockbox-deps-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        _install(project, plan, interpreter, scratch, tools, progress)
+        scrubber = Scrubber(_build_roots(project, interpreter, scratch, tools.cache))
+        with store.staging() as stage:
+            content = stage / "content"
+            progress.info("normalising and scrubbing the layer")
+            report = normalise(scratch / VENV.relative_to(BUILD_ROOT), content, scrubber, progress)
+            _report_scrub(report, progress)
+            nar = nar_hash(content)
+            if declared is not None and nar.sha256 != declared:
+                kept = store.keep_aside(content, name, nar.sha256)
+                raise HashMismatch(
+                    f"the dependency layer of {project.app_name}",
+                    declared.sri, nar.sha256.sri, kept,
+                    "if uv.lock or the recipe changed on purpose, declare the new hash with "
+                    "`lockbox lock-hash`; `lockbox diff` shows what differs from the last "
+                    "good layer",
+                )
+            entry = store.register(
+                content, name=name, kind="deps", nar=nar,
+                metadata=_metadata(project, plan, interpreter, tools, report),
+            )
+    if declared is None:
+        progress.warning(
+            f"the recipe declares no deps.hash; this build gave {entry.nar_hash}. "
+            f"Pin it with `lockbox lock-hash`, or add to [deps]: hash = \"{entry.nar_hash}\""
+        )
+    return DepsResult(entry, plan, reused=False, layer=report)
+
+
+def _install(project: Project, plan: Plan, interpreter: Interpreter, scratch: Path,
+             tools: Tools, progress: Progress) -> None:
+    deps = project.recipe.deps
+    (scratch / TMPDIR.relative_to(BUILD_ROOT)).mkdir()
+    flags = " ".join(_prefix_maps(interpreter))
+    env = {
+        **_host_environment(),
+        "UV_CACHE_DIR": str(CACHE_MOUNT),
+        "UV_PROJECT_ENVIRONMENT": str(VENV),
+        "UV_PYTHON_DOWNLOADS": "never",
+        "UV_LINK_MODE": "copy",
+        "UV_NO_PROGRESS": "1",
+        "TMPDIR": str(TMPDIR),
+        "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
+        "PYTHONHASHSEED": "0",
+        "TZ": "UTC",
+        "LC_ALL": "C.UTF-8",
+        "CFLAGS": _join(os.environ.get("CFLAGS"), flags),
+        "CXXFLAGS": _join(os.environ.get("CXXFLAGS"), flags),
+        "RUSTFLAGS": _join(os.environ.get("RUSTFLAGS"), " ".join(
+            f"--remap-path-prefix={old}={new}" for old, new in _path_maps(interpreter)
+        )),
+    }
+    config = None
+    if deps.build:
+        config = scratch / "uv.toml"
+        config.write_text(_uv_config(deps.build, env), encoding="utf-8")
+    request = SyncRequest(
+        python=interpreter.executable,
+        groups=deps.groups,
+        extras=deps.extras,
+        exclude=deps.exclude,
+        config_file=BUILD_ROOT / "uv.toml" if config else None,
+    )
+    argv = tools.sandbox.wrap(
+        tools.uv.sync_argv(request), scratch=scratch, cache=tools.cache,
+        cwd=project.root, read_only=[project.root],
+    )
+    old_umask = os.umask(0o022)
+    try:
+        tools.uv.sync(argv, cwd=project.root, env=env, progress=progress,
+                      on_line=lambda line: _forward_uv_line(line, progress))
+    finally:
+        os.umask(old_umask)
+
+
+def _forward_uv_line(line: str, progress: Progress) -> None:
+    text = line.strip()
+    if text.startswith(("Building", "Built", "Installed", "Prepared", "Downloading",
+                        "Resolved", "Using")):
+        progress.info(f"uv: {text}")
+    elif text:
+        progress.debug(f"uv: {text}")
+
+
+def _host_environment() -> dict[str, str]:
+    """What the build keeps of lockbox's own environment: where programs and libraries
+    are, proxies and certificates; not the user's uv settings, which uv.lock and the
+    project already fix."""
+    keep = ("PATH", "HOME", "USER", "LOGNAME", "http_proxy", "https_proxy", "no_proxy",
+            "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "SSL_CERT_FILE",
+            "SSL_CERT_DIR", "PKG_CONFIG_PATH", "LIBRARY_PATH", "CPATH", "CC", "CXX",
+            "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX", "UV_EXTRA_INDEX_URL",
+            "UV_FIND_LINKS", "UV_HTTP_TIMEOUT", "UV_NATIVE_TLS", "UV_OFFLINE")
+    return {name: os.environ[name] for name in keep if name in os.environ}
+
+
+def _join(*parts: str | None) -> str:
+    return " ".join(part for part in parts if part)
+
+
+def _path_maps(interpreter: Interpreter) -> list[tuple[str, str]]:
+    """Build paths mapped to fixed names in compiler output."""
+    return [
+        (str(CACHE_MOUNT), "/lockbox/uv-cache"),
+        (str(BUILD_ROOT), "/lockbox/build"),
+        (str(interpreter.prefix), "/lockbox/python"),
+    ]
+
+
+def _prefix_maps(interpreter: Interpreter) -> list[str]:
+    # -ffile-prefix-map covers __FILE__ and debug info; the longest prefix must come last,
+    # as GCC applies the last matching option.
+    return [f"-ffile-prefix-map={old}={new}" for old, new in reversed(_path_maps(interpreter))]
+
+
+def _build_roots(project: Project, interpreter: Interpreter, scratch: Path,
+                 cache: Path) -> list[str]:
+    """Every directory whose paths must not survive in the layer: the sandbox's build root
+    and the names the prefix maps gave it, the real scratch and cache directories (for
+    tools that resolve symlinks and mounts), the interpreter's prefix and the project."""
+    roots = {str(BUILD_ROOT), "/lockbox/uv-cache", "/lockbox/build", "/lockbox/python",
+             str(scratch), str(scratch.resolve()), str(cache), str(cache.resolve()),
+             str(interpreter.prefix), str(Path(interpreter.prefix).resolve()),
+             str(project.root), str(project.root.resolve())}
+    return sorted(roots)
+
+
+def _uv_config(build: Mapping[str, object], env: Mapping[str, str]) -> str:
+    """A uv.toml with each package's extra build variables. Flags lockbox sets for every
+    build are kept: a package's CFLAGS add to them, and its path goes before PATH."""
+    document = tomlkit.document()
+    table = tomlkit.table()
+    for package, settings in sorted(build.items()):
+        variables: dict[str, str] = {}
+        for key, value in settings.env.items():  # type: ignore[attr-defined]
+            variables[key] = _join(env.get(key), value) if key.endswith("FLAGS") else value
+        if settings.path:  # type: ignore[attr-defined]
+            variables["PATH"] = os.pathsep.join([*settings.path, env.get("PATH", "")])  # type: ignore[attr-defined]
+        table[package] = variables
+    document["extra-build-variables"] = table
+    text = tomlkit.dumps(document)
+    tomllib.loads(text)  # what uv will read must be valid TOML
+    return text
+
+
+def _report_scrub(report: LayerReport, progress: Progress) -> None:
+    scrub = report.scrub
+    for file, paths in sorted(scrub.found.items()):
+        for path, count in sorted(paths.items()):
+            progress.debug(f"scrubbed {path} ×{count} in {file}")
+    if scrub.found:
+        progress.info(f"scrubbed {scrub.occurrences} references to {len(scrub.paths)} "
+                      f"build paths in {scrub.files} files")
+    else:
+        progress.info("no build paths found in the layer")
+
+
+def _metadata(project: Project, plan: Plan, interpreter: Interpreter, tools: Tools,
+              report: LayerReport) -> dict[str, object]:
+    tags = interpreter.tags()
+    return {
+        "project": project.name,
+        "lock": lock_digest(project).sri,
+        "interpreter": {
+            "version": str(interpreter.version),
+            "abi": interpreter.abi,
+            "platform": tags[0].platform if tags else "",
+        },
+        "uv": str(tools.uv.version),
+        "packages": {
+            planned.package.name: {
+                "version": planned.package.version,
+                "from": "wheel" if planned.form == "wheel" else planned.form,
+            }
+            for planned in plan.installed
+            if planned.form != "member" and planned.package.name not in project.recipe.deps.exclude
+        },
+        "scrubbed": {"files": report.scrub.files, "occurrences": report.scrub.occurrences},
+    }
+
+
+def write_declared_hash(project: Project, digest: Sha256) -> Path:
+    """Write ``deps.hash`` into the project's recipe, keeping its formatting and comments.
+    Returns the file written."""
+    recipe_file = project.recipe.source or project.root / "pyproject.toml"
+    document = tomlkit.parse(recipe_file.read_text(encoding="utf-8"))
+    table = document
+    if recipe_file.name == "pyproject.toml":
+        table = document.setdefault("tool", tomlkit.table())  # type: ignore[assignment]
+        table = table.setdefault("lockbox", tomlkit.table())  # type: ignore[assignment]
+    deps = table.setdefault("deps", tomlkit.table())
+    deps["hash"] = digest.sri
+    _write_atomically(recipe_file, tomlkit.dumps(document))
+    return recipe_file
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.lockbox-tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.chmod(temporary, os.stat(path).st_mode & 0o7777)
+    os.replace(temporary, path)

@@ -1,0 +1,191 @@
+"""Normalising an installed environment into a dependency layer.
+
+uv installs into a virtual environment; the layer keeps only what the application needs and
+nothing that depends on where or when it was built:
+
+- only ``lib/pythonX.Y/site-packages`` is kept: ``bin/`` (scripts with the build's
+  interpreter path in their shebang), ``include/``, ``share/`` and ``pyvenv.cfg`` are not;
+- ``__pycache__`` and ``*.pyc`` are dropped, and so is the environment's own
+  ``_virtualenv.pth``/``_virtualenv.py``;
+- every file is scrubbed of build-environment paths (:mod:`lockbox.scrub`) as it is copied,
+  and an ELF file that was changed gets a build-id of its new bytes (:mod:`lockbox.buildid`);
+- ``direct_url.json`` pointing at a local path (``file://``) is dropped: it names a
+  directory of the build machine;
+- each ``RECORD`` is rewritten to list the files that are really there, with the hashes and
+  sizes of their final bytes, sorted.
+
+Permissions and mtimes are fixed when the store seals the tree. Each file is read once:
+scanned, rewritten, hashed for its ``RECORD`` line and written in the same pass.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from email.parser import HeaderParser
+from pathlib import Path, PurePosixPath
+
+from lockbox.buildid import refresh_build_id
+from lockbox.errors import LockboxError
+from lockbox.progress import Progress, silent
+from lockbox.scrub import Scrubber, ScrubReport
+
+_VENV_FILES = {"_virtualenv.pth", "_virtualenv.py"}
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """An installed distribution in the layer."""
+
+    name: str
+    version: str
+    dist_info: str
+    """Its ``.dist-info`` directory, relative to site-packages."""
+
+
+@dataclass
+class LayerReport:
+    """What normalisation kept, dropped and scrubbed."""
+
+    site_packages: str = ""
+    """site-packages relative to the layer root (``lib/python3.13/site-packages``)."""
+    files: int = 0
+    bytes: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Counts of what was left out, by reason."""
+    distributions: list[Distribution] = field(default_factory=list)
+    scrub: ScrubReport = field(default_factory=ScrubReport)
+
+
+class LayerError(LockboxError):
+    """The installed environment is not what the layer can be made from."""
+
+
+def site_packages_of(venv: Path) -> Path:
+    """The one ``lib/pythonX.Y/site-packages`` of an environment."""
+    found = sorted(venv.glob("lib/python3*/site-packages"))
+    if len(found) != 1:
+        raise LayerError(f"expected one lib/python3.*/site-packages in {venv}, found {len(found)}")
+    return found[0]
+
+
+def normalise(venv: Path, out: Path, scrubber: Scrubber, progress: Progress = silent) -> LayerReport:
+    """Copy ``venv``'s site-packages into ``out`` (which must not exist), normalised."""
+    site = site_packages_of(venv)
+    relative_site = site.relative_to(venv)
+    report = LayerReport(site_packages=str(relative_site))
+    target_site = out / relative_site
+    os.makedirs(target_site)
+    for name in sorted(os.listdir(venv)):
+        if name != "lib":
+            report.dropped[f"{name} (outside site-packages)"] = 1
+    record_lines: dict[str, tuple[str, str]] = {}
+    _copy(site, target_site, "", scrubber, report, record_lines)
+    for dist_info in sorted(p for p in os.listdir(target_site) if p.endswith(".dist-info")):
+        report.distributions.append(
+            _write_record(site, target_site, dist_info, record_lines, report)
+        )
+    progress.debug(f"layer: {report.files} files, {report.bytes} bytes, "
+                   f"{len(report.distributions)} distributions")
+    return report
+
+
+def _count(report: LayerReport, reason: str) -> None:
+    report.dropped[reason] = report.dropped.get(reason, 0) + 1
+
+
+def _copy(source: Path, target: Path, relative: str, scrubber: Scrubber, report: LayerReport,
+          record_lines: dict[str, tuple[str, str]]) -> None:
+    with os.scandir(source) as scan:
+        entries = sorted(scan, key=lambda entry: entry.name)
+    for entry in entries:
+        name = entry.name
+        path = f"{relative}{name}"
+        info = entry.stat(follow_symlinks=False)
+        if stat.S_ISDIR(info.st_mode):
+            if name == "__pycache__":
+                _count(report, "__pycache__ directories")
+                continue
+            os.mkdir(target / name)
+            _copy(Path(entry.path), target / name, path + "/", scrubber, report, record_lines)
+        elif stat.S_ISLNK(info.st_mode):
+            link = os.readlink(entry.path)
+            scrubbed, found = scrubber.scrub(os.fsencode(link))
+            if found:
+                report.scrub.add(path, found)
+            os.symlink(os.fsdecode(scrubbed), target / name)
+            record_lines[path] = ("", "")
+        elif stat.S_ISREG(info.st_mode):
+            if name.endswith(".pyc"):
+                _count(report, "*.pyc files")
+                continue
+            if relative == "" and name in _VENV_FILES:
+                continue
+            if relative.endswith(".dist-info/") and relative.count("/") == 1:
+                if name == "RECORD":
+                    continue  # rewritten from the final bytes
+                if name == "direct_url.json" and _is_local_url(Path(entry.path)):
+                    _count(report, "direct_url.json of local paths")
+                    continue
+            with open(entry.path, "rb") as file:
+                data = file.read()
+            data, found = scrubber.scrub(data)
+            if found:
+                report.scrub.add(path, found)
+                data = refresh_build_id(data)
+            with open(target / name, "xb") as file:
+                file.write(data)
+            if info.st_mode & stat.S_IXUSR:
+                os.chmod(target / name, 0o755)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            record_lines[path] = (f"sha256={digest.decode()}", str(len(data)))
+            report.files += 1
+            report.bytes += len(data)
+        else:
+            raise LayerError(f"{entry.path} is not a file, directory or symlink")
+
+
+def _is_local_url(path: Path) -> bool:
+    try:
+        url = json.loads(path.read_text()).get("url", "")
+    except (ValueError, OSError, AttributeError):
+        return False
+    return isinstance(url, str) and url.startswith("file:")
+
+
+def _write_record(site: Path, target_site: Path, dist_info: str,
+                  record_lines: dict[str, tuple[str, str]], report: LayerReport) -> Distribution:
+    """Rewrite ``dist_info``'s RECORD: its original files that are still there, plus its
+    own directory, with final hashes and sizes."""
+    owned: set[str] = set()
+    original = site / dist_info / "RECORD"
+    if original.is_file():
+        with open(original, newline="", encoding="utf-8") as file:
+            for row in csv.reader(file):
+                if not row:
+                    continue
+                normal = os.path.normpath(row[0])
+                if not normal.startswith(".."):  # scripts and data outside site-packages
+                    owned.add(PurePosixPath(normal).as_posix())
+    prefix = dist_info + "/"
+    owned.update(path for path in record_lines if path.startswith(prefix))
+    record = f"{dist_info}/RECORD"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for path in sorted(owned & record_lines.keys()):
+        writer.writerow((path, *record_lines[path]))
+    writer.writerow((record, "", ""))
+    (target_site / record).write_text(buffer.getvalue(), encoding="utf-8")
+    metadata = HeaderParser().parsestr(
+        (target_site / dist_info / "METADATA").read_text(encoding="utf-8", errors="replace")
+    ) if (target_site / dist_info / "METADATA").is_file() else {}
+    name = str(metadata.get("Name") or dist_info.split("-")[0])
+    version = str(metadata.get("Version") or dist_info.removesuffix(".dist-info").split("-")[-1])
+    report.files += 1
+    return Distribution(name, version, dist_info)

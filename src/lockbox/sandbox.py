@@ -1,0 +1,63 @@
+"""Running a command with the build paths at fixed places, with bubblewrap.
+
+Compilers, build backends and ``getcwd()`` write the paths they build in into their output.
+If those paths depend on where lockbox keeps its scratch space and uv cache, so do the
+bytes of the layer. The sandbox mounts both at the same place every time,
+:data:`BUILD_ROOT` (``/tmp/lockbox-build``, an empty directory on the host that only serves
+as the mount point), so every build sees the same paths wherever its scratch directory and
+cache really are; concurrent builds each see their own. The rest of the file system
+is the host's, network included: the dependency phase downloads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lockbox.errors import ToolFailed
+from lockbox.progress import Progress, silent
+from lockbox.run import run, which
+
+BUILD_ROOT = Path("/tmp/lockbox-build")
+"""Where a sandboxed build sees its scratch directory."""
+CACHE_MOUNT = BUILD_ROOT / "uv-cache"
+"""Where a sandboxed build sees the uv cache."""
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """bubblewrap, checked once."""
+
+    executable: Path
+
+    @classmethod
+    def find(cls, progress: Progress = silent) -> Sandbox:
+        executable = which(
+            "bwrap", "install bubblewrap (Debian: apt-get install bubblewrap); "
+            "lockbox runs builds in it so that build paths do not depend on the machine",
+        )
+        try:
+            run([executable, "--dev-bind", "/", "/", "--", "true"], progress=progress)
+        except ToolFailed as error:
+            raise ToolFailed(error.argv, error.returncode, error.stdout,
+                             error.stderr + "\nbubblewrap cannot create namespaces here; "
+                             "enable unprivileged user namespaces or run as root") from None
+        return cls(executable)
+
+    def wrap(self, argv: Sequence[str | os.PathLike[str]], *, scratch: Path, cache: Path,
+             cwd: Path, read_only: Sequence[Path] = ()) -> list[str]:
+        """``argv`` run with ``scratch`` at :data:`BUILD_ROOT` and ``cache`` at
+        :data:`CACHE_MOUNT`, in ``cwd``; ``read_only`` paths cannot be changed."""
+        (scratch / CACHE_MOUNT.relative_to(BUILD_ROOT)).mkdir(parents=True, exist_ok=True)
+        command = [
+            os.fspath(self.executable), "--dev-bind", "/", "/",
+            "--dir", os.fspath(BUILD_ROOT),
+            "--bind", os.fspath(scratch), os.fspath(BUILD_ROOT),
+            "--bind", os.fspath(cache), os.fspath(CACHE_MOUNT),
+        ]
+        for path in read_only:
+            command += ["--ro-bind", os.fspath(path), os.fspath(path)]
+        command += ["--chdir", os.fspath(cwd), "--die-with-parent", "--"]
+        return command + [os.fspath(arg) for arg in argv]

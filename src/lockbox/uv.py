@@ -1,0 +1,155 @@
+"""uv, the installer lockbox drives: found and version-checked once, one method per use.
+
+A failed ``uv`` run is read for what went wrong — a stale lock, a download that failed, a
+package whose build from source failed (with the tail of its log and, when the cause is a
+missing system library, the Debian package that provides it) — and raised as the matching
+error, so the user sees the cause instead of uv's whole output.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.version import Version
+
+from lockbox.errors import BuildFailed, LockOutdated, NetworkError, ToolFailed, ToolMissing
+from lockbox.progress import Progress, silent
+from lockbox.run import run, which
+
+MINIMUM_VERSION = Version("0.8.0")
+"""The oldest uv with per-package build variables (``extra-build-variables``)."""
+
+# (pattern in a failed build's log, what to do). The seed build met each of these.
+BUILD_HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"pg_config"),
+     "pg_config was not found: install libpq-dev (Debian), or put the directory holding "
+     "pg_config in the recipe's deps.build.<package>.path"),
+    (re.compile(r"krb5-config"),
+     "krb5-config was not found: install libkrb5-dev (Debian)"),
+    (re.compile(r"xmlsec1-config|xmlsec1 is not installed|xmlsec/xmlsec\.h|Could not find xmlsec"),
+     "the xmlsec library is missing: install libxmlsec1-dev (Debian)"),
+    (re.compile(r"libxml/\S+\.h|xml2-config"),
+     "the libxml2 headers are missing: install libxml2-dev (Debian)"),
+    (re.compile(r"libxslt/\S+\.h|xslt-config"),
+     "the libxslt headers are missing: install libxslt1-dev (Debian)"),
+    (re.compile(r"gss_acquire_cred_impersonate_name"),
+     "gssapi needs its extension header: set deps.build.gssapi.env.CFLAGS = "
+     "\"-include gssapi/gssapi_ext.h\" in the recipe"),
+    (re.compile(r"Python\.h: No such file"),
+     "the interpreter's headers are missing: use a Python built with its headers (python3-dev)"),
+    (re.compile(r"(?:gcc|cc|g\+\+)\S*: (?:command )?not found|error: command '\S*(?:gcc|cc)' failed: No such file"),
+     "no C compiler: install build-essential (Debian)"),
+)
+_MISSING_HEADER = re.compile(r"fatal error: (\S+\.h): No such file or directory")
+_FAILED_BUILD = re.compile(r"Failed to build `([^`@= ]+)")
+_NETWORK = re.compile(
+    r"error sending request|dns error|failed to lookup address|Connection refused|"
+    r"tcp connect error|Could not connect|operation timed out|Failed to fetch|"
+    r"failed to download|Network unreachable|error trying to connect",
+    re.IGNORECASE,
+)
+_STALE_LOCK = re.compile(r"needs to be updated, but `--locked` was provided")
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """What ``uv sync`` installs, beyond the lock itself."""
+
+    python: Path
+    """The interpreter to make the environment with."""
+    groups: Sequence[str] = ()
+    """Dependency groups to install (``dev`` included only if named)."""
+    extras: Sequence[str] = ()
+    """Extras of the project to install."""
+    exclude: Sequence[str] = ()
+    """Packages not to install."""
+    config_file: Path | None = None
+    """A uv.toml with lockbox's settings (per-package build variables)."""
+
+
+@dataclass(frozen=True)
+class Uv:
+    """A uv executable of a supported version."""
+
+    executable: Path
+    version: Version
+
+    @classmethod
+    def find(cls, progress: Progress = silent) -> Uv:
+        executable = which("uv", "install it with `pip install uv` or from https://docs.astral.sh/uv/")
+        output = run([executable, "--version"], progress=progress).stdout.split()
+        try:
+            version = Version(output[1])
+        except (IndexError, ValueError):
+            raise ToolMissing(f"{executable} does not look like uv: `uv --version` said "
+                              f"{' '.join(output)!r}") from None
+        if version < MINIMUM_VERSION:
+            raise ToolMissing(f"uv {version} at {executable} is too old; lockbox needs uv "
+                              f"{MINIMUM_VERSION} or newer (`pip install -U uv`)")
+        return cls(executable, version)
+
+    def sync_argv(self, request: SyncRequest) -> list[str]:
+        """The ``uv sync`` command line that installs the locked dependencies, and no
+        workspace member, into the environment ``UV_PROJECT_ENVIRONMENT`` names."""
+        argv = [
+            os.fspath(self.executable), "sync", "--locked",
+            "--no-install-project", "--no-install-workspace",
+            "--python", os.fspath(request.python),
+        ]
+        if "dev" not in request.groups:
+            argv.append("--no-dev")
+        argv += [arg for group in request.groups for arg in ("--group", group)]
+        argv += [arg for extra in request.extras for arg in ("--extra", extra)]
+        argv += [arg for name in request.exclude for arg in ("--no-install-package", name)]
+        if request.config_file is not None:
+            argv += ["--config-file", os.fspath(request.config_file)]
+        return argv
+
+    def sync(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        progress: Progress = silent,
+        on_line: Callable[[str], None] | None = None,
+    ) -> str:
+        """Run a (possibly sandboxed) ``uv sync`` command line; return uv's report."""
+        try:
+            return run(argv, cwd=cwd, env=env, progress=progress,
+                       on_stderr_line=on_line or progress.debug).stderr
+        except ToolFailed as error:
+            raise explain_failure(error.stdout + error.stderr) from None
+
+
+def explain_failure(output: str) -> Exception:
+    """The error a failed ``uv sync`` run's output describes."""
+    if _STALE_LOCK.search(output):
+        return LockOutdated(
+            "uv.lock is out of date with pyproject.toml: uv would change it. Run `uv lock` "
+            "in the project, review the change and commit it, then build again"
+        )
+    built = _FAILED_BUILD.search(output)
+    if built:
+        package = built.group(1)
+        tail = "\n".join(output[built.start():].strip().splitlines()[-40:])
+        hints = [hint for pattern, hint in BUILD_HINTS if pattern.search(output)]
+        header = _MISSING_HEADER.search(output)
+        if header and not hints:
+            hints.append(f"the header {header.group(1)} is missing: install the Debian -dev "
+                         "package that provides it (`apt-file search` finds it)")
+        return BuildFailed(package, tail, hints)
+    if _NETWORK.search(output):
+        lines = [line.strip() for line in output.splitlines() if line.strip()]
+        detail = "\n".join(f"  {line}" for line in lines[-8:])
+        return NetworkError(
+            "the dependency phase could not download what uv.lock pins:\n" + detail +
+            "\ncheck the network, proxy settings and the index URLs in uv.lock; "
+            "nothing was added to the store"
+        )
+    lines = output.strip().splitlines()
+    return ToolFailed(["uv", "sync"], 1, "", "\n".join(lines[-40:]))
