@@ -17,9 +17,10 @@ import hashlib
 import os
 import tempfile
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import tomlkit
 
@@ -32,6 +33,7 @@ from lockbox.nar import nar_hash
 from lockbox.plan import Plan, make_plan
 from lockbox.progress import Progress, silent
 from lockbox.project import Project
+from lockbox.recipe import BuildEnv
 from lockbox.sandbox import BUILD_ROOT, CACHE_MOUNT, Sandbox
 from lockbox.scrub import Scrubber
 from lockbox.store import Entry, Store
@@ -94,9 +96,11 @@ def lock_digest(project: Project) -> Sha256:
     return Sha256(hashlib.sha256(project.lock_path.read_bytes()).digest())
 
 
-def build_deps(project: Project, store: Store, tools: Tools,
+def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
                progress: Progress = silent) -> DepsResult:
-    """Make (or find) the dependency layer of ``project`` in ``store``."""
+    """Make (or find) the dependency layer of ``project`` in ``store``.
+
+    ``find_tools`` is called only when something must be built: a lookup needs no tools."""
     lock = read_lock(project.lock_path)
     interpreter = find_interpreter(project.recipe.python, project.requires_python,
                                    progress=progress)
@@ -109,6 +113,7 @@ def build_deps(project: Project, store: Store, tools: Tools,
             progress.info(f"dependency layer {declared} is in the store: {existing.path}")
             return DepsResult(existing, plan, reused=True, layer=None)
 
+    tools = find_tools()
     built = sum(p.built for p in plan.installed if p.form != "member")
     progress.info(
         f"installing {len(plan.installed) - len(plan.by_form('member'))} packages "
@@ -172,7 +177,7 @@ def _install(project: Project, plan: Plan, interpreter: Interpreter, scratch: Pa
     config = None
     if deps.build:
         config = scratch / "uv.toml"
-        config.write_text(_uv_config(deps.build, env), encoding="utf-8")
+        config.write_text(_uv_config(project, deps.build, env), encoding="utf-8")
     request = SyncRequest(
         python=interpreter.executable,
         groups=deps.groups,
@@ -244,20 +249,39 @@ def _build_roots(project: Project, interpreter: Interpreter, scratch: Path,
     return sorted(roots)
 
 
-def _uv_config(build: Mapping[str, object], env: Mapping[str, str]) -> str:
-    """A uv.toml with each package's extra build variables. Flags lockbox sets for every
-    build are kept: a package's CFLAGS add to them, and its path goes before PATH."""
-    document = tomlkit.document()
-    table = tomlkit.table()
-    for package, settings in sorted(build.items()):
-        variables: dict[str, str] = {}
-        for key, value in settings.env.items():  # type: ignore[attr-defined]
-            variables[key] = _join(env.get(key), value) if key.endswith("FLAGS") else value
-        if settings.path:  # type: ignore[attr-defined]
-            variables["PATH"] = os.pathsep.join([*settings.path, env.get("PATH", "")])  # type: ignore[attr-defined]
-        table[package] = variables
-    document["extra-build-variables"] = table
-    text = tomlkit.dumps(document)
+# Settings of [tool.uv] that describe the project rather than how uv installs it.
+_PROJECT_ONLY_UV_KEYS = frozenset({
+    "sources", "workspace", "managed", "package", "default-groups", "dependency-groups",
+    "dev-dependencies", "conflicts", "build-backend", "environments", "required-environments",
+})
+
+
+def _uv_config(project: Project, build: Mapping[str, BuildEnv], env: Mapping[str, str]) -> str:
+    """A uv.toml with the project's own uv settings plus each package's build variables.
+
+    uv reads no project settings at all once it is given a configuration file, so the
+    project's ``[tool.uv]`` (and a ``uv.toml`` beside it, which takes precedence) are copied
+    in: ``no-binary-package`` and the index settings must keep applying. Flags lockbox sets
+    for every build are kept too: a package's ``*FLAGS`` add to them, and its path goes
+    before ``PATH``."""
+    settings: dict[str, Any] = {
+        key: value for key, value in project.pyproject.get("tool", {}).get("uv", {}).items()
+        if key not in _PROJECT_ONLY_UV_KEYS
+    }
+    uv_toml = project.root / "uv.toml"
+    if uv_toml.is_file():
+        settings.update(tomllib.loads(uv_toml.read_text(encoding="utf-8")))
+    variables: dict[str, dict[str, str]] = {
+        package: dict(values) for package, values in settings.get("extra-build-variables", {}).items()
+    }
+    for package, package_env in sorted(build.items()):
+        mine = variables.setdefault(package, {})
+        for key, value in package_env.env.items():
+            mine[key] = _join(env.get(key), value) if key.endswith("FLAGS") else value
+        if package_env.path:
+            mine["PATH"] = os.pathsep.join([*package_env.path, env.get("PATH", "")])
+    settings["extra-build-variables"] = variables
+    text = tomlkit.dumps(settings)
     tomllib.loads(text)  # what uv will read must be valid TOML
     return text
 

@@ -10,7 +10,8 @@ nothing that depends on where or when it was built:
 - every file is scrubbed of build-environment paths (:mod:`lockbox.scrub`) as it is copied,
   and an ELF file that was changed gets a build-id of its new bytes (:mod:`lockbox.buildid`);
 - ``direct_url.json`` pointing at a local path (``file://``) is dropped: it names a
-  directory of the build machine;
+  directory of the build machine; so is uv's ``uv_build.json``, which records the build's
+  variables, the machine's ``PATH`` among them;
 - each ``RECORD`` is rewritten to list the files that are really there, with the hashes and
   sizes of their final bytes, sorted.
 
@@ -132,6 +133,9 @@ def _copy(source: Path, target: Path, relative: str, scrubber: Scrubber, report:
                     continue  # rewritten from the final bytes
                 if name == "direct_url.json" and _is_local_url(Path(entry.path)):
                     _count(report, "direct_url.json of local paths")
+                    continue
+                if name == "uv_build.json":
+                    _count(report, "uv_build.json (the build's variables, PATH included)")
                     continue
             with open(entry.path, "rb") as file:
                 data = file.read()

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-_PATH_CHAR = rb"A-Za-z0-9._+\-/@=~,%"
+_PATH_CHAR = rb"A-Za-z0-9._+\-/@~%"
 _MANGLED = b"/lockbox-scrubbed"
 
 

@@ -43,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run_build(args: argparse.Namespace, context: Context) -> int:
     project = load_project(args.project)
-    tools = Tools.find(os.environ, context.progress)
     with context.open_store() as store:
-        result = build_deps(project, store, tools, context.progress)
+        result = build_deps(project, store, lambda: Tools.find(os.environ, context.progress),
+                            context.progress)
     layer = result.layer
     if layer is not None:
         context.info(
@@ -63,8 +63,8 @@ def run_lock_hash(args: argparse.Namespace, context: Context) -> int:
         entry = store.latest("deps", layer_name(project))
         if entry is None or entry.inputs.get("lock") != lock_digest(project).sri:
             unpinned = _without_declared_hash(project)
-            tools = Tools.find(os.environ, context.progress)
-            entry = build_deps(unpinned, store, tools, context.progress).entry
+            entry = build_deps(unpinned, store, lambda: Tools.find(os.environ, context.progress),
+                               context.progress).entry
     if project.recipe.deps.hash == entry.nar_hash:
         context.info(f"deps.hash is already {entry.nar_hash}")
         return 0
