@@ -55,7 +55,7 @@ def _index(root: Path) -> dict[str, tuple[str, str, int]]:
     result = {}
     for directory, dirnames, filenames in os.walk(root):
         dirnames.sort()
-        for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(directory, d))]):
+        for name in sorted(filenames + dirnames):
             path = os.path.join(directory, name)
             result[os.path.relpath(path, root)] = _describe(path)
     return result
