@@ -1,8 +1,5 @@
 """lockbox: build uv-locked Python applications into pinned, hermetic, verified outputs."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("lockbox")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+__version__ = "0.1.0"
+"""The version, kept equal to pyproject.toml's (a test checks); written out rather than read
+from the installed metadata, which would cost every command an importlib.metadata import."""

@@ -50,3 +50,16 @@ def test_errors_are_messages_not_tracebacks(cli, tmp_path: Path) -> None:  # typ
     blocked.write_text("")
     result = cli("--store", blocked / "store", "store", "ls")
     assert result.code == 1 and "cannot create the store" in result.err
+
+
+def test_the_cli_knows_the_store_kinds_and_the_version() -> None:
+    import tomllib
+    from pathlib import Path
+
+    import lockbox
+    from lockbox.cli import main_store
+    from lockbox.store import KINDS
+
+    assert main_store.KINDS == KINDS
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert lockbox.__version__ == pyproject["project"]["version"]

@@ -2,7 +2,9 @@
 
 This package alone renders output, chooses exit codes and decides whether a traceback is
 shown. Each subcommand lives in its own ``main_<command>.py`` with a ``register`` function
-that adds its parser and binds the function that runs it.
+that adds its parser and binds the function that runs it. Those modules import what their
+command runs inside the function that runs it, so a quick command (``lockbox hash``, a
+build that is a store lookup) does not pay for loading uv wrappers, rich or sqlite.
 """
 
 from __future__ import annotations

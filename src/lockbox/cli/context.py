@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-
-from rich.console import Console
-from rich.markup import escape
+from typing import TYPE_CHECKING
 
 from lockbox.progress import Progress
-from lockbox.store import Store, default_store_dir
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from lockbox.store import Store
 
 
 @dataclass
@@ -22,10 +25,20 @@ class Context:
     verbose: bool = False
     quiet: bool = False
     store_dir: Path | None = None
-    out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
-    err: Console = field(
-        default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True)
-    )
+
+    # rich is imported only when something is rendered with it: a command whose output is
+    # plain text (a hash) starts faster without it.
+    @cached_property
+    def out(self) -> Console:
+        from rich.console import Console
+
+        return Console(highlight=False, soft_wrap=True)
+
+    @cached_property
+    def err(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=True, highlight=False, soft_wrap=True)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Context:
@@ -38,22 +51,22 @@ class Context:
     # Progress protocol -------------------------------------------------------------------
     def debug(self, message: str) -> None:
         if self.verbose:
-            self.err.print(f"[dim]{escape(message)}[/dim]")
+            self.err.print(f"[dim]{_escape(message)}[/dim]")
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(escape(message))
+            self.err.print(_escape(message))
 
     def warning(self, message: str) -> None:
-        self.err.print(f"[yellow]warning:[/yellow] {escape(message)}")
+        self.err.print(f"[yellow]warning:[/yellow] {_escape(message)}")
 
     # CLI-only rendering ------------------------------------------------------------------
     def error(self, message: str) -> None:
-        self.err.print(f"[bold red]error:[/bold red] {escape(message)}")
+        self.err.print(f"[bold red]error:[/bold red] {_escape(message)}")
 
     def print(self, text: str) -> None:
         """Plain output on stdout: results that scripts may read."""
-        self.out.print(escape(text))
+        sys.stdout.write(text + "\n")
 
     @property
     def progress(self) -> Progress:
@@ -64,4 +77,12 @@ class Context:
 
     def open_store(self) -> Store:
         """Open the store named by ``--store``, ``$LOCKBOX_STORE`` or the XDG default."""
+        from lockbox.store import Store, default_store_dir
+
         return Store.open(self.store_dir or default_store_dir(os.environ), self)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

@@ -6,10 +6,12 @@ import argparse
 import dataclasses
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lockbox.cli.context import Context
-from lockbox.deps import Tools, build_deps, layer_name, lock_digest, write_declared_hash
-from lockbox.project import Project, load_project
+
+if TYPE_CHECKING:
+    from lockbox.project import Project
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_build(args: argparse.Namespace, context: Context) -> int:
+    from lockbox.deps import Tools, build_deps
+    from lockbox.project import load_project
+
     project = load_project(args.project)
     with context.open_store() as store:
         result = build_deps(project, store, lambda: Tools.find(os.environ, context.progress),
@@ -58,6 +63,9 @@ def run_build(args: argparse.Namespace, context: Context) -> int:
 
 
 def run_lock_hash(args: argparse.Namespace, context: Context) -> int:
+    from lockbox.deps import Tools, build_deps, layer_name, lock_digest, write_declared_hash
+    from lockbox.project import load_project
+
     project = load_project(args.project)
     with context.open_store() as store:
         entry = store.latest("deps", layer_name(project))

@@ -6,10 +6,7 @@ import argparse
 from pathlib import Path
 
 from lockbox.cli.context import Context
-from lockbox.deps import layer_name
 from lockbox.errors import LockboxError
-from lockbox.project import load_project
-from lockbox.treediff import diff_trees
 
 _SIGNS = {"added": "+", "removed": "-", "changed": "~"}
 
@@ -29,6 +26,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_diff(args: argparse.Namespace, context: Context) -> int:
+    from lockbox.deps import layer_name
+    from lockbox.project import load_project
+    from lockbox.treediff import diff_trees
+
     project = load_project(args.project)
     name = layer_name(project)
     with context.open_store() as store:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lockbox.cli.context import Context
-from lockbox.interpreters import find_interpreter
-from lockbox.lock import read_lock
-from lockbox.plan import Plan, Planned, make_plan, plan_summary
-from lockbox.project import load_project
+
+if TYPE_CHECKING:
+    from lockbox.plan import Plan, Planned
 
 _HEADINGS = {
     "wheel": "wheels",
@@ -41,6 +41,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_plan(args: argparse.Namespace, context: Context) -> int:
+    from lockbox.interpreters import find_interpreter
+    from lockbox.lock import read_lock
+    from lockbox.plan import make_plan, plan_summary
+    from lockbox.project import load_project
+
     project = load_project(args.project)
     lock = read_lock(project.lock_path)
     interpreter = find_interpreter(

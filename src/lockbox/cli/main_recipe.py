@@ -6,11 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-import tomlkit
-
 from lockbox.cli.context import Context
-from lockbox.project import load_project
-from lockbox.recipe import recipe_as_dict
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,6 +28,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_show(args: argparse.Namespace, context: Context) -> int:
+    import tomlkit
+
+    from lockbox.project import load_project
+    from lockbox.recipe import recipe_as_dict
+
     project = load_project(args.project)
     recipe = project.recipe
     data = recipe_as_dict(recipe)

@@ -6,10 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from lockbox.cli.context import Context
-from lockbox.store import KINDS, Entry
+
+if TYPE_CHECKING:
+    from lockbox.store import Entry
+
+KINDS = ("source", "python", "deps", "app")  # lockbox.store.KINDS; a test keeps them equal
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -85,6 +89,8 @@ def run_ls(args: argparse.Namespace, context: Context) -> int:
     if not entries:
         context.info(f"the store at {store.root} is empty")
         return 0
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False)
     for column in ("kind", "entry", "NAR size", "NAR hash"):
         table.add_column(column, justify="right" if column == "NAR size" else "left")
