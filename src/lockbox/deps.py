@@ -77,7 +77,8 @@ class DepsResult:
 
     entry: Entry
     """The ``deps`` store entry."""
-    plan: Plan
+    plan: Plan | None
+    """What was installed; None when the layer was found by its declared hash."""
     reused: bool
     """True when the declared layer was already in the store and nothing ran."""
     layer: LayerReport | None
@@ -101,18 +102,19 @@ def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
     """Make (or find) the dependency layer of ``project`` in ``store``.
 
     ``find_tools`` is called only when something must be built: a lookup needs no tools."""
+    name = layer_name(project)
+    declared = project.recipe.deps.hash
+    if declared is not None:
+        # The declared hash names the content: whatever produced it, that layer is the one.
+        existing = store.find_content("deps", name, declared)
+        if existing is not None:
+            progress.info(f"dependency layer {declared} is in the store: {existing.path}")
+            return DepsResult(existing, None, reused=True, layer=None)
+
     lock = read_lock(project.lock_path)
     interpreter = find_interpreter(project.recipe.python, project.requires_python,
                                    progress=progress)
     plan = make_plan(project, lock, interpreter)
-    name = layer_name(project)
-    declared = project.recipe.deps.hash
-    if declared is not None:
-        existing = store.find_content("deps", name, declared)
-        if existing is not None:
-            progress.info(f"dependency layer {declared} is in the store: {existing.path}")
-            return DepsResult(existing, plan, reused=True, layer=None)
-
     tools = find_tools()
     built = sum(p.built for p in plan.installed if p.form != "member")
     progress.info(
@@ -168,12 +170,13 @@ def _install(project: Project, plan: Plan, interpreter: Interpreter, scratch: Pa
         "PYTHONHASHSEED": "0",
         "TZ": "UTC",
         "LC_ALL": "C.UTF-8",
-        "CFLAGS": _join(os.environ.get("CFLAGS"), flags),
+        "CFLAGS": _join(os.environ.get("CFLAGS"), flags),  # C and C++ (setuptools)
         "CXXFLAGS": _join(os.environ.get("CXXFLAGS"), flags),
         "RUSTFLAGS": _join(os.environ.get("RUSTFLAGS"), " ".join(
             f"--remap-path-prefix={old}={new}" for old, new in _path_maps(interpreter)
         )),
     }
+    env.update(_compiler_wrappers(scratch, interpreter))
     config = None
     if deps.build:
         config = scratch / "uv.toml"
@@ -195,6 +198,33 @@ def _install(project: Project, plan: Plan, interpreter: Interpreter, scratch: Pa
                       on_line=lambda line: _forward_uv_line(line, progress))
     finally:
         os.umask(old_umask)
+
+
+_WRAPPER = """\
+#!/bin/sh
+# Written by lockbox. uv builds each sdist in a cache directory with a random name; map the
+# directory the compiler runs in to a fixed name, so that no random name reaches __FILE__
+# or debug information (whose string tables GCC orders by hash).
+exec {compiler} "$@" -ffile-prefix-map="$(pwd -P)"=/lockbox/src
+"""
+
+
+def _compiler_wrappers(scratch: Path, interpreter: Interpreter) -> dict[str, str]:
+    """``CC`` and ``CXX`` pointing at wrappers of the compilers the builds would use (the
+    environment's, else the interpreter's), keeping their extra words (``-pthread``)."""
+    directory = scratch / "bin"
+    directory.mkdir()
+    variables = {}
+    for variable, wrapper, default in (("CC", "cc", "gcc"), ("CXX", "c++", "g++")):
+        configured = os.environ.get(variable) or interpreter.sysconfig.get(variable) or default
+        if configured == "None":
+            configured = default
+        compiler, _, extra = configured.partition(" ")
+        path = directory / wrapper
+        path.write_text(_WRAPPER.format(compiler=compiler))
+        path.chmod(0o755)
+        variables[variable] = _join(str(BUILD_ROOT / "bin" / wrapper), extra)
+    return variables
 
 
 def _forward_uv_line(line: str, progress: Progress) -> None:
