@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from packaging import tags
@@ -97,6 +98,7 @@ class Interpreter:
         """Whether ``marker`` holds for this interpreter (with ``extra`` for extra markers)."""
         return marker.evaluate({**self.markers, "extra": extra})
 
+    @cached_property
     def tags(self) -> tuple[Tag, ...]:
         """The wheel tags this interpreter accepts, most specific first.
 
@@ -109,6 +111,11 @@ class Interpreter:
             *tags.compatible_tags(python_version, f"cp{python_version[0]}{python_version[1]}",
                                   platforms),
         )
+
+    @cached_property
+    def tag_ranks(self) -> Mapping[Tag, int]:
+        """Each accepted tag's position in :attr:`tags` (0 is the most specific)."""
+        return {tag: position for position, tag in enumerate(self.tags)}
 
 
 def probe(executable: Path, progress: Progress = silent) -> Interpreter:
@@ -184,6 +191,16 @@ def candidate_paths(environ: Mapping[str, str]) -> Iterator[Path]:
             yield from unique(install)
 
 
+def _version_in_path(path: Path) -> Version | None:
+    """The full version an install's directory is named after (pyenv's ``versions/3.13.0``,
+    uv's ``cpython-3.13.0-linux-…``), if it is."""
+    for part in reversed(path.parts[:-1]):
+        found = re.fullmatch(r"(?:cpython-)?(\d+\.\d+\.\d+)(?:-.*)?", part)
+        if found:
+            return Version(found.group(1))
+    return None
+
+
 def find_interpreter(
     request: str | None,
     requires_python: str | None,
@@ -207,6 +224,10 @@ def find_interpreter(
     wanted = parse_request(request) if request is not None else SpecifierSet()
     found: list[Interpreter] = []
     for path in candidate_paths(os.environ if environ is None else environ):
+        hint = _version_in_path(path)
+        if hint is not None and not (wanted.contains(hint, prereleases=True)
+                                     and allowed.contains(hint, prereleases=True)):
+            continue  # an install named after another version: no need to run it
         try:
             found.append(probe(path, progress))
         except InterpreterNotFound as error:

@@ -15,8 +15,9 @@ nothing that depends on where or when it was built:
 - each ``RECORD`` is rewritten to list the files that are really there, with the hashes and
   sizes of their final bytes, sorted.
 
-Permissions and mtimes are fixed when the store seals the tree. Each file is read once:
-scanned, rewritten, hashed for its ``RECORD`` line and written in the same pass.
+Permissions and mtimes are fixed when the store seals the tree. The environment is
+normalised where it lies, after one rename into the store's staging area: each file is read
+once, scanned and hashed for its ``RECORD`` line, and written only if scrubbing changed it.
 """
 
 from __future__ import annotations
@@ -77,20 +78,29 @@ def site_packages_of(venv: Path) -> Path:
 
 
 def normalise(venv: Path, out: Path, scrubber: Scrubber, progress: Progress = silent) -> LayerReport:
-    """Copy ``venv``'s site-packages into ``out`` (which must not exist), normalised."""
+    """Turn ``venv``'s site-packages into the layer ``out`` (which must not exist, and be on
+    the same file system): the directory is moved, then normalised in place. A file is
+    replaced (never changed in place: uv may have hardlinked it from its cache) only when
+    scrubbing changes it."""
     site = site_packages_of(venv)
     relative_site = site.relative_to(venv)
     report = LayerReport(site_packages=str(relative_site))
     target_site = out / relative_site
-    os.makedirs(target_site)
+    os.makedirs(target_site.parent)
+    os.rename(site, target_site)
     for name in sorted(os.listdir(venv)):
         if name != "lib":
             report.dropped[f"{name} (outside site-packages)"] = 1
     record_lines: dict[str, tuple[str, str]] = {}
-    _copy(site, target_site, "", scrubber, report, record_lines)
+    records: dict[str, list[str]] = {}
+    _normalise_directory(target_site, "", scrubber, report, record_lines, records)
+    by_dist_info: dict[str, list[str]] = {}
+    for path in record_lines:
+        by_dist_info.setdefault(path.split("/", 1)[0], []).append(path)
     for dist_info in sorted(p for p in os.listdir(target_site) if p.endswith(".dist-info")):
+        owned = set(records.get(dist_info, ())) | set(by_dist_info.get(dist_info, ()))
         report.distributions.append(
-            _write_record(site, target_site, dist_info, record_lines, report)
+            _write_record(target_site, dist_info, owned, record_lines, report)
         )
     progress.debug(f"layer: {report.files} files, {report.bytes} bytes, "
                    f"{len(report.distributions)} distributions")
@@ -101,10 +111,12 @@ def _count(report: LayerReport, reason: str) -> None:
     report.dropped[reason] = report.dropped.get(reason, 0) + 1
 
 
-def _copy(source: Path, target: Path, relative: str, scrubber: Scrubber, report: LayerReport,
-          record_lines: dict[str, tuple[str, str]]) -> None:
-    with os.scandir(source) as scan:
+def _normalise_directory(directory: str | Path, relative: str, scrubber: Scrubber, report: LayerReport,
+                         record_lines: dict[str, tuple[str, str]],
+                         records: dict[str, list[str]]) -> None:
+    with os.scandir(directory) as scan:
         entries = sorted(scan, key=lambda entry: entry.name)
+    in_dist_info = relative.endswith(".dist-info/") and relative.count("/") == 1
     for entry in entries:
         name = entry.name
         path = f"{relative}{name}"
@@ -112,41 +124,28 @@ def _copy(source: Path, target: Path, relative: str, scrubber: Scrubber, report:
         if stat.S_ISDIR(info.st_mode):
             if name == "__pycache__":
                 _count(report, "__pycache__ directories")
+                _remove_tree(Path(entry.path))
                 continue
-            os.mkdir(target / name)
-            _copy(Path(entry.path), target / name, path + "/", scrubber, report, record_lines)
+            _normalise_directory(entry.path, path + "/", scrubber, report, record_lines, records)
         elif stat.S_ISLNK(info.st_mode):
             link = os.readlink(entry.path)
             scrubbed, found = scrubber.scrub(os.fsencode(link))
             if found:
                 report.scrub.add(path, found)
-            os.symlink(os.fsdecode(scrubbed), target / name)
+                os.unlink(entry.path)
+                os.symlink(os.fsdecode(scrubbed), entry.path)
             record_lines[path] = ("", "")
         elif stat.S_ISREG(info.st_mode):
-            if name.endswith(".pyc"):
-                _count(report, "*.pyc files")
+            if _dropped(name, relative, in_dist_info, entry.path, report, records):
+                os.unlink(entry.path)
                 continue
-            if relative == "" and name in _VENV_FILES:
-                continue
-            if relative.endswith(".dist-info/") and relative.count("/") == 1:
-                if name == "RECORD":
-                    continue  # rewritten from the final bytes
-                if name == "direct_url.json" and _is_local_url(Path(entry.path)):
-                    _count(report, "direct_url.json of local paths")
-                    continue
-                if name == "uv_build.json":
-                    _count(report, "uv_build.json (the build's variables, PATH included)")
-                    continue
             with open(entry.path, "rb") as file:
                 data = file.read()
             data, found = scrubber.scrub(data)
             if found:
                 report.scrub.add(path, found)
                 data = refresh_build_id(data)
-            with open(target / name, "xb") as file:
-                file.write(data)
-            if info.st_mode & stat.S_IXUSR:
-                os.chmod(target / name, 0o755)
+                _replace(entry.path, data, info.st_mode)
             digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
             record_lines[path] = (f"sha256={digest.decode()}", str(len(data)))
             report.files += 1
@@ -155,30 +154,70 @@ def _copy(source: Path, target: Path, relative: str, scrubber: Scrubber, report:
             raise LayerError(f"{entry.path} is not a file, directory or symlink")
 
 
-def _is_local_url(path: Path) -> bool:
+def _dropped(name: str, relative: str, in_dist_info: bool, path: str, report: LayerReport,
+             records: dict[str, list[str]]) -> bool:
+    """Whether a file leaves the layer; a RECORD is read (to be rewritten) as it goes."""
+    if name.endswith(".pyc"):
+        _count(report, "*.pyc files")
+        return True
+    if relative == "" and name in _VENV_FILES:
+        return True
+    if not in_dist_info:
+        return False
+    if name == "RECORD":
+        records[relative.rstrip("/")] = _record_paths(path)
+        return True
+    if name == "direct_url.json" and _is_local_url(path):
+        _count(report, "direct_url.json of local paths")
+        return True
+    if name == "uv_build.json":
+        _count(report, "uv_build.json (the build's variables, PATH included)")
+        return True
+    return False
+
+
+def _replace(path: str, data: bytes, mode: int) -> None:
+    """Put ``data`` at ``path`` as a new file with the same permissions."""
+    directory, name = os.path.split(path)
+    temporary = os.path.join(directory, f".{name}.lockbox-tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IMODE(mode))
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
+    os.rename(temporary, path)
+
+
+def _remove_tree(path: Path) -> None:
+    for directory, _dirnames, filenames in os.walk(path, topdown=False):
+        for filename in filenames:
+            os.unlink(os.path.join(directory, filename))
+        os.rmdir(directory)
+
+
+def _record_paths(record: str) -> list[str]:
+    """The site-packages paths a RECORD lists (not scripts and data installed elsewhere)."""
+    paths = []
+    with open(record, newline="", encoding="utf-8") as file:
+        for row in csv.reader(file):
+            if row:
+                normal = os.path.normpath(row[0])
+                if not normal.startswith(".."):
+                    paths.append(PurePosixPath(normal).as_posix())
+    return paths
+
+
+def _is_local_url(path: str) -> bool:
     try:
-        url = json.loads(path.read_text()).get("url", "")
+        with open(path, encoding="utf-8") as file:
+            url = json.load(file).get("url", "")
     except (ValueError, OSError, AttributeError):
         return False
     return isinstance(url, str) and url.startswith("file:")
 
 
-def _write_record(site: Path, target_site: Path, dist_info: str,
+def _write_record(target_site: Path, dist_info: str, owned: set[str],
                   record_lines: dict[str, tuple[str, str]], report: LayerReport) -> Distribution:
-    """Rewrite ``dist_info``'s RECORD: its original files that are still there, plus its
-    own directory, with final hashes and sizes."""
-    owned: set[str] = set()
-    original = site / dist_info / "RECORD"
-    if original.is_file():
-        with open(original, newline="", encoding="utf-8") as file:
-            for row in csv.reader(file):
-                if not row:
-                    continue
-                normal = os.path.normpath(row[0])
-                if not normal.startswith(".."):  # scripts and data outside site-packages
-                    owned.add(PurePosixPath(normal).as_posix())
-    prefix = dist_info + "/"
-    owned.update(path for path in record_lines if path.startswith(prefix))
+    """Write ``dist_info``'s RECORD: the files it owned that are still there, and its own
+    directory's, with final hashes and sizes, sorted."""
     record = f"{dist_info}/RECORD"
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -186,9 +225,10 @@ def _write_record(site: Path, target_site: Path, dist_info: str,
         writer.writerow((path, *record_lines[path]))
     writer.writerow((record, "", ""))
     (target_site / record).write_text(buffer.getvalue(), encoding="utf-8")
+    metadata_path = target_site / dist_info / "METADATA"
     metadata = HeaderParser().parsestr(
-        (target_site / dist_info / "METADATA").read_text(encoding="utf-8", errors="replace")
-    ) if (target_site / dist_info / "METADATA").is_file() else {}
+        metadata_path.read_text(encoding="utf-8", errors="replace")
+    ) if metadata_path.is_file() else {}
     name = str(metadata.get("Name") or dist_info.split("-")[0])
     version = str(metadata.get("Version") or dist_info.removesuffix(".dist-info").split("-")[-1])
     report.files += 1

@@ -226,7 +226,7 @@ def _classify(package: Package, extras: tuple[str, ...], project: Project,
 
 def best_wheel(wheels: Iterable[Artifact], interpreter: Interpreter) -> Artifact | None:
     """The wheel whose best tag ranks highest for ``interpreter``, if any fits."""
-    rank = {tag: position for position, tag in enumerate(interpreter.tags())}
+    rank = interpreter.tag_ranks
     best: tuple[int, Artifact] | None = None
     for wheel in wheels:
         fits = [rank[tag] for tag in wheel.wheel_tags if tag in rank]

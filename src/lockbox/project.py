@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from packaging.utils import canonicalize_name
-
 from lockbox.errors import Problem, ProjectError, RecipeError
-from lockbox.recipe import Recipe, parse_recipe
+from lockbox.recipe import Recipe, canonical_name, parse_recipe
 
 RECIPE_FILE = "lockbox.toml"
 
@@ -139,7 +137,7 @@ def load_project(target: Path) -> Project:
         )
     return Project(
         root=root,
-        name=str(canonicalize_name(project_table["name"])),
+        name=canonical_name(project_table["name"]),
         version=project_table.get("version"),
         requires_python=project_table.get("requires-python"),
         pyproject=pyproject,
@@ -155,7 +153,7 @@ def _uv_settings(pyproject: Mapping[str, Any], path: Path) -> UvSettings:
         value = uv.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ProjectError(f"{path}: [tool.uv] {key} must be an array of package names")
-        return frozenset(str(canonicalize_name(v)) for v in value)
+        return frozenset(canonical_name(v) for v in value)
 
     return UvSettings(
         no_binary=uv.get("no-binary", False) is True,

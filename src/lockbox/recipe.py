@@ -9,18 +9,25 @@ the two in step.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
-from packaging.utils import canonicalize_name
-
 from lockbox.errors import HashFormatError, Problem, RecipeError
 from lockbox.hashes import Sha256
 from lockbox.tomlpos import locate
+
+def canonical_name(name: str) -> str:
+    """A package name in its normalised form (PEP 503): ``Psycopg_C`` is ``psycopg-c``.
+
+    The same rule as ``packaging.utils.canonicalize_name``, written out so that reading a
+    recipe does not import packaging's wheel-tag machinery."""
+    return _SEPARATORS.sub("-", name).lower()
+
+
+_SEPARATORS = re.compile(r"[-_.]+")
 
 T = TypeVar("T")
 
@@ -160,6 +167,8 @@ class _Reader:
             return {}
         for key in data:
             if key not in allowed:
+                import difflib  # only when a key is wrong
+
                 close = difflib.get_close_matches(key, allowed, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 options = ", ".join(allowed)
@@ -292,7 +301,7 @@ def _deps(reader: _Reader, data: object) -> Deps:
                 reader.problem(where + ("env", variable), "not a valid environment variable name")
             if not isinstance(value, str):
                 reader.problem(where + ("env", variable), f"expected a string, got {_kind(value)}")
-        build[str(canonicalize_name(package))] = BuildEnv(
+        build[canonical_name(package)] = BuildEnv(
             env={k: v for k, v in env.items() if isinstance(v, str)},
             path=reader.strings(entry, where, "path"),
         )
@@ -300,7 +309,7 @@ def _deps(reader: _Reader, data: object) -> Deps:
         hash=declared,
         groups=reader.strings(table, path, "groups"),
         extras=reader.strings(table, path, "extras"),
-        exclude=tuple(str(canonicalize_name(n)) for n in reader.strings(table, path, "exclude")),
+        exclude=tuple(canonical_name(n) for n in reader.strings(table, path, "exclude")),
         build=build,
     )
 

@@ -1,12 +1,13 @@
 """Running a command with the build paths at fixed places, with bubblewrap.
 
 Compilers, build backends and ``getcwd()`` write the paths they build in into their output.
-If those paths depend on where lockbox keeps its scratch space and uv cache, so do the
-bytes of the layer. The sandbox mounts both at the same place every time,
-:data:`BUILD_ROOT` (``/tmp/lockbox-build``, an empty directory on the host that only serves
-as the mount point), so every build sees the same paths wherever its scratch directory and
-cache really are; concurrent builds each see their own. The rest of the file system
-is the host's, network included: the dependency phase downloads.
+If those paths depend on where the store and its uv cache are, so do the bytes of the
+layer. The sandbox mounts the store's working directory (``STORE/.lockbox``, which holds the
+staging areas and the uv cache) at :data:`BUILD_ROOT` (``/tmp/lockbox-build``, an empty
+directory on the host that only serves as the mount point), so every build sees the same
+paths wherever the store really is; concurrent builds each see their own. Staging area and
+cache being one mount, uv can hardlink from its cache instead of copying. The rest of the
+file system is the host's, network included: the dependency phase downloads.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ from lockbox.progress import Progress, silent
 from lockbox.run import run, which
 
 BUILD_ROOT = Path("/tmp/lockbox-build")
-"""Where a sandboxed build sees its scratch directory."""
-CACHE_MOUNT = BUILD_ROOT / "uv-cache"
-"""Where a sandboxed build sees the uv cache."""
+"""Where a sandboxed build sees the store's working directory."""
 
 
 @dataclass(frozen=True)
@@ -46,17 +45,19 @@ class Sandbox:
                              "enable unprivileged user namespaces or run as root") from None
         return cls(executable)
 
-    def wrap(self, argv: Sequence[str | os.PathLike[str]], *, scratch: Path, cache: Path,
-             cwd: Path, read_only: Sequence[Path] = ()) -> list[str]:
-        """``argv`` run with ``scratch`` at :data:`BUILD_ROOT` and ``cache`` at
-        :data:`CACHE_MOUNT`, in ``cwd``; ``read_only`` paths cannot be changed."""
-        (scratch / CACHE_MOUNT.relative_to(BUILD_ROOT)).mkdir(parents=True, exist_ok=True)
+    def wrap(self, argv: Sequence[str | os.PathLike[str]], *, root: Path, cwd: Path,
+             binds: Sequence[tuple[Path, Path]] = (), read_only: Sequence[Path] = ()) -> list[str]:
+        """``argv`` run with ``root`` mounted at :data:`BUILD_ROOT`, each ``(host, inside)``
+        of ``binds`` mounted over a directory inside it, in ``cwd``; ``read_only`` paths
+        cannot be changed."""
         command = [
             os.fspath(self.executable), "--dev-bind", "/", "/",
             "--dir", os.fspath(BUILD_ROOT),
-            "--bind", os.fspath(scratch), os.fspath(BUILD_ROOT),
-            "--bind", os.fspath(cache), os.fspath(CACHE_MOUNT),
+            "--bind", os.fspath(root), os.fspath(BUILD_ROOT),
         ]
+        for host, inside in binds:
+            (root / inside.relative_to(BUILD_ROOT)).mkdir(parents=True, exist_ok=True)
+            command += ["--bind", os.fspath(host), os.fspath(inside)]
         for path in read_only:
             command += ["--ro-bind", os.fspath(path), os.fspath(path)]
         command += ["--chdir", os.fspath(cwd), "--die-with-parent", "--"]

@@ -131,9 +131,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     with serve(index) as url:
         project = make_project(root, url, tools, repo)
         store = root / "store"
-        cache = root / "uv-cache"
-        output = lockbox("build", "--deps-only", project, store=store,
-                         env={"LOCKBOX_UV_CACHE": str(cache)})
+        cache = store / ".lockbox" / "uv-cache"  # the store's own
+        output = lockbox("build", "--deps-only", project, store=store)
         assert output.returncode == 0, output.stderr
         layer = Path(output.stdout.strip())
         digest = output.stderr.split("deps hash: ")[1].split()[0]
@@ -184,6 +183,19 @@ def test_no_build_path_survives(built: Built) -> None:
     assert "scrubbed" in built.output.stderr and "build paths" in built.output.stderr
 
 
+def test_files_uv_took_from_its_cache_stay_hardlinked_to_it(built: Built) -> None:
+    """The store's uv cache is on the store's mount, so uv links instead of copying; a
+    file scrubbing changed is a new file, and the cache keeps the original."""
+    alpha = built.site / "lbt_alpha.py"
+    assert os.stat(alpha).st_nlink > 1
+    cached = [p for p in built.cache.rglob("lbt_alpha.py") if p.stat().st_ino == alpha.stat().st_ino]
+    assert cached
+    speed = next((built.site / "cext").glob("_speed*.so"))
+    assert os.stat(speed).st_nlink == 1
+    originals = [p for p in built.cache.rglob("_speed*.so")]
+    assert originals and all(b"/tmp/lockbox-build/uv-cache" in p.read_bytes() for p in originals)
+
+
 def test_records_match_the_final_bytes_and_scripts_are_gone(built: Built) -> None:
     for record in built.site.glob("*.dist-info/RECORD"):
         with open(record, newline="") as file:
@@ -211,8 +223,9 @@ def test_the_layer_hash_is_the_nar_hash_nix_computes(built: Built) -> None:
 
 
 def test_rebuilding_elsewhere_gives_the_same_hash(built: Built, tmp_path: Path) -> None:
-    """Another store, another uv cache (so the C extension is compiled again), another
-    scratch location, umask, time zone and locale."""
+    """Another store, a uv cache outside it ($LOCKBOX_UV_CACHE: bound into the sandbox,
+    copied from rather than linked, and empty, so the C extension is compiled again),
+    another temporary directory, umask, time zone and locale."""
     other_tmp = tmp_path / "a-much-longer-temporary-directory-name"
     other_tmp.mkdir()
     with serve(built.root / "index") as url:
@@ -261,8 +274,7 @@ def test_a_wrong_declared_hash_fails_registers_nothing_and_can_be_diffed(
     with serve(built.root / "index") as url:
         for name in ("uv.lock", "pyproject.toml"):
             (project / name).write_text((project / name).read_text().replace(built.url, url))
-        result = lockbox("build", "--deps-only", project, store=built.store,
-                         env={"LOCKBOX_UV_CACHE": str(built.cache)})
+        result = lockbox("build", "--deps-only", project, store=built.store)
     assert result.returncode == 1
     assert f"specified: {wrong}" in result.stderr
     got = result.stderr.split("got:")[1].split()[0]
@@ -332,8 +344,7 @@ def test_a_failing_sdist_build_names_the_package_and_the_fix(built: Built, tmp_p
         (project / "pyproject.toml").write_text(text)
         subprocess.run(["uv", "lock", "--python", str(PYTHON)], cwd=project, check=True,
                        capture_output=True, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
-        result = lockbox("build", project, store=tmp_path / "store",
-                         env={"LOCKBOX_UV_CACHE": str(built.cache)})
+        result = lockbox("build", project, store=tmp_path / "store")
     assert_clean_failure(result, tmp_path / "store", "building lbt-broken from source failed",
                          "lockbox-missing-header.h", "install libxml2-dev")
 
@@ -345,6 +356,5 @@ def test_an_unreachable_index_is_a_clear_error(built: Built, tmp_path: Path) -> 
     shutil.copytree(built.project, project)
     for name in ("uv.lock", "pyproject.toml"):
         (project / name).write_text((project / name).read_text().replace(built.url, url))
-    result = lockbox("build", project, store=tmp_path / "store",
-                     env={"LOCKBOX_UV_CACHE": str(tmp_path / "empty-cache")})
+    result = lockbox("build", project, store=tmp_path / "store")  # a new store: an empty cache
     assert_clean_failure(result, tmp_path / "store", "could not download", "nothing was added")

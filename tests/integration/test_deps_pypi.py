@@ -38,7 +38,6 @@ def test_a_pypi_project_builds_into_a_working_layer(tmp_path: Path) -> None:
         [sys.executable, "-m", "lockbox", "--store", str(tmp_path / "store"), "build",
          "--deps-only", str(project)],
         capture_output=True, text=True,
-        env={**os.environ, "LOCKBOX_UV_CACHE": str(tmp_path / "cache")},
     )
     assert result.returncode == 0, result.stderr
     assert "Building markupsafe==3.0.2" in result.stderr

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -87,9 +88,19 @@ def test_files_are_scrubbed_and_record_lists_the_final_bytes(venv: Path, tmp_pat
 
 
 def test_normalising_twice_gives_identical_trees(venv: Path, tmp_path: Path) -> None:
+    shutil.copytree(venv, tmp_path / "venv2", symlinks=True)
     normalise(venv, tmp_path / "a", Scrubber(["/build/root"]))
-    normalise(venv, tmp_path / "b", Scrubber(["/build/root"]))
+    normalise(tmp_path / "venv2", tmp_path / "b", Scrubber(["/build/root"]))
     assert diff_trees(tmp_path / "a", tmp_path / "b").same
+
+
+def test_a_hardlinked_file_is_replaced_not_changed(venv: Path, tmp_path: Path) -> None:
+    """uv hardlinks installed files from its cache: scrubbing must not reach the cache."""
+    cached = tmp_path / "cache-copy.py"
+    os.link(venv / "lib" / "python3.12" / "site-packages" / "pkg" / "__init__.py", cached)
+    normalise(venv, tmp_path / "layer", Scrubber(["/build/root"]))
+    assert cached.read_text() == "BUILT_IN = '/build/root/src'\n"
+    assert os.stat(cached).st_nlink == 1
 
 
 def test_an_environment_without_site_packages_is_refused(tmp_path: Path) -> None:

@@ -213,3 +213,17 @@ def test_recipe_show_prints_defaults_and_errors_cleanly(cli, make_project: Calla
     assert failed.code == 1
     assert "Traceback" not in failed.err
     assert "error:" in failed.err
+
+
+def test_canonical_names_follow_packaging() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+    from packaging.utils import canonicalize_name
+
+    from lockbox.recipe import canonical_name
+
+    @given(st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", fullmatch=True))
+    def same(name: str) -> None:
+        assert canonical_name(name) == canonicalize_name(name)
+
+    same()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from lockbox.cli.context import Context
 
 if TYPE_CHECKING:
+    from lockbox.install import Tools
     from lockbox.project import Project
 
 
@@ -44,12 +45,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_build(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.deps import Tools, build_deps
+    from lockbox.deps import build_deps
     from lockbox.project import load_project
 
     project = load_project(args.project)
     with context.open_store() as store:
-        result = build_deps(project, store, lambda: Tools.find(os.environ, context.progress),
+        result = build_deps(project, store, lambda: _find_tools(context),
                             context.progress)
     layer = result.layer
     if layer is not None:
@@ -63,7 +64,7 @@ def run_build(args: argparse.Namespace, context: Context) -> int:
 
 
 def run_lock_hash(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.deps import Tools, build_deps, layer_name, lock_digest, write_declared_hash
+    from lockbox.deps import build_deps, layer_name, lock_digest, write_declared_hash
     from lockbox.project import load_project
 
     project = load_project(args.project)
@@ -71,7 +72,7 @@ def run_lock_hash(args: argparse.Namespace, context: Context) -> int:
         entry = store.latest("deps", layer_name(project))
         if entry is None or entry.inputs.get("lock") != lock_digest(project).sri:
             unpinned = _without_declared_hash(project)
-            entry = build_deps(unpinned, store, lambda: Tools.find(os.environ, context.progress),
+            entry = build_deps(unpinned, store, lambda: _find_tools(context),
                                context.progress).entry
     if project.recipe.deps.hash == entry.nar_hash:
         context.info(f"deps.hash is already {entry.nar_hash}")
@@ -84,3 +85,9 @@ def run_lock_hash(args: argparse.Namespace, context: Context) -> int:
 def _without_declared_hash(project: Project) -> Project:
     deps = dataclasses.replace(project.recipe.deps, hash=None)
     return dataclasses.replace(project, recipe=dataclasses.replace(project.recipe, deps=deps))
+
+
+def _find_tools(context: Context) -> Tools:
+    from lockbox.install import Tools
+
+    return Tools.find(os.environ, context.progress)

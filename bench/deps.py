@@ -1,0 +1,180 @@
+"""Time the dependency phase against plain `uv sync` on authentik's lock.
+
+Run from the checkout:
+
+    uv run --frozen python bench/deps.py [--runs N] [--repeat-runs N]
+
+The project is authentik's uv workspace (tests/fixtures/authentik-2026.2.0rc1: 178 packages
+to install on CPython 3.13, four of them compiled from sdists: lxml and xmlsec because of
+`no-binary-package`, psycopg-c and gssapi because they publish no Linux wheel). It is copied
+to .bench/deps/project with a recipe that excludes `opencontainers`, a git source on GitHub.
+The peer is given the same package set:
+
+    uv sync --frozen --no-install-project --no-install-workspace --no-dev \
+        --no-install-package opencontainers --python <3.13>
+
+Both use one uv cache, lockbox's default: the store's own (.bench/deps/store/.lockbox/uv-cache),
+warmed first by one run of each, so every timed run finds the same cache state: downloads
+and the wheels built from sdists present.
+
+1. Cold layer build: `lockbox build --deps-only` with no layer in the store (`lockbox gc`
+   removes the previous one, untimed) — the whole phase: install, normalise, scrub, hash,
+   register — against the peer into a fresh venv. Target: ratio <= 1.15. With
+   `--cold-cache` the uv cache is emptied before every run of either, so each downloads
+   everything and compiles the four sdists; otherwise both find it warm.
+2. Repeat build: the recipe declares the layer's hash and the layer is in the store, so
+   `lockbox build --deps-only` is a lookup; against a no-op `uv sync` in an up-to-date venv.
+   Target: ratio <= 1.0.
+
+Runs are interleaved (lockbox, peer, lockbox, peer, …); medians are reported. Before each
+cold run the previous output is removed and the file system synced, untimed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from lockbox.interpreters import find_interpreter
+from lockbox.run import run, which
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".bench" / "deps"
+FIXTURE = ROOT / "tests" / "fixtures" / "authentik-2026.2.0rc1"
+COLD_TARGET = 1.15
+REPEAT_TARGET = 1.0
+RECIPE = """
+
+[tool.lockbox]
+python = "3.13"
+
+[tool.lockbox.deps]
+# A git source on GitHub, which this machine cannot reach; it would come from elsewhere.
+exclude = ["opencontainers"]
+"""
+
+
+def prepare_project() -> Path:
+    project = WORK / "project"
+    if project.exists():
+        shutil.rmtree(project)
+    shutil.copytree(FIXTURE, project)
+    with open(project / "pyproject.toml", "a") as file:
+        file.write(RECIPE)
+    return project
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def report(label: str, ours: list[float], peer: list[float], target: float) -> bool:
+    ours_median, peer_median = statistics.median(ours), statistics.median(peer)
+    ratio = ours_median / peer_median
+    verdict = "PASS" if ratio <= target else "FAIL"
+    print(f"{label}")
+    print(f"  lockbox: median {ours_median:8.3f} s  runs {' '.join(f'{t:.3f}' for t in ours)}")
+    print(f"  uv sync: median {peer_median:8.3f} s  runs {' '.join(f'{t:.3f}' for t in peer)}")
+    print(f"  ratio lockbox/uv: {ratio:.3f} (target <= {target}) {verdict}")
+    return ratio <= target
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="timed cold runs of each (default 5)")
+    parser.add_argument("--repeat-runs", type=int, default=10,
+                        help="timed repeat runs of each (default 10)")
+    parser.add_argument("--cold-cache", action="store_true",
+                        help="empty the uv cache before every cold run of either tool, so both "
+                             "download every file and compile every sdist (minutes per run)")
+    args = parser.parse_args()
+
+    uv = str(which("uv", "run scripts/setup first"))
+    lockbox = str(Path(sys.executable).with_name("lockbox"))
+    python = find_interpreter("3.13", None).executable
+    WORK.mkdir(parents=True, exist_ok=True)
+    store = WORK / "store"
+    cache = store / ".lockbox" / "uv-cache"
+    project = prepare_project()
+    env = {**os.environ, "UV_CACHE_DIR": str(cache), "UV_PYTHON_DOWNLOADS": "never"}
+    env.pop("LOCKBOX_UV_CACHE", None)
+    # An installed lockbox has its bytecode; let Python write it rather than compile each run.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    peer_argv = [uv, "sync", "--quiet", "--frozen", "--no-install-project", "--no-install-workspace",
+                 "--no-dev", "--no-install-package", "opencontainers", "--python", str(python)]
+    uv_version = run([uv, "--version"]).stdout.strip()
+    print(f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}")
+    print(f"{uv_version}; {python}; project: {FIXTURE.name} (authentik's lock)")
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-deps-", dir=WORK))
+
+    def ours_cold() -> None:
+        run([lockbox, "--quiet", "--store", store, "build", "--deps-only", project], env=env)
+
+    def empty_store() -> None:
+        run([lockbox, "--quiet", "--store", store, "gc"], env=env)
+
+    def peer_cold() -> None:
+        venv = scratch / "venv-cold"
+        run(peer_argv, cwd=project, env={**env, "UV_PROJECT_ENVIRONMENT": str(venv)})
+
+    def fresh_venv() -> None:
+        shutil.rmtree(scratch / "venv-cold", ignore_errors=True)
+
+    def empty_cache() -> None:
+        if args.cold_cache:
+            run(["rm", "-rf", cache])
+
+    def settled(action: Callable[[], object]) -> Callable[[], object]:
+        """Run ``action`` (untimed), then flush the page cache's dirty pages, so that the
+        next timed run does not pay for the writeback of the one before."""
+        def prepare() -> None:
+            action()
+            os.sync()
+        return prepare
+
+    print("warming the uv cache (downloads, sdist builds) …", flush=True)
+    empty_store()
+    ours_cold()
+    fresh_venv()
+    peer_cold()
+    ours: list[float] = []
+    peer: list[float] = []
+    for _ in range(args.runs):
+        settled(lambda: (empty_store(), empty_cache()))()
+        ours.append(timed(ours_cold))
+        settled(lambda: (fresh_venv(), empty_cache()))()
+        peer.append(timed(peer_cold))
+        print(f"  cold: lockbox {ours[-1]:.2f} s, uv sync {peer[-1]:.2f} s", flush=True)
+    cache_state = "empty uv cache" if args.cold_cache else "warm uv cache"
+    cold_ok = report(f"cold layer build ({cache_state}, no layer in the store / fresh venv)",
+                     ours, peer, COLD_TARGET)
+
+    run([lockbox, "--quiet", "--store", store, "lock-hash", project], env=env)
+    venv = scratch / "venv-repeat"
+    peer_env = {**env, "UV_PROJECT_ENVIRONMENT": str(venv)}
+    run(peer_argv, cwd=project, env=peer_env)
+    ours, peer = [], []
+    for _ in range(args.repeat_runs):
+        ours.append(timed(lambda: run([lockbox, "--quiet", "--store", store, "build",
+                                       "--deps-only", project], env=env)))
+        peer.append(timed(lambda: run(peer_argv, cwd=project, env=peer_env)))
+    repeat_ok = report("repeat build (declared hash in the store / up-to-date venv)", ours, peer,
+                       REPEAT_TARGET)
+    shutil.rmtree(scratch, ignore_errors=True)
+    print(f"overall: {'PASS' if cold_ok and repeat_ok else 'FAIL'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The install step of the dependency phase: ``uv sync`` in the sandbox.
+
+uv installs what uv.lock pins into an environment inside the store's staging area, which
+the sandbox (:mod:`lockbox.sandbox`) shows at a fixed path. Every build from source gets the
+same reproducibility settings — ``SOURCE_DATE_EPOCH``, ``PYTHONHASHSEED``, time zone and
+locale, path maps for C, C++ and Rust, compiler wrappers that map each build directory to a
+fixed name — and the recipe's per-package variables, which reach uv as
+``extra-build-variables`` in a uv.toml that also carries the project's own uv settings.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+from lockbox.interpreters import Interpreter
+from lockbox.plan import Plan
+from lockbox.progress import Progress, silent
+from lockbox.project import Project
+from lockbox.recipe import BuildEnv
+from lockbox.sandbox import BUILD_ROOT, Sandbox
+from lockbox.store import Store
+from lockbox.uv import SyncRequest, Uv
+
+SOURCE_DATE_EPOCH = "315532800"
+"""1980-01-01, the earliest time a zip file (a wheel) can hold."""
+
+CACHE = BUILD_ROOT / "uv-cache"
+"""Where the sandboxed build sees the uv cache: the store's own, or the one bound there."""
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The external tools the phase drives, found once."""
+
+    uv: Uv
+    sandbox: Sandbox
+    cache: Path | None
+    """A uv cache to use instead of the store's own (``STORE/.lockbox/uv-cache``)."""
+
+    @classmethod
+    def find(cls, environ: Mapping[str, str], progress: Progress = silent) -> Tools:
+        return cls(Uv.find(progress), Sandbox.find(progress), default_uv_cache(environ))
+
+
+def default_uv_cache(environ: Mapping[str, str]) -> Path | None:
+    """``$LOCKBOX_UV_CACHE`` if set; else None, for the store's own uv cache.
+
+    lockbox keeps its own uv cache, in the store: uv caches what it builds from sdists, and
+    a wheel built elsewhere, without lockbox's reproducibility flags, must not end up in a
+    layer; and being on the store's mount, uv can hardlink from it instead of copying."""
+    if environ.get("LOCKBOX_UV_CACHE"):
+        return Path(environ["LOCKBOX_UV_CACHE"]).absolute()
+    return None
+
+
+def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store, work: Path,
+            tools: Tools, progress: Progress = silent) -> None:
+    """Install the locked third-party packages into ``work/venv``, ``work`` being a
+    directory in one of ``store``'s staging areas."""
+    deps = project.recipe.deps
+    inside = BUILD_ROOT / work.relative_to(store.work_dir)
+    (work / "tmp").mkdir()
+    flags = " ".join(_prefix_maps(interpreter))
+    env = {
+        **_host_environment(),
+        "UV_CACHE_DIR": str(CACHE),
+        "UV_PROJECT_ENVIRONMENT": str(inside / "venv"),
+        "UV_PYTHON_DOWNLOADS": "never",
+        # A cache bound from elsewhere is another mount: hardlinks cannot cross it.
+        "UV_LINK_MODE": "copy" if tools.cache else "hardlink",
+        "UV_NO_PROGRESS": "1",
+        "TMPDIR": str(inside / "tmp"),
+        "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
+        "PYTHONHASHSEED": "0",
+        "TZ": "UTC",
+        "LC_ALL": "C.UTF-8",
+        "CFLAGS": _join(os.environ.get("CFLAGS"), flags),  # C and C++ (setuptools)
+        "CXXFLAGS": _join(os.environ.get("CXXFLAGS"), flags),
+        "RUSTFLAGS": _join(os.environ.get("RUSTFLAGS"), " ".join(
+            f"--remap-path-prefix={old}={new}" for old, new in _path_maps(interpreter)
+        )),
+    }
+    env.update(_compiler_wrappers(work, inside, interpreter))
+    config = None
+    if deps.build:
+        config = work / "uv.toml"
+        config.write_text(_uv_config(project, deps.build, env), encoding="utf-8")
+    request = SyncRequest(
+        python=interpreter.executable,
+        groups=deps.groups,
+        extras=deps.extras,
+        exclude=deps.exclude,
+        config_file=inside / "uv.toml" if config else None,
+    )
+    argv = tools.sandbox.wrap(
+        tools.uv.sync_argv(request), root=store.work_dir, cwd=project.root,
+        binds=[(tools.cache, CACHE)] if tools.cache else [], read_only=[project.root],
+    )
+    old_umask = os.umask(0o022)
+    try:
+        tools.uv.sync(argv, cwd=project.root, env=env, progress=progress,
+                      on_line=lambda line: _forward_uv_line(line, progress))
+    finally:
+        os.umask(old_umask)
+
+
+_WRAPPER = """\
+#!/bin/sh
+# Written by lockbox. uv builds each sdist in a cache directory with a random name; map the
+# directory the compiler runs in to a fixed name, so that no random name reaches __FILE__
+# or debug information (whose string tables GCC orders by hash).
+exec {compiler} "$@" -ffile-prefix-map="$(pwd -P)"=/lockbox/src
+"""
+
+
+def _compiler_wrappers(work: Path, inside: Path, interpreter: Interpreter) -> dict[str, str]:
+    """``CC`` and ``CXX`` pointing at wrappers of the compilers the builds would use (the
+    environment's, else the interpreter's), keeping their extra words (``-pthread``)."""
+    directory = work / "bin"
+    directory.mkdir()
+    variables = {}
+    for variable, wrapper, default in (("CC", "cc", "gcc"), ("CXX", "c++", "g++")):
+        configured = os.environ.get(variable) or interpreter.sysconfig.get(variable) or default
+        if configured == "None":
+            configured = default
+        compiler, _, extra = configured.partition(" ")
+        path = directory / wrapper
+        path.write_text(_WRAPPER.format(compiler=compiler))
+        path.chmod(0o755)
+        variables[variable] = _join(str(inside / "bin" / wrapper), extra)
+    return variables
+
+
+def _forward_uv_line(line: str, progress: Progress) -> None:
+    text = line.strip()
+    if text.startswith(("Building", "Built", "Installed", "Prepared", "Downloading",
+                        "Resolved", "Using")):
+        progress.info(f"uv: {text}")
+    elif text:
+        progress.debug(f"uv: {text}")
+
+
+def _host_environment() -> dict[str, str]:
+    """What the build keeps of lockbox's own environment: where programs and libraries
+    are, proxies and certificates; not the user's uv settings, which uv.lock and the
+    project already fix."""
+    keep = ("PATH", "HOME", "USER", "LOGNAME", "http_proxy", "https_proxy", "no_proxy",
+            "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "SSL_CERT_FILE",
+            "SSL_CERT_DIR", "PKG_CONFIG_PATH", "LIBRARY_PATH", "CPATH", "CC", "CXX",
+            "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX", "UV_EXTRA_INDEX_URL",
+            "UV_FIND_LINKS", "UV_HTTP_TIMEOUT", "UV_NATIVE_TLS", "UV_OFFLINE")
+    return {name: os.environ[name] for name in keep if name in os.environ}
+
+
+def _join(*parts: str | None) -> str:
+    return " ".join(part for part in parts if part)
+
+
+def _path_maps(interpreter: Interpreter) -> list[tuple[str, str]]:
+    """Build paths mapped to fixed names in compiler output."""
+    return [
+        (str(CACHE), "/lockbox/uv-cache"),
+        (str(BUILD_ROOT), "/lockbox/build"),
+        (str(interpreter.prefix), "/lockbox/python"),
+    ]
+
+
+def _prefix_maps(interpreter: Interpreter) -> list[str]:
+    # -ffile-prefix-map covers __FILE__ and debug info; the longest prefix must come last,
+    # as GCC applies the last matching option.
+    return [f"-ffile-prefix-map={old}={new}" for old, new in reversed(_path_maps(interpreter))]
+
+
+def build_roots(project: Project, interpreter: Interpreter, store: Store,
+                cache: Path | None) -> list[str]:
+    """Every directory whose paths must not survive in the layer: the sandbox's build root
+    and the names the prefix maps gave the cache and the build root (followed by uv's
+    random directory names), the store's working directory and the cache as the host sees
+    them (for tools that resolve mounts), the interpreter's prefix and the project."""
+    hosts = [store.work_dir, interpreter.prefix, project.root, *([cache] if cache else [])]
+    # The interpreter's mapped name (/lockbox/python) stays: it is the same on every machine.
+    roots = {str(BUILD_ROOT), "/lockbox/uv-cache", "/lockbox/build"}
+    roots.update(str(path) for host in hosts for path in (Path(host), Path(host).resolve()))
+    return sorted(roots)
+
+
+# Settings of [tool.uv] that describe the project rather than how uv installs it.
+_PROJECT_ONLY_UV_KEYS = frozenset({
+    "sources", "workspace", "managed", "package", "default-groups", "dependency-groups",
+    "dev-dependencies", "conflicts", "build-backend", "environments", "required-environments",
+})
+
+
+def _uv_config(project: Project, build: Mapping[str, BuildEnv], env: Mapping[str, str]) -> str:
+    """A uv.toml with the project's own uv settings plus each package's build variables.
+
+    uv reads no project settings at all once it is given a configuration file, so the
+    project's ``[tool.uv]`` (and a ``uv.toml`` beside it, which takes precedence) are copied
+    in: ``no-binary-package`` and the index settings must keep applying. Flags lockbox sets
+    for every build are kept too: a package's ``*FLAGS`` add to them, and its path goes
+    before ``PATH``."""
+    settings: dict[str, Any] = {
+        key: value for key, value in project.pyproject.get("tool", {}).get("uv", {}).items()
+        if key not in _PROJECT_ONLY_UV_KEYS
+    }
+    uv_toml = project.root / "uv.toml"
+    if uv_toml.is_file():
+        settings.update(tomllib.loads(uv_toml.read_text(encoding="utf-8")))
+    variables: dict[str, dict[str, str]] = {
+        package: dict(values) for package, values in settings.get("extra-build-variables", {}).items()
+    }
+    for package, package_env in sorted(build.items()):
+        mine = variables.setdefault(package, {})
+        for key, value in package_env.env.items():
+            mine[key] = _join(env.get(key), value) if key.endswith("FLAGS") else value
+        if package_env.path:
+            mine["PATH"] = os.pathsep.join([*package_env.path, env.get("PATH", "")])
+    settings["extra-build-variables"] = variables
+    text = tomlkit.dumps(settings)
+    tomllib.loads(text)  # what uv will read must be valid TOML
+    return text
