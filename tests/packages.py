@@ -96,7 +96,7 @@ CEXT_FILES = {
             )],
         )
         """,
-    "src/cext/__init__.py": "from cext._speed import build_dir, crc, flag, tool\n",
+    "src/cext/__init__.py": "from cext._speed import build_dir, crc, flag, optimized, tool\n",
     "src/cext/_speed.c": """\
         #include <Python.h>
         #include <zlib.h>
@@ -113,9 +113,18 @@ CEXT_FILES = {
         static PyObject *build_dir(PyObject *self, PyObject *unused) { return PyUnicode_FromString(BUILD_DIR); }
         static PyObject *flag(PyObject *self, PyObject *unused) { return PyLong_FromLong(LOCKBOX_TEST_FLAG); }
         static PyObject *tool(PyObject *self, PyObject *unused) { return PyUnicode_FromString(TOOL); }
+        /* What the interpreter's own CFLAGS (-O3 -DNDEBUG) give every build. */
+        static PyObject *optimized(PyObject *self, PyObject *unused) {
+        #if defined(__OPTIMIZE__) && defined(NDEBUG)
+            Py_RETURN_TRUE;
+        #else
+            Py_RETURN_FALSE;
+        #endif
+        }
         static PyMethodDef methods[] = {
             {"crc", crc, METH_O, NULL}, {"build_dir", build_dir, METH_NOARGS, NULL},
-            {"flag", flag, METH_NOARGS, NULL}, {"tool", tool, METH_NOARGS, NULL}, {NULL}};
+            {"flag", flag, METH_NOARGS, NULL}, {"tool", tool, METH_NOARGS, NULL},
+            {"optimized", optimized, METH_NOARGS, NULL}, {NULL}};
         static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speed", NULL, -1, methods};
         PyMODINIT_FUNC PyInit__speed(void) { return PyModule_Create(&module); }
         """,

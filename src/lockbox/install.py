@@ -67,7 +67,6 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
     deps = project.recipe.deps
     inside = BUILD_ROOT / work.relative_to(store.work_dir)
     (work / "tmp").mkdir()
-    flags = " ".join(_prefix_maps(interpreter))
     env = {
         **_host_environment(),
         "UV_CACHE_DIR": str(CACHE),
@@ -81,8 +80,6 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
         "PYTHONHASHSEED": "0",
         "TZ": "UTC",
         "LC_ALL": "C.UTF-8",
-        "CFLAGS": _join(os.environ.get("CFLAGS"), flags),  # C and C++ (setuptools)
-        "CXXFLAGS": _join(os.environ.get("CXXFLAGS"), flags),
         "RUSTFLAGS": _join(os.environ.get("RUSTFLAGS"), " ".join(
             f"--remap-path-prefix={old}={new}" for old, new in _path_maps(interpreter)
         )),
@@ -113,28 +110,42 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
 
 _WRAPPER = """\
 #!/bin/sh
-# Written by lockbox. uv builds each sdist in a cache directory with a random name; map the
-# directory the compiler runs in to a fixed name, so that no random name reaches __FILE__
-# or debug information (whose string tables GCC orders by hash).
-exec {compiler} "$@" -ffile-prefix-map="$(pwd -P)"=/lockbox/src
+# Written by lockbox: compile as {compiler} would, plus the recipe's extra flags for this
+# package (${extra}), with the build paths mapped to fixed names. uv builds each sdist in a
+# cache directory with a random name, so the directory the compiler runs in is mapped too:
+# no random name may reach __FILE__ or debug information (whose string tables GCC orders
+# by hash). The most specific map comes last: GCC applies the last one that matches.
+exec {compiler} "$@" ${extra} {maps} -ffile-prefix-map="$(pwd -P)"=/lockbox/src
 """
+
+RECIPE_CFLAGS = "LOCKBOX_CFLAGS"
+"""Carries a package's extra ``CFLAGS`` from the recipe to the C compiler wrapper."""
+RECIPE_CXXFLAGS = "LOCKBOX_CXXFLAGS"
+"""Carries a package's extra ``CXXFLAGS`` from the recipe to the C++ compiler wrapper."""
+_WRAPPER_VARIABLES = {"CFLAGS": RECIPE_CFLAGS, "CXXFLAGS": RECIPE_CXXFLAGS}
 
 
 def _compiler_wrappers(work: Path, inside: Path, interpreter: Interpreter) -> dict[str, str]:
     """``CC`` and ``CXX`` pointing at wrappers of the compilers the builds would use (the
-    environment's, else the interpreter's), keeping their extra words (``-pthread``)."""
+    environment's, else the interpreter's), keeping their extra words (``-pthread``).
+
+    lockbox adds its flags in the wrappers rather than in ``CFLAGS``: setuptools takes a
+    ``CFLAGS`` from the environment *instead of* the interpreter's (``-O3 -DNDEBUG -g``…),
+    so setting it would build every extension unoptimised, with assertions on."""
     directory = work / "bin"
     directory.mkdir()
+    maps = " ".join(_prefix_maps(interpreter))
     variables = {}
-    for variable, wrapper, default in (("CC", "cc", "gcc"), ("CXX", "c++", "g++")):
+    for variable, wrapper, default, extra in (("CC", "cc", "gcc", RECIPE_CFLAGS),
+                                              ("CXX", "c++", "g++", RECIPE_CXXFLAGS)):
         configured = os.environ.get(variable) or interpreter.sysconfig.get(variable) or default
         if configured == "None":
             configured = default
-        compiler, _, extra = configured.partition(" ")
+        compiler, _, words = configured.partition(" ")
         path = directory / wrapper
-        path.write_text(_WRAPPER.format(compiler=compiler))
+        path.write_text(_WRAPPER.format(compiler=compiler, extra=extra, maps=maps))
         path.chmod(0o755)
-        variables[variable] = _join(str(inside / "bin" / wrapper), extra)
+        variables[variable] = _join(str(inside / "bin" / wrapper), words)
     return variables
 
 
@@ -173,8 +184,8 @@ def _path_maps(interpreter: Interpreter) -> list[tuple[str, str]]:
 
 
 def _prefix_maps(interpreter: Interpreter) -> list[str]:
-    # -ffile-prefix-map covers __FILE__ and debug info; the longest prefix must come last,
-    # as GCC applies the last matching option.
+    # -ffile-prefix-map covers __FILE__ and debug info. GCC applies the last matching
+    # option, so the more specific prefix (the cache, inside the build root) comes last.
     return [f"-ffile-prefix-map={old}={new}" for old, new in reversed(_path_maps(interpreter))]
 
 
@@ -203,9 +214,11 @@ def _uv_config(project: Project, build: Mapping[str, BuildEnv], env: Mapping[str
 
     uv reads no project settings at all once it is given a configuration file, so the
     project's ``[tool.uv]`` (and a ``uv.toml`` beside it, which takes precedence) are copied
-    in: ``no-binary-package`` and the index settings must keep applying. Flags lockbox sets
-    for every build are kept too: a package's ``*FLAGS`` add to them, and its path goes
-    before ``PATH``."""
+    in: ``no-binary-package`` and the index settings must keep applying. A package's
+    ``CFLAGS`` and ``CXXFLAGS`` go to the compiler wrappers, which add them to the flags
+    the build would use anyway (setuptools would otherwise drop the interpreter's); other
+    variables (``LDFLAGS``, ``CPPFLAGS``, which setuptools adds) are set as they are, and
+    its path goes before ``PATH``."""
     settings: dict[str, Any] = {
         key: value for key, value in project.pyproject.get("tool", {}).get("uv", {}).items()
         if key not in _PROJECT_ONLY_UV_KEYS
@@ -219,7 +232,7 @@ def _uv_config(project: Project, build: Mapping[str, BuildEnv], env: Mapping[str
     for package, package_env in sorted(build.items()):
         mine = variables.setdefault(package, {})
         for key, value in package_env.env.items():
-            mine[key] = _join(env.get(key), value) if key.endswith("FLAGS") else value
+            mine[_WRAPPER_VARIABLES.get(key, key)] = value
         if package_env.path:
             mine["PATH"] = os.pathsep.join([*package_env.path, env.get("PATH", "")])
     settings["extra-build-variables"] = variables

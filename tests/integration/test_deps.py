@@ -154,6 +154,7 @@ def test_packages_work_and_per_package_build_settings_were_applied(built: Built)
         """\
         import json, cext, lbt_alpha, lbt_beta, lbt_gamma
         print(json.dumps({"crc": cext.crc(b"lockbox"), "flag": cext.flag(), "tool": cext.tool(),
+                          "optimized": cext.optimized(),
                           "build_dir": cext.build_dir(), "beta": lbt_beta.VALUE,
                           "gamma": lbt_gamma.VALUE}))
         """
@@ -162,7 +163,8 @@ def test_packages_work_and_per_package_build_settings_were_applied(built: Built)
                              + script], capture_output=True, text=True, check=True)
     values = json.loads(result.stdout)
     assert values["crc"] == zlib.crc32(b"lockbox")
-    assert values["flag"] == 42
+    assert values["flag"] == 42  # the recipe's CFLAGS were added ...
+    assert values["optimized"] is True  # ... to the interpreter's -O3 -DNDEBUG, not instead
     assert values["tool"] == "tool-found-on-recipe-path"
     assert values["beta"] == "beta built"  # no-binary-package: built from the sdist
     assert values["gamma"] == "gamma from git"
