@@ -101,9 +101,11 @@ def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
         work.mkdir()
         install(project, plan, interpreter, store, work, tools, progress)
         scrubber = Scrubber(build_roots(project, interpreter, store, tools.cache))
+        roots = hashlib.sha256("\n".join(r.decode() for r in scrubber.roots).encode()).hexdigest()
         content = stage / "content"
         progress.info("normalising and scrubbing the layer")
-        report = normalise(work / "venv", content, scrubber, progress)
+        report = normalise(work / "venv", content, scrubber, progress,
+                           known=store.scanned_files(roots))
         _report_scrub(report, progress)
         progress.info("hashing the layer")
         nar = nar_hash(content)
@@ -120,6 +122,7 @@ def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
             content, name=name, kind="deps", nar=nar,
             metadata=_metadata(project, plan, interpreter, tools, report),
         )
+        store.remember_scanned(roots, report.clean_links)  # sealed now, mtime 1
     if declared is None:
         progress.warning(
             f"the recipe declares no deps.hash; this build gave {entry.nar_hash}. "

@@ -29,6 +29,7 @@ import io
 import json
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.parser import HeaderParser
 from pathlib import Path, PurePosixPath
@@ -63,6 +64,20 @@ class LayerReport:
     """Counts of what was left out, by reason."""
     distributions: list[Distribution] = field(default_factory=list)
     scrub: ScrubReport = field(default_factory=ScrubReport)
+    known: int = 0
+    """Files not read because an earlier build had read them (see :data:`SEALED_MTIME_NS`)."""
+    clean_links: list[tuple[int, int, int, str]] = field(default_factory=list)
+    """Files read and found clean that are hardlinked from elsewhere (uv's cache), as
+    (device, inode, size, RECORD hash): once the store seals them they are known."""
+
+
+SEALED_MTIME_NS = 1_000_000_000
+"""The modification time the store gives every file it seals (1 s after the epoch).
+
+A file that is hardlinked (from uv's cache), has this mtime and is listed in ``known`` with
+its device, inode and size was read and found clean by an earlier build in this store, and
+sealed read-only since: its bytes are not read again. The NAR hash still reads every byte,
+so a file changed behind the store's back still changes the layer's hash."""
 
 
 class LayerError(LockboxError):
@@ -77,7 +92,8 @@ def site_packages_of(venv: Path) -> Path:
     return found[0]
 
 
-def normalise(venv: Path, out: Path, scrubber: Scrubber, progress: Progress = silent) -> LayerReport:
+def normalise(venv: Path, out: Path, scrubber: Scrubber, progress: Progress = silent,
+              known: Mapping[tuple[int, int, int], str] | None = None) -> LayerReport:
     """Turn ``venv``'s site-packages into the layer ``out`` (which must not exist, and be on
     the same file system): the directory is moved, then normalised in place. A file is
     replaced (never changed in place: uv may have hardlinked it from its cache) only when
@@ -93,7 +109,7 @@ def normalise(venv: Path, out: Path, scrubber: Scrubber, progress: Progress = si
             report.dropped[f"{name} (outside site-packages)"] = 1
     record_lines: dict[str, tuple[str, str]] = {}
     records: dict[str, list[str]] = {}
-    _normalise_directory(target_site, "", scrubber, report, record_lines, records)
+    _normalise_directory(target_site, "", scrubber, report, record_lines, records, known or {})
     by_dist_info: dict[str, list[str]] = {}
     for path in record_lines:
         by_dist_info.setdefault(path.split("/", 1)[0], []).append(path)
@@ -103,7 +119,8 @@ def normalise(venv: Path, out: Path, scrubber: Scrubber, progress: Progress = si
             _write_record(target_site, dist_info, owned, record_lines, report)
         )
     progress.debug(f"layer: {report.files} files, {report.bytes} bytes, "
-                   f"{len(report.distributions)} distributions")
+                   f"{len(report.distributions)} distributions; {report.known} files known "
+                   "clean from earlier builds were not read")
     return report
 
 
@@ -113,7 +130,8 @@ def _count(report: LayerReport, reason: str) -> None:
 
 def _normalise_directory(directory: str | Path, relative: str, scrubber: Scrubber, report: LayerReport,
                          record_lines: dict[str, tuple[str, str]],
-                         records: dict[str, list[str]]) -> None:
+                         records: dict[str, list[str]],
+                         known: Mapping[tuple[int, int, int], str]) -> None:
     with os.scandir(directory) as scan:
         entries = sorted(scan, key=lambda entry: entry.name)
     in_dist_info = relative.endswith(".dist-info/") and relative.count("/") == 1
@@ -126,7 +144,8 @@ def _normalise_directory(directory: str | Path, relative: str, scrubber: Scrubbe
                 _count(report, "__pycache__ directories")
                 _remove_tree(Path(entry.path))
                 continue
-            _normalise_directory(entry.path, path + "/", scrubber, report, record_lines, records)
+            _normalise_directory(entry.path, path + "/", scrubber, report, record_lines, records,
+                                 known)
         elif stat.S_ISLNK(info.st_mode):
             link = os.readlink(entry.path)
             scrubbed, found = scrubber.scrub(os.fsencode(link))
@@ -139,6 +158,14 @@ def _normalise_directory(directory: str | Path, relative: str, scrubber: Scrubbe
             if _dropped(name, relative, in_dist_info, entry.path, report, records):
                 os.unlink(entry.path)
                 continue
+            linked = info.st_nlink > 1
+            identity = (info.st_dev, info.st_ino, info.st_size)
+            if linked and info.st_mtime_ns == SEALED_MTIME_NS and identity in known:
+                record_lines[path] = (known[identity], str(info.st_size))
+                report.files += 1
+                report.bytes += info.st_size
+                report.known += 1
+                continue
             with open(entry.path, "rb") as file:
                 data = file.read()
             data, found = scrubber.scrub(data)
@@ -147,7 +174,10 @@ def _normalise_directory(directory: str | Path, relative: str, scrubber: Scrubbe
                 data = refresh_build_id(data)
                 _replace(entry.path, data, info.st_mode)
             digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
-            record_lines[path] = (f"sha256={digest.decode()}", str(len(data)))
+            record_hash = f"sha256={digest.decode()}"
+            record_lines[path] = (record_hash, str(len(data)))
+            if linked and not found:
+                report.clean_links.append((*identity, record_hash))
             report.files += 1
             report.bytes += len(data)
         else:

@@ -58,6 +58,14 @@ CREATE TABLE IF NOT EXISTS entries (
     created TEXT NOT NULL         -- ISO 8601, UTC; metadata only, never in an output
 );
 CREATE INDEX IF NOT EXISTS entries_by_hash ON entries (kind, name, nar_hash);
+CREATE TABLE IF NOT EXISTS scanned (  -- sealed files a layer build read and found clean
+    roots TEXT NOT NULL,          -- digest of the build-path roots they were scanned for
+    dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    record_hash TEXT NOT NULL,    -- "sha256=<urlsafe base64>", as in a RECORD
+    PRIMARY KEY (roots, dev, ino)
+) WITHOUT ROWID;
 """
 
 _META_DIR = ".lockbox"
@@ -269,6 +277,30 @@ class Store:
     def find_content(self, kind: str, name: str, nar: Sha256) -> Entry | None:
         """The content-addressed entry with this NAR hash, if registered."""
         return self.get(f"{content_digest(kind, name, nar)}-{name}")
+
+    def scanned_files(self, roots: str) -> dict[tuple[int, int, int], str]:
+        """Sealed files that a layer build read and found free of the build-path ``roots``
+        (a digest): (device, inode, size) → their RECORD hash. uv hardlinks the same files
+        from the store's cache into every build, so a rebuild need not read them again."""
+        rows = self._db.execute(
+            "SELECT dev, ino, size, record_hash FROM scanned WHERE roots = ?", (roots,)
+        ).fetchall()
+        return {(dev, ino, size): record_hash for dev, ino, size, record_hash in rows}
+
+    def remember_scanned(self, roots: str, files: Iterable[tuple[int, int, int, str]]) -> None:
+        """Record sealed files found clean: (device, inode, size, RECORD hash) each."""
+        # One transaction: the connection commits every statement on its own otherwise.
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO scanned (roots, dev, ino, size, record_hash) "
+                "VALUES (?, ?, ?, ?, ?)",
+                ((roots, *row) for row in files),
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def latest(self, kind: str, name: str) -> Entry | None:
         """The most recently registered entry of this kind and name, if any."""
@@ -512,6 +544,10 @@ class Store:
             if not dry_run:
                 for entry in dead:
                     self._delete(entry)
+                if dead:
+                    # Freed inodes can be reused: what rebuilds knew of scanned files is void.
+                    with self._db:
+                        self._db.execute("DELETE FROM scanned")
             return GcReport(dead, len(live), sum(e.nar_size for e in dead), dry_run)
 
     def _delete(self, entry: Entry) -> None:

@@ -198,6 +198,23 @@ def test_files_uv_took_from_its_cache_stay_hardlinked_to_it(built: Built) -> Non
     assert originals and all(b"/tmp/lockbox-build/uv-cache" in p.read_bytes() for p in originals)
 
 
+def test_a_rebuild_in_the_same_store_reads_only_files_it_has_not_seen(built: Built) -> None:
+    """Same project directory (it is one of the roots scanned for), same store."""
+    originals = {name: (built.project / name).read_text() for name in ("uv.lock", "pyproject.toml")}
+    try:
+        with serve(built.root / "index") as url:
+            for name, text in originals.items():
+                (built.project / name).write_text(text.replace(built.url, url))
+            result = lockbox("-v", "build", "--deps-only", built.project, store=built.store)
+    finally:
+        for name, text in originals.items():
+            (built.project / name).write_text(text)
+    assert result.returncode == 0, result.stderr
+    known = int(result.stderr.split(" files known clean")[0].rsplit("; ", 1)[1])
+    assert known > 0  # lbt_alpha.py and others come hardlinked from the sealed cache
+    assert result.stderr.split("deps hash: ")[1].split()[0] == built.digest
+
+
 def test_records_match_the_final_bytes_and_scripts_are_gone(built: Built) -> None:
     for record in built.site.glob("*.dist-info/RECORD"):
         with open(record, newline="") as file:

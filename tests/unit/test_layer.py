@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.layer import LayerError, normalise
+from lockbox.layer import SEALED_MTIME_NS, LayerError, normalise
 from lockbox.scrub import Scrubber, mangle
 from lockbox.treediff import diff_trees
 
@@ -122,3 +122,27 @@ def test_tree_diff_names_distributions_and_files(tmp_path: Path) -> None:
         ("extra.py", "added"), ("pkg-1.0.dist-info", "removed"),
         ("pkg-1.1.dist-info", "added"), ("pkg.py", "changed"),
     ]
+
+
+def test_files_known_clean_are_not_read_again(venv: Path, tmp_path: Path) -> None:
+    """A sealed file hardlinked from the cache and listed as known keeps its RECORD hash
+    without being read (here it would have been scrubbed, had it been read)."""
+    init = venv / "lib" / "python3.12" / "site-packages" / "pkg" / "__init__.py"
+    os.link(init, tmp_path / "cache-link")
+    os.utime(init, ns=(SEALED_MTIME_NS, SEALED_MTIME_NS))
+    info = os.stat(init)
+    known = {(info.st_dev, info.st_ino, info.st_size): "sha256=known"}
+    report = normalise(venv, tmp_path / "layer", Scrubber(["/build/root"]), known=known)
+    assert report.known == 1
+    record = (tmp_path / "layer/lib/python3.12/site-packages/pkg-1.0.dist-info/RECORD").read_text()
+    assert f"pkg/__init__.py,sha256=known,{info.st_size}" in record
+    assert report.scrub.found == {}
+
+
+def test_files_read_and_found_clean_are_offered_for_remembering(venv: Path, tmp_path: Path) -> None:
+    tool = venv / "lib" / "python3.12" / "site-packages" / "pkg" / "tool"
+    os.link(tool, tmp_path / "cache-link")
+    report = normalise(venv, tmp_path / "layer", Scrubber(["/build/root"]))
+    info = os.stat(tmp_path / "cache-link")
+    assert report.clean_links == [(info.st_dev, info.st_ino, info.st_size,
+                                   record_hash(b"#!/bin/sh" + bytes([10])))]
