@@ -76,7 +76,10 @@ SEALED_MTIME_NS = 1_000_000_000
 
 A file that is hardlinked (from uv's cache), has this mtime and is listed in ``known`` with
 its device, inode and size was read and found clean by an earlier build in this store, and
-sealed read-only since: its bytes are not read again. The NAR hash still reads every byte,
+sealed read-only since: its bytes are not read again. uv writes its cache with current
+times, so a cache file gets mtime 1 only by being sealed after a build has read it (and
+remembered it anew): an inode freed and reused by another file cannot pass for a remembered
+one. The NAR hash still reads every byte,
 so a file changed behind the store's back still changes the layer's hash."""
 
 

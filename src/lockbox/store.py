@@ -544,10 +544,6 @@ class Store:
             if not dry_run:
                 for entry in dead:
                     self._delete(entry)
-                if dead:
-                    # Freed inodes can be reused: what rebuilds knew of scanned files is void.
-                    with self._db:
-                        self._db.execute("DELETE FROM scanned")
             return GcReport(dead, len(live), sum(e.nar_size for e in dead), dry_run)
 
     def _delete(self, entry: Entry) -> None:

@@ -200,11 +200,3 @@ def test_scanned_files_are_remembered_per_set_of_roots(tmp_path: Path) -> None:
     assert store.scanned_files("roots-a") == {(1, 2, 3): "sha256=z", (1, 4, 5): "sha256=y"}
     assert store.scanned_files("roots-b") == {}
 
-
-def test_gc_that_removes_entries_forgets_scanned_files(store: Store, tmp_path: Path) -> None:
-    store.remember_scanned("roots", [(1, 2, 3, "sha256=x")])
-    store.gc()  # nothing to remove: what is known stays
-    assert store.scanned_files("roots") == {(1, 2, 3): "sha256=x"}
-    store.add_tree(make_tree(tmp_path / "l", "l"), name="loose", kind="source")
-    store.gc()  # freed inodes may be reused by other files
-    assert store.scanned_files("roots") == {}
