@@ -180,3 +180,27 @@ class HashMismatch(LockboxError):
             lines.append(f"the mismatching output is kept at {self.kept}")
         lines.append(self.fix)
         return "\n".join(lines)
+
+
+class SandboxUnavailable(LockboxError):
+    """The offline phase cannot make the namespaces it runs in."""
+
+
+class AssemblyError(LockboxError):
+    """The application cannot be assembled from the project and the recipe as they are."""
+
+
+class VerificationFailed(LockboxError):
+    """A check of the recipe's [verify] table failed against the assembled application."""
+
+    def __init__(self, check: str, output: str, log: Path) -> None:
+        self.check = check
+        self.output = output
+        self.log = log
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        lines = [f"verification failed: {self.check}"]
+        lines += [f"    {line}" for line in self.output.rstrip().splitlines()[-30:]]
+        lines.append(f"the whole log is at {self.log}; nothing was registered")
+        return "\n".join(lines)

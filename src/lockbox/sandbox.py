@@ -8,16 +8,20 @@ directory on the host that only serves as the mount point), so every build sees 
 paths wherever the store really is; concurrent builds each see their own. Staging area and
 cache being one mount, uv can hardlink from its cache instead of copying. The rest of the
 file system is the host's, network included: the dependency phase downloads.
+
+The assembly phase runs its commands in :meth:`Sandbox.offline` instead: a new network
+namespace with loopback only, the host's file system read-only, a clean environment, and
+the application being assembled mounted at its final path.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lockbox.errors import ToolFailed
+from lockbox.errors import SandboxUnavailable, ToolFailed
 from lockbox.progress import Progress, silent
 from lockbox.run import run, which
 
@@ -44,6 +48,39 @@ class Sandbox:
                              error.stderr + "\nbubblewrap cannot create namespaces here; "
                              "enable unprivileged user namespaces or run as root") from None
         return cls(executable)
+
+    def check_offline(self, progress: Progress = silent) -> None:
+        """Fail clearly unless a sandbox without network can be made here."""
+        try:
+            run([self.executable, "--ro-bind", "/", "/", "--unshare-net", "--", "true"],
+                progress=progress)
+        except ToolFailed as error:
+            raise SandboxUnavailable(
+                "cannot make a network namespace for the offline phase "
+                f"({error.stderr.strip() or 'bubblewrap failed'}); run as root or enable "
+                "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)"
+            ) from None
+
+    def offline(self, argv: Sequence[str | os.PathLike[str]], *, cwd: Path,
+                env: Mapping[str, str], writable: Sequence[tuple[Path, Path]] = (),
+                hidden: Sequence[Path] = ()) -> list[str]:
+        """``argv`` run without network: a new network namespace (loopback only), the host
+        read-only, ``/tmp`` and each of ``hidden`` an empty tmpfs, then each ``(host,
+        inside)`` of ``writable`` mounted read-write, in ``cwd``, with exactly ``env``."""
+        command = [
+            os.fspath(self.executable), "--ro-bind", "/", "/", "--dev", "/dev",
+            "--proc", "/proc", "--tmpfs", "/tmp",
+            "--unshare-net", "--unshare-ipc", "--unshare-uts", "--hostname", "lockbox",
+            "--die-with-parent", "--clearenv",
+        ]
+        for path in hidden:
+            command += ["--tmpfs", os.fspath(path)]
+        for host, inside in writable:
+            command += ["--bind", os.fspath(host), os.fspath(inside)]
+        for key, value in sorted(env.items()):
+            command += ["--setenv", key, value]
+        command += ["--chdir", os.fspath(cwd), "--"]
+        return command + [os.fspath(arg) for arg in argv]
 
     def wrap(self, argv: Sequence[str | os.PathLike[str]], *, root: Path, cwd: Path,
              binds: Sequence[tuple[Path, Path]] = (), read_only: Sequence[Path] = ()) -> list[str]:

@@ -1,4 +1,5 @@
-"""``lockbox build`` and ``lockbox lock-hash``: make the dependency layer, and pin its hash."""
+"""``lockbox build``, ``run``, ``export`` and ``lock-hash``: make the dependency layer and the
+application, use the application, and pin the layer's hash."""
 
 from __future__ import annotations
 
@@ -11,19 +12,25 @@ from typing import TYPE_CHECKING
 from lockbox.cli.context import Context
 
 if TYPE_CHECKING:
+    from lockbox.assemble import AppResult
     from lockbox.install import Tools
     from lockbox.project import Project
+    from lockbox.store import Entry, Store
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     build = subparsers.add_parser(
         "build",
-        help="build a project: its dependency layer first",
+        help="build a project: its dependency layer, then the application",
         description=(
             "Build PROJECT. The dependency phase, the only one on the network, installs "
             "what uv.lock pins with uv (workspace members excluded), normalises and scrubs "
             "the result into a layer and checks its NAR hash against deps.hash in the "
-            "recipe; if that layer is already in the store, nothing runs."
+            "recipe; if that layer is already in the store, nothing runs. The assembly "
+            "phase then makes the application offline from the layer and the project's "
+            "source (members, patches, substitutions, bin/), runs the recipe's [verify] "
+            "checks in a sandbox without network, and registers it; with unchanged inputs "
+            "it is a store lookup. Prints the application's path."
         ),
     )
     build.add_argument("project", nargs="?", default=".", type=Path, metavar="PROJECT",
@@ -31,6 +38,35 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     build.add_argument("--deps-only", action="store_true",
                        help="stop after the dependency phase")
     build.set_defaults(handler=run_build)
+
+    run = subparsers.add_parser(
+        "run",
+        help="run a command with the built application",
+        description=(
+            "Build PROJECT (a lookup when nothing changed), then run COMMAND in the "
+            "application's root directory with its bin/ first on PATH, e.g. "
+            "`lockbox run examples/gatekeeper -- python manage.py check`. Exits with "
+            "COMMAND's exit code."
+        ),
+    )
+    run.add_argument("project", nargs="?", default=".", type=Path, metavar="PROJECT")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND …")
+    run.set_defaults(handler=run_run)
+
+    export = subparsers.add_parser(
+        "export",
+        help="write the application as a runnable tree outside the store",
+        description=(
+            "Assemble PROJECT's application for the directory DIR (its @out@ and script "
+            "launchers name DIR), verify it there, and put it in place. DIR must not exist, "
+            "be empty, or hold an earlier export, which is replaced only when the new one "
+            "is verified."
+        ),
+    )
+    export.add_argument("project", nargs="?", default=".", type=Path, metavar="PROJECT")
+    export.add_argument("--to", required=True, type=Path, metavar="DIR",
+                        help="the directory to write")
+    export.set_defaults(handler=run_export)
 
     lock_hash = subparsers.add_parser(
         "lock-hash",
@@ -45,22 +81,93 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_build(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.deps import build_deps
     from lockbox.project import load_project
 
     project = load_project(args.project)
     with context.open_store() as store:
-        result = build_deps(project, store, lambda: _find_tools(context),
-                            context.progress)
+        deps = _deps(project, store, context)
+        if args.deps_only:
+            context.print(f"{deps.path}")
+            return 0
+        app = _app(project, store, deps, context)
+    context.print(f"{app.path}")
+    if not context.quiet:
+        context.info(f"run it: {app.path}/bin/python, or "
+                     f"`lockbox run {args.project} -- COMMAND`")
+    return 0
+
+
+def run_run(args: argparse.Namespace, context: Context) -> int:
+    from lockbox.project import load_project
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        context.error("no command to run: write it after --, e.g. "
+                      "`lockbox run PROJECT -- python manage.py check`")
+        return 2
+    project = load_project(args.project)
+    with context.open_store() as store:
+        deps = _deps(project, store, context)
+        app = _app(project, store, deps, context)
+    bin_dir = app.path / "bin"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+           "VIRTUAL_ENV": str(app.path)}
+    env.pop("PYTHONHOME", None)
+    executable = command[0]
+    if "/" not in executable and (bin_dir / executable).exists():
+        executable = str(bin_dir / executable)
+    os.chdir(app.path)
+    try:
+        os.execvpe(executable, command, env)
+    except OSError as error:
+        context.error(f"cannot run {command[0]}: {error.strerror}")
+        return 127
+
+
+def run_export(args: argparse.Namespace, context: Context) -> int:
+    from lockbox.assemble import export_app
+    from lockbox.interpreters import find_interpreter
+    from lockbox.project import load_project
+
+    project = load_project(args.project)
+    with context.open_store() as store:
+        deps = _deps(project, store, context)
+        interpreter = find_interpreter(project.recipe.python, project.requires_python,
+                                       progress=context.progress)
+        result = export_app(project, store, deps, interpreter, args.to, context.progress)
+    context.print(f"{result.path}")
+    return 0
+
+
+def _deps(project: Project, store: Store, context: Context) -> Entry:
+    from lockbox.deps import build_deps
+
+    result = build_deps(project, store, lambda: _find_tools(context), context.progress)
     layer = result.layer
     if layer is not None:
         context.info(
             f"dependency layer: {len(layer.distributions)} distributions, {layer.files} files, "
             f"{layer.bytes / 1e6:.1f} MB"
         )
-    context.print(f"{result.entry.path}")
     context.info(f"deps hash: {result.hash}")
-    return 0
+    return result.entry
+
+
+def _app(project: Project, store: Store, deps: Entry, context: Context) -> AppResult:
+    from lockbox.assemble import build_app
+    from lockbox.interpreters import find_interpreter
+
+    interpreter = find_interpreter(project.recipe.python, project.requires_python,
+                                   progress=context.progress)
+    result = build_app(project, store, deps, interpreter, context.progress)
+    report = result.report
+    if report is not None:
+        context.info(
+            f"application: {len(report.members)} members, {len(report.patched)} patches, "
+            f"{sum(report.substituted.values())} substitutions, {len(report.scripts)} "
+            f"scripts, {len(report.verified)} checks passed"
+        )
+    return result
 
 
 def run_lock_hash(args: argparse.Namespace, context: Context) -> int:

@@ -1,0 +1,1 @@
+"""Roles: named bundles of permissions (authentik's rbac app in miniature)."""

@@ -1,0 +1,1 @@
+"""Directory: which role is held through which group (authentik's core app in miniature)."""

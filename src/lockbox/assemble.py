@@ -1,0 +1,420 @@
+"""The assembly phase: the dependency layer and the project's source in, the application out.
+
+It runs offline. Everything it starts (bytecode compilation, verification) runs in the
+network-less sandbox with a clean environment; the rest is lockbox moving and editing files.
+The application is input-addressed: its store path is known before it is built (its digest
+covers the dependency layer's hash, the interpreter, the project's sources, the recipe and
+lockbox's version), so ``@out@`` can be written into it, and an unchanged rebuild is a lookup.
+
+Steps, in this order (docs/assemble.md):
+
+1. the dependency layer's ``site-packages`` is linked (in the store) or copied (export);
+2. the project's own sources are copied to a work area, then the recipe's ``patches`` are
+   applied to them, then its ``substitute`` replacements;
+3. the workspace members and the project are installed from there with their dist-info;
+4. ``app.site-packages`` and ``app.root`` paths are copied from there;
+5. ``app.delete`` removes paths from the output;
+6. ``bin/`` (interpreter links, entry-point launchers) and ``pyvenv.cfg`` are written;
+7. with ``compile-bytecode``, unchecked-hash ``.pyc`` files are written;
+8. ``[verify]`` imports and commands run; any failure registers nothing;
+9. the tree is registered as an ``app`` entry (or, for an export, moved into place).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import shutil
+import stat
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lockbox import __version__
+from lockbox.errors import AssemblyError, ToolFailed
+from lockbox.install import SOURCE_DATE_EPOCH
+from lockbox.progress import Progress, silent
+from lockbox.project import Project, read_toml
+from lockbox.recipe import Copy, recipe_as_dict
+from lockbox.store import Entry, Store, inputs_digest
+
+if TYPE_CHECKING:
+    from lockbox.interpreters import Interpreter
+    from lockbox.members import Member
+    from lockbox.sandbox import Sandbox
+
+_IGNORED = ("__pycache__", "*.pyc", "*.pyo")
+"""Never part of a project's sources: Python writes them on its own."""
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What the application is made of, besides the dependency layer."""
+
+    members: tuple[Member, ...]
+    """The workspace members and the project itself, when it is a package."""
+    paths: tuple[str, ...]
+    """Every project path the assembly reads, relative to the project root, sorted."""
+    digest: str
+    """SHA-256 over those paths' names, modes and bytes."""
+
+
+@dataclass
+class AssemblyReport:
+    """What the assembly did."""
+
+    out: Path
+    members: list[str] = field(default_factory=list)
+    patched: list[str] = field(default_factory=list)
+    substituted: dict[str, int] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
+    scripts: list[str] = field(default_factory=list)
+    verified: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AppResult:
+    path: Path
+    """Where the application is."""
+    entry: Entry | None
+    """Its store entry; None for an export."""
+    reused: bool
+    """True when it was in the store already and nothing ran."""
+    report: AssemblyReport | None
+
+
+def app_name(project: Project) -> str:
+    return project.app_name
+
+
+def read_sources(project: Project, interpreter: Interpreter) -> Sources:
+    """The members and paths the assembly of ``project`` reads, with their digest."""
+    from lockbox.lock import read_lock
+    from lockbox.members import read_member
+    from lockbox.plan import make_plan
+
+    plan = make_plan(project, read_lock(project.lock_path), interpreter)
+    roots = {project.root.resolve()}
+    for planned in plan.by_form("member"):
+        roots.add((project.root / planned.package.source.location).resolve())
+    recipe = project.recipe.app
+    members: list[Member] = []
+    paths: list[Path] = [project.root / "pyproject.toml"]
+    for root in sorted(roots):
+        pyproject, _ = read_toml(root / "pyproject.toml")
+        is_project = root == project.root.resolve()
+        if is_project and "build-system" not in pyproject:
+            continue  # a virtual project: uv installs nothing of it, nor does lockbox
+        member = read_member(root, pyproject, modules=not (is_project and recipe.site_packages))
+        members.append(member)
+        paths += [root / "pyproject.toml"] + [source for source, _ in member.modules]
+    for copy in recipe.site_packages + recipe.root:
+        paths.append(_inside(project, copy.source, "app"))
+    for patch in recipe.patches:
+        paths.append(_inside(project, patch, "app.patches"))
+    relative = sorted({os.path.relpath(path, project.root) for path in paths})
+    for path in relative:
+        if path.startswith(".."):
+            raise AssemblyError(f"{path} is outside the project {project.root}: lockbox "
+                                "assembles only what is inside it")
+    return Sources(tuple(members), tuple(relative), _digest(project.root, relative))
+
+
+def _inside(project: Project, relative: str, key: str) -> Path:
+    path = project.root / relative
+    if not os.path.lexists(path):
+        raise AssemblyError(f"recipe {key}: {relative} does not exist in {project.root}")
+    return path
+
+
+def _digest(root: Path, paths: Sequence[str]) -> str:
+    digest = hashlib.sha256()
+    for relative in paths:
+        for path, info in _walk(root / relative):
+            name = os.path.relpath(path, root).encode()
+            if stat.S_ISLNK(info.st_mode):
+                digest.update(b"l\0" + name + b"\0" + os.fsencode(os.readlink(path)) + b"\0")
+            elif stat.S_ISREG(info.st_mode):
+                kind = b"x" if info.st_mode & stat.S_IXUSR else b"f"
+                digest.update(kind + b"\0" + name + b"\0" + str(info.st_size).encode() + b"\0")
+                with open(path, "rb") as file:
+                    digest.update(file.read())
+    return digest.hexdigest()
+
+
+def _walk(top: Path) -> Iterator[tuple[str, os.stat_result]]:
+    info = os.lstat(top)
+    if not stat.S_ISDIR(info.st_mode):
+        yield os.fspath(top), info
+        return
+    for directory, dirnames, filenames in os.walk(top):
+        dirnames[:] = sorted(d for d in dirnames if not _ignored(d))
+        for name in sorted(filenames):
+            if not _ignored(name):
+                path = os.path.join(directory, name)
+                yield path, os.lstat(path)
+
+
+def _ignored(name: str) -> bool:
+    return any(fnmatch.fnmatch(name, pattern) for pattern in _IGNORED)
+
+
+def app_inputs(project: Project, deps: Entry, interpreter: Interpreter, sources: Sources,
+               store: Store) -> dict[str, object]:
+    """Everything the application's bytes depend on: its store digest is made from this."""
+    recipe = recipe_as_dict(project.recipe)
+    recipe.pop("project", None)  # where the project is does not change what is built
+    recipe.get("deps", {}).pop("hash", None)  # the layer itself is an input, below
+    return {
+        "deps": deps.nar_hash.sri,
+        "interpreter": {"path": str(interpreter.executable), "version": str(interpreter.version),
+                        "abi": interpreter.abi},
+        "sources": sources.digest,
+        "recipe": recipe,
+        "lockbox": __version__,
+        "store": str(store.root),  # @out@ and launchers name the store path
+    }
+
+
+def build_app(project: Project, store: Store, deps: Entry, interpreter: Interpreter,
+              progress: Progress = silent) -> AppResult:
+    """Make (or find) the application of ``project`` in ``store`` from the layer ``deps``."""
+    sources = read_sources(project, interpreter)
+    inputs = app_inputs(project, deps, interpreter, sources, store)
+    name = app_name(project)
+    existing = store.find_inputs("app", name, inputs)
+    if existing is not None:
+        progress.info(f"the application is in the store: {existing.path}")
+        return AppResult(existing.path, existing, reused=True, report=None)
+    sandbox = _sandbox(progress)
+    out = store.root / f"{inputs_digest('app', name, inputs)}-{name}"
+    with store.staging() as stage:
+        content = stage / "content"
+        report = _assemble(project, sources, deps.path, interpreter, out, content, stage,
+                           sandbox, link=True, hidden=[store.root], progress=progress,
+                           log=store.work_dir / "logs" / f"{out.name}.log")
+        entry = store.register(content, name=name, kind="app", inputs=inputs,
+                               references=[deps.path_name])
+    return AppResult(entry.path, entry, reused=False, report=report)
+
+
+def export_app(project: Project, store: Store, deps: Entry, interpreter: Interpreter,
+               to: Path, progress: Progress = silent) -> AppResult:
+    """Assemble the application for the directory ``to`` and put it there. ``to`` must not
+    exist, be empty, or hold an earlier export, which is replaced only on success."""
+    to = to.absolute()
+    sources = read_sources(project, interpreter)
+    earlier = to.exists() and any(to.iterdir())
+    if earlier and "lockbox-app" not in _read_text(to / "pyvenv.cfg"):
+        raise AssemblyError(f"{to} is not empty and is not an earlier export; "
+                            "choose another directory or empty it")
+    sandbox = _sandbox(progress)
+    to.parent.mkdir(parents=True, exist_ok=True)
+    created = not to.exists()
+    to.mkdir(exist_ok=True)  # the mount point of the sandbox's view of the output
+    work = to.parent / f".{to.name}.lockbox-{uuid.uuid4().hex[:12]}"
+    work.mkdir()
+    try:
+        content = work / "content"
+        report = _assemble(project, sources, deps.path, interpreter, to, content, work,
+                           sandbox, link=False, hidden=[], progress=progress,
+                           log=work.parent / f"{to.name}.lockbox-verify.log")
+        old = work / "old"
+        os.rename(to, old)
+        os.rename(content, to)
+    except BaseException:
+        if created and to.is_dir() and not any(to.iterdir()):
+            to.rmdir()
+        raise
+    finally:
+        _remove(work)
+    return AppResult(to, None, reused=False, report=report)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _sandbox(progress: Progress) -> Sandbox:
+    from lockbox.sandbox import Sandbox
+
+    sandbox = Sandbox.find(progress)
+    sandbox.check_offline(progress)
+    return sandbox
+
+
+def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Interpreter,
+              out: Path, content: Path, work: Path, sandbox: Sandbox, *, link: bool,
+              hidden: Sequence[Path], progress: Progress, log: Path) -> AssemblyReport:
+    """Write the application that will live at ``out`` into ``content``, using ``work``."""
+    from lockbox.members import files_under, write_dist_info
+    from lockbox.patches import apply_patch
+    from lockbox.scripts import entry_point_scripts, write_environment, write_scripts
+
+    report = AssemblyReport(out)
+    recipe = project.recipe.app
+    version = interpreter.version
+    site_relative = Path("lib") / f"python{version.major}.{version.minor}" / "site-packages"
+    site = content / site_relative
+    if not (deps / site_relative).is_dir():
+        raise AssemblyError(f"the dependency layer {deps} has no {site_relative}: it was made "
+                            f"for another interpreter than {interpreter.label}")
+    progress.info(f"assembling {project.app_name} for {out}")
+    _copy_tree(deps, content, link=link)
+
+    source = work / "source"
+    for relative in sources.paths:
+        _copy_tree(project.root / relative, source / relative, link=False)
+    for patch in recipe.patches:
+        result = apply_patch(project.root / patch, source, label=patch)
+        report.patched.append(patch)
+        progress.info(f"applied {patch}: {result.hunks} hunks to {', '.join(result.files)}")
+        for note in result.offsets:
+            progress.warning(f"{patch}: {note}")
+    for substitution in recipe.substitute:
+        count = _substitute(source, substitution.file, substitution.replace,
+                            substitution.with_.replace("@out@", str(out)), substitution.expect)
+        report.substituted[substitution.file] = report.substituted.get(substitution.file, 0) + count
+
+    for member in sources.members:
+        installed = []
+        for module, name in member.modules:
+            relative = os.path.relpath(module, project.root)
+            _copy_new(source / relative, site / name, f"{member.name}'s {relative}")
+            installed += files_under(site, name)
+        if member.root.resolve() == project.root.resolve():
+            for copy in recipe.site_packages:
+                _copy_new(source / copy.source, site / copy.target,
+                          f"app.site-packages {copy.source}")
+                installed += files_under(site, copy.target)
+        write_dist_info(site, member, installed)
+        report.members.append(f"{member.name} {member.version}")
+    if not any(m.root.resolve() == project.root.resolve() for m in sources.members):
+        for copy in recipe.site_packages:
+            _copy_new(source / copy.source, site / copy.target, f"app.site-packages {copy.source}")
+    for copy in recipe.root:
+        _copy_new(source / copy.source, content / copy.target, f"app.root {copy.source}")
+
+    for pattern in recipe.delete:
+        matched = sorted(content.glob(pattern))
+        if not matched:
+            raise AssemblyError(f"recipe app.delete: {pattern!r} matches nothing in the output; "
+                                "remove it from the recipe or correct it")
+        for path in matched:
+            _remove(path)
+            report.deleted.append(os.path.relpath(path, content))
+
+    write_environment(content, out, interpreter, project.app_name)
+    scripts = entry_point_scripts(site)
+    for name, owners in write_scripts(content, out, scripts).items():
+        progress.warning(f"script {name} is declared by {', '.join(owners)}; the last one won")
+    report.scripts = sorted({script.name for script in scripts})
+
+    home = work / "home"
+    home.mkdir()
+    (home / "tmp").mkdir()
+
+    def run_in_sandbox(argv: Sequence[str], cwd: Path) -> str:
+        from lockbox.run import run
+
+        env = {
+            "PATH": f"{out}/bin:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(home), "TMPDIR": str(home / "tmp"),
+            "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PYTHONHASHSEED": "0",
+            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
+            "LC_ALL": "C.UTF-8", "TZ": "UTC", "VIRTUAL_ENV": str(out),
+        }
+        command = sandbox.offline(argv, cwd=cwd, env=env, hidden=hidden,
+                                  writable=[(content, out), (home, home)])
+        result = run(command, progress=progress)
+        return result.stdout + result.stderr
+
+    if recipe.compile_bytecode:
+        progress.info("compiling bytecode (unchecked-hash .pyc)")
+        try:
+            run_in_sandbox([str(out / "bin" / "python"), "-m", "compileall", "-q", "-j", "0",
+                            "--invalidation-mode", "unchecked-hash", str(out / site_relative)],
+                           out)
+        except ToolFailed as error:
+            raise AssemblyError(f"compiling bytecode failed:\n{error.stdout}{error.stderr}") from None
+
+    from lockbox.verify import verify
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(f"verification of {project.app_name} at {out}\n", encoding="utf-8")
+    checks = verify(project.recipe.verify, out, log, run_in_sandbox, progress)
+    report.verified = [check.what for check in checks]
+    return report
+
+
+def _substitute(source: Path, file: str, old: str, new: str, expect: int | None) -> int:
+    path = source / file
+    where = f"recipe app.substitute for {file}"
+    if not path.is_file():
+        raise AssemblyError(f"{where}: the file is not among the application's sources "
+                            "(members, app.site-packages, app.root)")
+    text = path.read_text(encoding="utf-8")
+    count = text.count(old)
+    if count == 0:
+        raise AssemblyError(f"{where}: {old!r} was not found (after the patches); the source "
+                            "changed, so correct the recipe's pattern")
+    if expect is not None and count != expect:
+        raise AssemblyError(f"{where}: {old!r} occurs {count} times, the recipe expects "
+                            f"{expect}")
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    return count
+
+
+def _copy_new(source: Path, target: Path, what: str) -> None:
+    if os.path.lexists(target):
+        raise AssemblyError(f"{what} would replace {target.name}, which is already in "
+                            "site-packages (from the dependency layer or another member)")
+    _copy_tree(source, target, link=False)
+
+
+def _copy_tree(source: Path, target: Path, *, link: bool) -> None:
+    """Copy (or, with ``link``, hardlink: store entries never change) a file or tree,
+    leaving out Python's caches; executables keep their bit."""
+    info = os.lstat(source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not stat.S_ISDIR(info.st_mode):
+        _copy_file(os.fspath(source), os.fspath(target), info, link)
+        return
+    for directory, dirnames, filenames in os.walk(source):
+        relative = os.path.relpath(directory, source)
+        destination = os.path.normpath(os.path.join(target, relative))
+        os.makedirs(destination, exist_ok=True)
+        links = [d for d in dirnames if os.path.islink(os.path.join(directory, d))]
+        dirnames[:] = sorted(d for d in dirnames if not _ignored(d) and d not in links)
+        for name in sorted(filenames + links):
+            if not _ignored(name):
+                path = os.path.join(directory, name)
+                _copy_file(path, os.path.join(destination, name), os.lstat(path), link)
+
+
+def _copy_file(source: str, target: str, info: os.stat_result, link: bool) -> None:
+    if stat.S_ISLNK(info.st_mode):
+        os.symlink(os.readlink(source), target)
+    elif link:
+        os.link(source, target)
+    else:
+        shutil.copyfile(source, target)
+        os.chmod(target, 0o755 if info.st_mode & stat.S_IXUSR else 0o644)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        for directory, dirnames, _ in os.walk(path):
+            for name in dirnames:
+                os.chmod(os.path.join(directory, name), 0o755)
+        os.chmod(path, 0o755)
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
+

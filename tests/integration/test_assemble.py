@@ -1,0 +1,346 @@
+"""The assembly phase with real uv and bubblewrap on a small workspace.
+
+One project (pure wheels from a loopback index, two workspace members with entry points, a
+recipe using every step) is built once for the module; tests read the application, rebuild
+it, and break copies of the project's recipe in the ways users do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lockbox.interpreters import find_interpreter
+from tests.packages import serve, write_wheel
+
+pytestmark = pytest.mark.integration
+
+PYTHON = find_interpreter("3.12", None).executable
+
+
+def lockbox(*args: str | Path, store: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lockbox", "--store", str(store), *map(str, args)],
+        capture_output=True, text=True,
+    )
+
+
+FILES = {
+    "packages/tools/pyproject.toml": """\
+        [project]
+        name = "asm-tools"
+        version = "1.2.0"
+        description = "A member with a console script"
+        dependencies = ["asm-alpha>=1"]
+
+        [project.optional-dependencies]
+        fast = ["asm-alpha"]
+
+        [project.scripts]
+        asm-tool = "asm_tools.cli:main"
+
+        [build-system]
+        requires = ["hatchling"]
+        build-backend = "hatchling.build"
+        """,
+    "packages/tools/src/asm_tools/__init__.py": "NAME = 'tools'\n",
+    "packages/tools/src/asm_tools/cli.py": """\
+        import importlib.metadata, sys
+        def main():
+            print("asm-tool", importlib.metadata.version("asm-tools"), sys.prefix)
+            return 0
+        """,
+    "packages/plain/pyproject.toml": """\
+        [project]
+        name = "asm-plain"
+        version = "0.3.0"
+
+        [build-system]
+        requires = ["hatchling"]
+        build-backend = "hatchling.build"
+
+        [tool.hatch.build.targets.wheel]
+        packages = ["lib/plainpkg"]
+        """,
+    "packages/plain/lib/plainpkg/__init__.py": "from asm_alpha import VALUE\n",
+    "app/__init__.py": "",
+    "app/settings.py": 'DATA = "/srv/data"\nTEMPLATES = "/srv/templates"\nGREETING = "hello"\n',
+    "app/fragile.py": "ORDER = ['second', 'first']\n",
+    "app/tests/test_nothing.py": "",
+    "manage.py": "import sys\nfrom app import settings\nprint('manage', settings.DATA, *sys.argv[1:])\n",
+    "data/seed.yaml": "a: 1\n",
+    "patches/order.diff": """\
+        --- a/app/fragile.py
+        +++ b/app/fragile.py
+        @@ -1 +1 @@
+        -ORDER = ['second', 'first']
+        +ORDER = ['first', 'second']
+        """,
+}
+
+RECIPE = """\
+    [tool.lockbox]
+    python = "3.12"
+
+    [tool.lockbox.app]
+    site-packages = ["app"]
+    root = ["manage.py", { from = "data", to = "seed" }]
+    patches = ["patches/order.diff"]
+    delete = ["lib/python3.12/site-packages/app/tests"]
+
+    [[tool.lockbox.app.substitute]]
+    file = "app/settings.py"
+    replace = "/srv/"
+    with = "@out@/"
+    expect = 2
+
+    [tool.lockbox.verify]
+    imports = ["asm_alpha", "asm_tools", "plainpkg", "app.fragile"]
+    commands = [
+        ["python", "-c", "from app.fragile import ORDER; assert ORDER == ['first', 'second'], ORDER"],
+        ["asm-tool"],
+        ["python", "manage.py", "check"],
+    ]
+    """
+
+
+@dataclass(frozen=True)
+class App:
+    root: Path
+    project: Path
+    store: Path
+    path: Path
+    output: subprocess.CompletedProcess[str]
+    url: str
+
+
+def make_project(root: Path, url: str, recipe: str = RECIPE) -> Path:
+    project = root / "asm"
+    for relative, text in FILES.items():
+        path = project / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    (project / "pyproject.toml").write_text(textwrap.dedent(f"""\
+        [project]
+        name = "asm"
+        version = "2.0.0"
+        requires-python = ">=3.12"
+        dependencies = ["asm-alpha", "asm-tools", "asm-plain"]
+
+        [project.scripts]
+        asm-manage = "app.settings:main"
+
+        [build-system]
+        requires = ["hatchling"]
+        build-backend = "hatchling.build"
+
+        [tool.uv]
+        find-links = ["{url}"]
+
+        [tool.uv.sources]
+        asm-tools = {{ workspace = true }}
+        asm-plain = {{ workspace = true }}
+
+        [tool.uv.workspace]
+        members = ["packages/tools", "packages/plain"]
+
+        """) + textwrap.dedent(recipe))
+    subprocess.run(["uv", "lock", "--python", str(PYTHON)], cwd=project, check=True,
+                   capture_output=True, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+    return project
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    root = tmp_path_factory.mktemp("assemble")
+    index = root / "index"
+    index.mkdir()
+    write_wheel(index, "asm_alpha", "1.0", {
+        "asm_alpha.py": "VALUE = 'alpha'\ndef main():\n    print('alpha script')\n",
+        "asm_alpha-1.0.dist-info/entry_points.txt": "[console_scripts]\nasm-alpha = asm_alpha:main\n",
+    })
+    with serve(index) as url:
+        project = make_project(root, url)
+        store = root / "store"
+        output = lockbox("build", project, store=store)
+        assert output.returncode == 0, output.stderr
+        yield App(root, project, store, Path(output.stdout.strip()), output, url)
+
+
+def site(app: App) -> Path:
+    return app.path / "lib" / "python3.12" / "site-packages"
+
+
+def test_the_application_is_a_registered_store_entry_that_references_its_layer(app: App) -> None:
+    listing = json.loads(lockbox("store", "ls", "--json", store=app.store).stdout)
+    entries = {Path(entry["path"]).name: entry for entry in listing}
+    entry = entries[app.path.name]
+    assert entry["kind"] == "app" and entry["addressing"] == "inputs"
+    assert app.path.parent == app.store
+    deps = [name for name in entries if entries[name]["kind"] == "deps"]
+    assert len(deps) == 1 and entry["references"] == deps
+    assert "application: 3 members, 1 patches, 2 substitutions" in app.output.stderr
+
+
+def test_layout_is_a_virtual_environment_with_members_and_their_metadata(app: App) -> None:
+    python = app.path / "bin" / "python"
+    assert os.readlink(python) == str(PYTHON)
+    assert os.readlink(app.path / "bin" / "python3.12") == "python"
+    assert "include-system-site-packages = false" in (app.path / "pyvenv.cfg").read_text()
+    probe = subprocess.run(
+        [python, "-c", "import sys, importlib.metadata as m; print(sys.prefix); "
+         "print(m.version('asm-tools'), m.version('asm-plain'), m.version('asm'), m.version('asm-alpha')); "
+         "print(m.requires('asm-tools')); print(sorted(e.name for e in m.entry_points(group='console_scripts')))"],
+        capture_output=True, text=True, check=True, env={"PATH": "/usr/bin"},
+    ).stdout.splitlines()
+    assert probe[0] == str(app.path)
+    assert probe[1] == "1.2.0 0.3.0 2.0.0 1.0"
+    assert probe[2] == "['asm-alpha>=1', 'asm-alpha; extra == \"fast\"']"
+    assert probe[3] == "['asm-alpha', 'asm-manage', 'asm-tool']"
+    assert (site(app) / "asm_tools" / "cli.py").is_file()
+    assert (site(app) / "plainpkg" / "__init__.py").is_file()  # from hatch's packages
+    record = (site(app) / "asm_tools-1.2.0.dist-info" / "RECORD").read_text()
+    assert "asm_tools/cli.py,sha256=" in record
+
+
+def test_entry_point_scripts_of_members_and_dependencies_run(app: App) -> None:
+    tool = subprocess.run([app.path / "bin" / "asm-tool"], capture_output=True, text=True,
+                          check=True, env={"PATH": "/usr/bin"})
+    assert tool.stdout.split() == ["asm-tool", "1.2.0", str(app.path)]
+    alpha = subprocess.run([app.path / "bin" / "asm-alpha"], capture_output=True, text=True,
+                           check=True)
+    assert alpha.stdout == "alpha script\n"
+
+
+def test_recipe_steps_patch_substitute_copy_and_delete(app: App) -> None:
+    settings = (site(app) / "app" / "settings.py").read_text()
+    assert settings.startswith(f'DATA = "{app.path}/data"\nTEMPLATES = "{app.path}/templates"')
+    assert "ORDER = ['first', 'second']" in (site(app) / "app" / "fragile.py").read_text()
+    assert (app.path / "manage.py").is_file() and (app.path / "seed" / "seed.yaml").is_file()
+    assert not (site(app) / "app" / "tests").exists()
+    # The project's own source is untouched.
+    assert "ORDER = ['second', 'first']" in (app.project / "app" / "fragile.py").read_text()
+
+
+def test_verification_ran_each_import_and_command(app: App) -> None:
+    for what in ("import asm_alpha", "import plainpkg", "asm-tool", "python manage.py check"):
+        assert f"verifying: {what}" in app.output.stderr
+
+
+def test_an_unchanged_rebuild_is_a_lookup_and_a_source_change_is_not(app: App, tmp_path: Path) -> None:
+    again = lockbox("build", app.project, store=app.store)
+    assert again.returncode == 0, again.stderr
+    assert Path(again.stdout.strip()) == app.path
+    assert "the application is in the store" in again.stderr
+    assert "verifying" not in again.stderr
+
+
+def test_run_uses_the_built_application(app: App) -> None:
+    result = lockbox("run", app.project, "--", "python", "manage.py", "check", store=app.store)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"manage {app.path}/data check\n"
+    failing = lockbox("run", app.project, "--", "python", "-c", "raise SystemExit(7)",
+                      store=app.store)
+    assert failing.returncode == 7
+
+
+def test_export_writes_a_runnable_tree_for_its_own_path(app: App, tmp_path: Path) -> None:
+    target = tmp_path / "exported"
+    result = lockbox("export", app.project, "--to", target, store=app.store)
+    assert result.returncode == 0, result.stderr
+    settings = (target / "lib" / "python3.12" / "site-packages" / "app" / "settings.py")
+    assert f'DATA = "{target}/data"' in settings.read_text()
+    tool = subprocess.run([target / "bin" / "asm-tool"], capture_output=True, text=True,
+                          check=True)
+    assert tool.stdout.split()[2] == str(target)
+    again = lockbox("export", app.project, "--to", target, store=app.store)
+    assert again.returncode == 0, again.stderr
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "precious").write_text("keep")
+    refused = lockbox("export", app.project, "--to", occupied, store=app.store)
+    assert refused.returncode == 1 and "not an earlier export" in refused.stderr
+    assert (occupied / "precious").read_text() == "keep"
+
+
+def test_the_sandbox_has_no_interface_but_loopback(app: App, tmp_path: Path) -> None:
+    project = variant(app, tmp_path, 'commands = [', 'commands = [\n'
+                      '    ["python", "-c", "import socket; print(\'IFACES\', sorted(n for _, n in socket.if_nameindex())); '
+                      'print(\'ROUTES\', open(\'/proc/net/route\').read().splitlines()[1:])"],')
+    result = lockbox("-v", "build", project, store=app.store)
+    assert result.returncode == 0, result.stderr
+    assert "IFACES ['lo']" in result.stderr
+    assert "ROUTES []" in result.stderr
+
+
+def variant(app: App, tmp_path: Path, old: str, new: str) -> Path:
+    project = tmp_path / "variant"
+    shutil.copytree(app.project, project)
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text()
+    assert old in text
+    pyproject.write_text(text.replace(old, new, 1))
+    return project
+
+
+def assert_fails_cleanly(app: App, project: Path, *needles: str) -> str:
+    before = sorted(p.name for p in app.store.iterdir())
+    result = lockbox("build", project, store=app.store)
+    assert result.returncode == 1, result.stderr
+    # A failing check's own output may hold its traceback; lockbox's message must not.
+    assert "Traceback" not in result.stderr.split("verification failed")[0]
+    for needle in needles:
+        assert needle in result.stderr
+    assert sorted(p.name for p in app.store.iterdir()) == before
+    return result.stderr
+
+
+def test_a_patch_that_does_not_apply_fails_naming_file_and_hunk(app: App, tmp_path: Path) -> None:
+    project = variant(app, tmp_path, "x", "x")
+    (project / "app" / "fragile.py").write_text("ORDER = ['changed']\n")
+    assert_fails_cleanly(app, project, "patches/order.diff", "app/fragile.py", "hunk 1")
+
+
+def test_a_missing_substitution_pattern_fails(app: App, tmp_path: Path) -> None:
+    project = variant(app, tmp_path, 'replace = "/srv/"', 'replace = "/opt/"')
+    assert_fails_cleanly(app, project, "app/settings.py", "'/opt/' was not found")
+
+
+def test_a_wrong_substitution_count_fails(app: App, tmp_path: Path) -> None:
+    project = variant(app, tmp_path, "expect = 2", "expect = 3")
+    assert_fails_cleanly(app, project, "occurs 2 times, the recipe expects 3")
+
+
+def test_a_failing_verification_import_fails_and_keeps_its_log(app: App, tmp_path: Path) -> None:
+    project = variant(app, tmp_path, 'imports = ["asm_alpha"', 'imports = ["asm_missing", "asm_alpha"')
+    stderr = assert_fails_cleanly(app, project, "verification failed: import asm_missing",
+                                  "ModuleNotFoundError")
+    log = Path(stderr.split("the whole log is at ")[1].split(";")[0].split()[0])
+    assert "No module named 'asm_missing'" in log.read_text()
+
+
+def test_a_failing_verification_command_fails(app: App, tmp_path: Path) -> None:
+    project = variant(app, tmp_path, '["asm-tool"]', '["python", "-c", "raise SystemExit(3)"]')
+    assert_fails_cleanly(app, project, "verification failed", "exit code 3")
+
+
+def test_a_delete_pattern_matching_nothing_fails(app: App, tmp_path: Path) -> None:
+    project = variant(app, tmp_path, 'delete = ["', 'delete = ["nothing/here", "')
+    assert_fails_cleanly(app, project, "'nothing/here' matches nothing")
+
+
+def test_a_member_with_dynamic_metadata_fails_clearly(app: App, tmp_path: Path) -> None:
+    project = variant(app, tmp_path, "x", "x")
+    member = project / "packages" / "plain" / "pyproject.toml"
+    member.write_text(member.read_text().replace('version = "0.3.0"',
+                                                 'version = "0.3.0"\ndynamic = ["scripts"]'))
+    assert_fails_cleanly(app, project, "asm-plain declares scripts as dynamic")
