@@ -319,19 +319,22 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
     home = work / "home"
     home.mkdir()
     (home / "tmp").mkdir()
+    # Inside the sandbox the build's directory is at a short fixed path: no random staging
+    # name reaches what the checks write, and sockets made under TMPDIR fit AF_UNIX's limit.
+    inside = Path("/tmp/lockbox-home")
 
     def run_in_sandbox(argv: Sequence[str], cwd: Path) -> str:
         from lockbox.run import run
 
         env = {
             "PATH": f"{out}/bin:/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(home), "TMPDIR": str(home / "tmp"),
+            "HOME": str(inside), "TMPDIR": str(inside / "tmp"),
             "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PYTHONHASHSEED": "0",
             "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
             "LC_ALL": "C.UTF-8", "TZ": "UTC", "VIRTUAL_ENV": str(out),
         }
         command = sandbox.offline(argv, cwd=cwd, env=env, hidden=hidden,
-                                  writable=[(content, out), (home, home)])
+                                  writable=[(content, out), (home, inside)])
         result = run(command, progress=progress)
         return result.stdout + result.stderr
 

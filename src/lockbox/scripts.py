@@ -63,7 +63,7 @@ def entry_point_scripts(site_packages: Path) -> list[Script]:
             parser.read_string(entry_points.read_text(encoding="utf-8"))
         except configparser.Error:
             continue  # unreadable entry points install no scripts, as with pip
-        distribution = dist_info.name.rsplit("-", 1)[0]
+        distribution = dist_info.name.removesuffix(".dist-info").rsplit("-", 1)[0]
         for group in ("console_scripts", "gui_scripts"):
             if not parser.has_section(group):
                 continue

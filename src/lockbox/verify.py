@@ -49,11 +49,8 @@ def verify(verify: Verify, out: Path, log: Path, run_in_sandbox: Runner,
     checks: list[tuple[str, list[str]]] = [
         (f"import {module}", [python, "-c", _IMPORT, module]) for module in verify.imports
     ]
-    for command in verify.commands:
-        argv = list(command)
-        if argv[0] in ("python", "python3") or (out / "bin" / argv[0]).exists():
-            argv[0] = os.fspath(out / "bin" / argv[0])
-        checks.append((" ".join(command), argv))
+    # A command's first word is found on the sandbox's PATH, which starts with out/bin.
+    checks += [(" ".join(command), list(command)) for command in verify.commands]
     done: list[Check] = []
     with open(log, "a", encoding="utf-8") as sink:
         for what, argv in checks:

@@ -344,3 +344,22 @@ def test_a_member_with_dynamic_metadata_fails_clearly(app: App, tmp_path: Path) 
     member.write_text(member.read_text().replace('version = "0.3.0"',
                                                  'version = "0.3.0"\ndynamic = ["scripts"]'))
     assert_fails_cleanly(app, project, "asm-plain declares scripts as dynamic")
+
+
+def test_compiled_bytecode_is_unchecked_hash_and_identical_on_a_rebuild(app: App, tmp_path: Path) -> None:
+    project = variant(app, tmp_path, "[tool.lockbox.app]\n",
+                      "[tool.lockbox.app]\ncompile-bytecode = true\n")
+    store = tmp_path / "store"
+    first = lockbox("build", project, store=store)
+    assert first.returncode == 0, first.stderr
+    out = Path(first.stdout.strip())
+    pyc = sorted((out / "lib" / "python3.12" / "site-packages").rglob("*.pyc"))
+    assert {p.parent.parent.name for p in pyc} >= {"app", "asm_tools", "site-packages"}
+    assert all(int.from_bytes(p.read_bytes()[4:8], "little") == 0b01 for p in pyc)
+    digest = lockbox("hash", out, store=store).stdout
+    assert lockbox("gc", store=store).returncode == 0  # nothing is rooted: all of it goes
+    assert not out.exists()
+    second = lockbox("build", project, store=store)
+    assert second.returncode == 0, second.stderr
+    assert Path(second.stdout.strip()) == out and "verifying" in second.stderr
+    assert lockbox("hash", out, store=store).stdout == digest
