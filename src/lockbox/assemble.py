@@ -217,14 +217,14 @@ def export_app(project: Project, store: Store, deps: Entry, interpreter: Interpr
     to.mkdir(exist_ok=True)  # the mount point of the sandbox's view of the output
     work = to.parent / f".{to.name}.lockbox-{uuid.uuid4().hex[:12]}"
     work.mkdir()
+    log = to.parent / f"{to.name}.lockbox-verify.log"  # kept only when verification fails
     try:
         content = work / "content"
         report = _assemble(project, sources, deps.path, interpreter, to, content, work,
-                           sandbox, link=False, hidden=[], progress=progress,
-                           log=work.parent / f"{to.name}.lockbox-verify.log")
-        old = work / "old"
-        os.rename(to, old)
+                           sandbox, link=False, hidden=[], progress=progress, log=log)
+        os.rename(to, work / "old")
         os.rename(content, to)
+        log.unlink(missing_ok=True)
     except BaseException:
         if created and to.is_dir() and not any(to.iterdir()):
             to.rmdir()

@@ -26,7 +26,7 @@ module = importlib.import_module(name)
 top = name.split(".")[0]
 dists = importlib.metadata.packages_distributions().get(top, [])
 version = ", ".join(f"{d} {importlib.metadata.version(d)}" for d in sorted(set(dists)))
-print(f"{name}: {version or 'no distribution'} from {getattr(module, '__file__', None) or 'built-in'}")
+print(f"{name}: {version or 'no distribution'}, {getattr(module, '__file__', None) or 'built-in'}")
 """
 
 
@@ -64,7 +64,9 @@ def verify(verify: Verify, out: Path, log: Path, run_in_sandbox: Runner,
                 raise VerificationFailed(f"{what} (exit code {error.returncode})", text,
                                          log) from None
             sink.write(output.rstrip() + "\n")
-            if output.strip():
+            if what.startswith("import "):
+                progress.info(f"  {(output.strip().splitlines() or [''])[-1]}")  # version, file
+            elif output.strip():
                 progress.debug(output.rstrip())
             done.append(Check(what, output))
     return done
