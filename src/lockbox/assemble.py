@@ -44,6 +44,7 @@ from lockbox.store import Entry, Store, inputs_digest
 if TYPE_CHECKING:
     from lockbox.interpreters import Interpreter
     from lockbox.members import Member
+    from lockbox.python import PythonEntry
     from lockbox.sandbox import Sandbox
 
 _IGNORED = ("__pycache__", "*.pyc", "*.pyo")
@@ -73,6 +74,10 @@ class AssemblyReport:
     deleted: list[str] = field(default_factory=list)
     scripts: list[str] = field(default_factory=list)
     verified: list[str] = field(default_factory=list)
+    bundled: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Host libraries copied into ``lib/``: name → where from, and its Debian package."""
+    relinked: int = 0
+    """ELF files whose run path was rewritten."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +167,7 @@ def _ignored(name: str) -> bool:
     return any(fnmatch.fnmatch(name, pattern) for pattern in _IGNORED)
 
 
-def app_inputs(project: Project, deps: Entry, interpreter: Interpreter, sources: Sources,
+def app_inputs(project: Project, deps: Entry, python: Entry, sources: Sources,
                store: Store) -> dict[str, object]:
     """Everything the application's bytes depend on: its store digest is made from this."""
     recipe = recipe_as_dict(project.recipe)
@@ -170,8 +175,7 @@ def app_inputs(project: Project, deps: Entry, interpreter: Interpreter, sources:
     recipe.get("deps", {}).pop("hash", None)  # the layer itself is an input, below
     return {
         "deps": deps.nar_hash.sri,
-        "interpreter": {"path": str(interpreter.executable), "version": str(interpreter.version),
-                        "abi": interpreter.abi},
+        "python": python.path_name,
         "sources": sources.digest,
         "recipe": recipe,
         "lockbox": __version__,
@@ -182,8 +186,12 @@ def app_inputs(project: Project, deps: Entry, interpreter: Interpreter, sources:
 def build_app(project: Project, store: Store, deps: Entry, interpreter: Interpreter,
               progress: Progress = silent) -> AppResult:
     """Make (or find) the application of ``project`` in ``store`` from the layer ``deps``."""
+    from lockbox.python import import_python
+
     sources = read_sources(project, interpreter)
-    inputs = app_inputs(project, deps, interpreter, sources, store)
+    python = import_python(interpreter, store, bundle=project.recipe.libraries.bundle,
+                           progress=progress)
+    inputs = app_inputs(project, deps, python.entry, sources, store)
     name = app_name(project)
     existing = store.find_inputs("app", name, inputs)
     if existing is not None:
@@ -193,11 +201,12 @@ def build_app(project: Project, store: Store, deps: Entry, interpreter: Interpre
     out = store.root / f"{inputs_digest('app', name, inputs)}-{name}"
     with store.staging() as stage:
         content = stage / "content"
-        report = _assemble(project, sources, deps.path, interpreter, out, content, stage,
-                           sandbox, link=True, hidden=[store.root], progress=progress,
+        report = _assemble(project, sources, deps.path, interpreter, python, out, content,
+                           stage, sandbox, link=True, hidden=[store.root], progress=progress,
                            log=store.work_dir / "logs" / f"{out.name}.log")
         entry = store.register(content, name=name, kind="app", inputs=inputs,
-                               references=[deps.path_name])
+                               references=[deps.path_name, python.entry.path_name],
+                               metadata={"bundled": report.bundled})
     return AppResult(entry.path, entry, reused=False, report=report)
 
 
@@ -205,8 +214,12 @@ def export_app(project: Project, store: Store, deps: Entry, interpreter: Interpr
                to: Path, progress: Progress = silent) -> AppResult:
     """Assemble the application for the directory ``to`` and put it there. ``to`` must not
     exist, be empty, or hold an earlier export, which is replaced only on success."""
+    from lockbox.python import import_python
+
     to = to.absolute()
     sources = read_sources(project, interpreter)
+    python = import_python(interpreter, store, bundle=project.recipe.libraries.bundle,
+                           progress=progress)
     earlier = to.exists() and any(to.iterdir())
     if earlier and "lockbox-app" not in _read_text(to / "pyvenv.cfg"):
         raise AssemblyError(f"{to} is not empty and is not an earlier export; "
@@ -220,8 +233,8 @@ def export_app(project: Project, store: Store, deps: Entry, interpreter: Interpr
     log = to.parent / f"{to.name}.lockbox-verify.log"  # kept only when verification fails
     try:
         content = work / "content"
-        report = _assemble(project, sources, deps.path, interpreter, to, content, work,
-                           sandbox, link=False, hidden=[], progress=progress, log=log)
+        report = _assemble(project, sources, deps.path, interpreter, python, to, content,
+                           work, sandbox, link=False, hidden=[], progress=progress, log=log)
         os.rename(to, work / "old")
         os.rename(content, to)
         log.unlink(missing_ok=True)
@@ -250,9 +263,12 @@ def _sandbox(progress: Progress) -> Sandbox:
 
 
 def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Interpreter,
-              out: Path, content: Path, work: Path, sandbox: Sandbox, *, link: bool,
-              hidden: Sequence[Path], progress: Progress, log: Path) -> AssemblyReport:
-    """Write the application that will live at ``out`` into ``content``, using ``work``."""
+              python: PythonEntry, out: Path, content: Path, work: Path, sandbox: Sandbox, *,
+              link: bool, hidden: Sequence[Path], progress: Progress,
+              log: Path) -> AssemblyReport:
+    """Write the application that will live at ``out`` into ``content``, using ``work``.
+    With ``link`` (a store entry) the layer is hardlinked and ``python`` is a link to the
+    interpreter's entry; otherwise both are copied in, so the tree stands on its own."""
     from lockbox.members import files_under, write_dist_info
     from lockbox.patches import apply_patch
     from lockbox.scripts import entry_point_scripts, write_environment, write_scripts
@@ -310,9 +326,14 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
             _remove(path)
             report.deleted.append(os.path.relpath(path, content))
 
-    write_environment(content, out, interpreter, project.app_name)
+    _link_libraries(project, content, report, progress)
+    if link:
+        os.symlink(f"../{python.entry.path_name}", content / "python")
+    else:
+        _copy_tree(python.entry.path, content / "python", link=False)
+    write_environment(content, python.executable, interpreter, project.app_name)
     scripts = entry_point_scripts(site)
-    for name, owners in write_scripts(content, out, scripts).items():
+    for name, owners in write_scripts(content, scripts).items():
         progress.warning(f"script {name} is declared by {', '.join(owners)}; the last one won")
     report.scripts = sorted({script.name for script in scripts})
 
@@ -334,7 +355,8 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
             "LC_ALL": "C.UTF-8", "TZ": "UTC", "VIRTUAL_ENV": str(out),
         }
         command = sandbox.offline(argv, cwd=cwd, env=env, hidden=hidden,
-                                  writable=[(content, out), (home, inside)])
+                                  writable=[(content, out), (home, inside)],
+                                  read_only=[python.entry.path] if link else [])
         result = run(command, progress=progress)
         return result.stdout + result.stderr
 
@@ -354,6 +376,31 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
     checks = verify(project.recipe.verify, out, log, run_in_sandbox, progress)
     report.verified = [check.what for check in checks]
     return report
+
+
+def _link_libraries(project: Project, content: Path, report: AssemblyReport,
+                    progress: Progress) -> None:
+    """Resolve what every ELF file of the application needs; bundle and relink."""
+    from lockbox.elf import scan_tree
+    from lockbox.libraries import resolve
+    from lockbox.relink import Patchelf, debian_packages, relink
+
+    libraries = project.recipe.libraries
+    elfs, foreign = scan_tree(content)
+    for path in foreign:
+        progress.warning(f"{os.path.relpath(path, content)} is for another machine; not relinked")
+    progress.info(f"resolving the shared libraries of {len(elfs)} ELF files")
+    resolution = resolve(content, elfs, recipe_paths=[project.root / p for p in libraries.paths],
+                         ignore_missing=libraries.ignore_missing, progress=progress)
+    relinked = relink(content, resolution, Patchelf.find(progress), bundle=libraries.bundle,
+                      progress=progress)
+    packages = debian_packages(sorted(relinked.bundled.values()))
+    report.bundled = {name: {"from": source, "package": packages.get(source, "")}
+                      for name, source in sorted(relinked.bundled.items())}
+    report.relinked = len(relinked.patched)
+    if relinked.bundled:
+        progress.info(f"bundled {len(relinked.bundled)} host libraries: "
+                      + ", ".join(sorted(relinked.bundled)))
 
 
 def _substitute(source: Path, file: str, old: str, new: str, expect: int | None) -> int:

@@ -38,7 +38,7 @@ implementation_version = "%d.%d.%d" % (v.major, v.minor, v.micro)
 if v.releaselevel != "final":
     implementation_version += v.releaselevel[0] + str(v.serial)
 names = ("SOABI", "EXT_SUFFIX", "LIBDIR", "LDLIBRARY", "INCLUDEPY", "MULTIARCH",
-         "Py_GIL_DISABLED", "Py_ENABLE_SHARED", "VERSION", "CC", "CXX")
+         "Py_GIL_DISABLED", "Py_ENABLE_SHARED", "VERSION", "CC", "CXX", "INSTSONAME")
 bin_dir = os.path.dirname(sys.executable)
 venv = [d for d in (bin_dir, os.path.dirname(bin_dir)) if os.path.isfile(os.path.join(d, "pyvenv.cfg"))]
 json.dump({

@@ -63,10 +63,11 @@ class Sandbox:
 
     def offline(self, argv: Sequence[str | os.PathLike[str]], *, cwd: Path,
                 env: Mapping[str, str], writable: Sequence[tuple[Path, Path]] = (),
-                hidden: Sequence[Path] = ()) -> list[str]:
+                hidden: Sequence[Path] = (), read_only: Sequence[Path] = ()) -> list[str]:
         """``argv`` run without network: a new network namespace (loopback only), the host
-        read-only, ``/tmp`` and each of ``hidden`` an empty tmpfs, then each ``(host,
-        inside)`` of ``writable`` mounted read-write, in ``cwd``, with exactly ``env``."""
+        read-only, ``/tmp`` and each of ``hidden`` an empty tmpfs, then each of
+        ``read_only`` shown again and each ``(host, inside)`` of ``writable`` mounted
+        read-write, in ``cwd``, with exactly ``env``."""
         command = [
             os.fspath(self.executable), "--ro-bind", "/", "/", "--dev", "/dev",
             "--proc", "/proc", "--tmpfs", "/tmp",
@@ -75,6 +76,8 @@ class Sandbox:
         ]
         for path in hidden:
             command += ["--tmpfs", os.fspath(path)]
+        for path in read_only:
+            command += ["--ro-bind", os.fspath(path), os.fspath(path)]
         for host, inside in writable:
             command += ["--bind", os.fspath(host), os.fspath(inside)]
         for key, value in sorted(env.items()):

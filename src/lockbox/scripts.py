@@ -1,25 +1,31 @@
 """The application's ``bin/`` and ``pyvenv.cfg``: what makes its tree a virtual environment.
 
 The dependency layer has no ``bin/`` (its scripts named the scratch environment). The
-assembly phase recreates it for the final output path: ``python``, ``python3`` and
-``pythonX.Y`` pointing at the interpreter, and a launcher for every ``console_scripts`` and
-``gui_scripts`` entry point of every installed distribution, as an installer would write it.
+assembly phase recreates it: ``python``, ``python3`` and ``pythonX.Y`` pointing by relative
+links at the interpreter's entry (linked or copied to ``OUT/python``), and a launcher for
+every ``console_scripts`` and ``gui_scripts`` entry point of every installed distribution.
+Nothing names an absolute path, so the tree can be moved: ``pyvenv.cfg`` has no ``home``
+(CPython then finds its base installation through the real path of ``bin/python``), and
+launchers run the ``python`` beside their own real path.
 """
 
 from __future__ import annotations
 
 import configparser
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from lockbox.interpreters import Interpreter
 
-_MAX_SHEBANG = 127
-"""Longest ``#!`` line older kernels read whole; longer paths get a ``/bin/sh`` trampoline."""
-
 _ENTRY = re.compile(r"^(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+))?\s*(\[.*\])?\s*$")
+
+_TRAMPOLINE = """#!/bin/sh
+'''exec' "$(dirname -- "$(realpath -- "$0")")/python" "$0" "$@"
+' '''
+"""
+"""The launchers' first lines: to sh, an exec of the python beside the launcher's real
+path; to Python, a string statement that does nothing."""
 
 
 @dataclass(frozen=True)
@@ -30,20 +36,19 @@ class Script:
     distribution: str
 
 
-def write_environment(out_host: Path, out: Path, interpreter: Interpreter, app_name: str) -> None:
-    """``bin/python*`` links and ``pyvenv.cfg`` in ``out_host``, an environment that will
-    live at ``out``."""
+def write_environment(out_host: Path, executable: str, interpreter: Interpreter,
+                      app_name: str) -> None:
+    """``bin/python*`` links and ``pyvenv.cfg`` in ``out_host``, whose ``python`` is the
+    interpreter's entry and ``executable`` the interpreter's path inside it."""
     bin_dir = out_host / "bin"
     bin_dir.mkdir(exist_ok=True)
     version = interpreter.version
-    os.symlink(interpreter.executable, bin_dir / "python")
+    (bin_dir / "python").symlink_to(f"../python/{executable}")
     for alias in ("python3", f"python{version.major}.{version.minor}"):
-        os.symlink("python", bin_dir / alias)
+        (bin_dir / alias).symlink_to("python")
     (out_host / "pyvenv.cfg").write_text(
-        f"home = {interpreter.executable.parent}\n"
         "include-system-site-packages = false\n"
         f"version = {version}\n"
-        f"executable = {interpreter.executable}\n"
         f"lockbox-app = {app_name}\n",
         encoding="utf-8",
     )
@@ -76,7 +81,7 @@ def entry_point_scripts(site_packages: Path) -> list[Script]:
     return scripts
 
 
-def write_scripts(out_host: Path, out: Path, scripts: list[Script]) -> dict[str, list[str]]:
+def write_scripts(out_host: Path, scripts: list[Script]) -> dict[str, list[str]]:
     """Write a launcher per script into ``out_host/bin``. Returns the names claimed by more
     than one distribution, with those distributions."""
     bin_dir = out_host / "bin"
@@ -85,21 +90,15 @@ def write_scripts(out_host: Path, out: Path, scripts: list[Script]) -> dict[str,
         owners.setdefault(script.name, []).append(script.distribution)
         path = bin_dir / script.name
         path.unlink(missing_ok=True)
-        path.write_text(_launcher(out / "bin" / "python", script), encoding="utf-8")
+        head = script.attribute.split(".")[0]
+        path.write_text(
+            _TRAMPOLINE
+            + "import sys\n"
+            + f"from {script.module} import {head}\n"
+            + "if __name__ == \"__main__\":\n"
+            + "    sys.argv[0] = sys.argv[0].removesuffix(\".exe\")\n"
+            + f"    sys.exit({script.attribute}())\n",
+            encoding="utf-8",
+        )
         path.chmod(0o755)
     return {name: dists for name, dists in owners.items() if len(dists) > 1}
-
-
-def _launcher(python: Path, script: Script) -> str:
-    head = script.attribute.split(".")[0]
-    body = (
-        "import sys\n"
-        f"from {script.module} import {head}\n"
-        "if __name__ == \"__main__\":\n"
-        "    sys.argv[0] = sys.argv[0].removesuffix(\".exe\")\n"
-        f"    sys.exit({script.attribute}())\n"
-    )
-    if len(f"#!{python}") <= _MAX_SHEBANG:
-        return f"#!{python}\n{body}"
-    # A line that is a no-op string to Python and an exec to sh.
-    return f"#!/bin/sh\n'''exec' '{python}' \"$0\" \"$@\"\n' '''\n{body}"

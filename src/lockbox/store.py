@@ -408,8 +408,9 @@ class Store:
     ) -> Entry:
         """Make the fully written tree ``staged`` (inside a :meth:`staging` dir) an entry.
 
-        A content-addressed entry may carry ``metadata`` (what it was made from), recorded
-        where an input-addressed one records its inputs. ``nar`` is the tree's NAR hash and
+        ``metadata`` says what the entry was made from or what its build found; a
+        content-addressed entry records it where an input-addressed one records its inputs,
+        which then hold it under ``metadata``. ``nar`` is the tree's NAR hash and
         size when the caller has just computed them.
 
         The tree is normalised (read-only, fixed mtimes), fsynced, hashed, renamed into place
@@ -433,7 +434,9 @@ class Store:
             recorded_inputs: Mapping[str, object] = metadata or {}
         else:
             addressing, digest = "inputs", inputs_digest(kind, name, inputs)
-            recorded_inputs = inputs
+            # What the build found out (e.g. which host libraries it bundled) is kept beside
+            # the inputs; it is not part of the digest.
+            recorded_inputs = {**inputs, "metadata": metadata} if metadata else inputs
         path_name = f"{digest}-{name}"
         final = self.root / path_name
         with self._entry_lock(path_name):

@@ -187,15 +187,19 @@ def test_the_application_is_a_registered_store_entry_that_references_its_layer(a
     assert entry["kind"] == "app" and entry["addressing"] == "inputs"
     assert app.path.parent == app.store
     deps = [name for name in entries if entries[name]["kind"] == "deps"]
-    assert len(deps) == 1 and entry["references"] == deps
+    python = [name for name in entries if entries[name]["kind"] == "python"]
+    assert len(deps) == 1 and len(python) == 1
+    assert entry["references"] == sorted(deps + python)
+    assert (app.path / "python").resolve() == app.store / python[0]
     assert "application: 3 members, 1 patches, 2 substitutions" in app.output.stderr
 
 
 def test_layout_is_a_virtual_environment_with_members_and_their_metadata(app: App) -> None:
     python = app.path / "bin" / "python"
-    assert os.readlink(python) == str(PYTHON)
+    assert os.readlink(python) == "../python/bin/python3.12"
     assert os.readlink(app.path / "bin" / "python3.12") == "python"
-    assert "include-system-site-packages = false" in (app.path / "pyvenv.cfg").read_text()
+    config = (app.path / "pyvenv.cfg").read_text()
+    assert "include-system-site-packages = false" in config and "home" not in config
     probe = subprocess.run(
         [python, "-c", "import sys, importlib.metadata as m; print(sys.prefix); "
          "print(m.version('asm-tools'), m.version('asm-plain'), m.version('asm'), m.version('asm-alpha')); "

@@ -1,0 +1,132 @@
+"""The interpreter as a store entry: a host CPython made relocatable and self-contained.
+
+The application's ``bin/python`` must not depend on where the build machine had its
+interpreter. This module imports a host installation (pyenv's, a ``--enable-shared`` build
+whose executable finds ``libpython`` by an absolute run path) as a ``python`` entry:
+
+- copied without what a running application never uses: the test suite (``test/``,
+  ``idlelib/idle_test``), the static library and build files (``config-X.Y-*/``), the
+  Tk GUI parts (``tkinter/``, ``idlelib/``, ``turtledemo/``, the ``_tkinter`` module: they
+  would drag in X11), the interpreter's own ``site-packages`` (pip and the like; the
+  application has its own), ``__pycache__``, every ``bin/`` script but the interpreter;
+- its ELF files resolved and relinked relative to ``$ORIGIN`` with the host libraries its
+  extension modules need (OpenSSL, libffi, SQLite, zlib, …) bundled into its ``lib/``
+  (:mod:`lockbox.relink`);
+- registered, input-addressed by the installation's identity (path, version, a hash of the
+  executable and ``libpython``) and lockbox's version, so that the next build finds it.
+
+CPython finds its standard library relative to the executable's real location, so the entry
+works from any path.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lockbox import __version__
+from lockbox.errors import LockboxError
+from lockbox.interpreters import Interpreter
+from lockbox.progress import Progress, silent
+from lockbox.store import Entry, Store
+
+_LEFT_OUT_AT_TOP = ("test", "idlelib", "tkinter", "turtledemo", "config-*", "site-packages")
+"""Directories of the standard library left out."""
+_LEFT_OUT = ("__pycache__", "*.pyc", "_tkinter.*", "*.a")
+"""Names left out wherever they are."""
+
+
+class PythonImportError(LockboxError):
+    """The interpreter cannot be imported into the store."""
+
+
+@dataclass(frozen=True)
+class PythonEntry:
+    entry: Entry
+    executable: str
+    """The interpreter's path inside the entry, e.g. ``bin/python3.13``."""
+    reused: bool
+
+
+def python_inputs(interpreter: Interpreter, bundle: bool) -> dict[str, object]:
+    digest = hashlib.sha256()
+    for path in (interpreter.executable, *_libpython(interpreter)):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return {
+        "executable": str(interpreter.executable),
+        "version": str(interpreter.version),
+        "abi": interpreter.abi,
+        "fingerprint": digest.hexdigest(),
+        "bundle": bundle,
+        "lockbox": __version__,
+    }
+
+
+def import_python(interpreter: Interpreter, store: Store, *, bundle: bool = True,
+                  progress: Progress = silent) -> PythonEntry:
+    """The ``python`` entry of ``interpreter`` in ``store``, made if it is not there."""
+    version = interpreter.version
+    short = f"python{version.major}.{version.minor}"
+    name = f"python-{version}"
+    inputs = python_inputs(interpreter, bundle)
+    existing = store.find_inputs("python", name, inputs)
+    if existing is not None:
+        return PythonEntry(existing, f"bin/{short}", reused=True)
+    from lockbox.elf import scan_tree
+    from lockbox.libraries import resolve
+    from lockbox.relink import Patchelf, debian_packages, relink
+
+    stdlib = Path(interpreter.paths.get("stdlib", ""))
+    if not (stdlib / "os.py").is_file():
+        raise PythonImportError(f"{interpreter.executable}: its standard library is not at "
+                                f"{stdlib}; lockbox imports CPython installs with a lib/{short}")
+    progress.info(f"importing {interpreter.label} from {interpreter.prefix} into the store")
+    with store.staging() as stage:
+        content = stage / "content"
+        (content / "bin").mkdir(parents=True)
+        shutil.copyfile(interpreter.executable, content / "bin" / short)
+        os.chmod(content / "bin" / short, 0o755)
+        for alias in ("python3", "python"):
+            os.symlink(short, content / "bin" / alias)
+        (content / "lib").mkdir()
+        for library in _libpython(interpreter):
+            shutil.copyfile(library, content / "lib" / library.name)
+        shutil.copytree(stdlib, content / "lib" / short, symlinks=True,
+                        ignore=_ignore(stdlib))
+        (content / "lib" / short / "site-packages").mkdir()
+        elfs, foreign = scan_tree(content)
+        for path in foreign:
+            progress.warning(f"{path} is for another machine; left as it is")
+        resolution = resolve(content, elfs, progress=progress)
+        report = relink(content, resolution, Patchelf.find(progress), bundle=bundle,
+                        progress=progress)
+        packages = debian_packages(sorted(report.bundled.values()))
+        metadata = {"bundled": {name: {"from": source, "package": packages.get(source, "")}
+                                for name, source in sorted(report.bundled.items())}}
+        entry = store.register(content, name=name, kind="python", inputs=inputs,
+                               metadata=metadata)
+    progress.info(f"interpreter entry {entry.path} ({len(report.bundled)} libraries bundled)")
+    return PythonEntry(entry, f"bin/{short}", reused=False)
+
+
+def _libpython(interpreter: Interpreter) -> list[Path]:
+    """The shared libpython the executable needs, if it was built with one."""
+    libdir = Path(interpreter.sysconfig.get("LIBDIR", ""))
+    instsoname = interpreter.sysconfig.get("INSTSONAME", "")
+    if interpreter.sysconfig.get("Py_ENABLE_SHARED") == "1" and instsoname:
+        library = libdir / instsoname
+        if library.is_file():
+            return [library]
+    return []
+
+
+def _ignore(stdlib: Path) -> Callable[[str, list[str]], set[str]]:
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        patterns = _LEFT_OUT + (_LEFT_OUT_AT_TOP if Path(directory) == stdlib else ())
+        return {name for name in names if any(fnmatch.fnmatch(name, p) for p in patterns)}
+    return ignore
