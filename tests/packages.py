@@ -23,9 +23,9 @@ from functools import partial
 from pathlib import Path
 
 
-def write_wheel(directory: Path, name: str, version: str, files: Mapping[str, str],
+def write_wheel(directory: Path, name: str, version: str, files: Mapping[str, str | bytes],
                 requires: tuple[str, ...] = ()) -> Path:
-    """A pure-Python wheel ``name-version-py3-none-any.whl`` holding ``files``."""
+    """A wheel ``name-version-py3-none-any.whl`` holding ``files`` (text or bytes)."""
     dist_info = f"{name}-{version}.dist-info"
     metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
     metadata += "".join(f"Requires-Dist: {requirement}\n" for requirement in requires)
@@ -36,7 +36,7 @@ def write_wheel(directory: Path, name: str, version: str, files: Mapping[str, st
     }
     record = []
     for path, text in contents.items():
-        data = text.encode()
+        data = text if isinstance(text, bytes) else text.encode()
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
         record.append(f"{path},sha256={digest},{len(data)}")
     record.append(f"{dist_info}/RECORD,,")
@@ -69,7 +69,7 @@ def write_sdist(directory: Path, name: str, version: str, files: Mapping[str, st
     path = directory / f"{base}.tar.gz"
     with tarfile.open(path, "w:gz") as archive:
         for member, text in sorted(contents.items()):
-            data = text.encode()
+            data = text if isinstance(text, bytes) else text.encode()
             info = tarfile.TarInfo(f"{base}/{member}")
             info.size = len(data)
             info.mode = 0o644

@@ -183,3 +183,31 @@ def _index(elfs: Iterable[ElfInfo]) -> dict[str, Path]:
             index.setdefault(info.soname, info.path)
     return index
 
+
+
+def dependents(root: Path, name: str) -> list[list[str]]:
+    """Why ``root`` (an application or interpreter entry) holds the library ``name``: each
+    chain of files, relative to ``root``, from a file that is not itself a bundled library
+    down to ``name``, e.g. ``[".../_psycopg.so", "lib/libpq.so.5", "lib/libssl.so.3"]``."""
+    from lockbox.elf import scan_tree
+
+    elfs, _ = scan_tree(root)
+    bundled = {info.path.name for info in elfs if info.path.parent == root / "lib"}
+    wanted_by: dict[str, list[ElfInfo]] = {}
+    for info in elfs:
+        for needed in info.needed:
+            wanted_by.setdefault(needed, []).append(info)
+    chains: list[list[str]] = []
+
+    def walk(library: str, below: list[str]) -> None:
+        for info in wanted_by.get(library, ()):
+            relative = os.path.relpath(info.path, root)
+            if relative in below:
+                continue  # a cycle between bundled libraries
+            if info.path.parent == root / "lib" and info.path.name in bundled:
+                walk(info.path.name, [relative, *below])
+            else:
+                chains.append([relative, *below])
+
+    walk(name, [f"lib/{name}"] if name in bundled else [name])
+    return sorted(chains)

@@ -91,6 +91,9 @@ RECIPE = """\
     [tool.lockbox]
     python = "3.12"
 
+    [tool.lockbox.libraries]
+    paths = ["@NEEDLIB@"]
+
     [tool.lockbox.app]
     site-packages = ["app"]
     root = ["manage.py", { from = "data", to = "seed" }]
@@ -123,7 +126,8 @@ class App:
     url: str
 
 
-def make_project(root: Path, url: str, recipe: str = RECIPE) -> Path:
+def make_project(root: Path, url: str, needlib: Path, recipe: str = RECIPE) -> Path:
+    recipe = recipe.replace("@NEEDLIB@", str(needlib))
     project = root / "asm"
     for relative, text in FILES.items():
         path = project / relative
@@ -134,7 +138,7 @@ def make_project(root: Path, url: str, recipe: str = RECIPE) -> Path:
         name = "asm"
         version = "2.0.0"
         requires-python = ">=3.12"
-        dependencies = ["asm-alpha", "asm-tools", "asm-plain"]
+        dependencies = ["asm-alpha", "asm-tools", "asm-plain", "asm-native"]
 
         [project.scripts]
         asm-manage = "app.settings:main"
@@ -168,12 +172,38 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
         "asm_alpha.py": "VALUE = 'alpha'\ndef main():\n    print('alpha script')\n",
         "asm_alpha-1.0.dist-info/entry_points.txt": "[console_scripts]\nasm-alpha = asm_alpha:main\n",
     })
+    needlib = root / "needlib"
+    native = build_native(root, needlib)
+    write_wheel(index, "asm_native", "1.0", {"asm_native/__init__.py": "",
+                                             "asm_native/_helper.so": native})
     with serve(index) as url:
-        project = make_project(root, url)
+        project = make_project(root, url, needlib)
         store = root / "store"
         output = lockbox("build", project, store=store)
         assert output.returncode == 0, output.stderr
         yield App(root, project, store, Path(output.stdout.strip()), output, url)
+
+
+def build_native(root: Path, needlib: Path) -> bytes:
+    """A shared object that needs ``libneed.so.1``, which only ``needlib`` holds."""
+    work = root / "native"
+    work.mkdir()
+    needlib.mkdir()
+    (work / "need.c").write_text("int need(void) { return 42; }\n")
+    (work / "helper.c").write_text("int need(void);\nint helper(void) { return need(); }\n")
+    subprocess.run(["cc", "-shared", "-fPIC", "-Wl,-soname,libneed.so.1", "-o",
+                    needlib / "libneed.so.1", work / "need.c"], check=True)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", work / "helper.so", work / "helper.c",
+                    f"-L{needlib}", "-l:libneed.so.1"], check=True)
+    return (work / "helper.so").read_bytes()
+
+
+def readelf_runpath(path: Path) -> str:
+    dynamic = subprocess.run(["readelf", "-d", path], capture_output=True, text=True,
+                             check=True).stdout
+    found = [line.split("[")[1].rstrip("]") for line in dynamic.splitlines()
+             if "(RUNPATH)" in line or "(RPATH)" in line]
+    return found[0] if found else ""
 
 
 def site(app: App) -> Path:
@@ -367,3 +397,54 @@ def test_compiled_bytecode_is_unchecked_hash_and_identical_on_a_rebuild(app: App
     assert second.returncode == 0, second.stderr
     assert Path(second.stdout.strip()) == out and "verifying" in second.stderr
     assert lockbox("hash", out, store=store).stdout == digest
+
+
+def test_a_library_from_the_recipe_paths_is_bundled_and_linked_relatively(app: App) -> None:
+    helper = site(app) / "asm_native" / "_helper.so"
+    assert (app.path / "lib" / "libneed.so.1").is_file()
+    assert readelf_runpath(helper) == "$ORIGIN/../../.."  # asm_native/ → lib/
+    ldd = subprocess.run(["ldd", helper], capture_output=True, text=True, check=True).stdout
+    assert f"libneed.so.1 => {site(app)}/asm_native/../../../libneed.so.1" in ldd
+    # The dependency layer's copy was not touched: the application has its own.
+    deps = next(p for p in app.store.iterdir() if p.name.endswith("-asm-deps"))
+    layer_helper = deps / "lib" / "python3.12" / "site-packages" / "asm_native" / "_helper.so"
+    assert readelf_runpath(layer_helper) == ""
+    assert os.stat(layer_helper).st_ino != os.stat(helper).st_ino
+    entry = next(e for e in json.loads(lockbox("store", "ls", "--json", store=app.store).stdout)
+                 if e["path"] == str(app.path))
+    assert entry["inputs"]["metadata"]["bundled"]["libneed.so.1"]["from"] == str(
+        app.root / "needlib" / "libneed.so.1")
+
+
+def test_lockbox_why_names_the_files_that_need_a_library(app: App) -> None:
+    result = lockbox("-q", "why", app.project, "libneed.so.1", store=app.store)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ("application: lib/python3.12/site-packages/asm_native/_helper.so"
+                             " -> lib/libneed.so.1\n")
+
+
+def test_a_library_found_nowhere_fails_with_what_wants_it(app: App, tmp_path: Path) -> None:
+    project = variant(app, tmp_path, f'paths = ["{app.root / "needlib"}"]', "paths = []")
+    assert_fails_cleanly(app, project, "1 dependency could not be satisfied",
+                         "libneed.so.1 wanted by lib/python3.12/site-packages/asm_native/_helper.so",
+                         "ignore-missing")
+
+
+def test_ignore_missing_lets_it_pass_with_a_warning(app: App, tmp_path: Path) -> None:
+    project = variant(app, tmp_path, f'paths = ["{app.root / "needlib"}"]',
+                      'paths = []\nignore-missing = ["libneed.so.*"]')
+    result = lockbox("build", project, store=app.store)
+    assert result.returncode == 0, result.stderr
+    assert "warning: libneed.so.1 is not found" in result.stderr
+    assert not (Path(result.stdout.strip()) / "lib" / "libneed.so.1").exists()
+
+
+def test_without_bundling_run_paths_name_the_library_directories(app: App, tmp_path: Path) -> None:
+    project = variant(app, tmp_path, "[tool.lockbox.libraries]\n",
+                      "[tool.lockbox.libraries]\nbundle = false\n")
+    result = lockbox("build", project, store=app.store)
+    assert result.returncode == 0, result.stderr
+    out = Path(result.stdout.strip())
+    assert not (out / "lib" / "libneed.so.1").exists()
+    helper = out / "lib" / "python3.12" / "site-packages" / "asm_native" / "_helper.so"
+    assert readelf_runpath(helper) == str(app.root / "needlib")

@@ -68,6 +68,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="the directory to write")
     export.set_defaults(handler=run_export)
 
+    why = subparsers.add_parser(
+        "why",
+        help="which files of the built application need a shared library",
+        description=(
+            "Build PROJECT (a lookup when nothing changed) and list, for the application and "
+            "its interpreter entry, each chain of ELF files that needs LIB (a soname such as "
+            "libssl.so.3), through the libraries bundled with it."
+        ),
+    )
+    why.add_argument("project", nargs="?", default=".", type=Path, metavar="PROJECT")
+    why.add_argument("library", metavar="LIB", help="the library's soname, e.g. libpq.so.5")
+    why.set_defaults(handler=run_why)
+
     lock_hash = subparsers.add_parser(
         "lock-hash",
         help="write the dependency layer's hash into the recipe",
@@ -122,6 +135,25 @@ def run_run(args: argparse.Namespace, context: Context) -> int:
     except OSError as error:
         context.error(f"cannot run {command[0]}: {error.strerror}")
         return 127
+
+
+def run_why(args: argparse.Namespace, context: Context) -> int:
+    from lockbox.libraries import dependents
+    from lockbox.project import load_project
+
+    project = load_project(args.project)
+    with context.open_store() as store:
+        deps = _deps(project, store, context)
+        app = _app(project, store, deps, context)
+    found = False
+    for label, root in (("application", app.path), ("interpreter", (app.path / "python").resolve())):
+        for chain in dependents(root, args.library):
+            found = True
+            context.print(f"{label}: {' -> '.join(chain)}")
+    if not found:
+        context.error(f"no file of the application or its interpreter needs {args.library}")
+        return 1
+    return 0
 
 
 def run_export(args: argparse.Namespace, context: Context) -> int:
