@@ -117,3 +117,88 @@ def test_a_failing_verification_import_is_a_clear_error(example: Example, tmp_pa
     err = failed_build(example, project)
     assert "verification failed: import ldap" in err
     assert "No module named 'ldap'" in err
+
+
+IMPORTS = ("import psycopg, lxml.etree, xmlsec, gssapi, yaml, django, sys; "
+           "print(psycopg.pq.__impl__, sys.prefix)")
+
+
+@pytest.fixture(scope="module")
+def exported(example: Example, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("export") / "gatekeeper"
+    result = lockbox("export", EXAMPLE, "--to", target, store=example.store)
+    assert result.returncode == 0, result.stderr
+    return target
+
+
+def elf_files(root: Path) -> list[Path]:
+    from lockbox.elf import scan_tree
+
+    return [info.path for info in scan_tree(root)[0]]
+
+
+def test_the_export_works_from_two_other_places_and_ldd_finds_everything(
+        exported: Path, tmp_path: Path) -> None:
+    first = tmp_path / "one" / "app"
+    second = tmp_path / "two" / "deeper" / "app"
+    first.parent.mkdir()
+    second.parent.mkdir(parents=True)
+    shutil.copytree(exported, first, symlinks=True)
+    os.rename(first, second.parent / "moved")
+    second = second.parent / "moved"
+    shutil.copytree(second, first, symlinks=True)
+    for place in (first, second):
+        result = subprocess.run([place / "bin" / "python", "-c", IMPORTS], capture_output=True,
+                                text=True, cwd="/", env={"PATH": "/usr/bin:/bin"})
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == ["c", str(place)]
+    files = elf_files(second)
+    assert len(files) > 50  # extension modules, the interpreter, bundled libraries
+    for file in files:
+        ldd = subprocess.run(["ldd", file], capture_output=True, text=True).stdout
+        assert "not found" not in ldd, (file, ldd)
+
+
+def minimal_root(root: Path) -> None:
+    """A root file system with nothing but the glibc family (Debian's libc6) and the loader."""
+    from lockbox.elf import read_elf
+
+    listing = subprocess.run(["dpkg", "-L", "libc6"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    for name in listing:
+        path = Path(name)
+        if ".so" in path.name and path.is_file():
+            target = root / os.path.realpath(path).lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            target.chmod(0o755)
+    loader = read_elf(Path("/usr/bin/env")).interpreter  # type: ignore[union-attr]
+    assert loader is not None
+    for top in ("lib", "lib64"):
+        if (root / "usr" / top).is_dir() and not (root / top).exists():
+            (root / top).symlink_to(f"usr/{top}")
+    if not (root / loader.lstrip("/")).exists():
+        (root / loader.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / loader.lstrip("/")).symlink_to(os.path.realpath(loader))
+
+
+def test_the_export_runs_in_a_root_with_only_glibc_and_the_loader(exported: Path,
+                                                                   tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    minimal_root(root)
+    shutil.copytree(exported, root / "app", symlinks=True)
+    assert not (root / "usr" / "lib" / "x86_64-linux-gnu" / "libpq.so.5").exists()
+    (root / "tmp").mkdir()
+
+    def inside(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bwrap", "--bind", root, "/", "--proc", "/proc", "--dev", "/dev",
+                               "--tmpfs", "/tmp", "--chdir", "/app", "--clearenv",
+                               "--setenv", "PATH", "/app/bin", "--", *argv],
+                              capture_output=True, text=True)
+
+    imports = inside("/app/bin/python", "-c", IMPORTS)
+    assert imports.returncode == 0, imports.stderr
+    assert imports.stdout.split() == ["c", "/app"]
+    check = inside("/app/bin/python", "manage.py", "check")
+    assert check.returncode == 0, check.stderr
+    assert "System check identified no issues" in check.stdout + check.stderr
