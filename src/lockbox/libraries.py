@@ -90,6 +90,8 @@ class Resolution:
     """Needed name → the files (relative to the output, or host paths) that want it."""
     ignored: dict[str, list[str]] = field(default_factory=dict)
     """Missing names matched by ``ignore-missing``, with the files that want them."""
+    infos: dict[Path, ElfInfo] = field(default_factory=dict)
+    """What was read of each file above (reading ELF files is the slow part)."""
 
 
 @cache
@@ -143,6 +145,7 @@ def resolve(root: Path, elfs: Iterable[ElfInfo], *, recipe_paths: Sequence[Path]
                 if library is not None:
                     queue.append((library, False))
         (result.files if inside else result.host)[info.path] = resolved
+        result.infos[info.path] = info
     for name in list(result.missing):
         if any(fnmatch.fnmatch(name, pattern) for pattern in ignore_missing):
             result.ignored[name] = result.missing.pop(name)

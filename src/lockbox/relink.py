@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lockbox.elf import read_elf
+from lockbox.elf import ElfInfo, read_elf
 from lockbox.libraries import Found, Resolution
 from lockbox.progress import Progress, silent
 from lockbox.run import run, which
@@ -68,6 +68,7 @@ def relink(root: Path, resolution: Resolution, patchelf: Patchelf, *, bundle: bo
     lib_dir = root / "lib"
     copied: dict[Path, Path] = {}  # host file → its copy in lib/
     wanted: dict[Path, list[Found]] = dict(resolution.files)
+    infos = dict(resolution.infos)
     if bundle:
         for host_file, needs in resolution.host.items():
             target = lib_dir / _bundled_name(host_file, resolution)
@@ -79,10 +80,11 @@ def relink(root: Path, resolution: Resolution, patchelf: Patchelf, *, bundle: bo
             copied[host_file] = target
             report.bundled[target.name] = str(host_file)
             wanted[target] = needs
+            infos[target] = resolution.infos[host_file]
     runpaths: dict[str, list[Path]] = {}
     for file, needs in sorted(wanted.items()):
-        runpath = _runpath(file, needs, root, lib_dir, bundle, copied)
-        info = read_elf(file)
+        info = infos.get(file) or read_elf(file)
+        runpath = _runpath(file, info, needs, root, lib_dir, bundle)
         current = ":".join(info.runpath or info.rpath) if info is not None else ""
         if runpath != current:
             runpaths.setdefault(runpath, []).append(file)
@@ -105,10 +107,9 @@ def _bundled_name(host_file: Path, resolution: Resolution) -> str:
     return host_file.name
 
 
-def _runpath(file: Path, needs: Sequence[Found], root: Path, lib_dir: Path, bundle: bool,
-             copied: dict[Path, Path]) -> str:
+def _runpath(file: Path, info: ElfInfo | None, needs: Sequence[Found], root: Path,
+             lib_dir: Path, bundle: bool) -> str:
     entries: list[str] = []
-    info = read_elf(file)
     for entry in (info.runpath or info.rpath) if info is not None else ():
         if entry.startswith(("$ORIGIN", "${ORIGIN}")):
             resolved = os.path.normpath(entry.replace("${ORIGIN}", str(file.parent))
