@@ -3,8 +3,8 @@
 It runs offline. Everything it starts (bytecode compilation, verification) runs in the
 network-less sandbox with a clean environment; the rest is lockbox moving and editing files.
 The application is input-addressed: its store path is known before it is built (its digest
-covers the dependency layer's hash, the interpreter, the project's sources, the recipe and
-lockbox's version), so ``@out@`` can be written into it, and an unchanged rebuild is a lookup.
+covers the dependency layer's hash, the interpreter's entry, the project's sources, the
+recipe and lockbox's version), so ``@out@`` can be written into it, and an unchanged rebuild is a lookup.
 
 Steps, in this order (docs/assemble.md):
 
@@ -14,7 +14,9 @@ Steps, in this order (docs/assemble.md):
 3. the workspace members and the project are installed from there with their dist-info;
 4. ``app.site-packages`` and ``app.root`` paths are copied from there;
 5. ``app.delete`` removes paths from the output;
-6. ``bin/`` (interpreter links, entry-point launchers) and ``pyvenv.cfg`` are written;
+6. native libraries are resolved, bundled and relinked (:mod:`lockbox.relink`); the
+   interpreter's entry is linked (or copied) in; ``bin/`` (interpreter links, entry-point
+   launchers) and ``pyvenv.cfg`` are written;
 7. with ``compile-bytecode``, unchecked-hash ``.pyc`` files are written;
 8. ``[verify]`` imports and commands run; any failure registers nothing;
 9. the tree is registered as an ``app`` entry (or, for an export, moved into place).
