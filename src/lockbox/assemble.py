@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from lockbox import __version__
 from lockbox.errors import AssemblyError, ToolFailed
-from lockbox.install import SOURCE_DATE_EPOCH
+from lockbox.sandbox import SOURCE_DATE_EPOCH
 from lockbox.progress import Progress, silent
 from lockbox.project import Project, read_toml
 from lockbox.recipe import Copy, recipe_as_dict
@@ -365,7 +365,7 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
     if recipe.compile_bytecode:
         progress.info("compiling bytecode (unchecked-hash .pyc)")
         try:
-            run_in_sandbox([str(out / "bin" / "python"), "-m", "compileall", "-q", "-j", "0",
+            run_in_sandbox([str(out / "bin" / "python"), "-m", "compileall", "-q", "-f", "-j", "0",
                             "--invalidation-mode", "unchecked-hash", str(out / site_relative)],
                            out)
         except ToolFailed as error:

@@ -24,12 +24,10 @@ from lockbox.plan import Plan
 from lockbox.progress import Progress, silent
 from lockbox.project import Project
 from lockbox.recipe import BuildEnv
-from lockbox.sandbox import BUILD_ROOT, Sandbox
+from lockbox.sandbox import BUILD_ROOT, SOURCE_DATE_EPOCH, Sandbox
 from lockbox.store import Store
 from lockbox.uv import SyncRequest, Uv
 
-SOURCE_DATE_EPOCH = "315532800"
-"""1980-01-01, the earliest time a zip file (a wheel) can hold."""
 
 CACHE = BUILD_ROOT / "uv-cache"
 """Where the sandboxed build sees the uv cache: the store's own, or the one bound there."""

@@ -12,8 +12,11 @@ whose executable finds ``libpython`` by an absolute run path) as a ``python`` en
 - its ELF files resolved and relinked relative to ``$ORIGIN`` with the host libraries its
   extension modules need (OpenSSL, libffi, SQLite, zlib, …) bundled into its ``lib/``
   (:mod:`lockbox.relink`);
-- registered, input-addressed by the installation's identity (path, version, a hash of the
-  executable and ``libpython``) and lockbox's version, so that the next build finds it.
+- its standard library compiled to unchecked-hash ``.pyc`` files (the entry is read-only:
+  Python could not cache them itself);
+- registered, input-addressed by the installation's identity (path, version, size and
+  modification time of the executable and ``libpython``) and lockbox's version, so that
+  the next build finds it.
 
 CPython finds its standard library relative to the executable's real location, so the entry
 works from any path.
@@ -22,7 +25,6 @@ works from any path.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import shutil
 from collections.abc import Callable
@@ -54,14 +56,18 @@ class PythonEntry:
 
 
 def python_inputs(interpreter: Interpreter, bundle: bool) -> dict[str, object]:
-    digest = hashlib.sha256()
-    for path in (interpreter.executable, *_libpython(interpreter)):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    # Size and modification time stand for the bytes: reading libpython (30 MB) on every
+    # lookup would cost more than the rest of a lookup; reinstalling changes both.
+    fingerprint = {
+        path.name: [info.st_size, info.st_mtime_ns]
+        for path in (interpreter.executable, *_libpython(interpreter))
+        for info in (path.stat(),)
+    }
     return {
         "executable": str(interpreter.executable),
         "version": str(interpreter.version),
         "abi": interpreter.abi,
-        "fingerprint": digest.hexdigest(),
+        "fingerprint": fingerprint,
         "bundle": bundle,
         "lockbox": __version__,
     }
@@ -105,6 +111,7 @@ def import_python(interpreter: Interpreter, store: Store, *, bundle: bool = True
         resolution = resolve(content, elfs, progress=progress)
         report = relink(content, resolution, Patchelf.find(progress), bundle=bundle,
                         progress=progress)
+        _compile_bytecode(content / "bin" / short, content / "lib" / short, progress)
         packages = debian_packages(sorted(report.bundled.values()))
         metadata = {"bundled": {name: {"from": source, "package": packages.get(source, "")}
                                 for name, source in sorted(report.bundled.items())}}
@@ -112,6 +119,25 @@ def import_python(interpreter: Interpreter, store: Store, *, bundle: bool = True
                                metadata=metadata)
     progress.info(f"interpreter entry {entry.path} ({len(report.bundled)} libraries bundled)")
     return PythonEntry(entry, f"bin/{short}", reused=False)
+
+
+def _compile_bytecode(python: Path, stdlib: Path, progress: Progress) -> None:
+    """Unchecked-hash ``.pyc`` files for the standard library: the entry is read-only, so
+    without them every start would compile what it imports (0.18 s instead of 0.04 s for
+    ``import json, email, http.client`` here)."""
+    from lockbox.sandbox import SOURCE_DATE_EPOCH
+    from lockbox.run import run
+
+    progress.info("compiling the standard library's bytecode")
+    # Without PYTHONDONTWRITEBYTECODE the interpreter would cache what compileall itself
+    # imports, with timestamps, before compileall gets to those files; -f rewrites all.
+    env = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
+           "LC_ALL": "C.UTF-8", "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    # The source paths recorded in the code objects must not name the staging area (CPython
+    # replaces them with the real path when it loads a .pyc anyway).
+    run([python, "-m", "compileall", "-q", "-f", "-j", "0", "--invalidation-mode",
+         "unchecked-hash", "-s", stdlib.parent.parent, "-p", "/lockbox/python", stdlib],
+        env=env, progress=progress)
 
 
 def _libpython(interpreter: Interpreter) -> list[Path]:

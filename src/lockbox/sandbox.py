@@ -25,6 +25,9 @@ from lockbox.errors import SandboxUnavailable, ToolFailed
 from lockbox.progress import Progress, silent
 from lockbox.run import run, which
 
+SOURCE_DATE_EPOCH = "315532800"
+"""The time every phase tells builds it is: 1980-01-01, the earliest a zip file (a wheel) holds."""
+
 BUILD_ROOT = Path("/tmp/lockbox-build")
 """Where a sandboxed build sees the store's working directory."""
 

@@ -439,12 +439,18 @@ def test_ignore_missing_lets_it_pass_with_a_warning(app: App, tmp_path: Path) ->
     assert not (Path(result.stdout.strip()) / "lib" / "libneed.so.1").exists()
 
 
-def test_without_bundling_run_paths_name_the_library_directories(app: App, tmp_path: Path) -> None:
-    project = variant(app, tmp_path, "[tool.lockbox.libraries]\n",
-                      "[tool.lockbox.libraries]\nbundle = false\n")
-    result = lockbox("build", project, store=app.store)
+@pytest.mark.parametrize("how", ["recipe", "flag"])
+def test_without_bundling_run_paths_name_the_library_directories(app: App, tmp_path: Path,
+                                                                  how: str) -> None:
+    if how == "recipe":
+        project = variant(app, tmp_path, "[tool.lockbox.libraries]\n",
+                          "[tool.lockbox.libraries]\nbundle = false\n")
+        result = lockbox("build", project, store=app.store)
+    else:
+        result = lockbox("build", "--no-bundle", app.project, store=app.store)
     assert result.returncode == 0, result.stderr
     out = Path(result.stdout.strip())
+    assert out != app.path
     assert not (out / "lib" / "libneed.so.1").exists()
     helper = out / "lib" / "python3.12" / "site-packages" / "asm_native" / "_helper.so"
     assert readelf_runpath(helper) == str(app.root / "needlib")

@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="project directory or lockbox.toml (default: .)")
     build.add_argument("--deps-only", action="store_true",
                        help="stop after the dependency phase")
+    build.add_argument("--no-bundle", action="store_true",
+                       help="link extension modules to the host's libraries instead of "
+                            "bundling them (overrides [libraries] bundle)")
     build.set_defaults(handler=run_build)
 
     run = subparsers.add_parser(
@@ -66,6 +69,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     export.add_argument("project", nargs="?", default=".", type=Path, metavar="PROJECT")
     export.add_argument("--to", required=True, type=Path, metavar="DIR",
                         help="the directory to write")
+    export.add_argument("--no-bundle", action="store_true",
+                        help="link to the host's libraries instead of bundling them")
     export.set_defaults(handler=run_export)
 
     why = subparsers.add_parser(
@@ -96,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_build(args: argparse.Namespace, context: Context) -> int:
     from lockbox.project import load_project
 
-    project = load_project(args.project)
+    project = _bundling(load_project(args.project), args)
     with context.open_store() as store:
         deps = _deps(project, store, context)
         if args.deps_only:
@@ -161,7 +166,7 @@ def run_export(args: argparse.Namespace, context: Context) -> int:
     from lockbox.interpreters import find_interpreter
     from lockbox.project import load_project
 
-    project = load_project(args.project)
+    project = _bundling(load_project(args.project), args)
     with context.open_store() as store:
         deps = _deps(project, store, context)
         interpreter = find_interpreter(project.recipe.python, project.requires_python,
@@ -219,6 +224,15 @@ def run_lock_hash(args: argparse.Namespace, context: Context) -> int:
     written = write_declared_hash(project, entry.nar_hash)
     context.info(f"wrote deps.hash = \"{entry.nar_hash}\" to {written}")
     return 0
+
+
+def _bundling(project: Project, args: argparse.Namespace) -> Project:
+    """``project`` with ``--no-bundle`` applied to its recipe."""
+    if not getattr(args, "no_bundle", False):
+        return project
+    libraries = dataclasses.replace(project.recipe.libraries, bundle=False)
+    return dataclasses.replace(project, recipe=dataclasses.replace(project.recipe,
+                                                                   libraries=libraries))
 
 
 def _without_declared_hash(project: Project) -> Project:

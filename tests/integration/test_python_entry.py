@@ -1,0 +1,65 @@
+"""The interpreter imported into the store: relocatable, self-contained, reproducible."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lockbox.elf import read_elf
+from lockbox.interpreters import find_interpreter
+from lockbox.python import import_python
+from lockbox.store import Store
+
+pytestmark = pytest.mark.integration
+
+INTERPRETER = find_interpreter("3.12", None)
+
+
+@pytest.fixture(scope="module")
+def entries(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    first = import_python(INTERPRETER, Store.open(tmp_path_factory.mktemp("one") / "store"))
+    second = import_python(INTERPRETER, Store.open(tmp_path_factory.mktemp("two") / "store"))
+    assert not first.reused and not second.reused
+    assert first.entry.nar_hash == second.entry.nar_hash  # built twice, same bytes
+    return first.entry.path, second.entry.path
+
+
+def test_the_entry_is_trimmed_and_relinked_relative_to_itself(entries: tuple[Path, Path]) -> None:
+    entry = entries[0]
+    stdlib = entry / "lib" / "python3.12"
+    assert (stdlib / "os.py").is_file() and not (stdlib / "test").exists()
+    assert not (stdlib / "tkinter").exists() and not list(stdlib.glob("lib-dynload/_tkinter*"))
+    assert sorted(p.name for p in (entry / "bin").iterdir()) == ["python", "python3", "python3.12"]
+    executable = read_elf(entry / "bin" / "python3.12")
+    assert executable is not None and executable.runpath == ("$ORIGIN/../lib",)
+    ssl = read_elf(next((stdlib / "lib-dynload").glob("_ssl.*.so")))
+    assert ssl is not None and ssl.runpath == ("$ORIGIN/../..",)
+    assert (entry / "lib" / "libssl.so.3").is_file()
+    pyc = (stdlib / "__pycache__" / "enum.cpython-312.pyc").read_bytes()
+    assert int.from_bytes(pyc[4:8], "little") == 0b01  # unchecked hash: valid in a read-only tree
+
+
+def test_a_moved_copy_runs_with_its_own_libraries(entries: tuple[Path, Path], tmp_path: Path) -> None:
+    moved = tmp_path / "somewhere" / "else"
+    shutil.copytree(entries[0], moved, symlinks=True)
+    result = subprocess.run(
+        [moved / "bin" / "python3", "-c",
+         "import sys, ssl, sqlite3, ctypes, lzma, bz2, zlib, decimal; print(sys.prefix)"],
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, cwd="/",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(moved)
+    ldd = subprocess.run(["ldd", moved / "bin" / "python3.12"], capture_output=True, text=True).stdout
+    assert f"{moved}/bin/../lib/libpython3.12.so.1.0" in ldd
+
+
+def test_bundled_libraries_record_their_origin_and_package(entries: tuple[Path, Path]) -> None:
+    store = Store.open(entries[0].parent)
+    entry = store.get(entries[0].name)
+    assert entry is not None
+    bundled = entry.inputs["metadata"]["bundled"]  # type: ignore[index]
+    assert bundled["libssl.so.3"]["package"].startswith("libssl3")  # type: ignore[index]
+    assert bundled["libssl.so.3"]["from"].startswith("/")  # type: ignore[index]
