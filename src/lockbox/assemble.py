@@ -175,6 +175,7 @@ def app_inputs(project: Project, deps: Entry, python: Entry, sources: Sources,
     recipe = recipe_as_dict(project.recipe)
     recipe.pop("project", None)  # where the project is does not change what is built
     recipe.get("deps", {}).pop("hash", None)  # the layer itself is an input, below
+    recipe.pop("image", None)  # how an image is configured does not change the application
     return {
         "deps": deps.nar_hash.sri,
         "python": python.path_name,

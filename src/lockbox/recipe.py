@@ -123,6 +123,26 @@ class Verify:
 
 
 @dataclass(frozen=True)
+class Image:
+    """``[image]``: the OCI image configuration of ``lockbox image``."""
+
+    entrypoint: tuple[str, ...] = ()
+    """Words of the entrypoint; ``@out@`` stands for the application's path. Empty: the
+    application's ``bin/python``."""
+    cmd: tuple[str, ...] = ()
+    """Default arguments (``@out@`` allowed)."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Extra environment variables, added to ``PATH`` (the application's ``bin/`` first),
+    ``PYTHONDONTWRITEBYTECODE=1``, ``LANG=C.UTF-8``."""
+    workdir: str = "@out@"
+    """Working directory (``@out@`` allowed)."""
+    user: str = ""
+    """User (and group) to run as, e.g. ``"1000:1000"``; empty: root."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """Labels besides the OCI annotations lockbox sets itself."""
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A validated recipe, with every default filled in."""
 
@@ -138,6 +158,7 @@ class Recipe:
     libraries: Libraries = Libraries()
     app: App = App()
     verify: Verify = Verify()
+    image: Image = Image()
 
 
 KeyPath = tuple[str | int, ...]
@@ -224,7 +245,7 @@ def _kind(value: object) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-_TOP_KEYS = ("project", "name", "python", "deps", "libraries", "app", "verify")
+_TOP_KEYS = ("project", "name", "python", "deps", "libraries", "app", "verify", "image")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -267,6 +288,7 @@ def parse_recipe(
         libraries=_libraries(reader, top.get("libraries", {})),
         app=_app(reader, top.get("app", {})),
         verify=_verify(reader, top.get("verify", {})),
+        image=_image(reader, top.get("image", {})),
     )
     if reader.problems:
         reader.problems.sort(key=lambda problem: problem.line or 0)
@@ -416,6 +438,31 @@ def _verify(reader: _Reader, data: object) -> Verify:
     return Verify(imports=imports, commands=tuple(commands))
 
 
+def _image(reader: _Reader, data: object) -> Image:
+    path: KeyPath = ("image",)
+    table = reader.table(data, path, ("entrypoint", "cmd", "env", "workdir", "user", "labels"))
+    tables: dict[str, dict[str, str]] = {}
+    for key in ("env", "labels"):
+        value = table.get(key, {})
+        if not isinstance(value, dict):
+            reader.problem(path + (key,), f"expected a table of strings, got {_kind(value)}")
+            value = {}
+        for name, item in value.items():
+            if not isinstance(item, str):
+                reader.problem(path + (key, name), f"expected a string, got {_kind(item)}")
+            elif key == "env" and not _ENV_NAME.match(name):
+                reader.problem(path + (key, name), "not a valid environment variable name")
+        tables[key] = {k: v for k, v in value.items() if isinstance(v, str)}
+    return Image(
+        entrypoint=reader.strings(table, path, "entrypoint"),
+        cmd=reader.strings(table, path, "cmd"),
+        env=tables["env"],
+        workdir=reader.string(table, path, "workdir") or "@out@",
+        user=reader.string(table, path, "user") or "",
+        labels=tables["labels"],
+    )
+
+
 def recipe_as_dict(recipe: Recipe) -> dict[str, Any]:
     """The resolved recipe in its TOML shape, every default written out."""
     def copies(items: tuple[Copy, ...]) -> list[Any]:
@@ -460,6 +507,14 @@ def recipe_as_dict(recipe: Recipe) -> dict[str, Any]:
         "verify": {
             "imports": list(recipe.verify.imports),
             "commands": [list(c) for c in recipe.verify.commands],
+        },
+        "image": {
+            "entrypoint": list(recipe.image.entrypoint),
+            "cmd": list(recipe.image.cmd),
+            "env": dict(recipe.image.env),
+            "workdir": recipe.image.workdir,
+            "user": recipe.image.user,
+            "labels": dict(recipe.image.labels),
         },
     }
     return result

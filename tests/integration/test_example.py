@@ -202,3 +202,131 @@ def test_the_export_runs_in_a_root_with_only_glibc_and_the_loader(exported: Path
     check = inside("/app/bin/python", "manage.py", "check")
     assert check.returncode == 0, check.stderr
     assert "System check identified no issues" in check.stdout + check.stderr
+
+
+@pytest.fixture(scope="module")
+def image(example: Example, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    where = tmp_path_factory.mktemp("image")
+    result = lockbox("image", EXAMPLE, "-o", where / "gatekeeper.tar", "--layout",
+                     where / "layout", store=example.store)
+    assert result.returncode == 0, result.stderr
+    digest = result.stderr.split("manifest ")[1].split()[0]
+    return where / "gatekeeper.tar", where / "layout", digest
+
+
+def skopeo_inspect(reference: str) -> dict[str, object]:
+    import json
+
+    result = subprocess.run(["skopeo", "inspect", reference], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_skopeo_reads_the_archive_and_the_layout_as_the_same_image(
+        example: Example, image: tuple[Path, Path, str]) -> None:
+    archive, layout, digest = image
+    from_archive = skopeo_inspect(f"oci-archive:{archive}:latest")
+    from_layout = skopeo_inspect(f"oci:{layout}:latest")
+    assert from_archive["Digest"] == from_layout["Digest"] == digest
+    assert len(from_archive["Layers"]) == 5  # type: ignore[arg-type]
+    labels = from_archive["Labels"]
+    assert labels["org.opencontainers.image.title"] == "gatekeeper"  # type: ignore[index]
+    assert labels["org.opencontainers.image.created"] == "1980-01-01T00:00:00Z"  # type: ignore[index]
+    assert labels["org.lockbox.base.packages"].startswith("libc6=")  # type: ignore[index]
+    assert f"PATH={example.app}/bin:/usr/local/bin:/usr/bin:/bin" in from_archive["Env"]  # type: ignore[operator]
+
+
+def test_the_unpacked_image_runs_the_application(example: Example, image: tuple[Path, Path, str],
+                                                 tmp_path: Path) -> None:
+    _, layout, _ = image
+    bundle = tmp_path / "bundle"
+    unpack = subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{layout}:latest",
+                             bundle], capture_output=True, text=True)
+    assert unpack.returncode == 0, unpack.stderr
+    rootfs = bundle / "rootfs"
+    assert not (rootfs / "usr" / "lib" / "x86_64-linux-gnu" / "libpq.so.5").exists()
+
+    def inside(*argv: str) -> subprocess.CompletedProcess[str]:
+        # No tmpfs on /tmp: the test's store, and so the application, is under /tmp.
+        return subprocess.run(["bwrap", "--bind", rootfs, "/", "--proc", "/proc", "--dev", "/dev",
+                               "--chdir", str(example.app), "--clearenv",
+                               "--setenv", "PATH", f"{example.app}/bin", "--", *argv],
+                              capture_output=True, text=True)
+
+    imports = inside(f"{example.app}/bin/python", "-c", IMPORTS)
+    assert imports.returncode == 0, imports.stderr
+    assert imports.stdout.split() == ["c", str(example.app)]
+    check = inside(f"{example.app}/bin/python", "manage.py", "check")
+    assert check.returncode == 0, check.stderr
+
+
+def test_the_same_closure_gives_the_same_image_digest(example: Example, image: tuple[Path, Path, str],
+                                                      tmp_path: Path) -> None:
+    again = subprocess.run(
+        [sys.executable, "-m", "lockbox", "--store", str(example.store), "image", EXAMPLE,
+         "-o", tmp_path / "elsewhere" / "other-name.tar"],
+        capture_output=True, text=True, cwd=tmp_path,
+        env={**os.environ, "TZ": "Pacific/Chatham", "LC_ALL": "C"},
+    )
+    assert again.returncode == 0, again.stderr
+    assert f"manifest {image[2]}" in again.stderr
+    assert (tmp_path / "elsewhere" / "other-name.tar").read_bytes() == image[0].read_bytes()
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """Debian's docker-registry on loopback with htpasswd auth (user lockbox, password s3cret)."""
+    import base64
+    import socket
+    import time
+
+    htpasswd = subprocess.run(["htpasswd", "-Bbn", "lockbox", "s3cret"], capture_output=True,
+                              text=True, check=True).stdout
+    (tmp_path / "htpasswd").write_text(htpasswd)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "config.yml").write_text(
+        "version: 0.1\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"auth:\n  htpasswd:\n    realm: test\n    path: {tmp_path / 'htpasswd'}\n"
+    )
+    server = subprocess.Popen(["docker-registry", "serve", tmp_path / "config.yml"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            with socket.socket() as client:
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        host = f"127.0.0.1:{port}"
+        auth = base64.b64encode(b"lockbox:s3cret").decode()
+        (tmp_path / "auth.json").write_text(f'{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}')
+        yield host, tmp_path / "auth.json"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_push_to_a_registry_and_pull_back_identical(example: Example, image: tuple[Path, Path, str],
+                                                    registry: tuple[str, Path], tmp_path: Path) -> None:
+    host, auth = registry
+    pushed = lockbox("image", EXAMPLE, "--push", f"{host}/team/gatekeeper:1.0", "--authfile", auth,
+                     "--no-tls-verify", store=example.store)
+    assert pushed.returncode == 0, pushed.stderr
+    assert pushed.stdout.strip() == f"{host}/team/gatekeeper:1.0@{image[2]}"
+    pulled = subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+                             "--src-authfile", auth, f"docker://{host}/team/gatekeeper:1.0",
+                             f"oci:{tmp_path / 'pulled'}:latest"], capture_output=True, text=True)
+    assert pulled.returncode == 0, pulled.stderr
+    assert skopeo_inspect(f"oci:{tmp_path / 'pulled'}:latest")["Digest"] == image[2]
+
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(auth.read_text().replace(auth.read_text().split('"auth": "')[1].split('"')[0],
+                                              "bG9ja2JveDp3cm9uZw=="))  # lockbox:wrong
+    refused = lockbox("image", EXAMPLE, "--push", f"{host}/team/gatekeeper:2.0", "--authfile",
+                      wrong, "--no-tls-verify", store=example.store)
+    assert refused.returncode == 1
+    assert "the registry refused the credentials" in refused.stderr
+    assert "Traceback" not in refused.stderr
