@@ -89,6 +89,8 @@ class _Member:
     """Contents of a file lockbox writes itself (``/etc/passwd``)."""
     link: str | None = None
     """Target of a symlink lockbox makes up (``/lib -> usr/lib``)."""
+    mode: int | None = None
+    """Mode to record instead of the file's own."""
 
 
 def base_files(progress: Progress = silent) -> tuple[list[tuple[str, Path | None, str]], dict[str, str]]:
@@ -204,40 +206,76 @@ def write_layer(members: Iterable[_Member], out: BinaryIO, compress: bool) -> tu
     """Write one layer; returns its blob digest, diff id, blob size and entry count."""
     sink = _Sink(out, compress)
     entries = _with_parents(members)
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
-                      bufsize=_CHUNK) as archive:
-        for name in sorted(entries):
-            member = entries[name]
-            info = tarfile.TarInfo(name)
-            info.mtime = MTIME
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            if member.data is not None:
-                info.mode = 0o644
-                info.size = len(member.data)
-                archive.addfile(info, io.BytesIO(member.data))
-            elif member.link is not None:
-                info.type = tarfile.SYMTYPE
-                info.linkname = member.link
-                info.mode = 0o777
-                archive.addfile(info)
-            elif member.source is None or member.info is None or stat.S_ISDIR(member.info.st_mode):
-                info.type = tarfile.DIRTYPE
-                info.mode = 0o1777 if name == "tmp" else 0o755 if member.info is None \
-                    else stat.S_IMODE(member.info.st_mode)
-                archive.addfile(info)
-            elif stat.S_ISLNK(member.info.st_mode):
-                info.type = tarfile.SYMTYPE
-                info.linkname = os.readlink(member.source)
-                info.mode = 0o777
-                archive.addfile(info)
-            else:
-                info.mode = stat.S_IMODE(member.info.st_mode)
-                info.size = member.info.st_size
-                with open(member.source, "rb") as file:
-                    archive.addfile(info, file)
+    for chunk in _tar_stream(entries):
+        sink.write(chunk)
     sink.finish()
     return f"sha256:{sink.blob.hexdigest()}", f"sha256:{sink.diff.hexdigest()}", sink.size, len(entries)
+
+
+def _tar_stream(entries: Mapping[str, _Member]) -> Iterator[bytes]:
+    """The tar of ``entries`` (sorted by name), in chunks of about 1 MiB.
+
+    Headers come from :class:`tarfile.TarInfo` (PAX where a name needs it); the stream is
+    put together here because ``TarFile.addfile`` copies in 16 KiB steps, which costs more
+    than reading, hashing and compressing the bytes."""
+    buffer = bytearray()
+    written = 0
+
+    def add(data: bytes | bytearray) -> Iterator[bytes]:
+        nonlocal written
+        buffer.extend(data)
+        written += len(data)
+        if len(buffer) >= _CHUNK:
+            yield bytes(buffer)
+            buffer.clear()
+
+    for name in sorted(entries):
+        member = entries[name]
+        info = tarfile.TarInfo(name)
+        info.mtime = MTIME
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        source = None
+        if member.data is not None:
+            info.mode = 0o644
+            info.size = len(member.data)
+        elif member.link is not None:
+            info.type = tarfile.SYMTYPE
+            info.linkname = member.link
+            info.mode = 0o777
+        elif member.source is None or member.info is None or stat.S_ISDIR(member.info.st_mode):
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o1777 if name == "tmp" else 0o755 if member.info is None \
+                else stat.S_IMODE(member.info.st_mode)
+        elif stat.S_ISLNK(member.info.st_mode):
+            info.type = tarfile.SYMTYPE
+            info.linkname = os.readlink(member.source)
+            info.mode = 0o777
+        else:
+            info.mode = stat.S_IMODE(member.info.st_mode)
+            info.size = member.info.st_size
+            source = member.source
+        if member.mode is not None:
+            info.mode = member.mode
+        yield from add(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        if member.data is not None:
+            yield from add(member.data)
+        elif source is not None:
+            with open(source, "rb", buffering=0) as file:
+                remaining = info.size
+                while remaining > 0:
+                    chunk = file.read(min(remaining, _CHUNK))
+                    if not chunk:
+                        raise ImageError(f"{source} shrank while the image was written")
+                    yield from add(chunk)
+                    remaining -= len(chunk)
+        if written % tarfile.BLOCKSIZE:
+            yield from add(bytes(tarfile.BLOCKSIZE - written % tarfile.BLOCKSIZE))
+    yield from add(bytes(2 * tarfile.BLOCKSIZE))  # the end of the archive
+    if written % tarfile.RECORDSIZE:
+        yield from add(bytes(tarfile.RECORDSIZE - written % tarfile.RECORDSIZE))
+    if buffer:
+        yield bytes(buffer)
 
 
 def _with_parents(members: Iterable[_Member]) -> dict[str, _Member]:
@@ -364,24 +402,56 @@ def _write_blob(blobs: Path, data: bytes) -> str:
 
 
 def _write_layout_archive(layout: Path, out: BinaryIO) -> None:
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as archive:  # type: ignore[call-overload]
-        for path, info in _walk(layout):
-            name = os.path.relpath(path, layout)
-            if name == ".":
-                continue
-            entry = tarfile.TarInfo(name)
-            entry.mtime = MTIME
-            entry.uid = entry.gid = 0
-            entry.uname = entry.gname = ""
-            if stat.S_ISDIR(info.st_mode):
-                entry.type = tarfile.DIRTYPE
-                entry.mode = 0o755
-                archive.addfile(entry)
-            else:
-                entry.mode = 0o644
-                entry.size = info.st_size
-                with open(path, "rb") as file:
-                    archive.addfile(entry, file)
+    """The layout as a tar; the blobs' bytes go from file to file in the kernel."""
+    entries: dict[str, _Member] = {}
+    for path, info in _walk(layout):
+        name = os.path.relpath(path, layout)
+        if name != ".":
+            mode = 0o755 if stat.S_ISDIR(info.st_mode) else 0o644
+            entries[name] = _Member(name, path, info, mode=mode)
+    written = 0
+    for name in sorted(entries):
+        member = entries[name]
+        assert member.info is not None and member.source is not None
+        info = tarfile.TarInfo(name)
+        info.mtime = MTIME
+        info.mode = member.mode or 0o644
+        if stat.S_ISDIR(member.info.st_mode):
+            info.type = tarfile.DIRTYPE
+        else:
+            info.size = member.info.st_size
+        header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        out.write(header)
+        out.flush()
+        written += len(header)
+        if info.size:
+            with open(member.source, "rb") as file:
+                _copy_range(file.fileno(), out.fileno(), info.size)
+            written += info.size
+            pad = -written % tarfile.BLOCKSIZE
+            out.write(bytes(pad))
+            written += pad
+    end = 2 * tarfile.BLOCKSIZE
+    out.write(bytes(end + (-(written + end) % tarfile.RECORDSIZE)))
+
+
+def _copy_range(source: int, target: int, size: int) -> None:
+    offset = 0
+    while offset < size:
+        try:
+            copied = os.copy_file_range(source, target, size - offset, offset)
+        except OSError:
+            copied = 0
+        if copied <= 0:  # not supported between these files: copy through user space
+            os.lseek(source, offset, os.SEEK_SET)
+            while offset < size:
+                chunk = os.read(source, min(_CHUNK, size - offset))
+                if not chunk:
+                    raise ImageError("a blob shrank while the archive was written")
+                os.write(target, chunk)
+                offset += len(chunk)
+            return
+        offset += copied
 
 
 def _replace(new: Path, target: Path) -> None:
