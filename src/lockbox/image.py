@@ -5,7 +5,8 @@ The image holds the closure at the paths it has in the store, so the application
 
 1. ``base``: the glibc family and the dynamic loader from the build host (the only things
    the closure does not carry; their Debian packages are recorded in the image's labels),
-   ``/tmp``, and an ``/etc/passwd``/``/etc/group`` with root and nobody;
+   ``/tmp``, and an ``/etc/passwd``/``/etc/group`` with root and nobody — or, with
+   ``--base``, the layers of a local OCI image, whose config is the starting point;
 2. ``python``: the interpreter's store entry;
 3. ``deps``: the application's files that are the dependency layer's (the same inodes);
 4. ``libraries``: the host libraries bundled into the application's ``lib/``;
@@ -32,7 +33,7 @@ import stat
 import tarfile
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -288,18 +289,107 @@ def _with_parents(members: Iterable[_Member]) -> dict[str, _Member]:
     return entries
 
 
+@dataclass(frozen=True)
+class BaseImage:
+    """An image given with ``--base``: its layers go first, its config is the start."""
+
+    reference: str
+    manifest_digest: str
+    layers: tuple[Mapping[str, object], ...]
+    """The base manifest's layer descriptors."""
+    diff_ids: tuple[str, ...]
+    config: Mapping[str, object]
+    """The base config's ``config`` (Env, Entrypoint, …)."""
+    read_blob: Callable[[str], BinaryIO]
+
+
+def read_base(reference: str) -> BaseImage:
+    """A local OCI image layout (``DIR[:TAG]``) or archive (``FILE[:TAG]``)."""
+    location, _, tag = reference.rpartition(":") if ":" in reference else (reference, "", "")
+    if not location or not Path(location).exists():
+        location, tag = reference, ""
+    path = Path(location)
+    if path.is_dir():
+        if not (path / "oci-layout").is_file():
+            raise ImageError(f"--base {reference}: {path} is not an OCI image layout "
+                             "(no oci-layout file)")
+
+        def read_blob(digest: str) -> BinaryIO:
+            return open(path / "blobs" / "sha256" / digest.split(":")[1], "rb")
+        index_bytes = (path / "index.json").read_bytes()
+    elif path.is_file():
+        try:
+            archive = tarfile.open(path)
+        except tarfile.TarError as error:
+            raise ImageError(f"--base {reference}: {path} is not an OCI archive: {error}") from None
+        names = {member.name.removeprefix("./"): member for member in archive.getmembers()}
+
+        def read_blob(digest: str) -> BinaryIO:
+            member = names.get(f"blobs/sha256/{digest.split(':')[1]}")
+            extracted = archive.extractfile(member) if member is not None else None
+            if extracted is None:
+                raise ImageError(f"--base {reference}: blob {digest} is missing")
+            return extracted  # type: ignore[return-value]
+        if "index.json" not in names:
+            raise ImageError(f"--base {reference}: {path} has no index.json; give an OCI "
+                             "archive or layout")
+        index_bytes = archive.extractfile(names["index.json"]).read()  # type: ignore[union-attr]
+    else:
+        raise ImageError(f"--base {reference}: no such OCI image layout or archive")
+    try:
+        index = json.loads(index_bytes)
+        manifests = index["manifests"]
+        if tag:
+            manifests = [m for m in manifests
+                         if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag]
+        if len(manifests) != 1:
+            raise ImageError(f"--base {reference}: expected one image"
+                             f"{f' tagged {tag}' if tag else ''}, found {len(manifests)}; "
+                             "name the tag as PATH:TAG")
+        descriptor = manifests[0]
+        with read_blob(descriptor["digest"]) as blob:
+            manifest = json.loads(blob.read())
+        if "manifests" in manifest:  # an index of platforms: take this machine's
+            arch = _architecture()
+            chosen = [m for m in manifest["manifests"]
+                      if m.get("platform", {}).get("architecture") == arch]
+            if not chosen:
+                raise ImageError(f"--base {reference}: no image for {arch}")
+            descriptor = chosen[0]
+            with read_blob(descriptor["digest"]) as blob:
+                manifest = json.loads(blob.read())
+        with read_blob(manifest["config"]["digest"]) as blob:
+            config = json.loads(blob.read())
+        return BaseImage(reference, descriptor["digest"], tuple(manifest["layers"]),
+                         tuple(config["rootfs"]["diff_ids"]), config.get("config", {}), read_blob)
+    except (KeyError, TypeError, json.JSONDecodeError) as error:
+        raise ImageError(f"--base {reference}: not a valid OCI image ({error!r})") from None
+
+
+def _architecture() -> str:
+    machine = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
 def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Mapping[str, str],
                *, layout: Path | None = None, archive: Path | None = None, compress: bool = True,
-               tag: str = "latest", progress: Progress = silent) -> ImageResult:
+               tag: str = "latest", base_image: BaseImage | None = None,
+               progress: Progress = silent) -> ImageResult:
     """Write the image of ``app`` as an OCI layout at ``layout``, an archive at ``archive``,
-    or both (from one set of blobs)."""
+    or both (from one set of blobs). With ``base_image`` its layers replace lockbox's own
+    glibc base layer."""
     from concurrent.futures import ThreadPoolExecutor
 
     targets = [path.absolute() for path in (layout, archive) if path is not None]
     if not targets:
         raise ImageError("no destination for the image")
-    base, packages = base_files(progress)
+    if base_image is None:
+        base, packages = base_files(progress)
+    else:
+        base, packages = [], {}
     planned = plan_layers(app, python, deps, base)
+    if base_image is not None:
+        del planned["base"]
     work = targets[0].parent / f".{targets[0].name}.lockbox-{uuid.uuid4().hex[:12]}"
     blobs = work / "blobs" / "sha256"
     blobs.mkdir(parents=True)
@@ -316,7 +406,12 @@ def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Ma
         # Layers are independent: zlib and hashlib let go of the GIL, so they overlap.
         with ThreadPoolExecutor(max_workers=max(1, min(len(planned), os.cpu_count() or 1))) as pool:
             layers = list(pool.map(write, planned))
-        config = _config(app, recipe, labels, packages, layers)
+        if base_image is not None:
+            layers = _base_layers(base_image, blobs) + layers
+            # The digest names the base; its local path would make the image path-dependent.
+            labels = {**labels,
+                      "org.opencontainers.image.base.digest": base_image.manifest_digest}
+        config = _config(app, recipe, labels, packages, layers, base_image)
         config_digest = _write_blob(blobs, config)
         created = datetime.fromtimestamp(MTIME, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         manifest = {
@@ -356,19 +451,39 @@ def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Ma
     return ImageResult(targets[0], manifest_digest, tuple(layers), config_digest)
 
 
+def _base_layers(base: BaseImage, blobs: Path) -> list[Layer]:
+    layers = []
+    for number, (descriptor, diff_id) in enumerate(zip(base.layers, base.diff_ids)):
+        digest = str(descriptor["digest"])
+        target = blobs / digest.split(":")[1]
+        if not target.exists():
+            with base.read_blob(digest) as source, open(target, "wb") as out:
+                while chunk := source.read(_CHUNK):
+                    out.write(chunk)
+        layers.append(Layer(f"base {number}", digest, diff_id, int(descriptor["size"]),  # type: ignore[call-overload]
+                            str(descriptor["mediaType"]), 0))
+    return layers
+
+
 def _config(app: Entry, recipe: Image, labels: Mapping[str, str], packages: Mapping[str, str],
-            layers: Sequence[Layer]) -> bytes:
+            layers: Sequence[Layer], base: BaseImage | None = None) -> bytes:
     out = str(app.path)
 
     def fill(words: Iterable[str]) -> list[str]:
         return [word.replace("@out@", out) for word in words]
 
-    env = {"PATH": f"{out}/bin:/usr/local/bin:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1",
+    inherited = dict(str(item).split("=", 1) for item in (base.config.get("Env") or [])  # type: ignore[union-attr]
+                     if "=" in str(item)) if base is not None else {}
+    path = inherited.pop("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env = {**inherited, "PATH": f"{out}/bin:{path}", "PYTHONDONTWRITEBYTECODE": "1",
            "LANG": "C.UTF-8", "VIRTUAL_ENV": out, **recipe.env}
+    if base is not None:
+        labels = {**(base.config.get("Labels") or {}), **labels}  # type: ignore[dict-item]
     created = datetime.fromtimestamp(MTIME, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    all_labels = {**labels, **recipe.labels,
-                  "org.opencontainers.image.created": created,
-                  "org.lockbox.base.packages": ", ".join(f"{k}={v}" for k, v in sorted(packages.items()))}
+    all_labels = {**labels, **recipe.labels, "org.opencontainers.image.created": created}
+    if packages:
+        all_labels["org.lockbox.base.packages"] = ", ".join(
+            f"{k}={v}" for k, v in sorted(packages.items()))
     config: dict[str, object] = {
         "Entrypoint": fill(recipe.entrypoint) or [f"{out}/bin/python"],
         "Env": [f"{key}={value.replace('@out@', out)}" for key, value in env.items()],
@@ -379,10 +494,9 @@ def _config(app: Entry, recipe: Image, labels: Mapping[str, str], packages: Mapp
         config["Cmd"] = fill(recipe.cmd)
     if recipe.user:
         config["User"] = recipe.user
-    machine = os.uname().machine
     return _canonical({
         "created": created,
-        "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine),
+        "architecture": _architecture(),
         "os": "linux",
         "config": config,
         "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},

@@ -330,3 +330,39 @@ def test_push_to_a_registry_and_pull_back_identical(example: Example, image: tup
     assert refused.returncode == 1
     assert "the registry refused the credentials" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_local_base_image_goes_under_the_closure(example: Example, image: tuple[Path, Path, str],
+                                                   tmp_path: Path) -> None:
+    def umoci(*argv: str | Path) -> None:
+        result = subprocess.run(["umoci", *map(str, argv)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+
+    base = tmp_path / "base"
+    umoci("init", "--layout", base)
+    umoci("new", "--image", f"{base}:v1")
+    umoci("unpack", "--rootless", "--image", f"{base}:v1", tmp_path / "bundle")
+    (tmp_path / "bundle" / "rootfs" / "etc").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "bundle" / "rootfs" / "etc" / "base-marker").write_text("from the base\n")
+    umoci("repack", "--image", f"{base}:v1", tmp_path / "bundle")
+    umoci("config", "--image", f"{base}:v1", "--config.env", "FROM_BASE=yes")
+    base_info = skopeo_inspect(f"oci:{base}:v1")
+
+    result = lockbox("image", EXAMPLE, "--base", f"{base}:v1", "--layout", tmp_path / "out",
+                     store=example.store)
+    assert result.returncode == 0, result.stderr
+    built = skopeo_inspect(f"oci:{tmp_path / 'out'}:latest")
+    layers = built["Layers"]
+    own = skopeo_inspect(f"oci:{image[1]}:latest")["Layers"]
+    assert layers == base_info["Layers"] + own[1:]  # type: ignore[operator,index]
+    assert "FROM_BASE=yes" in built["Env"]  # type: ignore[operator]
+    assert built["Labels"]["org.opencontainers.image.base.digest"] == base_info["Digest"]  # type: ignore[index]
+    umoci("unpack", "--rootless", "--image", f"{tmp_path / 'out'}:latest", tmp_path / "unpacked")
+    rootfs = tmp_path / "unpacked" / "rootfs"
+    assert (rootfs / "etc" / "base-marker").read_text() == "from the base\n"
+    assert (rootfs / str(example.app).lstrip("/") / "manage.py").is_file()
+    assert not (rootfs / "etc" / "passwd").exists()  # lockbox's own base layer is left out
+
+    missing = lockbox("image", EXAMPLE, "--base", tmp_path / "nowhere", "-o", tmp_path / "x.tar",
+                      store=example.store)
+    assert missing.returncode == 1 and "no such OCI image layout or archive" in missing.stderr

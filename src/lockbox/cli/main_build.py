@@ -105,6 +105,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="write an OCI image layout to DIR")
     image.add_argument("--tag", default="latest", help="the tag inside the layout or archive "
                                                         "(default: latest)")
+    image.add_argument("--base", metavar="IMAGE",
+                       help="a local OCI layout or archive (PATH or PATH:TAG) whose layers go "
+                            "under the closure instead of the host's glibc")
     image.add_argument("--no-compress", action="store_true",
                        help="uncompressed layers (larger, faster to write)")
     image.add_argument("--push", metavar="REF",
@@ -193,13 +196,14 @@ def run_why(args: argparse.Namespace, context: Context) -> int:
 def run_image(args: argparse.Namespace, context: Context) -> int:
     import tempfile
 
-    from lockbox.image import Skopeo, make_image
+    from lockbox.image import Skopeo, make_image, read_base
     from lockbox.project import load_project
 
     if args.output is None and args.layout is None and args.push is None:
         context.error("say where the image goes: -o FILE, --layout DIR or --push REF")
         return 2
     skopeo = Skopeo.find() if args.push else None
+    base = read_base(args.base) if args.base else None
     project = load_project(args.project)
     with context.open_store() as store:
         deps = _deps(project, store, context)
@@ -207,7 +211,7 @@ def run_image(args: argparse.Namespace, context: Context) -> int:
         python = store.resolve((app.path / "python").resolve().name)
         labels = _image_labels(project)
         assert app.entry is not None
-        common = {"compress": not args.no_compress, "tag": args.tag,
+        common = {"compress": not args.no_compress, "tag": args.tag, "base_image": base,
                   "progress": context.progress}
         with tempfile.TemporaryDirectory(dir=store.work_dir / "tmp") as scratch:
             layout = args.layout
