@@ -36,7 +36,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 
 from lockbox.errors import LockboxError
@@ -83,7 +83,7 @@ class _Member:
     """One tar entry: where it goes in the image and where its bytes are."""
 
     name: str
-    source: Path | None = None
+    source: str | Path | None = None
     """The file, directory or symlink copied; None for what lockbox makes up."""
     info: os.stat_result | None = None
     data: bytes | None = None
@@ -147,28 +147,37 @@ def plan_layers(app: Entry, python: Entry, deps: Entry,
                                   b"nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"))
     layers["base"].append(_Member("etc/group", data=b"root:x:0:\nnogroup:x:65534:\n"))
     for path, info in _walk(python.path):
-        layers["python"].append(_Member(str(path).lstrip("/"), path, info))
+        layers["python"].append(_Member(path.lstrip("/"), path, info))
     from_deps = {(info.st_dev, info.st_ino) for _, info in _walk(deps.path)
                  if stat.S_ISREG(info.st_mode)}
-    library_dir = app.path / "lib"
+    library_dir = os.fspath(app.path / "lib")
     for path, info in _walk(app.path):
-        member = _Member(str(path).lstrip("/"), path, info)
+        member = _Member(path.lstrip("/"), path, info)
         if stat.S_ISREG(info.st_mode) and (info.st_dev, info.st_ino) in from_deps:
             layers["deps"].append(member)
-        elif path.parent == library_dir and not stat.S_ISDIR(info.st_mode):
+        elif os.path.dirname(path) == library_dir and not stat.S_ISDIR(info.st_mode):
             layers["libraries"].append(member)
         else:
             layers["app"].append(member)
     return layers
 
 
-def _walk(top: Path) -> Iterator[tuple[Path, os.stat_result]]:
+def _walk(top: Path | str) -> Iterator[tuple[str, os.stat_result]]:
+    """``top`` and everything below it, depth first, names sorted; symlinks not followed."""
+    top = os.fspath(top)
     yield top, os.lstat(top)
-    for directory, dirnames, filenames in os.walk(top):
-        dirnames.sort()
-        for name in sorted(dirnames + filenames):
-            path = Path(directory, name)
-            yield path, os.lstat(path)
+    stack = [top]
+    while stack:
+        directory = stack.pop()
+        with os.scandir(directory) as scan:
+            found = sorted((entry.name, entry.path, entry.stat(follow_symlinks=False))
+                           for entry in scan)
+        below = []
+        for _, path, info in found:
+            yield path, info
+            if stat.S_ISDIR(info.st_mode):
+                below.append(path)
+        stack.extend(reversed(below))
 
 
 class _Sink(io.RawIOBase):
@@ -207,85 +216,123 @@ def write_layer(members: Iterable[_Member], out: BinaryIO, compress: bool) -> tu
     """Write one layer; returns its blob digest, diff id, blob size and entry count."""
     sink = _Sink(out, compress)
     entries = _with_parents(members)
-    for chunk in _tar_stream(entries):
-        sink.write(chunk)
+    _write_tar(entries, sink.write)
     sink.finish()
     return f"sha256:{sink.blob.hexdigest()}", f"sha256:{sink.diff.hexdigest()}", sink.size, len(entries)
 
 
-def _tar_stream(entries: Mapping[str, _Member]) -> Iterator[bytes]:
-    """The tar of ``entries`` (sorted by name), in chunks of about 1 MiB.
+def _write_tar(entries: Mapping[str, _Member], write: Callable[[bytes], object]) -> None:
+    """Write the tar of ``entries`` (sorted by name) through ``write``, about 1 MiB at a time.
 
-    Headers come from :class:`tarfile.TarInfo` (PAX where a name needs it); the stream is
-    put together here because ``TarFile.addfile`` copies in 16 KiB steps, which costs more
-    than reading, hashing and compressing the bytes."""
+    Headers are made here (``TarInfo.tobuf`` only for names that need a PAX header): per
+    entry, ``TarFile.addfile`` costs more than reading, hashing and compressing the bytes,
+    and it copies in 16 KiB steps. Like ``tarfile``, the archive is padded to whole records."""
     buffer = bytearray()
-    written = 0
+    flushed = 0
 
-    def add(data: bytes | bytearray) -> Iterator[bytes]:
-        nonlocal written
-        buffer.extend(data)
-        written += len(data)
+    def flush_if_full() -> None:
+        nonlocal flushed
         if len(buffer) >= _CHUNK:
-            yield bytes(buffer)
+            write(bytes(buffer))
+            flushed += len(buffer)
             buffer.clear()
 
     for name in sorted(entries):
         member = entries[name]
-        info = tarfile.TarInfo(name)
-        info.mtime = MTIME
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
+        size = 0
         source = None
+        info = member.info
         if member.data is not None:
-            info.mode = 0o644
-            info.size = len(member.data)
+            kind, mode, link, size = b"0", 0o644, "", len(member.data)
         elif member.link is not None:
-            info.type = tarfile.SYMTYPE
-            info.linkname = member.link
-            info.mode = 0o777
-        elif member.source is None or member.info is None or stat.S_ISDIR(member.info.st_mode):
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o1777 if name == "tmp" else 0o755 if member.info is None \
-                else stat.S_IMODE(member.info.st_mode)
-        elif stat.S_ISLNK(member.info.st_mode):
-            info.type = tarfile.SYMTYPE
-            info.linkname = os.readlink(member.source)
-            info.mode = 0o777
+            kind, mode, link = b"2", 0o777, member.link
+        elif member.source is None or info is None or stat.S_ISDIR(info.st_mode):
+            kind, link = b"5", ""
+            mode = 0o1777 if name == "tmp" else 0o755 if info is None else stat.S_IMODE(info.st_mode)
+        elif stat.S_ISLNK(info.st_mode):
+            kind, mode, link = b"2", 0o777, os.readlink(member.source)
         else:
-            info.mode = stat.S_IMODE(member.info.st_mode)
-            info.size = member.info.st_size
+            kind, mode, link, size = b"0", stat.S_IMODE(info.st_mode), "", info.st_size
             source = member.source
         if member.mode is not None:
-            info.mode = member.mode
-        yield from add(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+            mode = member.mode
+        buffer += tar_header(name + "/" if kind == b"5" else name, mode, size, kind, link)
         if member.data is not None:
-            yield from add(member.data)
+            buffer += member.data
         elif source is not None:
-            with open(source, "rb", buffering=0) as file:
-                remaining = info.size
+            descriptor = os.open(source, os.O_RDONLY)
+            try:
+                remaining = size
                 while remaining > 0:
-                    chunk = file.read(min(remaining, _CHUNK))
+                    chunk = os.read(descriptor, min(remaining, _CHUNK))
                     if not chunk:
                         raise ImageError(f"{source} shrank while the image was written")
-                    yield from add(chunk)
+                    buffer += chunk
                     remaining -= len(chunk)
-        if written % tarfile.BLOCKSIZE:
-            yield from add(bytes(tarfile.BLOCKSIZE - written % tarfile.BLOCKSIZE))
-    yield from add(bytes(2 * tarfile.BLOCKSIZE))  # the end of the archive
-    if written % tarfile.RECORDSIZE:
-        yield from add(bytes(tarfile.RECORDSIZE - written % tarfile.RECORDSIZE))
-    if buffer:
-        yield bytes(buffer)
+                    flush_if_full()
+            finally:
+                os.close(descriptor)
+        buffer += bytes(-size % tarfile.BLOCKSIZE)
+        flush_if_full()
+    buffer += bytes(2 * tarfile.BLOCKSIZE)  # the end of the archive
+    buffer += bytes(-(flushed + len(buffer)) % tarfile.RECORDSIZE)
+    write(bytes(buffer))
+
+
+def tar_header(name: str, mode: int, size: int, kind: bytes, link: str = "") -> bytes:
+    """The header ``tarfile`` writes in PAX format for this entry (with owner 0, no owner
+    names, the fixed modification time): a ustar block, preceded by a PAX extended header
+    when the name or link target is longer than its field. Made here because this runs once
+    per file of the closure and ``TarInfo.tobuf`` costs as much as reading the file."""
+    raw = name.encode("utf-8", "surrogateescape")
+    raw_link = link.encode("utf-8", "surrogateescape")
+    if not raw.isascii() or not raw_link.isascii() or size >= 8 ** 11:
+        info = tarfile.TarInfo(name)
+        info.mtime, info.mode, info.size, info.type, info.linkname = MTIME, mode, size, kind, link
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    records = b""
+    for keyword, value in ((b"path", raw), (b"linkpath", raw_link)):
+        if len(value) > 100:
+            length = len(keyword) + len(value) + 3
+            total = previous = 0
+            while True:  # the record's length counts its own digits
+                total = length + len(str(previous))
+                if total == previous:
+                    break
+                previous = total
+            records += b"%d %s=%s\n" % (total, keyword, value)
+    header = _ustar(raw[:100], mode, size, MTIME, kind, raw_link[:100])
+    if not records:
+        return header
+    pax = _ustar(b"././@PaxHeader", 0, len(records), 0, b"x", b"")
+    return pax + records + bytes(-len(records) % tarfile.BLOCKSIZE) + header
+
+
+def _ustar(name: bytes, mode: int, size: int, mtime: int, kind: bytes, link: bytes) -> bytes:
+    header = bytearray(tarfile.BLOCKSIZE)
+    header[0:len(name)] = name
+    header[100:108] = b"%07o\0" % (mode & 0o7777)
+    header[108:124] = b"0000000\x000000000\x00"
+    header[124:136] = b"%011o\0" % size
+    header[136:148] = b"%011o\0" % mtime
+    header[148:156] = b"        "
+    header[156:157] = kind
+    header[157:157 + len(link)] = link
+    header[257:265] = b"ustar\x0000"
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header)
 
 
 def _with_parents(members: Iterable[_Member]) -> dict[str, _Member]:
     entries: dict[str, _Member] = {}
     for member in members:
         entries[member.name] = member
-        for parent in PurePosixPath(member.name).parents:
-            if str(parent) != "." and str(parent) not in entries:
-                entries[str(parent)] = _Member(str(parent))
+        parent = member.name.rpartition("/")[0]
+        while parent and parent not in entries:
+            entries[parent] = _Member(parent)
+            parent = parent.rpartition("/")[0]
     return entries
 
 
