@@ -6,8 +6,9 @@ Run from the checkout:
 
 The project is the bundled example (examples/gatekeeper), copied to .bench/assemble/project.
 Its dependency layer is built once into .bench/assemble/store (the first run compiles lxml,
-xmlsec, psycopg-c and gssapi: minutes) and made a store root, so that `lockbox gc` between
-runs removes only the application.
+xmlsec, psycopg-c and gssapi: minutes) and made a store root, like the interpreter's entry and
+the layer's bytecode the first build makes; between runs the application's own root (every build makes one) is
+dropped and `lockbox gc` removes only the application.
 
 1. Assembly: `lockbox build` with the layer in the store and no application — the whole
    phase: look the layer up, read and hash the sources, link the layer, copy, patch,
@@ -25,6 +26,7 @@ the previous output is removed and the file system synced, untimed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -84,8 +86,20 @@ def main() -> int:
     run([lockbox, "--quiet", "--store", store, "store", "root", "bench-deps",
          deps.stdout.strip()], env=env)
     target = WORK / "copy"
+    # The interpreter's entry and the layer's bytecode are made by the first build; root them
+    # too, so that gc between runs leaves them (in use, the application's root keeps them).
+    build(plain)
+    listing = json.loads(run([lockbox, "--quiet", "--store", store, "store", "ls", "--json"],
+                             env=env).stdout)
+    for entry in listing:
+        if entry["kind"] in ("python", "bytecode"):
+            run([lockbox, "--quiet", "--store", store, "store", "root",
+                 f"bench-{entry['kind']}", entry["path"]], env=env)
 
     def settle() -> None:
+        # A build roots its application under its name; drop that root so gc removes it.
+        run([lockbox, "--quiet", "--store", store, "store", "unroot", "gatekeeper"], env=env,
+            check=False)
         run([lockbox, "--quiet", "--store", store, "gc"], env=env)
         shutil.rmtree(target, ignore_errors=True)
         os.sync()

@@ -199,17 +199,23 @@ def build_app(project: Project, store: Store, deps: Entry, interpreter: Interpre
     existing = store.find_inputs("app", name, inputs)
     if existing is not None:
         progress.info(f"the application is in the store: {existing.path}")
+        store.add_root(name, existing)
         return AppResult(existing.path, existing, reused=True, report=None)
     sandbox = _sandbox(progress)
     out = store.root / f"{inputs_digest('app', name, inputs)}-{name}"
+    bytecode = (deps_bytecode(store, deps, python, sandbox, progress)
+                if project.recipe.app.compile_bytecode else None)
     with store.staging() as stage:
         content = stage / "content"
         report = _assemble(project, sources, deps.path, interpreter, python, out, content,
                            stage, sandbox, link=True, hidden=[store.root], progress=progress,
-                           log=store.work_dir / "logs" / f"{out.name}.log")
+                           log=store.work_dir / "logs" / f"{out.name}.log", bytecode=bytecode)
+        # Rooted under its name, as the latest build of it: `lockbox gc` keeps it and what
+        # it references (its layer, its interpreter) until another build takes the name.
         entry = store.register(content, name=name, kind="app", inputs=inputs,
-                               references=[deps.path_name, python.entry.path_name],
-                               metadata={"bundled": report.bundled})
+                               references=[deps.path_name, python.entry.path_name,
+                                           *([bytecode.path_name] if bytecode else [])],
+                               metadata={"bundled": report.bundled}, root=name)
     return AppResult(entry.path, entry, reused=False, report=report)
 
 
@@ -228,6 +234,8 @@ def export_app(project: Project, store: Store, deps: Entry, interpreter: Interpr
         raise AssemblyError(f"{to} is not empty and is not an earlier export; "
                             "choose another directory or empty it")
     sandbox = _sandbox(progress)
+    bytecode = (deps_bytecode(store, deps, python, sandbox, progress)
+                if project.recipe.app.compile_bytecode else None)
     to.parent.mkdir(parents=True, exist_ok=True)
     created = not to.exists()
     to.mkdir(exist_ok=True)  # the mount point of the sandbox's view of the output
@@ -237,7 +245,8 @@ def export_app(project: Project, store: Store, deps: Entry, interpreter: Interpr
     try:
         content = work / "content"
         report = _assemble(project, sources, deps.path, interpreter, python, to, content,
-                           work, sandbox, link=False, hidden=[], progress=progress, log=log)
+                           work, sandbox, link=False, hidden=[], progress=progress, log=log,
+                           bytecode=bytecode)
         os.rename(to, work / "old")
         os.rename(content, to)
         log.unlink(missing_ok=True)
@@ -268,7 +277,7 @@ def _sandbox(progress: Progress) -> Sandbox:
 def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Interpreter,
               python: PythonEntry, out: Path, content: Path, work: Path, sandbox: Sandbox, *,
               link: bool, hidden: Sequence[Path], progress: Progress,
-              log: Path) -> AssemblyReport:
+              log: Path, bytecode: Entry | None = None) -> AssemblyReport:
     """Write the application that will live at ``out`` into ``content``, using ``work``.
     With ``link`` (a store entry) the layer is hardlinked and ``python`` is a link to the
     interpreter's entry; otherwise both are copied in, so the tree stands on its own."""
@@ -285,7 +294,10 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
         raise AssemblyError(f"the dependency layer {deps} has no {site_relative}: it was made "
                             f"for another interpreter than {interpreter.label}")
     progress.info(f"assembling {project.app_name} for {out}")
-    _copy_tree(deps, content, link=link)
+    if link:
+        _link_tree(deps, content)
+    else:
+        _copy_tree(deps, content, link=False)
 
     source = work / "source"
     for relative in sources.paths:
@@ -301,22 +313,26 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
                             substitution.with_.replace("@out@", str(out)), substitution.expect)
         report.substituted[substitution.file] = report.substituted.get(substitution.file, 0) + count
 
+    own: list[Path] = []  # what the project puts into site-packages: compiled per build
     for member in sources.members:
         installed = []
         for module, name in member.modules:
             relative = os.path.relpath(module, project.root)
             _copy_new(source / relative, site / name, f"{member.name}'s {relative}")
             installed += files_under(site, name)
+            own.append(site / name)
         if member.root.resolve() == project.root.resolve():
             for copy in recipe.site_packages:
                 _copy_new(source / copy.source, site / copy.target,
                           f"app.site-packages {copy.source}")
                 installed += files_under(site, copy.target)
+                own.append(site / copy.target)
         write_dist_info(site, member, installed)
         report.members.append(f"{member.name} {member.version}")
     if not any(m.root.resolve() == project.root.resolve() for m in sources.members):
         for copy in recipe.site_packages:
             _copy_new(source / copy.source, site / copy.target, f"app.site-packages {copy.source}")
+            own.append(site / copy.target)
     for copy in recipe.root:
         _copy_new(source / copy.source, content / copy.target, f"app.root {copy.source}")
 
@@ -364,13 +380,21 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
         return result.stdout + result.stderr
 
     if recipe.compile_bytecode:
-        progress.info("compiling bytecode (unchecked-hash .pyc)")
-        try:
-            run_in_sandbox([str(out / "bin" / "python"), "-m", "compileall", "-q", "-f", "-j", "0",
-                            "--invalidation-mode", "unchecked-hash", str(out / site_relative)],
-                           out)
-        except ToolFailed as error:
-            raise AssemblyError(f"compiling bytecode failed:\n{error.stdout}{error.stderr}") from None
+        if bytecode is not None:
+            # The layer's bytecode is compiled once per layer and interpreter (a store entry).
+            if link:
+                _link_tree(bytecode.path, content)
+            else:
+                _copy_tree(bytecode.path, content, link=False, caches=True)
+        targets = [str(out / path.relative_to(content)) for path in own if path.exists()]
+        if targets:
+            progress.info(f"compiling the bytecode of {len(targets)} of the project's packages")
+            try:
+                run_in_sandbox([str(out / "bin" / "python"), "-m", "compileall", "-q", "-f",
+                                "-j", "0", "--invalidation-mode", "unchecked-hash", *targets], out)
+            except ToolFailed as error:
+                raise AssemblyError(
+                    f"compiling bytecode failed:\n{error.stdout}{error.stderr}") from None
 
     from lockbox.verify import verify
 
@@ -379,6 +403,49 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
     checks = verify(project.recipe.verify, out, log, run_in_sandbox, progress)
     report.verified = [check.what for check in checks]
     return report
+
+
+def deps_bytecode(store: Store, deps: Entry, python: PythonEntry, sandbox: Sandbox,
+                  progress: Progress = silent) -> Entry:
+    """The unchecked-hash ``.pyc`` files of the dependency layer ``deps`` for ``python``: a
+    ``bytecode`` entry holding only ``__pycache__`` directories where the layer has them,
+    made once (in the offline sandbox) and hardlinked into every application that uses
+    the layer. The source names recorded in the code objects are fixed ones
+    (``/lockbox/deps/…``); CPython puts the real path in when it loads a ``.pyc``."""
+    from lockbox.run import run
+
+    name = f"{deps.name}-bytecode"
+    inputs = {"deps": deps.nar_hash.sri, "python": python.entry.path_name, "lockbox": __version__}
+    existing = store.find_inputs("bytecode", name, inputs)
+    if existing is not None:
+        return existing
+    progress.info(f"compiling the bytecode of the dependency layer {deps.nar_hash}")
+    inside = Path("/tmp/lockbox-bytecode")
+    with store.staging() as stage:
+        tree = stage / "tree"
+        _copy_tree(deps.path, tree, link=True)
+        env = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
+               "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "LC_ALL": "C.UTF-8", "TZ": "UTC",
+               "PYTHONNOUSERSITE": "1"}
+        argv = [str(python.entry.path / python.executable), "-m", "compileall", "-q", "-f",
+                "-j", "0", "--invalidation-mode", "unchecked-hash", "-s", str(inside),
+                "-p", "/lockbox/deps", str(inside)]
+        try:
+            run(sandbox.offline(argv, cwd=Path("/"), env=env, hidden=[store.root],
+                                writable=[(tree, inside)], read_only=[python.entry.path]),
+                progress=progress)
+        except ToolFailed as error:
+            raise AssemblyError("compiling the dependency layer's bytecode failed:\n"
+                                f"{error.stdout}{error.stderr}") from None
+        content = stage / "content"
+        content.mkdir()
+        for directory, dirnames, _ in os.walk(tree):
+            if "__pycache__" in dirnames:
+                relative = Path(directory, "__pycache__").relative_to(tree)
+                (content / relative).parent.mkdir(parents=True, exist_ok=True)
+                os.rename(Path(directory, "__pycache__"), content / relative)
+                dirnames.remove("__pycache__")
+        return store.register(content, name=name, kind="bytecode", inputs=inputs)
 
 
 def _link_libraries(project: Project, content: Path, report: AssemblyReport,
@@ -431,9 +498,9 @@ def _copy_new(source: Path, target: Path, what: str) -> None:
     _copy_tree(source, target, link=False)
 
 
-def _copy_tree(source: Path, target: Path, *, link: bool) -> None:
+def _copy_tree(source: Path, target: Path, *, link: bool, caches: bool = False) -> None:
     """Copy (or, with ``link``, hardlink: store entries never change) a file or tree,
-    leaving out Python's caches; executables keep their bit."""
+    leaving out Python's caches unless ``caches``; executables keep their bit."""
     info = os.lstat(source)
     target.parent.mkdir(parents=True, exist_ok=True)
     if not stat.S_ISDIR(info.st_mode):
@@ -444,11 +511,22 @@ def _copy_tree(source: Path, target: Path, *, link: bool) -> None:
         destination = os.path.normpath(os.path.join(target, relative))
         os.makedirs(destination, exist_ok=True)
         links = [d for d in dirnames if os.path.islink(os.path.join(directory, d))]
-        dirnames[:] = sorted(d for d in dirnames if not _ignored(d) and d not in links)
+        dirnames[:] = sorted(d for d in dirnames
+                             if (caches or not _ignored(d)) and d not in links)
         for name in sorted(filenames + links):
-            if not _ignored(name):
+            if caches or not _ignored(name):
                 path = os.path.join(directory, name)
                 _copy_file(path, os.path.join(destination, name), os.lstat(path), link)
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Hardlink every file of the store entry ``source`` into ``target`` (merged into what is
+    there), making new, writable directories and keeping symlinks: ``cp -rlP`` does in C what a Python walk does
+    at about 50 µs a file, and the dependency layer has thousands."""
+    from lockbox.run import run
+
+    target.mkdir(parents=True, exist_ok=True)
+    run(["cp", "-rlP", "--no-preserve=mode", "--", f"{source}/.", str(target)])
 
 
 def _copy_file(source: str, target: str, info: os.stat_result, link: bool) -> None:

@@ -41,8 +41,9 @@ from lockbox.progress import Progress, silent
 if TYPE_CHECKING:
     import ctypes
 
-KINDS = ("source", "python", "deps", "app")
-"""What an entry can be: an imported tree, an interpreter, a dependency layer, an app."""
+KINDS = ("source", "python", "deps", "bytecode", "app")
+"""What an entry can be: an imported tree, an interpreter, a dependency layer, the compiled
+bytecode of a dependency layer, an app."""
 
 _SCHEMA_VERSION = 1
 _SCHEMA = """

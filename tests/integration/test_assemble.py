@@ -390,8 +390,18 @@ def test_compiled_bytecode_is_unchecked_hash_and_identical_on_a_rebuild(app: App
     pyc = sorted((out / "lib" / "python3.12" / "site-packages").rglob("*.pyc"))
     assert {p.parent.parent.name for p in pyc} >= {"app", "asm_tools", "site-packages"}
     assert all(int.from_bytes(p.read_bytes()[4:8], "little") == 0b01 for p in pyc)
+    # The layer's bytecode is an entry of its own, made once and linked into the application.
+    bytecode = next(store.glob("*-asm-deps-bytecode"))
+    layer_pyc = bytecode / "lib" / "python3.12" / "site-packages" / "__pycache__" / "asm_alpha.cpython-312.pyc"
+    app_pyc = out / "lib" / "python3.12" / "site-packages" / "__pycache__" / "asm_alpha.cpython-312.pyc"
+    assert os.stat(layer_pyc).st_ino == os.stat(app_pyc).st_ino
+    assert not list(bytecode.rglob("*.py"))
     digest = lockbox("hash", out, store=store).stdout
-    assert lockbox("gc", store=store).returncode == 0  # nothing is rooted: all of it goes
+    assert lockbox("store", "roots", store=store).stdout.split()[0] == "asm"  # the build's root
+    assert lockbox("gc", store=store).returncode == 0
+    assert out.exists()  # rooted by the build
+    assert lockbox("store", "unroot", "asm", store=store).returncode == 0
+    assert lockbox("gc", store=store).returncode == 0  # nothing is rooted now: all of it goes
     assert not out.exists()
     second = lockbox("build", project, store=store)
     assert second.returncode == 0, second.stderr
