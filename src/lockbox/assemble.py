@@ -4,7 +4,8 @@ It runs offline. Everything it starts (bytecode compilation, verification) runs 
 network-less sandbox with a clean environment; the rest is lockbox moving and editing files.
 The application is input-addressed: its store path is known before it is built (its digest
 covers the dependency layer's hash, the interpreter's entry, the project's sources, the
-recipe and lockbox's version), so ``@out@`` can be written into it, and an unchanged rebuild is a lookup.
+recipe and lockbox's identity), so ``@out@`` can be written into it, and an unchanged
+rebuild is a lookup.
 
 Steps, in this order (docs/assemble.md):
 
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lockbox import __version__
+from lockbox import build_identity
 from lockbox.errors import AssemblyError, ToolFailed
 from lockbox.sandbox import SOURCE_DATE_EPOCH
 from lockbox.progress import Progress, silent
@@ -181,7 +182,7 @@ def app_inputs(project: Project, deps: Entry, python: Entry, sources: Sources,
         "python": python.path_name,
         "sources": sources.digest,
         "recipe": recipe,
-        "lockbox": __version__,
+        "lockbox": build_identity(),
         "store": str(store.root),  # @out@ and launchers name the store path
     }
 
@@ -415,7 +416,7 @@ def deps_bytecode(store: Store, deps: Entry, python: PythonEntry, sandbox: Sandb
     from lockbox.run import run
 
     name = f"{deps.name}-bytecode"
-    inputs = {"deps": deps.nar_hash.sri, "python": python.entry.path_name, "lockbox": __version__}
+    inputs = {"deps": deps.nar_hash.sri, "python": python.entry.path_name, "lockbox": build_identity()}
     existing = store.find_inputs("bytecode", name, inputs)
     if existing is not None:
         return existing

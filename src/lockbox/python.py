@@ -15,7 +15,7 @@ whose executable finds ``libpython`` by an absolute run path) as a ``python`` en
 - its standard library compiled to unchecked-hash ``.pyc`` files (the entry is read-only:
   Python could not cache them itself);
 - registered, input-addressed by the installation's identity (path, version, size and
-  modification time of the executable and ``libpython``) and lockbox's version, so that
+  modification time of the executable and ``libpython``) and lockbox's identity, so that
   the next build finds it.
 
 CPython finds its standard library relative to the executable's real location, so the entry
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lockbox import __version__
+from lockbox import build_identity
 from lockbox.errors import LockboxError
 from lockbox.interpreters import Interpreter
 from lockbox.progress import Progress, silent
@@ -69,7 +69,7 @@ def python_inputs(interpreter: Interpreter, bundle: bool) -> dict[str, object]:
         "abi": interpreter.abi,
         "fingerprint": fingerprint,
         "bundle": bundle,
-        "lockbox": __version__,
+        "lockbox": build_identity(),
     }
 
 
