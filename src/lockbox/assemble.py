@@ -38,11 +38,11 @@ from typing import TYPE_CHECKING
 
 from lockbox import build_identity
 from lockbox.errors import AssemblyError, ToolFailed
-from lockbox.sandbox import SOURCE_DATE_EPOCH
 from lockbox.progress import Progress, silent
 from lockbox.project import Project, read_toml
 from lockbox.recipe import Copy, recipe_as_dict
-from lockbox.store import Entry, Store, inputs_digest
+from lockbox.sandbox import REPRODUCIBLE_ENV
+from lockbox.store import Entry, Store, inputs_digest, remove_tree
 
 if TYPE_CHECKING:
     from lockbox.interpreters import Interpreter
@@ -256,7 +256,7 @@ def export_app(project: Project, store: Store, deps: Entry, interpreter: Interpr
             to.rmdir()
         raise
     finally:
-        _remove(work)
+        remove_tree(work)
     return AppResult(to, None, reused=False, report=report)
 
 
@@ -283,6 +283,7 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
     With ``link`` (a store entry) the layer is hardlinked and ``python`` is a link to the
     interpreter's entry; otherwise both are copied in, so the tree stands on its own."""
     from lockbox.members import files_under, write_dist_info
+    from lockbox.python import compileall_argv
     from lockbox.patches import apply_patch
     from lockbox.scripts import entry_point_scripts, write_environment, write_scripts
 
@@ -343,7 +344,7 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
             raise AssemblyError(f"recipe app.delete: {pattern!r} matches nothing in the output; "
                                 "remove it from the recipe or correct it")
         for path in matched:
-            _remove(path)
+            remove_tree(path)
             report.deleted.append(os.path.relpath(path, content))
 
     _link_libraries(project, content, report, progress)
@@ -368,11 +369,10 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
         from lockbox.run import run
 
         env = {
+            **REPRODUCIBLE_ENV,
             "PATH": f"{out}/bin:/usr/local/bin:/usr/bin:/bin",
             "HOME": str(inside), "TMPDIR": str(inside / "tmp"),
-            "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PYTHONHASHSEED": "0",
-            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
-            "LC_ALL": "C.UTF-8", "TZ": "UTC", "VIRTUAL_ENV": str(out),
+            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "VIRTUAL_ENV": str(out),
         }
         command = sandbox.offline(argv, cwd=cwd, env=env, hidden=hidden,
                                   writable=[(content, out), (home, inside)],
@@ -391,8 +391,7 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
         if targets:
             progress.info(f"compiling the bytecode of {len(targets)} of the project's packages")
             try:
-                run_in_sandbox([str(out / "bin" / "python"), "-m", "compileall", "-q", "-f",
-                                "-j", "0", "--invalidation-mode", "unchecked-hash", *targets], out)
+                run_in_sandbox(compileall_argv(out / "bin" / "python", targets), out)
             except ToolFailed as error:
                 raise AssemblyError(
                     f"compiling bytecode failed:\n{error.stdout}{error.stderr}") from None
@@ -413,6 +412,7 @@ def deps_bytecode(store: Store, deps: Entry, python: PythonEntry, sandbox: Sandb
     made once (in the offline sandbox) and hardlinked into every application that uses
     the layer. The source names recorded in the code objects are fixed ones
     (``/lockbox/deps/…``); CPython puts the real path in when it loads a ``.pyc``."""
+    from lockbox.python import BYTECODE_ENV, compileall_argv
     from lockbox.run import run
 
     name = f"{deps.name}-bytecode"
@@ -425,14 +425,10 @@ def deps_bytecode(store: Store, deps: Entry, python: PythonEntry, sandbox: Sandb
     with store.staging() as stage:
         tree = stage / "tree"
         _copy_tree(deps.path, tree, link=True)
-        env = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
-               "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "LC_ALL": "C.UTF-8", "TZ": "UTC",
-               "PYTHONNOUSERSITE": "1"}
-        argv = [str(python.entry.path / python.executable), "-m", "compileall", "-q", "-f",
-                "-j", "0", "--invalidation-mode", "unchecked-hash", "-s", str(inside),
-                "-p", "/lockbox/deps", str(inside)]
+        argv = compileall_argv(python.entry.path / python.executable, [inside], strip=inside,
+                               prepend="/lockbox/deps")
         try:
-            run(sandbox.offline(argv, cwd=Path("/"), env=env, hidden=[store.root],
+            run(sandbox.offline(argv, cwd=Path("/"), env=BYTECODE_ENV, hidden=[store.root],
                                 writable=[(tree, inside)], read_only=[python.entry.path]),
                 progress=progress)
         except ToolFailed as error:
@@ -539,14 +535,4 @@ def _copy_file(source: str, target: str, info: os.stat_result, link: bool) -> No
         shutil.copyfile(source, target)
         os.chmod(target, 0o755 if info.st_mode & stat.S_IXUSR else 0o644)
 
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        for directory, dirnames, _ in os.walk(path):
-            for name in dirnames:
-                os.chmod(os.path.join(directory, name), 0o755)
-        os.chmod(path, 0o755)
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        path.unlink()
 

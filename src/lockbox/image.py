@@ -43,7 +43,7 @@ from lockbox.errors import LockboxError
 from lockbox.progress import Progress, silent
 from lockbox.recipe import Image
 from lockbox.sandbox import SOURCE_DATE_EPOCH
-from lockbox.store import Entry
+from lockbox.store import Entry, remove_tree
 
 MTIME = int(SOURCE_DATE_EPOCH)
 LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -490,11 +490,11 @@ def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Ma
                     _write_layout_archive(work, out)
                 os.replace(temporary, archive.absolute())
             finally:
-                _remove(temporary)
+                remove_tree(temporary)
         if layout is not None:
             _replace(work, layout.absolute())
     finally:
-        _remove(work)
+        remove_tree(work)
     return ImageResult(targets[0], manifest_digest, tuple(layers), config_digest)
 
 
@@ -623,18 +623,9 @@ def _replace(new: Path, target: Path) -> None:
         old = new.with_name(new.name + ".old")
         os.rename(target, old)
         os.rename(new, target)
-        _remove(old)
+        remove_tree(old)
     else:
         os.rename(new, target)
-
-
-def _remove(path: Path) -> None:
-    import shutil
-
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists():
-        path.unlink()
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from lockbox.plan import Plan
 from lockbox.progress import Progress, silent
 from lockbox.project import Project
 from lockbox.recipe import BuildEnv
-from lockbox.sandbox import BUILD_ROOT, SOURCE_DATE_EPOCH, Sandbox
+from lockbox.sandbox import BUILD_ROOT, REPRODUCIBLE_ENV, Sandbox
 from lockbox.store import Store
 from lockbox.uv import SyncRequest, Uv
 
@@ -74,10 +74,7 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
         "UV_LINK_MODE": "copy" if tools.cache else "hardlink",
         "UV_NO_PROGRESS": "1",
         "TMPDIR": str(inside / "tmp"),
-        "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
-        "PYTHONHASHSEED": "0",
-        "TZ": "UTC",
-        "LC_ALL": "C.UTF-8",
+        **REPRODUCIBLE_ENV,
         "RUSTFLAGS": _join(os.environ.get("RUSTFLAGS"), " ".join(
             f"--remap-path-prefix={old}={new}" for old, new in _path_maps(interpreter)
         )),

@@ -38,6 +38,7 @@ from lockbox.buildid import refresh_build_id
 from lockbox.errors import LockboxError
 from lockbox.progress import Progress, silent
 from lockbox.scrub import Scrubber, ScrubReport
+from lockbox.store import remove_tree
 
 _VENV_FILES = {"_virtualenv.pth", "_virtualenv.py"}
 
@@ -145,7 +146,7 @@ def _normalise_directory(directory: str | Path, relative: str, scrubber: Scrubbe
         if stat.S_ISDIR(info.st_mode):
             if name == "__pycache__":
                 _count(report, "__pycache__ directories")
-                _remove_tree(Path(entry.path))
+                remove_tree(Path(entry.path))
                 continue
             _normalise_directory(entry.path, path + "/", scrubber, report, record_lines, records,
                                  known)
@@ -217,13 +218,6 @@ def _replace(path: str, data: bytes, mode: int) -> None:
     with os.fdopen(descriptor, "wb") as file:
         file.write(data)
     os.rename(temporary, path)
-
-
-def _remove_tree(path: Path) -> None:
-    for directory, _dirnames, filenames in os.walk(path, topdown=False):
-        for filename in filenames:
-            os.unlink(os.path.join(directory, filename))
-        os.rmdir(directory)
 
 
 def _record_paths(record: str) -> list[str]:

@@ -157,17 +157,23 @@ def resolve(root: Path, elfs: Iterable[ElfInfo], *, recipe_paths: Sequence[Path]
     return result
 
 
+def origin_directories(info: ElfInfo, origin: Path) -> list[tuple[str, Path]]:
+    """The ``$ORIGIN``-relative entries of a file's run path, each with the directory it
+    names when the file is in the directory ``origin``."""
+    origin = str(origin)
+    return [(entry, Path(os.path.normpath(entry.replace("${ORIGIN}", origin)
+                                          .replace("$ORIGIN", origin))))
+            for entry in info.runpath or info.rpath
+            if entry.startswith(("$ORIGIN", "${ORIGIN}"))]
+
+
 def _find(name: str, info: ElfInfo, root: Path, in_output: Mapping[str, Path],
           recipe_paths: Sequence[Path],
           host: Mapping[str, Path]) -> Found | None:
-    origin = info.path.parent
-    for entry in info.runpath or info.rpath:
-        if entry.startswith(("$ORIGIN", "${ORIGIN}")):
-            directory = Path(os.path.normpath(entry.replace("${ORIGIN}", str(origin))
-                                              .replace("$ORIGIN", str(origin))))
-            candidate = directory / name
-            if candidate.is_relative_to(root) and candidate.exists():
-                return Found(name, candidate, "output")
+    for _, directory in origin_directories(info, info.path.parent):
+        candidate = directory / name
+        if candidate.is_relative_to(root) and candidate.exists():
+            return Found(name, candidate, "output")
     if name in in_output:
         return Found(name, in_output[name], "output")
     for directory in recipe_paths:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from lockbox import build_identity
 from lockbox.errors import LockboxError
 from lockbox.interpreters import Interpreter
 from lockbox.progress import Progress, silent
+from lockbox.sandbox import REPRODUCIBLE_ENV
 from lockbox.store import Entry, Store
 
 _LEFT_OUT_AT_TOP = ("test", "idlelib", "tkinter", "turtledemo", "config-*", "site-packages")
@@ -125,19 +126,34 @@ def _compile_bytecode(python: Path, stdlib: Path, progress: Progress) -> None:
     """Unchecked-hash ``.pyc`` files for the standard library: the entry is read-only, so
     without them every start would compile what it imports (0.18 s instead of 0.04 s for
     ``import json, email, http.client`` here)."""
-    from lockbox.sandbox import SOURCE_DATE_EPOCH
     from lockbox.run import run
 
     progress.info("compiling the standard library's bytecode")
-    # Without PYTHONDONTWRITEBYTECODE the interpreter would cache what compileall itself
-    # imports, with timestamps, before compileall gets to those files; -f rewrites all.
-    env = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
-           "LC_ALL": "C.UTF-8", "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    # The source paths recorded in the code objects must not name the staging area (CPython
-    # replaces them with the real path when it loads a .pyc anyway).
-    run([python, "-m", "compileall", "-q", "-f", "-j", "0", "--invalidation-mode",
-         "unchecked-hash", "-s", stdlib.parent.parent, "-p", "/lockbox/python", stdlib],
-        env=env, progress=progress)
+    run(compileall_argv(python, [stdlib], strip=stdlib.parent.parent, prepend="/lockbox/python"),
+        env=BYTECODE_ENV, progress=progress)
+
+
+def compileall_argv(python: str | os.PathLike[str], targets: Sequence[str | os.PathLike[str]],
+                    *, strip: str | os.PathLike[str] | None = None,
+                    prepend: str | None = None) -> list[str]:
+    """The command with which ``python`` writes unchecked-hash ``.pyc`` files (checked by
+    nothing, valid in a read-only tree, the same bytes on every rebuild) for ``targets``,
+    rewriting any that are there (``-f``). With ``strip`` and ``prepend``, the source paths
+    recorded in the code objects are fixed names instead of where the files are while they
+    are compiled; CPython puts the real path in when it loads a ``.pyc`` anyway."""
+    argv = [os.fspath(python), "-m", "compileall", "-q", "-f", "-j", "0",
+            "--invalidation-mode", "unchecked-hash"]
+    if strip is not None and prepend is not None:
+        argv += ["-s", os.fspath(strip), "-p", prepend]
+    return argv + [os.fspath(target) for target in targets]
+
+
+BYTECODE_ENV: Mapping[str, str] = {
+    **REPRODUCIBLE_ENV, "PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1",
+    # Otherwise the interpreter caches what compileall itself imports, with timestamps.
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
+"""The environment of a compileall run that is not the application's own."""
 
 
 def _libpython(interpreter: Interpreter) -> list[Path]:

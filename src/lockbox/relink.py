@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lockbox.elf import ElfInfo, read_elf
-from lockbox.libraries import Found, Resolution
+from lockbox.elf import ElfInfo
+from lockbox.libraries import Found, Resolution, origin_directories
 from lockbox.progress import Progress, silent
 from lockbox.run import run, which
 
@@ -66,27 +66,30 @@ def relink(root: Path, resolution: Resolution, patchelf: Patchelf, *, bundle: bo
     """Bundle (or link to) what ``resolution`` found outside ``root`` and set run paths."""
     report = RelinkReport()
     lib_dir = root / "lib"
-    copied: dict[Path, Path] = {}  # host file → its copy in lib/
     wanted: dict[Path, list[Found]] = dict(resolution.files)
     infos = dict(resolution.infos)
     if bundle:
+        # A bundled library takes the name files ask for (its soname), not the host's
+        # versioned file name.
+        names: dict[Path, str] = {}
+        for needs in (*resolution.files.values(), *resolution.host.values()):
+            for found in needs:
+                names.setdefault(found.path, found.name)
         for host_file, needs in resolution.host.items():
-            target = lib_dir / _bundled_name(host_file, resolution)
+            target = lib_dir / names.get(host_file, host_file.name)
             if target.exists():
                 continue
             lib_dir.mkdir(exist_ok=True)
             shutil.copyfile(host_file, target)
             os.chmod(target, 0o755)
-            copied[host_file] = target
             report.bundled[target.name] = str(host_file)
             wanted[target] = needs
             infos[target] = resolution.infos[host_file]
     runpaths: dict[str, list[Path]] = {}
     for file, needs in sorted(wanted.items()):
-        info = infos.get(file) or read_elf(file)
+        info = infos[file]
         runpath = _runpath(file, info, needs, root, lib_dir, bundle)
-        current = ":".join(info.runpath or info.rpath) if info is not None else ""
-        if runpath != current:
+        if runpath != ":".join(info.runpath or info.rpath):
             runpaths.setdefault(runpath, []).append(file)
     for runpath, files in sorted(runpaths.items()):
         for file in files:
@@ -98,24 +101,10 @@ def relink(root: Path, resolution: Resolution, patchelf: Patchelf, *, bundle: bo
     return report
 
 
-def _bundled_name(host_file: Path, resolution: Resolution) -> str:
-    # The name files ask for (the soname), not the host's versioned file name.
-    for needs in (*resolution.files.values(), *resolution.host.values()):
-        for found in needs:
-            if found.path == host_file:
-                return found.name
-    return host_file.name
-
-
-def _runpath(file: Path, info: ElfInfo | None, needs: Sequence[Found], root: Path,
+def _runpath(file: Path, info: ElfInfo, needs: Sequence[Found], root: Path,
              lib_dir: Path, bundle: bool) -> str:
-    entries: list[str] = []
-    for entry in (info.runpath or info.rpath) if info is not None else ():
-        if entry.startswith(("$ORIGIN", "${ORIGIN}")):
-            resolved = os.path.normpath(entry.replace("${ORIGIN}", str(file.parent))
-                                        .replace("$ORIGIN", str(file.parent)))
-            if Path(resolved).is_relative_to(root):
-                entries.append(entry)
+    entries = [entry for entry, directory in origin_directories(info, file.parent)
+               if directory.is_relative_to(root)]
     for found in needs:
         if found.where == "output":
             directory = found.path.parent

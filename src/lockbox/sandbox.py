@@ -28,6 +28,11 @@ from lockbox.run import run, which
 SOURCE_DATE_EPOCH = "315532800"
 """The time every phase tells builds it is: 1980-01-01, the earliest a zip file (a wheel) holds."""
 
+REPRODUCIBLE_ENV: Mapping[str, str] = {
+    "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PYTHONHASHSEED": "0", "TZ": "UTC", "LC_ALL": "C.UTF-8",
+}
+"""What every command lockbox builds with is told, whatever the caller's environment says."""
+
 BUILD_ROOT = Path("/tmp/lockbox-build")
 """Where a sandboxed build sees the store's working directory."""
 

@@ -321,7 +321,7 @@ class Store:
         rejected.mkdir(exist_ok=True)
         final = rejected / f"{nar.base32[:32]}-{name}"
         for old in rejected.glob(f"*-{name}"):
-            _remove_tree(old)
+            remove_tree(old)
         _seal(staged)
         os.rename(staged, final)
         return final
@@ -370,7 +370,7 @@ class Store:
             try:
                 yield stage
             finally:
-                _remove_tree(stage)
+                remove_tree(stage)
                 lock_path.unlink(missing_ok=True)
 
     def add_tree(
@@ -454,7 +454,7 @@ class Store:
                     self.add_root(root, existing)
                 return existing
             if os.path.lexists(final):  # unregistered: a writer died after its rename
-                _remove_tree(final)
+                remove_tree(final)
             os.rename(staged, final)
             _fsync_dir(self.root)
             if final.is_dir() and not final.is_symlink():
@@ -555,7 +555,7 @@ class Store:
         # next open removes; the reverse order could leave a row without its directory.
         with self._db:
             self._db.execute("DELETE FROM entries WHERE path_name = ?", (entry.path_name,))
-        _remove_tree(entry.path)
+        remove_tree(entry.path)
         self.progress.debug(f"removed {entry.path}")
 
     def _remove_leftovers(self) -> None:
@@ -566,7 +566,7 @@ class Store:
             with self._flock(tmp / f"{child.name}.lock", fcntl.LOCK_EX | fcntl.LOCK_NB) as got:
                 if got:
                     self.progress.debug(f"removing unfinished staging directory {child}")
-                    _remove_tree(child)
+                    remove_tree(child)
             if not child.exists():
                 (tmp / f"{child.name}.lock").unlink(missing_ok=True)
         registered = {row[0] for row in self._db.execute("SELECT path_name FROM entries")}
@@ -577,7 +577,7 @@ class Store:
                 # Re-check under the lock: its writer may have committed meanwhile.
                 if got and self.get(child.name) is None:
                     self.progress.debug(f"removing unregistered leftover {child}")
-                    _remove_tree(child)
+                    remove_tree(child)
 
 
 def _copy_tree(source: Path, destination: Path) -> None:
@@ -660,7 +660,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     """Delete a (possibly read-only) tree, or a single file or symlink."""
     if not os.path.lexists(path):
         return
