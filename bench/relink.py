@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from lockbox.elf import read_elf, scan_tree
+from lockbox.elf import scan_tree
 from lockbox.interpreters import find_interpreter
 from lockbox.libraries import resolve
 from lockbox.relink import Patchelf, relink

@@ -40,7 +40,7 @@ from lockbox import build_identity
 from lockbox.errors import AssemblyError, ToolFailed
 from lockbox.progress import Progress, silent
 from lockbox.project import Project, read_toml
-from lockbox.recipe import Copy, recipe_as_dict
+from lockbox.recipe import recipe_as_dict
 from lockbox.sandbox import REPRODUCIBLE_ENV
 from lockbox.store import Entry, Store, inputs_digest, remove_tree
 

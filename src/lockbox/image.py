@@ -26,7 +26,6 @@ Pushing goes through skopeo.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import stat
@@ -46,6 +45,8 @@ from lockbox.sandbox import SOURCE_DATE_EPOCH
 from lockbox.store import Entry, remove_tree
 
 MTIME = int(SOURCE_DATE_EPOCH)
+CREATED = datetime.fromtimestamp(MTIME, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+"""``SOURCE_DATE_EPOCH`` as the image config and annotations write a time."""
 LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 _CHUNK = 1 << 20
@@ -180,7 +181,7 @@ def _walk(top: Path | str) -> Iterator[tuple[str, os.stat_result]]:
         stack.extend(reversed(below))
 
 
-class _Sink(io.RawIOBase):
+class _Sink:
     """Hashes the tar as it is written, compresses it, hashes and writes the blob."""
 
     def __init__(self, out: BinaryIO, compress: bool) -> None:
@@ -192,13 +193,9 @@ class _Sink(io.RawIOBase):
         # wbits 31: a gzip stream whose header zlib writes with time 0 and no name.
         self.compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if compress else None
 
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes) -> int:  # type: ignore[override]
+    def write(self, data: bytes) -> None:
         self.diff.update(data)
-        self._emit(self.compressor.compress(data) if self.compressor else bytes(data))
-        return len(data)
+        self._emit(self.compressor.compress(data) if self.compressor else data)
 
     def _emit(self, data: bytes) -> None:
         if data:
@@ -460,7 +457,6 @@ def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Ma
                       "org.opencontainers.image.base.digest": base_image.manifest_digest}
         config = _config(app, recipe, labels, packages, layers, base_image)
         config_digest = _write_blob(blobs, config)
-        created = datetime.fromtimestamp(MTIME, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         manifest = {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -468,7 +464,7 @@ def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Ma
                        "digest": config_digest, "size": len(config)},
             "layers": [{"mediaType": layer.media_type, "digest": layer.digest,
                         "size": layer.size} for layer in layers],
-            "annotations": {"org.opencontainers.image.created": created,
+            "annotations": {"org.opencontainers.image.created": CREATED,
                             **{k: v for k, v in labels.items()
                                if k.startswith("org.opencontainers.image.")}},
         }
@@ -526,8 +522,7 @@ def _config(app: Entry, recipe: Image, labels: Mapping[str, str], packages: Mapp
            "LANG": "C.UTF-8", "VIRTUAL_ENV": out, **recipe.env}
     if base is not None:
         labels = {**(base.config.get("Labels") or {}), **labels}  # type: ignore[dict-item]
-    created = datetime.fromtimestamp(MTIME, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    all_labels = {**labels, **recipe.labels, "org.opencontainers.image.created": created}
+    all_labels = {**labels, **recipe.labels, "org.opencontainers.image.created": CREATED}
     if packages:
         all_labels["org.lockbox.base.packages"] = ", ".join(
             f"{k}={v}" for k, v in sorted(packages.items()))
@@ -542,12 +537,12 @@ def _config(app: Entry, recipe: Image, labels: Mapping[str, str], packages: Mapp
     if recipe.user:
         config["User"] = recipe.user
     return _canonical({
-        "created": created,
+        "created": CREATED,
         "architecture": _architecture(),
         "os": "linux",
         "config": config,
         "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
-        "history": [{"created": created, "created_by": f"lockbox: {layer.name} layer"}
+        "history": [{"created": CREATED, "created_by": f"lockbox: {layer.name} layer"}
                     for layer in layers],
     })
 
@@ -564,31 +559,20 @@ def _write_blob(blobs: Path, data: bytes) -> str:
 
 def _write_layout_archive(layout: Path, out: BinaryIO) -> None:
     """The layout as a tar; the blobs' bytes go from file to file in the kernel."""
-    entries: dict[str, _Member] = {}
-    for path, info in _walk(layout):
-        name = os.path.relpath(path, layout)
-        if name != ".":
-            mode = 0o755 if stat.S_ISDIR(info.st_mode) else 0o644
-            entries[name] = _Member(name, path, info, mode=mode)
     written = 0
-    for name in sorted(entries):
-        member = entries[name]
-        assert member.info is not None and member.source is not None
-        info = tarfile.TarInfo(name)
-        info.mtime = MTIME
-        info.mode = member.mode or 0o644
-        if stat.S_ISDIR(member.info.st_mode):
-            info.type = tarfile.DIRTYPE
+    for path, info in sorted(_walk(layout))[1:]:  # the layout's own directory is not in it
+        name = os.path.relpath(path, layout)
+        if stat.S_ISDIR(info.st_mode):
+            header, size = tar_header(name + "/", 0o755, 0, b"5"), 0
         else:
-            info.size = member.info.st_size
-        header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+            header, size = tar_header(name, 0o644, info.st_size, b"0"), info.st_size
         out.write(header)
         out.flush()
         written += len(header)
-        if info.size:
-            with open(member.source, "rb") as file:
-                _copy_range(file.fileno(), out.fileno(), info.size)
-            written += info.size
+        if size:
+            with open(path, "rb") as file:
+                _copy_range(file.fileno(), out.fileno(), size)
+            written += size
             pad = -written % tarfile.BLOCKSIZE
             out.write(bytes(pad))
             written += pad
