@@ -19,6 +19,15 @@ NIX_BASE32_ALPHABET = "0123456789abcdfghijklmnpqrsvwxyz"
 _NIX_BASE32_VALUES = {char: value for value, char in enumerate(NIX_BASE32_ALPHABET)}
 
 
+def record_hash(data: bytes) -> str:
+    """The hash of a file as a wheel's ``RECORD`` writes it: ``sha256=<urlsafe base64>``,
+    without padding."""
+    import hashlib
+
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+    return f"sha256={digest.decode()}"
+
+
 def nix_base32_encode(data: bytes) -> str:
     """Encode bytes the way Nix does: the bytes as one little-endian number, 5 bits per
     character, most significant character first."""

@@ -22,9 +22,7 @@ once, scanned and hashed for its ``RECORD`` line, and written only if scrubbing 
 
 from __future__ import annotations
 
-import base64
 import csv
-import hashlib
 import io
 import json
 import os
@@ -36,6 +34,7 @@ from pathlib import Path, PurePosixPath
 
 from lockbox.buildid import refresh_build_id
 from lockbox.errors import LockboxError
+from lockbox.hashes import record_hash
 from lockbox.progress import Progress, silent
 from lockbox.scrub import Scrubber, ScrubReport
 from lockbox.store import remove_tree
@@ -177,11 +176,10 @@ def _normalise_directory(directory: str | Path, relative: str, scrubber: Scrubbe
                 report.scrub.add(path, found)
                 data = refresh_build_id(data)
                 _replace(entry.path, data, info.st_mode)
-            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
-            record_hash = f"sha256={digest.decode()}"
-            record_lines[path] = (record_hash, str(len(data)))
+            digest = record_hash(data)
+            record_lines[path] = (digest, str(len(data)))
             if linked and not found:
-                report.clean_links.append((*identity, record_hash))
+                report.clean_links.append((*identity, digest))
             report.files += 1
             report.bytes += len(data)
         else:

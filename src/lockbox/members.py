@@ -12,8 +12,6 @@ import package named after the distribution, flat or under ``src/``.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lockbox.errors import AssemblyError
+from lockbox.hashes import record_hash
 from lockbox.recipe import canonical_name
 
 _NEEDS_BACKEND = ("version", "dependencies", "optional-dependencies", "scripts", "gui-scripts",
@@ -182,8 +181,7 @@ def write_dist_info(site_packages: Path, member: Member, files: Iterable[str]) -
 
 def record_line(site_packages: Path, path: str) -> str:
     data = (site_packages / path).read_bytes()
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    return f"{path},sha256={digest},{len(data)}"
+    return f"{path},{record_hash(data)},{len(data)}"
 
 
 def files_under(site_packages: Path, top: str) -> list[str]:
