@@ -94,10 +94,6 @@ class AppResult:
     report: AssemblyReport | None
 
 
-def app_name(project: Project) -> str:
-    return project.app_name
-
-
 def read_sources(project: Project, interpreter: Interpreter) -> Sources:
     """The members and paths the assembly of ``project`` reads, with their digest."""
     from lockbox.lock import read_lock
@@ -196,7 +192,7 @@ def build_app(project: Project, store: Store, deps: Entry, interpreter: Interpre
     python = import_python(interpreter, store, bundle=project.recipe.libraries.bundle,
                            progress=progress)
     inputs = app_inputs(project, deps, python.entry, sources, store)
-    name = app_name(project)
+    name = project.app_name
     existing = store.find_inputs("app", name, inputs)
     if existing is not None:
         progress.info(f"the application is in the store: {existing.path}")

@@ -86,3 +86,9 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def add_project_argument(parser: argparse.ArgumentParser) -> None:
+    """The optional PROJECT argument of every command that works on a project."""
+    parser.add_argument("project", nargs="?", default=".", type=Path, metavar="PROJECT",
+                        help="project directory or lockbox.toml (default: .)")

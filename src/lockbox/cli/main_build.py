@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lockbox.cli.context import Context
+from lockbox.cli.context import Context, add_project_argument
 
 if TYPE_CHECKING:
     from lockbox.assemble import AppResult
@@ -33,8 +33,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "it is a store lookup. Prints the application's path."
         ),
     )
-    build.add_argument("project", nargs="?", default=".", type=Path, metavar="PROJECT",
-                       help="project directory or lockbox.toml (default: .)")
+    add_project_argument(build)
     build.add_argument("--deps-only", action="store_true",
                        help="stop after the dependency phase")
     build.add_argument("--no-bundle", action="store_true",
@@ -52,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "COMMAND's exit code."
         ),
     )
-    run.add_argument("project", nargs="?", default=".", type=Path, metavar="PROJECT")
+    add_project_argument(run)
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND …")
     run.set_defaults(handler=run_run)
 
@@ -66,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "is verified."
         ),
     )
-    export.add_argument("project", nargs="?", default=".", type=Path, metavar="PROJECT")
+    add_project_argument(export)
     export.add_argument("--to", required=True, type=Path, metavar="DIR",
                         help="the directory to write")
     export.add_argument("--no-bundle", action="store_true",
@@ -82,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "libssl.so.3), through the libraries bundled with it."
         ),
     )
-    why.add_argument("project", nargs="?", default=".", type=Path, metavar="PROJECT")
+    add_project_argument(why)
     why.add_argument("library", metavar="LIB", help="the library's soname, e.g. libpq.so.5")
     why.set_defaults(handler=run_why)
 
@@ -98,7 +97,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "layout), --push REF, or several."
         ),
     )
-    image.add_argument("project", nargs="?", default=".", type=Path, metavar="PROJECT")
+    add_project_argument(image)
     image.add_argument("-o", "--output", type=Path, metavar="FILE",
                        help="write an OCI archive (skopeo's oci-archive:) to FILE")
     image.add_argument("--layout", type=Path, metavar="DIR",
@@ -126,7 +125,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "layer already built from the current uv.lock, or a new build of it."
         ),
     )
-    lock_hash.add_argument("project", nargs="?", default=".", type=Path, metavar="PROJECT")
+    add_project_argument(lock_hash)
     lock_hash.set_defaults(handler=run_lock_hash)
 
 

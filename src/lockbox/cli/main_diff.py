@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from lockbox.cli.context import Context
+from lockbox.cli.context import Context, add_project_argument
 from lockbox.errors import LockboxError
 
 _SIGNS = {"added": "+", "removed": "-", "changed": "~"}
@@ -21,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "distributions added or removed, and every file added, removed or changed."
         ),
     )
-    parser.add_argument("project", nargs="?", default=".", type=Path, metavar="PROJECT")
+    add_project_argument(parser)
     parser.set_defaults(handler=run_diff)
 
 

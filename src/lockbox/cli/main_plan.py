@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lockbox.cli.context import Context
+from lockbox.cli.context import Context, add_project_argument
 
 if TYPE_CHECKING:
     from lockbox.plan import Plan, Planned
@@ -34,8 +33,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "paths, which are workspace members, and which locked packages are left out."
         ),
     )
-    parser.add_argument("project", nargs="?", default=".", type=Path, metavar="PROJECT",
-                        help="project directory or lockbox.toml (default: .)")
+    add_project_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.set_defaults(handler=run_plan)
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from lockbox.cli.context import Context
+from lockbox.cli.context import Context, add_project_argument
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "TOML with every default written out."
         ),
     )
-    show.add_argument("project", nargs="?", default=".", type=Path, metavar="PROJECT")
+    add_project_argument(show)
     show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
     show.set_defaults(handler=run_show)
 
