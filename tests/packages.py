@@ -48,21 +48,25 @@ def write_wheel(directory: Path, name: str, version: str, files: Mapping[str, st
     return path
 
 
+def _setuptools_pyproject(name: str, version: str) -> str:
+    return textwrap.dedent(
+        f"""\
+        [build-system]
+        requires = ["setuptools>=68"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "{name}"
+        version = "{version}"
+        """
+    )
+
+
 def write_sdist(directory: Path, name: str, version: str, files: Mapping[str, str]) -> Path:
     """An sdist ``name-version.tar.gz`` of a setuptools project made of ``files``."""
     base = f"{name}-{version}"
     contents = {
-        "pyproject.toml": textwrap.dedent(
-            f"""\
-            [build-system]
-            requires = ["setuptools>=68"]
-            build-backend = "setuptools.build_meta"
-
-            [project]
-            name = "{name}"
-            version = "{version}"
-            """
-        ),
+        "pyproject.toml": _setuptools_pyproject(name, version),
         "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
         **{path: textwrap.dedent(text) for path, text in files.items()},
     }
@@ -172,20 +176,8 @@ def git_repository(directory: Path, name: str, version: str, module_text: str) -
     the commit made."""
     directory.mkdir(parents=True)
     files = {
-        "pyproject.toml": textwrap.dedent(
-            f"""\
-            [build-system]
-            requires = ["setuptools>=68"]
-            build-backend = "setuptools.build_meta"
-
-            [project]
-            name = "{name}"
-            version = "{version}"
-
-            [tool.setuptools]
-            py-modules = ["{name}"]
-            """
-        ),
+        "pyproject.toml": _setuptools_pyproject(name, version)
+        + f'\n[tool.setuptools]\npy-modules = ["{name}"]\n',
         f"{name}.py": module_text,
     }
     for path, text in files.items():

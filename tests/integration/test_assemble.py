@@ -316,13 +316,15 @@ def test_the_sandbox_has_no_interface_but_loopback(app: App, tmp_path: Path) -> 
     assert "ROUTES []" in result.stderr
 
 
-def variant(app: App, tmp_path: Path, old: str, new: str) -> Path:
+def variant(app: App, tmp_path: Path, old: str | None = None, new: str = "") -> Path:
+    """A copy of the project, with ``old`` replaced by ``new`` in its pyproject.toml."""
     project = tmp_path / "variant"
     shutil.copytree(app.project, project)
-    pyproject = project / "pyproject.toml"
-    text = pyproject.read_text()
-    assert old in text
-    pyproject.write_text(text.replace(old, new, 1))
+    if old is not None:
+        pyproject = project / "pyproject.toml"
+        text = pyproject.read_text()
+        assert old in text
+        pyproject.write_text(text.replace(old, new, 1))
     return project
 
 
@@ -339,7 +341,7 @@ def assert_fails_cleanly(app: App, project: Path, *needles: str) -> str:
 
 
 def test_a_patch_that_does_not_apply_fails_naming_file_and_hunk(app: App, tmp_path: Path) -> None:
-    project = variant(app, tmp_path, "x", "x")
+    project = variant(app, tmp_path)
     (project / "app" / "fragile.py").write_text("ORDER = ['changed']\n")
     assert_fails_cleanly(app, project, "patches/order.diff", "app/fragile.py", "hunk 1")
 
@@ -373,7 +375,7 @@ def test_a_delete_pattern_matching_nothing_fails(app: App, tmp_path: Path) -> No
 
 
 def test_a_member_with_dynamic_metadata_fails_clearly(app: App, tmp_path: Path) -> None:
-    project = variant(app, tmp_path, "x", "x")
+    project = variant(app, tmp_path)
     member = project / "packages" / "plain" / "pyproject.toml"
     member.write_text(member.read_text().replace('version = "0.3.0"',
                                                  'version = "0.3.0"\ndynamic = ["scripts"]'))
