@@ -519,6 +519,10 @@ def _link_tree(source: Path, target: Path) -> None:
     from lockbox.run import run
 
     target.mkdir(parents=True, exist_ok=True)
+    if os.stat(source).st_dev != os.stat(target).st_dev:
+        # Another file system (`lockbox check` rebuilds on one of its own): no hardlinks.
+        _copy_tree(source, target, link=False, caches=True)
+        return
     run(["cp", "-rlP", "--no-preserve=mode", "--", f"{source}/.", str(target)])
 
 

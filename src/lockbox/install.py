@@ -24,7 +24,7 @@ from lockbox.plan import Plan
 from lockbox.progress import Progress, silent
 from lockbox.project import Project
 from lockbox.recipe import BuildEnv
-from lockbox.sandbox import BUILD_ROOT, REPRODUCIBLE_ENV, Sandbox
+from lockbox.sandbox import BUILD_ROOT, REPRODUCIBLE_ENV, Sandbox, check_variables
 from lockbox.store import Store
 from lockbox.uv import SyncRequest, Uv
 
@@ -81,9 +81,15 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
     }
     env.update(_compiler_wrappers(work, inside, interpreter))
     config = None
-    if deps.build:
+    # `lockbox check`'s clock reaches every build backend, but not uv: uv checks TLS
+    # certificates, which a clock a year ahead fails.
+    varied = check_variables()
+    built = sorted({p.package.name for p in plan.installed if p.built and p.form != "member"})
+    if deps.build or varied:
         config = work / "uv.toml"
-        config.write_text(_uv_config(project, deps.build, env), encoding="utf-8")
+        config.write_text(_uv_config(project, deps.build, env,
+                                     {name: varied for name in built} if varied else {}),
+                          encoding="utf-8")
     request = SyncRequest(
         python=interpreter.executable,
         groups=deps.groups,
@@ -204,7 +210,8 @@ _PROJECT_ONLY_UV_KEYS = frozenset({
 })
 
 
-def _uv_config(project: Project, build: Mapping[str, BuildEnv], env: Mapping[str, str]) -> str:
+def _uv_config(project: Project, build: Mapping[str, BuildEnv], env: Mapping[str, str],
+               extra: Mapping[str, Mapping[str, str]] | None = None) -> str:
     """A uv.toml with the project's own uv settings plus each package's build variables.
 
     uv reads no project settings at all once it is given a configuration file, so the
@@ -213,7 +220,7 @@ def _uv_config(project: Project, build: Mapping[str, BuildEnv], env: Mapping[str
     ``CFLAGS`` and ``CXXFLAGS`` go to the compiler wrappers, which add them to the flags
     the build would use anyway (setuptools would otherwise drop the interpreter's); other
     variables (``LDFLAGS``, ``CPPFLAGS``, which setuptools adds) are set as they are, and
-    its path goes before ``PATH``."""
+    its path goes before ``PATH``. ``extra`` adds variables to packages' builds as they are."""
     settings: dict[str, Any] = {
         key: value for key, value in project.pyproject.get("tool", {}).get("uv", {}).items()
         if key not in _PROJECT_ONLY_UV_KEYS
@@ -230,6 +237,8 @@ def _uv_config(project: Project, build: Mapping[str, BuildEnv], env: Mapping[str
             mine[_WRAPPER_VARIABLES.get(key, key)] = value
         if package_env.path:
             mine["PATH"] = os.pathsep.join([*package_env.path, env.get("PATH", "")])
+    for package, values in sorted((extra or {}).items()):
+        variables.setdefault(package, {}).update(values)
     settings["extra-build-variables"] = variables
     text = tomlkit.dumps(settings)
     tomllib.loads(text)  # what uv will read must be valid TOML

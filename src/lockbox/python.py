@@ -35,7 +35,7 @@ from lockbox import build_identity
 from lockbox.errors import LockboxError
 from lockbox.interpreters import Interpreter
 from lockbox.progress import Progress, silent
-from lockbox.sandbox import REPRODUCIBLE_ENV
+from lockbox.sandbox import REPRODUCIBLE_ENV, check_variables
 from lockbox.store import Entry, Store
 
 _LEFT_OUT_AT_TOP = ("test", "idlelib", "tkinter", "turtledemo", "config-*", "site-packages")
@@ -130,7 +130,7 @@ def _compile_bytecode(python: Path, stdlib: Path, progress: Progress) -> None:
 
     progress.info("compiling the standard library's bytecode")
     run(compileall_argv(python, [stdlib], strip=stdlib.parent.parent, prepend="/lockbox/python"),
-        env=BYTECODE_ENV, progress=progress)
+        env={**BYTECODE_ENV, **check_variables()}, progress=progress)
 
 
 def compileall_argv(python: str | os.PathLike[str], targets: Sequence[str | os.PathLike[str]],

@@ -36,6 +36,29 @@ REPRODUCIBLE_ENV: Mapping[str, str] = {
 BUILD_ROOT = Path("/tmp/lockbox-build")
 """Where a sandboxed build sees the store's working directory."""
 
+HOSTNAME = "lockbox"
+"""The host name every sandboxed command sees: builds that record it record this."""
+
+CHECK_ENV = "LOCKBOX_CHECK_ENV"
+"""Set by ``lockbox check`` for its rebuild (:mod:`lockbox.variations`): a JSON object of
+variables that every build command gets on purpose, over lockbox's fixed environment (the
+varied clock, which no environment of lockbox's can fix): the offline sandbox's commands,
+the interpreter entry's compilation and every build backend of the dependency phase."""
+
+
+def check_variables() -> dict[str, str]:
+    """The variables ``lockbox check`` passes into build commands; none in a normal build."""
+    text = os.environ.get(CHECK_ENV)
+    if not text:
+        return {}
+    import json
+
+    return {str(key): str(value) for key, value in json.loads(text).items()}
+
+
+def _setenv(variables: Mapping[str, str]) -> list[str]:
+    return [word for key, value in sorted(variables.items()) for word in ("--setenv", key, value)]
+
 
 @dataclass(frozen=True)
 class Sandbox:
@@ -79,7 +102,7 @@ class Sandbox:
         command = [
             os.fspath(self.executable), "--ro-bind", "/", "/", "--dev", "/dev",
             "--proc", "/proc", "--tmpfs", "/tmp",
-            "--unshare-net", "--unshare-ipc", "--unshare-uts", "--hostname", "lockbox",
+            "--unshare-net", "--unshare-ipc", "--unshare-uts", "--hostname", HOSTNAME,
             "--die-with-parent", "--clearenv",
         ]
         for path in hidden:
@@ -88,18 +111,19 @@ class Sandbox:
             command += ["--ro-bind", os.fspath(path), os.fspath(path)]
         for host, inside in writable:
             command += ["--bind", os.fspath(host), os.fspath(inside)]
-        for key, value in sorted(env.items()):
-            command += ["--setenv", key, value]
+        command += _setenv({**env, **check_variables()})
         command += ["--chdir", os.fspath(cwd), "--"]
         return command + [os.fspath(arg) for arg in argv]
 
     def wrap(self, argv: Sequence[str | os.PathLike[str]], *, root: Path, cwd: Path,
              binds: Sequence[tuple[Path, Path]] = (), read_only: Sequence[Path] = ()) -> list[str]:
-        """``argv`` run with ``root`` mounted at :data:`BUILD_ROOT`, each ``(host, inside)``
+        """``argv`` run with ``root`` mounted at :data:`BUILD_ROOT` and the host name
+        :data:`HOSTNAME`, each ``(host, inside)``
         of ``binds`` mounted over a directory inside it, in ``cwd``; ``read_only`` paths
         cannot be changed."""
         command = [
             os.fspath(self.executable), "--dev-bind", "/", "/",
+            "--unshare-uts", "--hostname", HOSTNAME,
             "--dir", os.fspath(BUILD_ROOT),
             "--bind", os.fspath(root), os.fspath(BUILD_ROOT),
         ]

@@ -19,7 +19,8 @@ class FileChange:
     path: str
     """Relative to the layer root."""
     change: str
-    """``added``, ``removed`` or ``changed``."""
+    """``added``, ``removed``, ``changed`` (contents or kind) or ``mode`` (only the
+    executable bit)."""
     detail: str = ""
 
 
@@ -84,7 +85,10 @@ def diff_trees(old: Path, new: Path) -> TreeDiff:
         elif path not in before:
             changes.append(FileChange(path, "added"))
         elif before[path] != after[path]:
-            (kind_a, _, size_a), (kind_b, _, size_b) = before[path], after[path]
+            (kind_a, digest_a, size_a), (kind_b, digest_b, size_b) = before[path], after[path]
+            if {kind_a, kind_b} == {"file", "executable"} and digest_a == digest_b:
+                changes.append(FileChange(path, "mode", f"{kind_a} → {kind_b}"))
+                continue
             detail = f"{kind_a} → {kind_b}" if kind_a != kind_b else f"{size_a} → {size_b} bytes"
             changes.append(FileChange(path, "changed", detail))
     return TreeDiff(
@@ -92,3 +96,87 @@ def diff_trees(old: Path, new: Path) -> TreeDiff:
         removed_dists=tuple(sorted(dists_before - dists_after)),
         files=tuple(changes),
     )
+
+
+def owners(root: Path) -> dict[str, str]:
+    """Path (relative to ``root``) → ``name version`` of the distribution whose RECORD
+    lists it, for every ``*.dist-info/RECORD`` under ``root``."""
+    found: dict[str, str] = {}
+    for record in sorted(root.glob("**/*.dist-info/RECORD")):
+        dist_info = record.parent
+        name, _, version = dist_info.name.removesuffix(".dist-info").partition("-")
+        owner = f"{name} {version}"
+        base = dist_info.parent
+        for line in record.read_text(encoding="utf-8", errors="replace").splitlines():
+            listed = line.rsplit(",", 2)[0] if line.count(",") >= 2 else line
+            if not listed:
+                continue
+            path = os.path.normpath(os.path.join(base, listed))
+            found[os.path.relpath(path, root)] = owner
+    return found
+
+
+def source_of_bytecode(path: str) -> str | None:
+    """The ``.py`` file a ``__pycache__/name.tag.pyc`` file was compiled from."""
+    parts = Path(path)
+    if parts.parent.name != "__pycache__" or parts.suffix != ".pyc":
+        return None
+    return os.path.join(parts.parent.parent, parts.name.split(".", 1)[0] + ".py")
+
+
+DIFFOSCOPE_LINES = 40
+"""At most this many lines of diffoscope's report per file."""
+
+
+def explain(old: Path, new: Path, *, context: int = 16) -> str:
+    """A short account of how two files differ: ``diffoscope``'s report when it is
+    installed (cut to :data:`DIFFOSCOPE_LINES` lines), else a line diff of text or the first
+    differing bytes of binary files."""
+    import shutil
+    import subprocess
+
+    diffoscope = shutil.which("diffoscope")
+    if diffoscope is not None:
+        try:
+            process = subprocess.run(
+                [diffoscope, "--no-progress", "--text", "-", "--max-text-report-size", "20000",
+                 "--exclude-directory-metadata=yes", os.fspath(old), os.fspath(new)],
+                capture_output=True, text=True, errors="replace", timeout=120, check=False)
+        except subprocess.TimeoutExpired:
+            pass
+        else:
+            if process.returncode == 1 and process.stdout.strip():
+                lines = process.stdout.splitlines()
+                cut = lines[:DIFFOSCOPE_LINES]
+                if len(lines) > len(cut):
+                    cut.append(f"… {len(lines) - len(cut)} more lines (diffoscope)")
+                return "\n".join(cut)
+    return builtin_explain(old, new, context=context)
+
+
+def builtin_explain(old: Path, new: Path, *, context: int = 16, lines: int = 12) -> str:
+    """The first lines of a unified diff of two text files, or for binary files the
+    first differing offset with ``context`` bytes of each side in hex."""
+    import difflib
+
+    before, after = old.read_bytes(), new.read_bytes()
+    try:
+        text_before, text_after = before.decode("utf-8"), after.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        if "\0" not in text_before and "\0" not in text_after:
+            diff = list(difflib.unified_diff(text_before.splitlines(), text_after.splitlines(),
+                                             "registered", "rebuilt", n=1, lineterm=""))
+            shown = diff[:lines]
+            if len(diff) > len(shown):
+                shown.append(f"… {len(diff) - len(shown)} more diff lines")
+            return "\n".join(shown)
+    offset = next((i for i, (a, b) in enumerate(zip(before, after)) if a != b),
+                  min(len(before), len(after)))
+    count = sum(a != b for a, b in zip(before, after)) + abs(len(before) - len(after))
+    start = max(0, offset - context // 2)
+    return (f"binary: {count} bytes differ, the first at offset {offset:#x} "
+            f"(sizes {len(before)} and {len(after)})\n"
+            f"  registered {start:#08x}: {before[start:start + context].hex(' ')}\n"
+            f"  rebuilt    {start:#08x}: {after[start:start + context].hex(' ')}")

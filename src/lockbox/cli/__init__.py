@@ -14,11 +14,12 @@ import sys
 from collections.abc import Sequence
 
 from lockbox import __version__
-from lockbox.cli import main_build, main_diff, main_hash, main_plan, main_recipe, main_store
+from lockbox.cli import (main_build, main_check, main_diff, main_hash, main_plan, main_recipe,
+                         main_store)
 from lockbox.cli.context import Context
 from lockbox.errors import LockboxError
 
-COMMANDS = (main_build, main_diff, main_plan, main_recipe, main_hash, main_store)
+COMMANDS = (main_build, main_check, main_diff, main_plan, main_recipe, main_hash, main_store)
 
 
 def build_parser() -> argparse.ArgumentParser:
