@@ -25,7 +25,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from lockbox.errors import LockboxError
 from lockbox.progress import Progress, silent
 from lockbox.project import Project
+from lockbox.run import run
 from lockbox.store import Entry, Store, remove_tree
 
 if TYPE_CHECKING:
@@ -122,9 +122,10 @@ class Built:
     """The registered entries of a project's application."""
 
     deps: Entry
-    python: Entry
-    bytecode: Entry | None
-    app: Entry
+    python: Entry | None = None
+    """None when only the dependency layer is checked (``--deps-only``); so are the rest."""
+    bytecode: Entry | None = None
+    app: Entry | None = None
 
 
 def check(project: Project, store: Store, built: Built, variations: Iterable[str],
@@ -158,7 +159,8 @@ def check(project: Project, store: Store, built: Built, variations: Iterable[str
                 "root": str(root),
                 "scratch": str(root / f"store-{scratch_name()}"),
                 "uv_cache": str(root / "uv-cache"),
-                "interpreter": str(_interpreter_path(built.python)),
+                "interpreter": str(_interpreter_path(built.python) if built.python
+                                   else _interpreter(project, progress).executable),
                 "bundle": project.recipe.libraries.bundle,
                 "registered": {kind: entry.path_name for kind, entry in
                                (("deps", built.deps), ("python", built.python),
@@ -168,13 +170,13 @@ def check(project: Project, store: Store, built: Built, variations: Iterable[str
             spec_file.write_text(json.dumps(spec, indent=2), encoding="utf-8")
             progress.info("rebuilding from scratch in the varied world")
             argv = world.argv([sys.executable, "-m", "lockbox.check", str(spec_file)])
-            process = subprocess.run(argv, env=world.env, preexec_fn=world.preexec,
-                                     stdout=subprocess.DEVNULL, check=False)
+            process = run(argv, env=world.env, preexec=world.preexec, check=False,
+                          on_stderr_line=lambda line: _forward(line, progress))
             result_file = work / "result.json"
             if not result_file.is_file():
                 raise CheckError(f"the rebuild stopped before it could report (exit code "
-                                 f"{process.returncode}); its output is above, its files "
-                                 f"are in {work}")
+                                 f"{process.returncode}): {process.stderr.strip()[-2000:]}\n"
+                                 f"its files are in {work}")
             rebuilt = json.loads(result_file.read_text(encoding="utf-8"))
         applied, skipped = world.applied, world.skipped
         for kind, entry in (("deps", built.deps), ("python", built.python),
@@ -203,12 +205,29 @@ def check(project: Project, store: Store, built: Built, variations: Iterable[str
     return report
 
 
+def _forward(line: str, progress: Progress) -> None:
+    """The rebuild's progress lines, as the check's own."""
+    if line.startswith(_WARNING):
+        progress.warning("rebuild: " + line.removeprefix(_WARNING))
+    elif line.strip():
+        progress.info("  rebuild: " + line)
+
+
+_WARNING = "warning: "
+
+
 def _remove_work(work: Path) -> None:
     remove_tree(work)
     try:
         work.parent.rmdir()
     except OSError:
         pass
+
+
+def _interpreter(project: Project, progress: Progress) -> Any:
+    from lockbox.interpreters import find_interpreter
+
+    return find_interpreter(project.recipe.python, project.requires_python, progress=progress)
 
 
 def _interpreter_path(python: Entry) -> Path:
@@ -235,8 +254,6 @@ def _seed_uv_cache(cache: Path, seeded: Path) -> None:
     seeded.mkdir(parents=True, exist_ok=True)
     if not cache.is_dir():
         return
-    from lockbox.run import run
-
     for bucket in sorted(cache.iterdir()):
         if bucket.name.startswith(_SKIPPED_CACHE_BUCKETS) or bucket.name.startswith("."):
             continue
@@ -286,16 +303,17 @@ def _owner(path: str, index: dict[str, str], kind: str) -> str:
 # The rebuild: runs in the varied world, as `python -m lockbox.check SPEC` ---------------
 
 class _Stderr:
-    """Progress of the rebuild, on its standard error (the check's terminal)."""
+    """Progress of the rebuild, a line each on its standard error, which the check reads."""
 
     def debug(self, message: str) -> None:
         pass
 
     def info(self, message: str) -> None:
-        print(f"  rebuild: {message}", file=sys.stderr, flush=True)
+        for line in message.splitlines():
+            print(line, file=sys.stderr, flush=True)
 
     def warning(self, message: str) -> None:
-        print(f"  rebuild: warning: {message}", file=sys.stderr, flush=True)
+        print(_WARNING + message.replace("\n", "\n  "), file=sys.stderr, flush=True)
 
 
 def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]],
@@ -342,6 +360,8 @@ def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]],
         except HashMismatch as mismatch:
             assert mismatch.kept is not None
             results["deps"] = {"hash": mismatch.got, "tree": relative(mismatch.kept)}
+        if "python" not in registered:
+            return  # the dependency layer only
         progress.info("the interpreter entry")
         python = import_python(interpreter, scratch, bundle=spec["bundle"], progress=progress)
         results["python"] = {"hash": python.entry.nar_hash.sri,

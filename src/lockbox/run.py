@@ -38,12 +38,16 @@ def run(
     input: str | None = None,
     progress: Progress = silent,
     on_stderr_line: Callable[[str], None] | None = None,
+    preexec: Callable[[], None] | None = None,
+    timeout: float | None = None,
 ) -> Completed:
     """Run a command to completion, capturing its output as text.
 
     With ``on_stderr_line`` each line the command writes to stderr is passed on as it
     comes, for long steps whose tools report progress there; it is captured all the same.
-    With ``check`` (the default) a non-zero exit raises :class:`ToolFailed`.
+    With ``check`` (the default) a non-zero exit raises :class:`ToolFailed`. ``preexec``
+    runs in the child before the command (process-wide settings: umask, CPU affinity). A
+    command still running after ``timeout`` seconds is killed and counts as exit code -9.
     """
     args = tuple(os.fspath(arg) for arg in argv)
     progress.debug("$ " + " ".join(
@@ -54,10 +58,15 @@ def run(
             process = subprocess.run(
                 args, cwd=cwd, env=dict(env) if env is not None else None, input=input,
                 capture_output=True, text=True, errors="replace", check=False,
+                preexec_fn=preexec, timeout=timeout,
             )
             returncode, stdout, stderr = process.returncode, process.stdout, process.stderr
         else:
-            returncode, stdout, stderr = _run_streaming(args, cwd, env, input, on_stderr_line)
+            returncode, stdout, stderr = _run_streaming(args, cwd, env, input, on_stderr_line,
+                                                        preexec)
+    except subprocess.TimeoutExpired as expired:
+        returncode, stdout, stderr = -9, _text(expired.stdout), _text(expired.stderr)
+        stderr += f"\n(killed after {timeout} s)"
     except FileNotFoundError:
         raise ToolMissing(f"{args[0]} is not installed or not on PATH") from None
     result = Completed(args, returncode, stdout, stderr)
@@ -72,9 +81,10 @@ def _run_streaming(
     env: Mapping[str, str] | None,
     input: str | None,
     on_stderr_line: Callable[[str], None],
+    preexec: Callable[[], None] | None,
 ) -> tuple[int, str, str]:
     with subprocess.Popen(
-        args, cwd=cwd, env=dict(env) if env is not None else None,
+        args, cwd=cwd, env=dict(env) if env is not None else None, preexec_fn=preexec,
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
     ) as process:
@@ -93,6 +103,12 @@ def _run_streaming(
         reader.join()
         returncode = process.wait()
     return returncode, "".join(stdout_chunks), "".join(stderr_lines)
+
+
+def _text(output: str | bytes | None) -> str:
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""
 
 
 def which(name: str, hint: str) -> Path:

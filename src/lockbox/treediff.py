@@ -133,24 +133,20 @@ def explain(old: Path, new: Path, *, context: int = 16) -> str:
     installed (cut to :data:`DIFFOSCOPE_LINES` lines), else a line diff of text or the first
     differing bytes of binary files."""
     import shutil
-    import subprocess
+
+    from lockbox.run import run
 
     diffoscope = shutil.which("diffoscope")
     if diffoscope is not None:
-        try:
-            process = subprocess.run(
-                [diffoscope, "--no-progress", "--text", "-", "--max-text-report-size", "20000",
-                 "--exclude-directory-metadata=yes", os.fspath(old), os.fspath(new)],
-                capture_output=True, text=True, errors="replace", timeout=120, check=False)
-        except subprocess.TimeoutExpired:
-            pass
-        else:
-            if process.returncode == 1 and process.stdout.strip():
-                lines = process.stdout.splitlines()
-                cut = lines[:DIFFOSCOPE_LINES]
-                if len(lines) > len(cut):
-                    cut.append(f"… {len(lines) - len(cut)} more lines (diffoscope)")
-                return "\n".join(cut)
+        process = run([diffoscope, "--no-progress", "--text", "-", "--max-text-report-size",
+                       "20000", "--exclude-directory-metadata=yes", old, new],
+                      check=False, timeout=120)
+        if process.returncode == 1 and process.stdout.strip():
+            lines = process.stdout.splitlines()
+            cut = lines[:DIFFOSCOPE_LINES]
+            if len(lines) > len(cut):
+                cut.append(f"… {len(lines) - len(cut)} more lines (diffoscope)")
+            return "\n".join(cut)
     return builtin_explain(old, new, context=context)
 
 

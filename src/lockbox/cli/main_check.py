@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_project_argument(parser)
     parser.add_argument("--no-vary", action="append", default=[], metavar="NAME",
                         help="leave this variation out (repeatable, or comma-separated)")
+    parser.add_argument("--deps-only", action="store_true",
+                        help="check the dependency layer only (no interpreter entry, "
+                             "bytecode or application is built)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the rebuilt trees even when everything is identical")
     parser.add_argument("--json", action="store_true",
@@ -50,12 +53,15 @@ def run_check(args: argparse.Namespace, context: Context) -> int:
     project = load_project(args.project)
     with context.open_store() as store:
         deps = _deps(project, store, context)
-        app = _app(project, store, deps, context).entry
-        assert app is not None
-        python = store.resolve((app.path / "python").resolve().name)
-        bytecode = next((entry for entry in map(store.get, app.references)
-                         if entry is not None and entry.kind == "bytecode"), None)
-        built = Built(deps=deps, python=python, bytecode=bytecode, app=app)
+        if args.deps_only:
+            built = Built(deps=deps)
+        else:
+            app = _app(project, store, deps, context).entry
+            assert app is not None
+            python = store.resolve((app.path / "python").resolve().name)
+            bytecode = next((entry for entry in map(store.get, app.references)
+                             if entry is not None and entry.kind == "bytecode"), None)
+            built = Built(deps=deps, python=python, bytecode=bytecode, app=app)
         report = check(project, store, built, variations, lambda: _find_tools(context),
                        keep=args.keep, progress=context.progress)
     if args.json:
