@@ -44,8 +44,9 @@ if TYPE_CHECKING:
 KINDS = ("deps", "python", "bytecode", "app")
 """What is rebuilt, in order; each later one needs the earlier ones identical."""
 
-_LABELS = {"deps": "dependency layer", "python": "interpreter entry",
-           "bytecode": "dependency layer's bytecode", "app": "application"}
+LABELS = {"deps": "dependency layer", "python": "interpreter entry",
+          "bytecode": "dependency layer's bytecode", "app": "application"}
+"""How the report names each kind."""
 
 EXPLAINED = 5
 """How many changed files of an entry get an explanation."""
@@ -191,7 +192,7 @@ def check(project: Project, store: Store, built: Built, variations: Iterable[str
                 compared.rebuilt_path = world.backing / result["tree"]
             entries.append(compared)
             if compared.error is None and not compared.same:
-                progress.info(f"comparing the {_LABELS[kind]} with the registered one")
+                progress.info(f"comparing the {LABELS[kind]} with the registered one")
                 _explain_difference(compared, built, progress)
     except BaseException:
         if not keep:
@@ -381,7 +382,7 @@ def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]],
             if kind in registered and not same(kind):
                 reason = ("differs" if "hash" in results.get(kind, {})
                           else "could not be rebuilt")
-                results["app"] = {"error": f"not rebuilt: its {_LABELS[kind]} {reason}"}
+                results["app"] = {"error": f"not rebuilt: its {LABELS[kind]} {reason}"}
                 return
         app = registered["app"]
         assert app is not None and registered["deps"] is not None
@@ -410,7 +411,7 @@ def main(argv: Sequence[str]) -> int:
     except LockboxError as error:
         # The step that failed is the first without a result; later ones did not run.
         failed = next(kind for kind in KINDS if kind not in results)
-        progress.warning(f"rebuilding the {_LABELS[failed]} failed: {error}")
+        progress.warning(f"rebuilding the {LABELS[failed]} failed: {error}")
         results[failed] = {"error": f"the rebuild failed: {error}"}
     (spec_file.parent / "result.json").write_text(json.dumps(results, indent=2),
                                                    encoding="utf-8")

@@ -6,8 +6,10 @@ layer. The sandbox mounts the store's working directory (``STORE/.lockbox``, whi
 staging areas and the uv cache) at :data:`BUILD_ROOT` (``/tmp/lockbox-build``, an empty
 directory on the host that only serves as the mount point), so every build sees the same
 paths wherever the store really is; concurrent builds each see their own. Staging area and
-cache being one mount, uv can hardlink from its cache instead of copying. The rest of the
-file system is the host's, network included: the dependency phase downloads.
+cache being one mount, uv can hardlink from its cache instead of copying. The host name is
+always :data:`HOSTNAME` (a new UTS namespace): a build that records it records the same
+name on every machine. The rest of the file system is the host's, network included: the
+dependency phase downloads.
 
 The assembly phase runs its commands in :meth:`Sandbox.offline` instead: a new network
 namespace with loopback only, the host's file system read-only, a clean environment, and

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lockbox.errors import LockboxError
+from lockbox.errors import LockboxError, ToolFailed
 from lockbox.progress import Progress, silent
 from lockbox.run import run
 from lockbox.sandbox import CHECK_ENV
@@ -174,9 +174,14 @@ def varied_world(enabled: Iterable[str], work: Path, environ: Mapping[str, str],
             else:
                 view = work / "view"
                 view.mkdir()
-                stack.enter_context(_disorderfs(backing, view, progress))
-                world.directory = view
-                world.applied["file-order"] = "directory entries shuffled (disorderfs)"
+                try:
+                    stack.enter_context(_disorderfs(backing, view, progress))
+                except ToolFailed as error:
+                    world.skipped["file-order"] = (f"disorderfs could not mount: "
+                                                   f"{error.stderr.strip() or error}")
+                else:
+                    world.directory = view
+                    world.applied["file-order"] = "directory entries shuffled (disorderfs)"
         for name, reason in world.skipped.items():
             progress.warning(f"variation {name} skipped: {reason}")
         yield world

@@ -72,12 +72,12 @@ def run_check(args: argparse.Namespace, context: Context) -> int:
 
 
 def _render(report: CheckReport, context: Context) -> None:
-    from lockbox.check import _LABELS
+    from lockbox.check import LABELS
 
     for name, reason in report.skipped.items():
         context.print(f"variation {name} not applied: {reason}")
     for compared in report.entries:
-        label = f"{_LABELS[compared.kind]} {compared.name}"
+        label = f"{LABELS[compared.kind]} {compared.name}"
         if compared.same:
             context.print(f"identical  {label}  {compared.registered_hash}")
         elif compared.error is not None:
