@@ -32,15 +32,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lockbox.errors import LockboxError, ToolFailed
 from lockbox.progress import Progress, silent
-from lockbox.run import run
-from lockbox.sandbox import CHECK_ENV
 
 VARIATIONS = ("build-path", "time", "umask", "tz", "locale", "hostname", "user", "env",
               "cpus", "file-order")
@@ -109,6 +106,8 @@ def varied_world(enabled: Iterable[str], work: Path, environ: Mapping[str, str],
     """The world for a rebuild writing under ``work`` (made here), the caller's environment
     being ``environ``. A ``disorderfs`` mount is undone on exit; what was written stays in
     :attr:`World.backing`."""
+    from lockbox.sandbox import CHECK_ENV
+
     enabled = set(enabled)
     backing = work / "tree"
     backing.mkdir(parents=True)
@@ -188,6 +187,7 @@ def varied_world(enabled: Iterable[str], work: Path, environ: Mapping[str, str],
 
 
 def _bubblewrap(namespaces: list[str], world: World, progress: Progress) -> list[str]:
+    from lockbox.run import run
     from lockbox.sandbox import Sandbox
 
     sandbox = Sandbox.find(progress)
@@ -220,6 +220,8 @@ def _disorderfs_missing() -> str:
 def _disorderfs(backing: Path, view: Path, progress: Progress) -> Iterator[None]:
     from shutil import which
 
+    from lockbox.run import run
+
     # Shuffled, not reversed: a fixed reversal could agree with some other fixed order.
     # multi-user: the varied user (another uid) may use the mount too.
     run(["disorderfs", "--shuffle-dirents=yes", "--reverse-dirents=no",
@@ -234,4 +236,6 @@ def _disorderfs(backing: Path, view: Path, progress: Progress) -> Iterator[None]
 
 def scratch_name() -> str:
     """A new directory name, different on every rebuild."""
+    import uuid
+
     return uuid.uuid4().hex[:12]
