@@ -7,7 +7,8 @@ against the one the recipe declares (``deps.hash``). The declared hash pins ever
 layer that hashes differently is kept aside for ``lockbox diff`` and never registered, and
 when a layer with the declared hash is already in the store nothing runs at all.
 
-Steps, in order: look up → plan (:mod:`lockbox.plan`) → install (:mod:`lockbox.install`) →
+Steps, in order: look up → plan (:mod:`lockbox.plan`) → fetch the extra sources
+(:mod:`lockbox.sources`) → install (:mod:`lockbox.install`) →
 normalise and scrub (:mod:`lockbox.layer`) → hash → compare with the declared hash → register.
 """
 
@@ -163,6 +164,7 @@ def _metadata(project: Project, plan: Plan, interpreter: Interpreter, tools: Too
             for planned in plan.installed
             if planned.form != "member" and planned.package.name not in project.recipe.deps.exclude
         },
+        "extra-sources": [source.label for source in project.recipe.deps.extra_sources],
         "scrubbed": {"files": report.scrub.files, "occurrences": report.scrub.occurrences},
     }
 

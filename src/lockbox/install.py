@@ -84,7 +84,9 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
     # `lockbox check`'s clock reaches every build backend, but not uv: uv checks TLS
     # certificates, which a clock a year ahead fails.
     varied = check_variables()
-    built = sorted({p.package.name for p in plan.installed if p.built and p.form != "member"})
+    # Excluded packages too: an extra source usually stands in for one.
+    built = sorted({p.package.name for p in plan.installed if p.built and p.form != "member"}
+                   | set(deps.exclude))
     if deps.build or varied:
         config = work / "uv.toml"
         config.write_text(_uv_config(project, deps.build, env,
@@ -101,12 +103,34 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
         tools.uv.sync_argv(request), root=store.work_dir, cwd=project.root,
         binds=[(tools.cache, CACHE)] if tools.cache else [], read_only=[project.root],
     )
+    extra = _fetch_extra_sources(project, store, progress)
     old_umask = os.umask(0o022)
     try:
         tools.uv.sync(argv, cwd=project.root, env=env, progress=progress,
                       on_line=lambda line: _forward_uv_line(line, progress))
+        if extra:
+            progress.info(f"installing {len(extra)} extra sources")
+            pip = [os.fspath(tools.uv.executable), "pip", "install", "--no-deps",
+                   "--python", str(inside / "venv" / "bin" / "python"),
+                   *(["--config-file", str(inside / "uv.toml")] if config else []),
+                   *[str(BUILD_ROOT / path.relative_to(store.work_dir)) for path in extra]]
+            argv = tools.sandbox.wrap(
+                pip, root=store.work_dir, cwd=project.root,
+                binds=[(tools.cache, CACHE)] if tools.cache else [], read_only=[project.root])
+            tools.uv.sync(argv, cwd=project.root, env=env, progress=progress,
+                          on_line=lambda line: _forward_uv_line(line, progress))
     finally:
         os.umask(old_umask)
+
+
+def _fetch_extra_sources(project: Project, store: Store, progress: Progress) -> list[Path]:
+    """Each of the recipe's extra sources, fetched (once) and checked against its hash."""
+    if not project.recipe.deps.extra_sources:
+        return []
+    from lockbox.sources import fetch
+
+    return [fetch(source, store.work_dir / "sources", progress)
+            for source in project.recipe.deps.extra_sources]
 
 
 _WRAPPER = """\

@@ -11,7 +11,8 @@ nothing that depends on where or when it was built:
   and an ELF file that was changed gets a build-id of its new bytes (:mod:`lockbox.buildid`);
 - ``direct_url.json`` pointing at a local path (``file://``) is dropped: it names a
   directory of the build machine; so is uv's ``uv_build.json``, which records the build's
-  variables, the machine's ``PATH`` among them;
+  variables, the machine's ``PATH`` among them, and its ``uv_cache.json``, which records
+  when a local source (a path, an extra source) was read;
 - each ``RECORD`` is rewritten to list the files that are really there, with the hashes and
   sizes of their final bytes, sorted.
 
@@ -204,6 +205,9 @@ def _dropped(name: str, relative: str, in_dist_info: bool, path: str, report: La
         return True
     if name == "uv_build.json":
         _count(report, "uv_build.json (the build's variables, PATH included)")
+        return True
+    if name == "uv_cache.json":
+        _count(report, "uv_cache.json (when a local source was read)")
         return True
     return False
 

@@ -43,6 +43,24 @@ class BuildEnv:
 
 
 @dataclass(frozen=True)
+class ExtraSource:
+    """A distribution that is not installed from uv.lock but fetched by URL or from a git
+    repository, checked against a declared hash, and installed into the layer."""
+
+    hash: Sha256
+    """For ``url``: SHA-256 of the downloaded file (as an index publishes it); for ``git``:
+    NAR hash of the checkout without ``.git``."""
+    url: str | None = None
+    git: str | None = None
+    rev: str | None = None
+    """The commit of ``git`` (40 hex digits)."""
+
+    @property
+    def label(self) -> str:
+        return self.url if self.url is not None else f"{self.git}@{self.rev}"
+
+
+@dataclass(frozen=True)
 class Deps:
     """The fixed-output dependency layer."""
 
@@ -56,6 +74,8 @@ class Deps:
     """Packages left out of the install (normalised names)."""
     build: Mapping[str, BuildEnv] = field(default_factory=dict)
     """Per-package build environment, by normalised package name."""
+    extra_sources: tuple[ExtraSource, ...] = ()
+    """Installed after uv.lock's packages, each pinned by its own hash."""
 
 
 @dataclass(frozen=True)
@@ -298,7 +318,8 @@ def parse_recipe(
 
 def _deps(reader: _Reader, data: object) -> Deps:
     path: KeyPath = ("deps",)
-    table = reader.table(data, path, ("hash", "groups", "extras", "exclude", "build"))
+    table = reader.table(data, path, ("hash", "groups", "extras", "exclude", "build",
+                                      "extra-sources"))
     declared = None
     text = reader.string(table, path, "hash")
     if text is not None:
@@ -333,7 +354,45 @@ def _deps(reader: _Reader, data: object) -> Deps:
         extras=reader.strings(table, path, "extras"),
         exclude=tuple(canonical_name(n) for n in reader.strings(table, path, "exclude")),
         build=build,
+        extra_sources=_extra_sources(reader, table.get("extra-sources", [])),
     )
+
+
+_COMMIT = re.compile(r"[0-9a-f]{40}\Z")
+
+
+def _extra_sources(reader: _Reader, data: object) -> tuple[ExtraSource, ...]:
+    path: KeyPath = ("deps", "extra-sources")
+    if not isinstance(data, list):
+        reader.problem(path, f"expected an array of tables, got {_kind(data)}")
+        return ()
+    sources = []
+    for index, item in enumerate(data):
+        where = path + (index,)
+        table = reader.table(item, where, ("url", "git", "rev", "hash"))
+        url, git = reader.string(table, where, "url"), reader.string(table, where, "git")
+        rev, text = reader.string(table, where, "rev"), reader.string(table, where, "hash")
+        if (url is None) == (git is None):
+            reader.problem(where, "give either url (an archive) or git (a repository with rev)")
+        if url is not None and not url.startswith(("https://", "http://", "file://")):
+            reader.problem(where + ("url",), "expected an http(s):// or file:// URL")
+        if git is not None and (rev is None or not _COMMIT.match(rev)):
+            reader.problem(where + ("rev",) if rev else where,
+                           "a git source needs rev, the full commit (40 hex digits)")
+        if url is not None and rev is not None:
+            reader.problem(where + ("rev",), "rev belongs to a git source, not to url")
+        declared = None
+        if text is None:
+            reader.problem(where, "hash is required: an extra source is pinned by it "
+                           "(sha256 of the file for url, NAR hash of the checkout for git)")
+        else:
+            try:
+                declared = Sha256.parse(text)
+            except HashFormatError as error:
+                reader.problem(where + ("hash",), str(error))
+        if declared is not None:
+            sources.append(ExtraSource(declared, url, git, rev))
+    return tuple(sources)
 
 
 def _libraries(reader: _Reader, data: object) -> Libraries:
@@ -480,6 +539,12 @@ def recipe_as_dict(recipe: Recipe) -> dict[str, Any]:
         name: {"path": list(env.path), "env": dict(env.env)}
         for name, env in sorted(recipe.deps.build.items())
     }
+    deps["extra-sources"] = [
+        {key: value for key, value in (("url", source.url), ("git", source.git),
+                                       ("rev", source.rev), ("hash", source.hash.sri))
+         if value is not None}
+        for source in recipe.deps.extra_sources
+    ]
     result: dict[str, Any] = {"project": str(recipe.project)}
     if recipe.name is not None:
         result["name"] = recipe.name

@@ -118,7 +118,8 @@ class Uv:
         progress: Progress = silent,
         on_line: Callable[[str], None] | None = None,
     ) -> str:
-        """Run a (possibly sandboxed) ``uv sync`` command line; return uv's report."""
+        """Run a (possibly sandboxed) ``uv sync`` or ``uv pip install`` command line;
+        return uv's report."""
         try:
             return run(argv, cwd=cwd, env=env, progress=progress,
                        on_stderr_line=on_line or progress.debug).stderr

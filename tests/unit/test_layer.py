@@ -38,6 +38,7 @@ def venv(tmp_path: Path) -> Path:
     (dist / "INSTALLER").write_text("uv\n")
     (dist / "direct_url.json").write_text(json.dumps({"url": "file:///home/me/pkg"}))
     (dist / "uv_build.json").write_text('{"extra_build_variables": {"PATH": "/usr/bin"}}')
+    (dist / "uv_cache.json").write_text('{"timestamp":{"secs_since_epoch":1795676256}}')
     (dist / "RECORD").write_text(
         "pkg/__init__.py,sha256=stale,1\n"
         "pkg/__pycache__/__init__.cpython-312.pyc,,\n"
@@ -65,6 +66,7 @@ def test_only_site_packages_is_kept_and_build_leftovers_are_dropped(venv: Path, 
     assert not os.stat(site / "pkg" / "__init__.py").st_mode & 0o111
     assert report.dropped["__pycache__ directories"] == 1
     assert report.dropped["direct_url.json of local paths"] == 1
+    assert report.dropped["uv_cache.json (when a local source was read)"] == 1
     assert [(d.name, d.version) for d in report.distributions] == [("pkg", "1.0")]
 
 

@@ -227,3 +227,39 @@ def test_canonical_names_follow_packaging() -> None:
         assert canonical_name(name) == canonicalize_name(name)
 
     same()
+
+
+def test_extra_sources_are_read_by_url_or_git(make_project: Callable[..., Path]) -> None:
+    digest = "fde3b8099b56b5c956415df8933e2227e1914e805a277b844f2f9e52341738f2"
+    root = make_project(f"""
+        [[tool.lockbox.deps.extra-sources]]
+        url = "https://files.example.org/opencontainers-0.0.14.tar.gz"
+        hash = "sha256:{digest}"
+
+        [[tool.lockbox.deps.extra-sources]]
+        git = "https://git.example.org/oci-python"
+        rev = "ceb4fcc090851717a3069d78e85ceb1e86c2740c"
+        hash = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+        """)
+    by_url, by_git = load_project(root).recipe.deps.extra_sources
+    assert (by_url.url, by_url.hash.hex, by_url.git) == (
+        "https://files.example.org/opencontainers-0.0.14.tar.gz", digest, None)
+    assert (by_git.git, by_git.rev, by_git.url) == (
+        "https://git.example.org/oci-python", "ceb4fcc090851717a3069d78e85ceb1e86c2740c", None)
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ('url = "https://x.org/a.tar.gz"', r"extra-sources\[0\]: hash is required"),
+    ('url = "https://x.org/a.tar.gz"\ngit = "https://x.org/r"\nhash = "sha256:' + "0" * 64 + '"',
+     r"extra-sources\[0\]: give either url .* or git"),
+    ('git = "https://x.org/r"\nrev = "main"\nhash = "sha256:' + "0" * 64 + '"',
+     r"extra-sources\[0\]\.rev: a git source needs rev, the full commit"),
+    ('url = "ftp://x.org/a.tar.gz"\nhash = "sha256:' + "0" * 64 + '"',
+     r"extra-sources\[0\]\.url: expected an http\(s\):// or file:// URL"),
+    ('url = "https://x.org/a.tar.gz"\nhash = "md5:abc"', r"extra-sources\[0\]\.hash: "),
+])
+def test_extra_source_mistakes_are_located(make_project: Callable[..., Path], source: str,
+                                           message: str) -> None:
+    root = make_project("[[tool.lockbox.deps.extra-sources]]\n" + source + "\n")
+    with pytest.raises(RecipeError, match=message):
+        load_project(root)
