@@ -26,7 +26,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +38,7 @@ from lockbox.run import run
 from lockbox.store import Entry, Store, remove_tree
 
 if TYPE_CHECKING:
-    from lockbox.install import Tools
+    from lockbox.interpreters import Interpreter
     from lockbox.treediff import FileChange
 
 KINDS = ("deps", "python", "bytecode", "app")
@@ -128,14 +128,19 @@ class Built:
     bytecode: Entry | None = None
     app: Entry | None = None
 
+    def entries(self) -> list[tuple[str, Entry]]:
+        """``(kind, entry)`` of each entry there is, in the order of :data:`KINDS`."""
+        return [(kind, entry) for kind, entry in (("deps", self.deps), ("python", self.python),
+                                                  ("bytecode", self.bytecode), ("app", self.app))
+                if entry is not None]
 
-def check(project: Project, store: Store, built: Built, variations: Iterable[str],
-          find_tools: Callable[[], Tools], *, keep: bool = False,
-          progress: Progress = silent) -> CheckReport:
+
+def check(project: Project, store: Store, built: Built, variations: Iterable[str], *,
+          keep: bool = False, progress: Progress = silent) -> CheckReport:
     """Rebuild what ``built`` holds in a varied world and compare."""
+    from lockbox.install import default_uv_cache, uv_cache_dir
     from lockbox.variations import scratch_name, varied_world
 
-    tools = find_tools()
     checks = store.work_dir / "checks"
     work = checks / f"{project.app_name}-{scratch_name()}"
     work.mkdir(parents=True)
@@ -150,7 +155,8 @@ def check(project: Project, store: Store, built: Built, variations: Iterable[str
                 project_dir = root / f"project-{scratch_name()}"
                 progress.info(f"copying the project to {project_dir}")
                 _copy_project(project.root, project_dir)
-            _seed_uv_cache(tools.cache or store.work_dir / "uv-cache", world.backing / "uv-cache")
+            _seed_uv_cache(uv_cache_dir(store, default_uv_cache(os.environ)),
+                           world.backing / "uv-cache")
             spec = {
                 "recipe": str(project.recipe.source if project.recipe.source is not None
                               and project.recipe.source.name == "lockbox.toml"
@@ -163,9 +169,7 @@ def check(project: Project, store: Store, built: Built, variations: Iterable[str
                 "interpreter": str(_interpreter_path(built.python) if built.python
                                    else _interpreter(project, progress).executable),
                 "bundle": project.recipe.libraries.bundle,
-                "registered": {kind: entry.path_name for kind, entry in
-                               (("deps", built.deps), ("python", built.python),
-                                ("bytecode", built.bytecode), ("app", built.app)) if entry},
+                "registered": {kind: entry.path_name for kind, entry in built.entries()},
             }
             spec_file = work / "spec.json"
             spec_file.write_text(json.dumps(spec, indent=2), encoding="utf-8")
@@ -180,10 +184,7 @@ def check(project: Project, store: Store, built: Built, variations: Iterable[str
                                  f"its files are in {work}")
             rebuilt = json.loads(result_file.read_text(encoding="utf-8"))
         applied, skipped = world.applied, world.skipped
-        for kind, entry in (("deps", built.deps), ("python", built.python),
-                            ("bytecode", built.bytecode), ("app", built.app)):
-            if entry is None:
-                continue
+        for kind, entry in built.entries():
             compared = Compared(kind, entry.name, entry.nar_hash.sri, entry.path)
             result = rebuilt.get(kind, {"error": "not rebuilt: an earlier step failed"})
             compared.error = result.get("error")
@@ -225,7 +226,7 @@ def _remove_work(work: Path) -> None:
         pass
 
 
-def _interpreter(project: Project, progress: Progress) -> Any:
+def _interpreter(project: Project, progress: Progress) -> Interpreter:
     from lockbox.interpreters import find_interpreter
 
     return find_interpreter(project.recipe.python, project.requires_python, progress=progress)
@@ -286,19 +287,14 @@ def _explain_difference(compared: Compared, built: Built, progress: Progress) ->
 
 
 def _owner(path: str, index: dict[str, str], kind: str) -> str:
-    from lockbox.treediff import source_of_bytecode
+    from lockbox.treediff import dist_info_owner, source_of_bytecode
 
     if kind == "python":
         return "(the interpreter)"
     for candidate in (path, source_of_bytecode(path)):
         if candidate and candidate in index:
             return index[candidate]
-    parts = Path(path).parts
-    for part in parts:
-        if part.endswith(".dist-info"):
-            name, _, version = part.removesuffix(".dist-info").partition("-")
-            return f"{name} {version}"
-    return "(the project)" if kind == "app" else "(no distribution)"
+    return dist_info_owner(path) or ("(the project)" if kind == "app" else "(no distribution)")
 
 
 # The rebuild: runs in the varied world, as `python -m lockbox.check SPEC` ---------------

@@ -76,7 +76,7 @@ def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
 
     # What building takes is imported only now: a lookup must start as fast as a no-op
     # `uv sync`.
-    from lockbox.install import build_roots, install
+    from lockbox.install import build_roots, install, uv_cache_dir
     from lockbox.interpreters import find_interpreter
     from lockbox.layer import normalise
     from lockbox.lock import read_lock
@@ -94,7 +94,7 @@ def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
         f"installing {len(plan.installed) - len(plan.by_form('member'))} packages "
         f"({built} from source) with uv {tools.uv.version} for {interpreter.label}"
     )
-    (tools.cache or store.work_dir / "uv-cache").mkdir(parents=True, exist_ok=True)
+    uv_cache_dir(store, tools.cache).mkdir(parents=True, exist_ok=True)
     with store.staging() as stage:
         # The stage is inside the store's working directory, which the sandbox mounts at
         # BUILD_ROOT: the environment is built where the layer will be registered from.

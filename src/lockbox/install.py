@@ -58,6 +58,12 @@ def default_uv_cache(environ: Mapping[str, str]) -> Path | None:
     return None
 
 
+def uv_cache_dir(store: Store, cache: Path | None) -> Path:
+    """The uv cache the dependency phase uses, as the host sees it: ``cache`` (from
+    :func:`default_uv_cache`) if given, else the store's own."""
+    return cache or store.work_dir / "uv-cache"
+
+
 def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store, work: Path,
             tools: Tools, progress: Progress = silent) -> None:
     """Install the locked third-party packages into ``work/venv``, ``work`` being a
@@ -99,26 +105,24 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
         exclude=deps.exclude,
         config_file=inside / "uv.toml" if config else None,
     )
-    argv = tools.sandbox.wrap(
-        tools.uv.sync_argv(request), root=store.work_dir, cwd=project.root,
-        binds=[(tools.cache, CACHE)] if tools.cache else [], read_only=[project.root],
-    )
     extra = _fetch_extra_sources(project, store, progress)
+
+    def run_uv(argv: list[str]) -> None:
+        sandboxed = tools.sandbox.wrap(
+            argv, root=store.work_dir, cwd=project.root,
+            binds=[(tools.cache, CACHE)] if tools.cache else [], read_only=[project.root])
+        tools.uv.sync(sandboxed, cwd=project.root, env=env, progress=progress,
+                      on_line=lambda line: _forward_uv_line(line, progress))
+
     old_umask = os.umask(0o022)
     try:
-        tools.uv.sync(argv, cwd=project.root, env=env, progress=progress,
-                      on_line=lambda line: _forward_uv_line(line, progress))
+        run_uv(tools.uv.sync_argv(request))
         if extra:
             progress.info(f"installing {len(extra)} extra sources")
-            pip = [os.fspath(tools.uv.executable), "pip", "install", "--no-deps",
-                   "--python", str(inside / "venv" / "bin" / "python"),
-                   *(["--config-file", str(inside / "uv.toml")] if config else []),
-                   *[str(BUILD_ROOT / path.relative_to(store.work_dir)) for path in extra]]
-            argv = tools.sandbox.wrap(
-                pip, root=store.work_dir, cwd=project.root,
-                binds=[(tools.cache, CACHE)] if tools.cache else [], read_only=[project.root])
-            tools.uv.sync(argv, cwd=project.root, env=env, progress=progress,
-                          on_line=lambda line: _forward_uv_line(line, progress))
+            run_uv(tools.uv.pip_install_argv(
+                inside / "venv" / "bin" / "python",
+                [BUILD_ROOT / path.relative_to(store.work_dir) for path in extra],
+                config_file=request.config_file))
     finally:
         os.umask(old_umask)
 

@@ -62,16 +62,17 @@ def _index(root: Path) -> dict[str, tuple[str, str, int]]:
     return result
 
 
+def dist_info_owner(path: str) -> str | None:
+    """``name version`` of the ``*.dist-info`` directory ``path`` is in (or is), if any."""
+    for part in Path(path).parts:
+        if part.endswith(".dist-info"):
+            name, _, version = part.removesuffix(".dist-info").partition("-")
+            return f"{name} {version}"
+    return None
+
+
 def _distributions(files: dict[str, tuple[str, str, int]]) -> set[str]:
-    found = set()
-    for path in files:
-        parts = Path(path).parts
-        for part in parts:
-            if part.endswith(".dist-info"):
-                name, _, version = part.removesuffix(".dist-info").partition("-")
-                found.add(f"{name} {version}")
-                break
-    return found
+    return {owner for path in files if (owner := dist_info_owner(path)) is not None}
 
 
 def diff_trees(old: Path, new: Path) -> TreeDiff:
@@ -103,10 +104,9 @@ def owners(root: Path) -> dict[str, str]:
     lists it, for every ``*.dist-info/RECORD`` under ``root``."""
     found: dict[str, str] = {}
     for record in sorted(root.glob("**/*.dist-info/RECORD")):
-        dist_info = record.parent
-        name, _, version = dist_info.name.removesuffix(".dist-info").partition("-")
-        owner = f"{name} {version}"
-        base = dist_info.parent
+        owner = dist_info_owner(record.parent.name)
+        assert owner is not None
+        base = record.parent.parent
         for line in record.read_text(encoding="utf-8", errors="replace").splitlines():
             listed = line.rsplit(",", 2)[0] if line.count(",") >= 2 else line
             if not listed:

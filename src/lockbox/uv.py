@@ -109,6 +109,16 @@ class Uv:
             argv += ["--config-file", os.fspath(request.config_file)]
         return argv
 
+    def pip_install_argv(self, python: Path, paths: Sequence[Path], *,
+                         config_file: Path | None = None) -> list[str]:
+        """The ``uv pip install`` command line that installs the distributions at
+        ``paths`` (archives or source trees), and nothing they require, for ``python``."""
+        argv = [os.fspath(self.executable), "pip", "install", "--no-deps",
+                "--python", os.fspath(python)]
+        if config_file is not None:
+            argv += ["--config-file", os.fspath(config_file)]
+        return argv + [os.fspath(path) for path in paths]
+
     def sync(
         self,
         argv: Sequence[str],

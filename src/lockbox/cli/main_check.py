@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run_check(args: argparse.Namespace, context: Context) -> int:
     from lockbox.check import Built, check
-    from lockbox.cli.main_build import _app, _deps, _find_tools
+    from lockbox.cli.main_build import _app, _deps
     from lockbox.project import load_project
     from lockbox.variations import parse_variations
 
@@ -62,8 +62,8 @@ def run_check(args: argparse.Namespace, context: Context) -> int:
             bytecode = next((entry for entry in map(store.get, app.references)
                              if entry is not None and entry.kind == "bytecode"), None)
             built = Built(deps=deps, python=python, bytecode=bytecode, app=app)
-        report = check(project, store, built, variations, lambda: _find_tools(context),
-                       keep=args.keep, progress=context.progress)
+        report = check(project, store, built, variations, keep=args.keep,
+                       progress=context.progress)
     if args.json:
         context.print(json.dumps(report.as_json(), indent=2))
     else:
