@@ -64,6 +64,8 @@ class Sources:
     """Every project path the assembly reads, relative to the project root, sorted."""
     digest: str
     """SHA-256 over those paths' names, modes and bytes."""
+    consulted: tuple[str, ...] = ()
+    """Every file read and directory listed for the digest (absolute)."""
 
 
 @dataclass
@@ -92,6 +94,9 @@ class AppResult:
     reused: bool
     """True when it was in the store already and nothing ran."""
     report: AssemblyReport | None
+    consulted: tuple[str, ...] = ()
+    """For a build in the store: every path read to find it (the project's sources, the
+    interpreter's files), what would notice a change."""
 
 
 def read_sources(project: Project, interpreter: Interpreter) -> Sources:
@@ -124,7 +129,8 @@ def read_sources(project: Project, interpreter: Interpreter) -> Sources:
         if path.startswith(".."):
             raise AssemblyError(f"{path} is outside the project {project.root}: lockbox "
                                 "assembles only what is inside it")
-    return Sources(tuple(members), tuple(relative), _digest(project.root, relative))
+    digest, consulted = _digest(project.root, relative)
+    return Sources(tuple(members), tuple(relative), digest, consulted)
 
 
 def _inside(project: Project, relative: str, key: str) -> Path:
@@ -134,10 +140,15 @@ def _inside(project: Project, relative: str, key: str) -> Path:
     return path
 
 
-def _digest(root: Path, paths: Sequence[str]) -> str:
+def _digest(root: Path, paths: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+    """The digest of ``paths`` under ``root`` and every path read or listed for it."""
     digest = hashlib.sha256()
+    consulted: list[str] = []
     for relative in paths:
         for path, info in _walk(root / relative):
+            consulted.append(path)
+            if stat.S_ISDIR(info.st_mode):
+                continue
             name = os.path.relpath(path, root).encode()
             if stat.S_ISLNK(info.st_mode):
                 digest.update(b"l\0" + name + b"\0" + os.fsencode(os.readlink(path)) + b"\0")
@@ -146,15 +157,18 @@ def _digest(root: Path, paths: Sequence[str]) -> str:
                 digest.update(kind + b"\0" + name + b"\0" + str(info.st_size).encode() + b"\0")
                 with open(path, "rb") as file:
                     digest.update(file.read())
-    return digest.hexdigest()
+    return digest.hexdigest(), tuple(consulted)
 
 
 def _walk(top: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """Every file and directory under ``top`` (or ``top`` itself), sorted, ignored names
+    left out; a directory comes before what it holds."""
     info = os.lstat(top)
     if not stat.S_ISDIR(info.st_mode):
         yield os.fspath(top), info
         return
     for directory, dirnames, filenames in os.walk(top):
+        yield directory, os.lstat(directory)
         dirnames[:] = sorted(d for d in dirnames if not _ignored(d))
         for name in sorted(filenames):
             if not _ignored(name):
@@ -186,7 +200,7 @@ def app_inputs(project: Project, deps: Entry, python: Entry, sources: Sources,
 def build_app(project: Project, store: Store, deps: Entry, interpreter: Interpreter,
               progress: Progress = silent) -> AppResult:
     """Make (or find) the application of ``project`` in ``store`` from the layer ``deps``."""
-    from lockbox.python import import_python
+    from lockbox.python import fingerprint_paths, import_python
 
     sources = read_sources(project, interpreter)
     python = import_python(interpreter, store, bundle=project.recipe.libraries.bundle,
@@ -197,7 +211,8 @@ def build_app(project: Project, store: Store, deps: Entry, interpreter: Interpre
     if existing is not None:
         progress.info(f"the application is in the store: {existing.path}")
         store.add_root(name, existing)
-        return AppResult(existing.path, existing, reused=True, report=None)
+        consulted = (*sources.consulted, *map(str, fingerprint_paths(interpreter)))
+        return AppResult(existing.path, existing, reused=True, report=None, consulted=consulted)
     sandbox = _sandbox(progress)
     out = store.root / f"{inputs_digest('app', name, inputs)}-{name}"
     bytecode = (deps_bytecode(store, deps, python, sandbox, progress)

@@ -170,9 +170,8 @@ def candidate_paths(environ: Mapping[str, str]) -> Iterator[Path]:
             seen.add(real)
             yield path
 
-    for directory in environ.get("PATH", "").split(os.pathsep):
-        if not directory or "shims" in Path(directory).parts:
-            continue  # pyenv shims re-dispatch; pyenv's versions are listed below instead
+    path_dirs, install_roots = _search_dirs(environ)
+    for directory in path_dirs:
         try:
             entries = sorted(os.listdir(directory))
         except OSError:
@@ -180,15 +179,35 @@ def candidate_paths(environ: Mapping[str, str]) -> Iterator[Path]:
         for name in entries:
             if names.fullmatch(name):
                 yield from unique(Path(directory, name))
+    for root in install_roots:
+        for install in sorted(root.glob("*/bin/python3")):
+            yield from unique(install)
+
+
+def _search_dirs(environ: Mapping[str, str]) -> tuple[list[Path], list[Path]]:
+    """The ``PATH`` directories searched for ``python3*``, and the roots (pyenv's versions,
+    uv's managed Pythons) whose ``*/bin/python3`` are candidates."""
+    path_dirs = [
+        Path(directory) for directory in environ.get("PATH", "").split(os.pathsep)
+        # pyenv shims re-dispatch; pyenv's versions are listed instead
+        if directory and "shims" not in Path(directory).parts
+    ]
     home = Path(environ.get("HOME", "~")).expanduser()
     pyenv = Path(environ.get("PYENV_ROOT", home / ".pyenv"))
     uv_pythons = Path(
         environ.get("UV_PYTHON_INSTALL_DIR")
         or Path(environ.get("XDG_DATA_HOME", home / ".local/share")) / "uv/python"
     )
-    for root in (pyenv / "versions", uv_pythons):
-        for install in sorted(root.glob("*/bin/python3")):
-            yield from unique(install)
+    return path_dirs, [pyenv / "versions", uv_pythons]
+
+
+def discovery_paths(request: str | None, environ: Mapping[str, str]) -> list[Path]:
+    """What :func:`find_interpreter` looks at before it runs a candidate: the path a recipe
+    names, or the directories it lists. A new install shows in their modification times."""
+    if request is not None and "/" in request:
+        return [Path(request)]
+    path_dirs, install_roots = _search_dirs(environ)
+    return [*path_dirs, *install_roots]
 
 
 def _version_in_path(path: Path) -> Version | None:

@@ -55,6 +55,9 @@ class Project:
     """Build-relevant ``[tool.uv]`` settings."""
     recipe: Recipe
     """The validated recipe (all defaults when the project has none)."""
+    consulted: tuple[Path, ...] = ()
+    """Every path :func:`load_project` looked at, present or not: what it would notice
+    changing."""
 
     @property
     def lock_path(self) -> Path:
@@ -135,6 +138,8 @@ def load_project(target: Path) -> Project:
         raise ProjectError(
             f"{root} has no uv.lock; create it with `uv lock` in {root} and commit it"
         )
+    consulted = (target, base / RECIPE_FILE, *([recipe_file] if recipe_file else []),
+                 pyproject_path, root / "uv.lock")
     return Project(
         root=root,
         name=canonical_name(project_table["name"]),
@@ -143,6 +148,7 @@ def load_project(target: Path) -> Project:
         pyproject=pyproject,
         uv=_uv_settings(pyproject, pyproject_path),
         recipe=recipe,
+        consulted=consulted,
     )
 
 

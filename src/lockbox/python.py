@@ -61,7 +61,7 @@ def python_inputs(interpreter: Interpreter, bundle: bool) -> dict[str, object]:
     # lookup would cost more than the rest of a lookup; reinstalling changes both.
     fingerprint = {
         path.name: [info.st_size, info.st_mtime_ns]
-        for path in (interpreter.executable, *_libpython(interpreter))
+        for path in fingerprint_paths(interpreter)
         for info in (path.stat(),)
     }
     return {
@@ -72,6 +72,11 @@ def python_inputs(interpreter: Interpreter, bundle: bool) -> dict[str, object]:
         "bundle": bundle,
         "lockbox": build_identity(),
     }
+
+
+def fingerprint_paths(interpreter: Interpreter) -> list[Path]:
+    """The files whose size and modification time stand for the interpreter's bytes."""
+    return [interpreter.executable, *_libpython(interpreter)]
 
 
 def import_python(interpreter: Interpreter, store: Store, *, bundle: bool = True,

@@ -8,6 +8,8 @@ Layout of a store rooted at ``ROOT``::
     ROOT/.lockbox/locks/          one lock file per entry name, held while it is registered
     ROOT/.lockbox/tmp/            staging directories, each beside the lock its writer holds
     ROOT/.lockbox/roots/<name>    garbage-collection roots: symlinks to entries
+    ROOT/.lockbox/shortcuts/      records of lookups that answer repeated commands
+                                  (lockbox.cli.shortcut); removed by every collection
 
 An entry becomes visible in two steps, each atomic: its staged directory is renamed into
 place, then its row is committed. A directory without a row is a leftover of a writer that
@@ -33,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lockbox import default_store
 from lockbox.errors import StoreError
 from lockbox.hashes import Sha256, nix_base32_encode
 from lockbox.nar import NarInfo, nar_hash
@@ -74,12 +77,8 @@ _DIGEST_BYTES = 20  # 32 base-32 characters, as Nix store path digests
 
 
 def default_store_dir(environ: Mapping[str, str]) -> Path:
-    """Where the store lives unless ``--store`` says otherwise: ``$LOCKBOX_STORE``, else
-    ``$XDG_DATA_HOME/lockbox/store`` (``~/.local/share/lockbox/store``)."""
-    if environ.get("LOCKBOX_STORE"):
-        return Path(environ["LOCKBOX_STORE"])
-    data_home = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data_home) / "lockbox" / "store"
+    """Where the store lives unless ``--store`` says otherwise (:func:`lockbox.default_store`)."""
+    return Path(default_store(environ))
 
 
 @dataclass(frozen=True)
@@ -488,11 +487,15 @@ class Store:
     def add_root(self, root_name: str, entry: Entry) -> Path:
         """Protect ``entry`` (and what it references) from garbage collection under a name."""
         check_name(root_name)
-        link = self._meta / "roots" / root_name
+        link = self.root_path(root_name)
         aside = link.with_name(f".{root_name}.{uuid.uuid4().hex}")
         os.symlink(entry.path, aside)
         os.replace(aside, link)
         return link
+
+    def root_path(self, root_name: str) -> Path:
+        """Where the root named ``root_name`` is (a symbolic link to its entry)."""
+        return self._meta / "roots" / root_name
 
     def remove_root(self, root_name: str) -> None:
         link = self._meta / "roots" / root_name
@@ -546,6 +549,8 @@ class Store:
             live = self.live()
             dead = tuple(e for e in self.entries() if e.path_name not in live)
             if not dry_run:
+                # A record may name an entry about to go: none survives a collection.
+                remove_tree(self._meta / "shortcuts")
                 for entry in dead:
                     self._delete(entry)
             return GcReport(dead, len(live), sum(e.nar_size for e in dead), dry_run)

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,6 +286,103 @@ def test_run_uses_the_built_application(app: App) -> None:
     failing = lockbox("run", app.project, "--", "python", "-c", "raise SystemExit(7)",
                       store=app.store)
     assert failing.returncode == 7
+
+
+def traced(*args: str | Path, store: Path,
+           env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], bool]:
+    """Run lockbox and tell whether it was answered by the shortcut: whether it got by
+    without importing how projects are read."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "lockbox", "--store", str(store),
+         *map(str, args)],
+        capture_output=True, text=True, env={**os.environ, **(env or {})},
+    )
+    lines = result.stderr.splitlines(keepends=True)
+    imported = {line.split("|")[-1].strip() for line in lines if line.startswith("import time:")}
+    result.stderr = "".join(line for line in lines if not line.startswith("import time:"))
+    return result, "lockbox.project" not in imported
+
+
+def settle(project: Path) -> None:
+    """Wait until nothing in ``project`` changed in the last two seconds: a run records its
+    lookup only then (a change in the same clock tick could go unnoticed otherwise)."""
+    newest = max(max(info.st_mtime, info.st_ctime)
+                 for path in [project, *project.rglob("*")] for info in (path.lstat(),))
+    time.sleep(max(0.0, newest + 2.1 - time.time()))
+
+
+@pytest.fixture(scope="module")
+def pinned(app: App, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A copy of the project with deps.hash declared (so its layer is a lookup too), built;
+    and its application."""
+    project = tmp_path_factory.mktemp("pinned") / "copy"
+    shutil.copytree(app.project, project, ignore=shutil.ignore_patterns("__pycache__"))
+    result = lockbox("lock-hash", project, store=app.store)
+    assert result.returncode == 0, result.stderr
+    built, quick = traced("build", project, store=app.store)
+    assert built.returncode == 0 and not quick, built.stderr
+    return project, Path(built.stdout.strip())
+
+
+def test_a_repeated_build_or_run_is_answered_from_the_record_of_its_lookup(
+        app: App, pinned: tuple[Path, Path]) -> None:
+    project, path = pinned
+    settle(project)
+    looked_up, quick = traced("build", project, store=app.store)
+    assert looked_up.returncode == 0 and not quick
+    records = list((app.store / ".lockbox" / "shortcuts").iterdir())
+    assert records
+    answered, quick = traced("build", project, store=app.store)
+    assert quick
+    assert (answered.returncode, answered.stdout, answered.stderr) == (
+        0, looked_up.stdout, looked_up.stderr)
+    assert "the application is in the store" in answered.stderr
+    silent, quick = traced("-q", "build", project, store=app.store)
+    assert quick and silent.stdout == looked_up.stdout and silent.stderr == ""
+
+    command = ("run", project, "--", "python", "-c",
+               "import sys; print(sys.prefix); raise SystemExit(3)")
+    first, quick = traced(*command, store=app.store)
+    assert (first.returncode, first.stdout, quick) == (3, f"{path}\n", False)
+    second, quick = traced(*command, store=app.store)
+    assert (second.returncode, second.stdout, second.stderr, quick) == (
+        3, first.stdout, first.stderr, True)
+
+
+def test_a_change_to_what_the_lookup_read_is_not_answered_from_its_record(
+        app: App, pinned: tuple[Path, Path], tmp_path: Path) -> None:
+    project, path = pinned
+    settle(project)
+    recorded, _ = traced("build", project, store=app.store)  # a lookup, recorded (or answered)
+    assert recorded.returncode == 0, recorded.stderr
+
+    def answered(env: dict[str, str] | None = None) -> bool:
+        result, quick = traced("build", project, store=app.store, env=env)
+        assert result.returncode == 0, result.stderr
+        assert Path(result.stdout.strip()) == path
+        return quick
+
+    assert answered()
+    member = next(project.glob("packages/tools/src/asm_tools"))
+    (member / "cli.py").touch()  # new mtime, same bytes: the same application, looked up
+    assert not answered()
+    assert not answered()  # that change was too recent to trust: not recorded
+    settle(project)
+    assert not answered()
+    assert answered()
+    (member / "scratch.txt").write_text("")
+    (member / "scratch.txt").unlink()  # the directory changed, its listing did not
+    settle(project)
+    assert not answered()
+    assert answered()
+    assert not answered({"UV_PYTHON_INSTALL_DIR": str(tmp_path / "pythons")})
+    # The module's application takes its root back (the copy took it), then a collection
+    # drops every record: one may name an entry it removes.
+    assert lockbox("build", app.project, store=app.store).returncode == 0
+    assert (app.store / ".lockbox" / "shortcuts").is_dir()
+    gc = lockbox("gc", store=app.store)
+    assert gc.returncode == 0, gc.stderr
+    assert not (app.store / ".lockbox" / "shortcuts").exists()
 
 
 def test_export_writes_a_runnable_tree_for_its_own_path(app: App, tmp_path: Path) -> None:

@@ -9,20 +9,26 @@ build that is a store lookup) does not pay for loading uv wrappers, rich or sqli
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
-from collections.abc import Sequence
+import time
 
-from lockbox import __version__
-from lockbox.cli import (main_build, main_check, main_diff, main_hash, main_plan, main_recipe,
-                         main_store)
-from lockbox.cli.context import Context
-from lockbox.errors import LockboxError
+TYPE_CHECKING = False  # typing itself is not imported: a repeated build must start fast
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
 
-COMMANDS = (main_build, main_check, main_diff, main_plan, main_recipe, main_hash, main_store)
+    from lockbox.cli.shortcut import Request
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
+    from lockbox import __version__
+    from lockbox.cli import (main_build, main_check, main_diff, main_hash, main_plan,
+                             main_recipe, main_store)
+
+    commands = (main_build, main_check, main_diff, main_plan, main_recipe, main_hash, main_store)
     parser = argparse.ArgumentParser(
         prog="lockbox",
         description=(
@@ -43,19 +49,25 @@ def build_parser() -> argparse.ArgumentParser:
         "-q", "--quiet", action="store_true", help="show warnings and errors only"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in COMMANDS:
+    for command in commands:
         command.register(subparsers)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run lockbox with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+def main(argv: Sequence[str] | None = None, shortcut: Request | None = None) -> int:
+    """Run lockbox with ``argv`` (default: ``sys.argv[1:]``) and return the exit code.
+
+    ``shortcut`` is the request ``argv`` makes of :mod:`lockbox.cli.shortcut`, which a build
+    or run that finds everything in the store records for the next identical command."""
+    from lockbox.cli.context import Context
+    from lockbox.errors import LockboxError
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit:  # --help, --version and usage errors
         return exit.code if isinstance(exit.code, int) else 2
-    context = Context.from_args(args)
+    context = Context.from_args(args, shortcut)
     try:
         code: int = args.handler(args, context)
     except LockboxError as error:
@@ -74,5 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point: a repeated build or run is answered from its record when
+    nothing it consulted changed (:mod:`lockbox.cli.shortcut`), before the rest of lockbox is
+    imported."""
+    from lockbox.cli.shortcut import Request, run_in_app
+
+    started = time.time_ns()
+    request = Request.parse(sys.argv[1:], dict(os.environ), started)
+    if request is not None:
+        result = request.answer()
+        if result is not None:
+            sys.exit(run_in_app(result, request.run) if request.command == "run" else 0)
+    sys.exit(main(shortcut=request))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +14,8 @@ from lockbox.progress import Progress
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from lockbox.cli.shortcut import Request
 
     from lockbox.store import Store
 
@@ -25,6 +27,12 @@ class Context:
     verbose: bool = False
     quiet: bool = False
     store_dir: Path | None = None
+    shortcut: Request | None = None
+    """What the invocation asks of :mod:`lockbox.cli.shortcut`, if it is one it answers."""
+    said: list[tuple[str, str]] = field(default_factory=list)
+    """What was printed: ("say", stdout line) and ("info", stderr line), in order."""
+    unusual: bool = False
+    """Whether a warning or an error was shown (such a run is not recorded as a shortcut)."""
 
     # rich is imported only when something is rendered with it: a command whose output is
     # plain text (a hash) starts faster without it.
@@ -41,11 +49,12 @@ class Context:
         return Console(stderr=True, highlight=False, soft_wrap=True)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Context:
+    def from_args(cls, args: argparse.Namespace, shortcut: Request | None = None) -> Context:
         return cls(
             verbose=args.verbose,
             quiet=args.quiet,
             store_dir=Path(args.store) if args.store else None,
+            shortcut=None if args.verbose else shortcut,
         )
 
     # Progress protocol -------------------------------------------------------------------
@@ -54,18 +63,22 @@ class Context:
             self.err.print(f"[dim]{_escape(message)}[/dim]")
 
     def info(self, message: str) -> None:
+        self.said.append(("info", message))
         if not self.quiet:
             self.err.print(_escape(message))
 
     def warning(self, message: str) -> None:
+        self.unusual = True
         self.err.print(f"[yellow]warning:[/yellow] {_escape(message)}")
 
     # CLI-only rendering ------------------------------------------------------------------
     def error(self, message: str) -> None:
+        self.unusual = True
         self.err.print(f"[bold red]error:[/bold red] {_escape(message)}")
 
     def print(self, text: str) -> None:
         """Plain output on stdout: results that scripts may read."""
+        self.said.append(("say", text))
         sys.stdout.write(text + "\n")
 
     @property

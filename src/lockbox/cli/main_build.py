@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lockbox.cli.context import Context, add_project_argument
+from lockbox.cli.shortcut import run_in_app
 
 if TYPE_CHECKING:
     from lockbox.assemble import AppResult
+    from lockbox.deps import DepsResult
     from lockbox.install import Tools
     from lockbox.project import Project
     from lockbox.store import Entry, Store
@@ -136,13 +138,13 @@ def run_build(args: argparse.Namespace, context: Context) -> int:
     with context.open_store() as store:
         deps = _deps(project, store, context)
         if args.deps_only:
-            context.print(f"{deps.path}")
+            context.print(f"{deps.entry.path}")
+            _remember(context, project, store, deps)
             return 0
-        app = _app(project, store, deps, context)
+        app = _app(project, store, deps.entry, context)
     context.print(f"{app.path}")
-    if not context.quiet:
-        context.info(f"run it: {app.path}/bin/python, or "
-                     f"`lockbox run {args.project} -- COMMAND`")
+    context.info(f"run it: {app.path}/bin/python, or `lockbox run {args.project} -- COMMAND`")
+    _remember(context, project, store, deps, app)
     return 0
 
 
@@ -157,20 +159,9 @@ def run_run(args: argparse.Namespace, context: Context) -> int:
     project = load_project(args.project)
     with context.open_store() as store:
         deps = _deps(project, store, context)
-        app = _app(project, store, deps, context)
-    bin_dir = app.path / "bin"
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-           "VIRTUAL_ENV": str(app.path)}
-    env.pop("PYTHONHOME", None)
-    executable = command[0]
-    if "/" not in executable and (bin_dir / executable).exists():
-        executable = str(bin_dir / executable)
-    os.chdir(app.path)
-    try:
-        os.execvpe(executable, command, env)
-    except OSError as error:
-        context.error(f"cannot run {command[0]}: {error.strerror}")
-        return 127
+        app = _app(project, store, deps.entry, context)
+    _remember(context, project, store, deps, app)
+    return run_in_app(str(app.path), command)
 
 
 def run_why(args: argparse.Namespace, context: Context) -> int:
@@ -179,7 +170,7 @@ def run_why(args: argparse.Namespace, context: Context) -> int:
 
     project = load_project(args.project)
     with context.open_store() as store:
-        deps = _deps(project, store, context)
+        deps = _deps(project, store, context).entry
         app = _app(project, store, deps, context)
     found = False
     for label, root in (("application", app.path), ("interpreter", (app.path / "python").resolve())):
@@ -205,7 +196,7 @@ def run_image(args: argparse.Namespace, context: Context) -> int:
     base = read_base(args.base) if args.base else None
     project = load_project(args.project)
     with context.open_store() as store:
-        deps = _deps(project, store, context)
+        deps = _deps(project, store, context).entry
         app = _app(project, store, deps, context)
         python = store.resolve((app.path / "python").resolve().name)
         labels = _image_labels(project)
@@ -256,7 +247,7 @@ def run_export(args: argparse.Namespace, context: Context) -> int:
 
     project = _bundling(load_project(args.project), args)
     with context.open_store() as store:
-        deps = _deps(project, store, context)
+        deps = _deps(project, store, context).entry
         interpreter = find_interpreter(project.recipe.python, project.requires_python,
                                        progress=context.progress)
         result = export_app(project, store, deps, interpreter, args.to, context.progress)
@@ -264,7 +255,7 @@ def run_export(args: argparse.Namespace, context: Context) -> int:
     return 0
 
 
-def _deps(project: Project, store: Store, context: Context) -> Entry:
+def _deps(project: Project, store: Store, context: Context) -> DepsResult:
     from lockbox.deps import build_deps
 
     result = build_deps(project, store, lambda: _find_tools(context), context.progress)
@@ -275,7 +266,7 @@ def _deps(project: Project, store: Store, context: Context) -> Entry:
             f"{layer.bytes / 1e6:.1f} MB"
         )
     context.info(f"deps hash: {result.hash}")
-    return result.entry
+    return result
 
 
 def _app(project: Project, store: Store, deps: Entry, context: Context) -> AppResult:
@@ -293,6 +284,29 @@ def _app(project: Project, store: Store, deps: Entry, context: Context) -> AppRe
             f"scripts, {len(report.verified)} checks passed"
         )
     return result
+
+
+def _remember(context: Context, project: Project, store: Store, deps: DepsResult,
+              app: AppResult | None = None) -> None:
+    """Leave the record that answers the same command next time without reading the
+    project (:mod:`lockbox.cli.shortcut`), when this one found everything in the store."""
+    from lockbox import identity_paths
+    from lockbox.interpreters import discovery_paths
+
+    request = context.shortcut
+    if request is None or context.unusual or not deps.reused:
+        return
+    inputs = [*map(str, project.consulted), *map(str, identity_paths())]
+    outputs = [str(deps.entry.path)]
+    result = deps.entry.path
+    if app is not None:
+        if not app.reused or app.entry is None:
+            return
+        inputs += [*app.consulted,
+                   *map(str, discovery_paths(project.recipe.python, os.environ))]
+        outputs += [str(app.path), str(store.root_path(project.app_name))]
+        result = app.path
+    request.record(inputs, outputs, context.said, str(result))
 
 
 def run_lock_hash(args: argparse.Namespace, context: Context) -> int:

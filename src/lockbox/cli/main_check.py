@@ -52,7 +52,7 @@ def run_check(args: argparse.Namespace, context: Context) -> int:
     variations = parse_variations(args.no_vary)
     project = load_project(args.project)
     with context.open_store() as store:
-        deps = _deps(project, store, context)
+        deps = _deps(project, store, context).entry
         if args.deps_only:
             built = Built(deps=deps)
         else:

@@ -1,0 +1,250 @@
+"""Repeated builds answered from a record of the last lookup.
+
+A build whose dependency layer and application are both in the store still reads the
+recipe, ``pyproject.toml``, ``uv.lock`` and the project's sources, looks for the interpreter
+and asks it what it is, and hashes all of that (about 0.2 s). None of it can change the
+answer unless a file it read, a directory it listed, the interpreter, an environment
+variable that steers it or lockbox itself changed. So such a run leaves a record in
+``STORE/.lockbox/shortcuts/``: the status signature (type, device, inode, size, mtime and
+ctime, as git's index keeps them) of every path it consulted, of the store entries it found
+and of the root that protects them, the values of those environment variables, and what it
+said. The next identical command (same arguments, directory and store) compares the
+signatures and, when all match, says the same and stops, having imported nothing but this
+module. Anything else runs the full lookup, which writes a new record.
+
+A path changed in the last two seconds before the recording run started, or while it ran,
+is not trusted (its change may share a timestamp with the run): no record is written then.
+
+This module is imported before anything else of the command line, so it uses only ``os``
+and ``sys`` and is kept to what a repeated ``build`` or ``run`` needs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+FORMAT = "lockbox-shortcut 1"
+
+ENVIRONMENT = ("PATH", "HOME", "PYENV_ROOT", "UV_PYTHON_INSTALL_DIR", "XDG_DATA_HOME",
+               "LOCKBOX_STORE")
+"""The variables a lookup depends on: where the store is and where interpreters are found."""
+
+_SETTLE_NS = 2_000_000_000
+"""How long before the recording run a consulted path must have stopped changing."""
+
+_LINK = 0o120000
+
+
+class Request:
+    """A command the shortcut may answer: ``build [--deps-only] [--no-bundle] [PROJECT]`` or
+    ``run [PROJECT] -- COMMAND…``, with ``--store DIR`` and ``-q`` before it."""
+
+    def __init__(self, command: str, options: list[str], project: str, store: str,
+                 quiet: bool, run: list[str], environ: dict[str, str], cwd: str,
+                 started_ns: int) -> None:
+        self.command = command
+        self.options = options
+        self.project = project
+        self.store = store
+        self.quiet = quiet
+        self.run = run
+        self.started_ns = started_ns
+        self.key = [
+            f"command {command}{''.join(' ' + option for option in sorted(options))}",
+            f"project {project}",
+            f"cwd {cwd}",
+            f"store {store}",
+            *(f"env {name}={environ[name]}" if name in environ else f"env {name}"
+              for name in ENVIRONMENT),
+        ]
+        digest = 0
+        for line in self.key:
+            digest = _fnv(digest, line)
+        self.path = os.path.join(store, ".lockbox", "shortcuts", f"{digest:016x}")
+
+    @classmethod
+    def parse(cls, argv: list[str], environ: dict[str, str], started_ns: int) -> Request | None:
+        """The request ``argv`` makes, or None when it is not one the shortcut answers (the
+        full command line then parses it, errors included)."""
+        store = None
+        quiet = False
+        rest = list(argv)
+        while rest and rest[0].startswith("-"):
+            option = rest.pop(0)
+            if option in ("-q", "--quiet"):
+                quiet = True
+            elif option == "--store" and rest:
+                store = rest.pop(0)
+            elif option.startswith("--store="):
+                store = option[len("--store="):]
+            else:
+                return None
+        if not rest or rest[0] not in ("build", "run"):
+            return None
+        command, arguments = rest[0], rest[1:]
+        options: list[str] = []
+        project = None
+        run: list[str] = []
+        if command == "run":
+            if "--" not in arguments:
+                return None
+            split = arguments.index("--")
+            arguments, run = arguments[:split], arguments[split + 1:]
+            if not run or run[0].startswith("-"):
+                return None
+        for argument in arguments:
+            if command == "build" and argument in ("--deps-only", "--no-bundle"):
+                options.append(argument)
+            elif argument.startswith("-") or project is not None:
+                return None
+            else:
+                project = argument
+        try:
+            cwd = os.getcwd()
+        except OSError:
+            return None
+        if not store:
+            from lockbox import default_store
+
+            store = default_store(environ)
+        texts = [project or ".", store, cwd, *(environ.get(name, "") for name in ENVIRONMENT)]
+        if any("\n" in text or "\r" in text for text in texts):
+            return None
+        return cls(command, options, project or ".", os.path.abspath(store), quiet, run,
+                   environ, cwd, started_ns)
+
+    # Answering --------------------------------------------------------------------------
+    def answer(self) -> str | None:
+        """Say what the recorded run said and return its result, if every recorded
+        signature still holds; otherwise None, having said nothing."""
+        try:
+            with open(self.path, encoding="utf-8", newline="\n") as file:
+                lines = file.read().split("\n")
+        except (OSError, UnicodeDecodeError):
+            return None
+        if lines[:len(self.key) + 1] != [FORMAT, *self.key]:
+            return None
+        said: list[tuple[str, str]] = []
+        result = None
+        for line in lines[len(self.key) + 1:]:
+            kind, _, rest = line.partition(" ")
+            if kind in ("in", "out"):
+                recorded, _, path = rest.partition(" ")
+                if signature(path) != recorded:
+                    return None
+            elif kind in ("say", "info"):
+                said.append((kind, rest))
+            elif kind == "result":
+                result = rest
+            elif kind == "end":
+                break
+            else:
+                return None
+        else:
+            return None  # cut short: written by a run that died, or damaged
+        if result is None:
+            return None
+        for kind, text in said:
+            if kind == "say":
+                sys.stdout.write(text + "\n")
+            elif not self.quiet:
+                sys.stderr.write(text + "\n")
+        sys.stdout.flush()
+        return result
+
+    # Recording --------------------------------------------------------------------------
+    def record(self, inputs: list[str], outputs: list[str], said: list[tuple[str, str]],
+               result: str) -> bool:
+        """Write the record of a run that found everything in the store: ``inputs`` are
+        the paths it consulted, ``outputs`` the store paths it found (and the roots), ``said``
+        what it printed ("say" on stdout, "info" on stderr), ``result`` what it found.
+        Returns False (and writes nothing) when an input changed too recently to trust."""
+        settled = self.started_ns - _SETTLE_NS
+        lines = [FORMAT, *self.key]
+        for kind, paths in (("in", inputs), ("out", outputs)):
+            for path in dict.fromkeys(paths):
+                if "\n" in path or "\r" in path:
+                    return False
+                if kind == "in" and _changed_since(path, settled):
+                    return False
+                lines.append(f"{kind} {signature(path)} {path}")
+        for kind, text in said:
+            if "\n" in text or "\r" in text:
+                return False
+            lines.append(f"{kind} {text}")
+        lines += [f"result {result}", "end", ""]
+        directory = os.path.dirname(self.path)
+        temporary = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(directory, exist_ok=True)
+            with open(temporary, "w", encoding="utf-8", newline="\n") as file:
+                file.write("\n".join(lines))
+            os.replace(temporary, self.path)
+        except OSError:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            return False
+        return True
+
+
+def signature(path: str) -> str:
+    """What stands for ``path``'s content and identity: type and mode, device, inode, size,
+    mtime and ctime (of the link and of what it points to, for a symbolic link); ``-`` when
+    it does not exist."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return "-"
+    text = (f"{info.st_mode:o}:{info.st_dev}:{info.st_ino}:{info.st_size}:"
+            f"{info.st_mtime_ns}:{info.st_ctime_ns}")
+    if info.st_mode & 0o170000 == _LINK:
+        try:
+            target = os.stat(path)
+        except OSError:
+            return text + ">-"
+        text += (f">{target.st_mode:o}:{target.st_dev}:{target.st_ino}:{target.st_size}:"
+                 f"{target.st_mtime_ns}:{target.st_ctime_ns}")
+    return text
+
+
+def _changed_since(path: str, since_ns: int) -> bool:
+    for follow in (False, True):
+        try:
+            info = os.stat(path, follow_symlinks=follow)
+        except OSError:
+            continue
+        if info.st_mtime_ns >= since_ns or info.st_ctime_ns >= since_ns:
+            return True
+    return False
+
+
+def _fnv(value: int, text: str) -> int:
+    """A 64-bit FNV-1a over ``text``, continuing from ``value``: a file name for the key (the
+    key itself is written in the record and compared whole)."""
+    value = value or 0xcbf29ce484222325
+    for byte in text.encode("utf-8", "surrogateescape") + b"\n":
+        value = ((value ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return value
+
+
+def run_in_app(app: str, command: list[str]) -> int:
+    """Replace this process by ``command`` run in the application ``app``'s root with its
+    ``bin/`` first on ``PATH``; returns 127 (having said why) only if it cannot start."""
+    bin_dir = os.path.join(app, "bin")
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+           "VIRTUAL_ENV": app}
+    env.pop("PYTHONHOME", None)
+    executable = command[0]
+    if "/" not in executable and os.path.exists(os.path.join(bin_dir, executable)):
+        executable = os.path.join(bin_dir, executable)
+    os.chdir(app)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(executable, command, env)
+    except OSError as error:
+        sys.stderr.write(f"error: cannot run {command[0]}: {error.strerror}\n")
+        return 127
