@@ -8,9 +8,16 @@ The image holds the closure at the paths it has in the store, so the application
    ``/tmp``, and an ``/etc/passwd``/``/etc/group`` with root and nobody — or, with
    ``--base``, the layers of a local OCI image, whose config is the starting point;
 2. ``python``: the interpreter's store entry;
-3. ``deps``: the application's files that are the dependency layer's (the same inodes);
-4. ``libraries``: the host libraries bundled into the application's ``lib/``;
-5. ``app``: the rest of the application.
+3. ``deps``: the dependency layer's store entry;
+4. ``bytecode``: the store entry of the dependency layer's bytecode, when the recipe
+   compiles it;
+5. ``libraries``: the host libraries bundled into the application's ``lib/``;
+6. ``app``: the rest of the application, in which each file the store hardlinks from the
+   dependency layer or its bytecode is a symbolic link to that entry's file.
+
+So the large layers are store entries at their own paths, and an application rebuilt
+from changed sources over the same dependency layer shares every layer but the last two
+with the image before it: a registry already has them.
 
 Every layer is a deterministic tar: entries sorted, every parent directory present, owner
 and group 0 with no names, one fixed modification time (``SOURCE_DATE_EPOCH``), modes as
@@ -43,7 +50,7 @@ from lockbox.errors import LockboxError
 from lockbox.progress import Progress, silent
 from lockbox.recipe import Image
 from lockbox.sandbox import SOURCE_DATE_EPOCH
-from lockbox.store import Entry, remove_tree
+from lockbox.store import Entry, Store, remove_tree
 
 MTIME = int(SOURCE_DATE_EPOCH)
 CREATED = datetime.fromtimestamp(MTIME, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -152,25 +159,29 @@ def base_members(base: Sequence[tuple[str, Path | None, str]]) -> list[_Member]:
     return members
 
 
-def python_members(python: Entry) -> list[_Member]:
-    return [_Member(path.lstrip("/"), path, info) for path, info in _walk(python.path)]
+def entry_members(entry: Entry) -> list[_Member]:
+    """A store entry as a layer: its tree at its own path."""
+    return [_Member(path.lstrip("/"), path, info) for path, info in _walk(entry.path)]
 
 
-def application_members(app: Entry, deps: Entry) -> dict[str, list[_Member]]:
-    """The ``deps``, ``libraries`` and ``app`` layers: the application's files that are
-    the dependency layer's (hardlinked from it), its bundled libraries, and the rest."""
-    layers: dict[str, list[_Member]] = {"deps": [], "libraries": [], "app": []}
-    from_deps = {(info.st_dev, info.st_ino) for _, info in _walk(deps.path)
-                 if stat.S_ISREG(info.st_mode)}
+def application_members(app: Entry, linked: Sequence[Entry]) -> dict[str, list[_Member]]:
+    """The ``libraries`` and ``app`` layers: the host libraries bundled into the
+    application's ``lib/``, and the rest of it, where each file that is one of the
+    ``linked`` entries' (hardlinked from it in the store: the dependency layer, its bytecode)
+    becomes a symbolic link to that entry's file, which its own layer holds."""
+    layers: dict[str, list[_Member]] = {"libraries": [], "app": []}
+    origins = {(info.st_dev, info.st_ino): path
+               for entry in linked for path, info in _walk(entry.path)
+               if stat.S_ISREG(info.st_mode)}
     library_dir = os.fspath(app.path / "lib")
     for path, info in _walk(app.path):
-        member = _Member(path.lstrip("/"), path, info)
-        if stat.S_ISREG(info.st_mode) and (info.st_dev, info.st_ino) in from_deps:
-            layers["deps"].append(member)
+        origin = origins.get((info.st_dev, info.st_ino)) if stat.S_ISREG(info.st_mode) else None
+        if origin is not None:
+            layers["app"].append(_Member(path.lstrip("/"), link=origin))
         elif os.path.dirname(path) == library_dir and not stat.S_ISDIR(info.st_mode):
-            layers["libraries"].append(member)
+            layers["libraries"].append(_Member(path.lstrip("/"), path, info))
         else:
-            layers["app"].append(member)
+            layers["app"].append(_Member(path.lstrip("/"), path, info))
     return layers
 
 
@@ -428,12 +439,15 @@ def _architecture() -> str:
 
 
 def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Mapping[str, str],
-               *, layout: Path | None = None, archive: Path | None = None, compress: bool = True,
-               tag: str = "latest", base_image: BaseImage | None = None,
+               *, bytecode: Entry | None = None, layout: Path | None = None,
+               archive: Path | None = None, compress: bool = True, tag: str = "latest",
+               base_image: BaseImage | None = None, store: Store | None = None,
                progress: Progress = silent) -> ImageResult:
-    """Write the image of ``app`` as an OCI layout at ``layout``, an archive at ``archive``,
-    or both (from one set of blobs). With ``base_image`` its layers replace lockbox's own
-    glibc base layer."""
+    """Write the image of ``app`` (with its interpreter, dependency layer and that layer's
+    ``bytecode`` entries) as an OCI layout at ``layout``, an archive at ``archive``, or both
+    (from one set of blobs). With ``base_image`` its layers replace lockbox's own glibc
+    base layer. With ``store``, the layers of those entries are kept beside them and taken
+    from there by the next image (:class:`_LayerCache`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     targets = [path.absolute() for path in (layout, archive) if path is not None]
@@ -444,13 +458,27 @@ def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Ma
     blobs.mkdir(parents=True)
     packages: dict[str, str] = {}
 
+    media_type = LAYER_GZIP if compress else LAYER_TAR
+
     def write(name: str, members: Callable[[], list[_Member]]) -> Layer:
         temporary = blobs / f".{name}"
         with open(temporary, "wb", buffering=_CHUNK) as out:
             digest, diff_id, size, count = write_layer(members(), out, compress)
         os.replace(temporary, blobs / digest.split(":")[1])
         progress.info(f"layer {name}: {count} entries, {size / 1e6:.1f} MB")
-        return Layer(name, digest, diff_id, size, LAYER_GZIP if compress else LAYER_TAR, count)
+        return Layer(name, digest, diff_id, size, media_type, count)
+
+    def write_entry(name: str, entry: Entry) -> Layer:
+        cache = _LayerCache(store.derived_dir(entry), compress) if store else None
+        layer = cache.take(name, blobs) if cache else None
+        if layer is not None:
+            progress.info(f"layer {name}: {layer.files} entries, {layer.size / 1e6:.1f} MB "
+                          "(kept from an earlier image)")
+            return layer
+        layer = write(name, lambda: entry_members(entry))
+        if cache:
+            cache.keep(layer, blobs)
+        return layer
 
     def base_layer() -> list[_Member]:
         files, found = base_files(progress)
@@ -459,16 +487,18 @@ def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Ma
 
     try:
         # Layers are independent: ISA-L and hashlib let go of the GIL, so they overlap. Each
-        # is planned by the thread that writes it, the largest (the interpreter) first; the
-        # application's three layers share one plan, made here meanwhile.
+        # is planned by the thread that writes it, the store entries first; the
+        # application's two layers share one plan, made here meanwhile.
+        entries = {"python": python, "deps": deps, **({"bytecode": bytecode} if bytecode else {})}
         with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
-            futures = {"python": pool.submit(write, "python", lambda: python_members(python))}
+            futures = {name: pool.submit(write_entry, name, entry)
+                       for name, entry in entries.items()}
             if base_image is None:
                 futures["base"] = pool.submit(write, "base", base_layer)
-            split = application_members(app, deps)
-            for name in ("deps", "libraries", "app"):
+            split = application_members(app, [deps, *([bytecode] if bytecode else [])])
+            for name in ("libraries", "app"):
                 futures[name] = pool.submit(write, name, lambda name=name: split[name])
-            order = ["base", "python", "deps", "libraries", "app"]
+            order = ["base", "python", "deps", "bytecode", "libraries", "app"]
             layers = [futures[name].result() for name in order if name in futures]
         if base_image is not None:
             layers = _base_layers(base_image, blobs) + layers
@@ -569,6 +599,70 @@ def _config(app: Entry, recipe: Image, labels: Mapping[str, str], packages: Mapp
 
 def _canonical(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class _LayerCache:
+    """A store entry's layer blob, kept in the store beside the entry (removed with it) for
+    the next image of a closure that holds it: the interpreter, the dependency layer and
+    its bytecode are the same from one application build to the next, and writing their
+    layers is most of an image's work.
+
+    A blob is kept under a name that says how it was made (gzip or not, lockbox's identity
+    and the compressor's version), next to a record of its digests; it is taken only when
+    its bytes still hash to the recorded digest."""
+
+    def __init__(self, directory: Path, compress: bool) -> None:
+        from isal import __version__ as isal_version
+
+        from lockbox import build_identity
+
+        made = f"{'gzip' if compress else 'tar'}:{GZIP_LEVEL}:{isal_version}:{build_identity()}"
+        stem = f"layer-{hashlib.sha256(made.encode()).hexdigest()[:20]}"
+        self.directory = directory
+        self.blob = directory / f"{stem}.blob"
+        self.record = directory / f"{stem}.json"
+
+    def take(self, name: str, blobs: Path) -> Layer | None:
+        """The kept layer, its blob placed in ``blobs``; None if there is none or it is
+        damaged."""
+        try:
+            record = json.loads(self.record.read_text(encoding="utf-8"))
+            digest = hashlib.sha256()
+            with open(self.blob, "rb") as file:
+                while chunk := file.read(_CHUNK):
+                    digest.update(chunk)
+            if f"sha256:{digest.hexdigest()}" != record["digest"]:
+                return None
+            target = blobs / record["digest"].split(":")[1]
+            _link_or_copy(self.blob, target)
+            return Layer(name, record["digest"], record["diff_id"], record["size"],
+                         record["media_type"], record["files"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def keep(self, layer: Layer, blobs: Path) -> None:
+        """Keep ``layer``'s blob (from ``blobs``) for the next image; failing quietly, as a
+        cache may."""
+        temporary = self.blob.with_name(f".{self.blob.name}.{uuid.uuid4().hex[:12]}")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(blobs / layer.digest.split(":")[1], temporary)
+            os.replace(temporary, self.blob)
+            record = {"digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size,
+                      "media_type": layer.media_type, "files": layer.files}
+            temporary.write_text(json.dumps(record), encoding="utf-8")
+            os.replace(temporary, self.record)
+        except OSError:
+            temporary.unlink(missing_ok=True)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(source, target)
 
 
 def _write_blob(blobs: Path, data: bytes) -> str:

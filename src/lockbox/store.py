@@ -10,6 +10,7 @@ Layout of a store rooted at ``ROOT``::
     ROOT/.lockbox/roots/<name>    garbage-collection roots: symlinks to entries
     ROOT/.lockbox/shortcuts/      records of lookups that answer repeated commands
                                   (lockbox.cli.shortcut); removed by every collection
+    ROOT/.lockbox/derived/<entry> files made from an entry (its image layer), removed with it
 
 An entry becomes visible in two steps, each atomic: its staged directory is renamed into
 place, then its row is committed. A directory without a row is a leftover of a writer that
@@ -493,6 +494,11 @@ class Store:
         os.replace(aside, link)
         return link
 
+    def derived_dir(self, entry: Entry) -> Path:
+        """Where files made from ``entry`` may be kept (an image layer of it): removed with
+        the entry by :meth:`gc`. Whoever keeps something there checks it before use."""
+        return self._meta / "derived" / entry.path_name
+
     def root_path(self, root_name: str) -> Path:
         """Where the root named ``root_name`` is (a symbolic link to its entry)."""
         return self._meta / "roots" / root_name
@@ -561,6 +567,7 @@ class Store:
         with self._db:
             self._db.execute("DELETE FROM entries WHERE path_name = ?", (entry.path_name,))
         remove_tree(entry.path)
+        remove_tree(self.derived_dir(entry))
         self.progress.debug(f"removed {entry.path}")
 
     def _remove_leftovers(self) -> None:

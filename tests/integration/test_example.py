@@ -9,6 +9,7 @@ example's recipe; their dependency layer is then found in the store by that hash
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -228,7 +229,7 @@ def test_skopeo_reads_the_archive_and_the_layout_as_the_same_image(
     from_archive = skopeo_inspect(f"oci-archive:{archive}:latest")
     from_layout = skopeo_inspect(f"oci:{layout}:latest")
     assert from_archive["Digest"] == from_layout["Digest"] == digest
-    assert len(from_archive["Layers"]) == 5  # type: ignore[arg-type]
+    assert len(from_archive["Layers"]) == 6  # type: ignore[arg-type]
     labels = from_archive["Labels"]
     assert labels["org.opencontainers.image.title"] == "gatekeeper"  # type: ignore[index]
     assert labels["org.opencontainers.image.created"] == "1980-01-01T00:00:00Z"  # type: ignore[index]
@@ -271,6 +272,54 @@ def test_the_same_closure_gives_the_same_image_digest(example: Example, image: t
     assert again.returncode == 0, again.stderr
     assert f"manifest {image[2]}" in again.stderr
     assert (tmp_path / "elsewhere" / "other-name.tar").read_bytes() == image[0].read_bytes()
+
+
+def test_a_changed_application_shares_its_interpreter_layer_and_bytecode_layers(
+        example: Example, image: tuple[Path, Path, str], tmp_path: Path) -> None:
+    project = tmp_path / "gatekeeper"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(project / "gatekeeper" / "cli.py", "a") as source:
+        source.write("# changed\n")
+    result = lockbox("image", project, "--layout", tmp_path / "layout", store=example.store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    before = skopeo_inspect(f"oci:{image[1]}:latest")["Layers"]
+    after = skopeo_inspect(f"oci:{tmp_path / 'layout'}:latest")["Layers"]
+    # base, python, deps, bytecode: the same blobs; the bundled libraries and the application
+    # live at the application's new path.
+    assert after[:4] == before[:4]  # type: ignore[index]
+    assert after[4] != before[4] and after[5] != before[5]  # type: ignore[index]
+    for name in ("python", "deps", "bytecode"):
+        assert re.search(f"layer {name}: .*kept from an earlier image", result.stderr)
+
+
+def test_a_repeated_image_finds_the_closure_from_the_record_of_its_lookup(
+        example: Example, image: tuple[Path, Path, str], tmp_path: Path) -> None:
+    command = [sys.executable, "-X", "importtime", "-m", "lockbox", "--store", str(example.store),
+               "image", EXAMPLE, "-o", tmp_path / "again.tar"]
+    runs = [subprocess.run(command, capture_output=True, text=True) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+        assert f"manifest {image[2]}" in run.stderr
+        assert "the application is in the store" in run.stderr
+    # The fixture's image recorded its lookup (unless the store was too fresh to trust); the
+    # second run here answers from a record at the latest: no interpreter search, no
+    # reading of sources.
+    assert "lockbox.assemble" not in runs[1].stderr and "lockbox.interpreters" not in runs[1].stderr
+    assert (tmp_path / "again.tar").read_bytes() == image[0].read_bytes()
+    # The store entries' layers were kept from the first image; a damaged one is made again.
+    for name in ("python", "deps", "bytecode"):
+        assert f"layer {name}: " in runs[1].stderr
+        assert re.search(f"layer {name}: .*kept from an earlier image", runs[1].stderr)
+    kept = sorted(example.store.glob(".lockbox/derived/*-gatekeeper-deps/*.blob"))
+    assert len(kept) == 1
+    damaged = kept[0].read_bytes()
+    kept[0].unlink()  # the image's own blob may be a link of it
+    kept[0].write_bytes(damaged[:-1] + bytes([damaged[-1] ^ 1]))
+    repaired = subprocess.run(command, capture_output=True, text=True)
+    assert repaired.returncode == 0, repaired.stderr
+    assert not re.search("layer deps: .*kept", repaired.stderr)
+    assert (tmp_path / "again.tar").read_bytes() == image[0].read_bytes()
+    assert kept[0].read_bytes() == damaged
 
 
 @pytest.fixture

@@ -135,3 +135,15 @@ def test_a_signature_follows_symbolic_links(tmp_path: Path) -> None:
     assert ">" in before and signature(str(tmp_path / "missing")) == "-"
     target.write_text("22")
     assert signature(str(link)) != before
+
+
+def test_another_command_looks_up_without_saying_and_has_its_own_key(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    parsed, _, entry = recorded(tmp_path)
+    image = Request.make("image", parsed.project, parsed.store, {"HOME": "/home/u"}, LATER)
+    assert image is not None and image.path != parsed.path
+    assert image.lookup() is None  # nothing recorded for it yet
+    found = parsed.lookup()
+    assert found == (str(entry), [("info", "the application is in the store"),
+                                  ("say", str(entry))])
+    assert capfd.readouterr() == ("", "")

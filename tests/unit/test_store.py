@@ -124,10 +124,21 @@ def test_gc_keeps_roots_and_their_references(store: Store, tmp_path: Path) -> No
     assert not loose.path.exists()
     assert {e.path_name for e in store.entries()} == {app.path_name, dep.path_name}
 
+    for entry in (dep, loose):  # what is derived from an entry goes with it, and only then
+        if entry is not loose:
+            store.derived_dir(entry).mkdir(parents=True)
+            (store.derived_dir(entry) / "layer.blob").write_bytes(b"x")
+    shortcuts = store.work_dir / "shortcuts"
+    shortcuts.mkdir()
+    store.gc()
+    assert (store.derived_dir(dep) / "layer.blob").exists()
+    assert not shortcuts.exists()  # records of lookups go with every collection
+
     store.remove_root("myapp")
     store.gc()
     assert store.entries() == []
     assert not app.path.exists() and not dep.path.exists()
+    assert not store.derived_dir(dep).exists()
 
 
 def test_verify_reports_corrupted_and_missing_entries(store: Store, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -192,23 +193,22 @@ def run_image(args: argparse.Namespace, context: Context) -> int:
     if args.output is None and args.layout is None and args.push is None:
         context.error("say where the image goes: -o FILE, --layout DIR or --push REF")
         return 2
+    started = time.time_ns()
     skopeo = Skopeo.find() if args.push else None
     base = read_base(args.base) if args.base else None
     project = load_project(args.project)
     with context.open_store() as store:
-        deps = _deps(project, store, context).entry
-        app = _app(project, store, deps, context)
-        python = store.resolve((app.path / "python").resolve().name)
+        app, python, deps, bytecode = _closure(args, project, store, context, started)
         labels = _image_labels(project)
-        assert app.entry is not None
         common = {"compress": not args.no_compress, "tag": args.tag, "base_image": base,
                   "progress": context.progress}
         with tempfile.TemporaryDirectory(dir=store.work_dir / "tmp") as scratch:
             layout = args.layout
             if layout is None and args.push is not None:
                 layout = Path(scratch) / "layout"
-            result = make_image(app.entry, python, deps, project.recipe.image, labels,
-                                layout=layout, archive=args.output, **common)
+            result = make_image(app, python, deps, project.recipe.image, labels,
+                                bytecode=bytecode, layout=layout, archive=args.output,
+                                store=store, **common)
             if skopeo is not None:
                 context.info(f"pushing to {args.push}")
                 skopeo.push(layout, args.tag, args.push, authfile=args.authfile,
@@ -220,6 +220,32 @@ def run_image(args: argparse.Namespace, context: Context) -> int:
     if args.push:
         context.print(f"{args.push}@{result.manifest_digest}")
     return 0
+
+
+def _closure(args: argparse.Namespace, project: Project, store: Store, context: Context,
+             started: int) -> tuple[Entry, Entry, Entry, Entry | None]:
+    """The application's entry and those it references: its interpreter, its dependency
+    layer and that layer's bytecode (if compiled). Found from the record of an earlier
+    image's lookup when nothing that lookup read has changed (:mod:`lockbox.cli.shortcut`),
+    else looked up (or built) and recorded."""
+    from lockbox.cli.shortcut import Request
+
+    request = None if context.verbose else Request.make(
+        "image", str(args.project), str(store.root), dict(os.environ), started,
+        quiet=context.quiet)
+    found = request.lookup() if request is not None else None
+    app = store.get(Path(found[0]).name) if found is not None else None
+    if app is None:
+        deps = _deps(project, store, context)
+        built = _app(project, store, deps.entry, context)
+        context.shortcut = request
+        _remember(context, project, store, deps, built)
+        app = built.entry
+    elif request is not None and found is not None:
+        request.say(found[1])
+    assert app is not None
+    referenced = {entry.kind: entry for entry in map(store.get, app.references) if entry}
+    return app, referenced["python"], referenced["deps"], referenced.get("bytecode")
 
 
 def _image_labels(project: Project) -> dict[str, str]:

@@ -38,7 +38,8 @@ _LINK = 0o120000
 
 class Request:
     """A command the shortcut may answer: ``build [--deps-only] [--no-bundle] [PROJECT]`` or
-    ``run [PROJECT] -- COMMAND…``, with ``--store DIR`` and ``-q`` before it."""
+    ``run [PROJECT] -- COMMAND…``, with ``--store DIR`` and ``-q`` before it; or the lookup
+    another command (``image``) starts with."""
 
     def __init__(self, command: str, options: list[str], project: str, store: str,
                  quiet: bool, run: list[str], environ: dict[str, str], cwd: str,
@@ -100,6 +101,15 @@ class Request:
                 return None
             else:
                 project = argument
+        return cls.make(command, project or ".", store, environ, started_ns, options=options,
+                        quiet=quiet, run=run)
+
+    @classmethod
+    def make(cls, command: str, project: str, store: str | None, environ: dict[str, str],
+             started_ns: int, *, options: list[str] | None = None, quiet: bool = False,
+             run: list[str] | None = None) -> Request | None:
+        """The request of ``command`` on ``project`` (as typed) in ``store`` (None: the
+        default), or None when its key cannot be written down."""
         try:
             cwd = os.getcwd()
         except OSError:
@@ -108,16 +118,36 @@ class Request:
             from lockbox import default_store
 
             store = default_store(environ)
-        texts = [project or ".", store, cwd, *(environ.get(name, "") for name in ENVIRONMENT)]
+        texts = [project, store, cwd, *(environ.get(name, "") for name in ENVIRONMENT)]
         if any("\n" in text or "\r" in text for text in texts):
             return None
-        return cls(command, options, project or ".", os.path.abspath(store), quiet, run,
+        return cls(command, options or [], project, os.path.abspath(store), quiet, run or [],
                    environ, cwd, started_ns)
 
     # Answering --------------------------------------------------------------------------
     def answer(self) -> str | None:
         """Say what the recorded run said and return its result, if every recorded
         signature still holds; otherwise None, having said nothing."""
+        found = self.lookup()
+        if found is None:
+            return None
+        result, said = found
+        self.say(said)
+        return result
+
+    def say(self, said: list[tuple[str, str]]) -> None:
+        """Print what a recorded run printed, as it did (``-q`` keeps stderr quiet)."""
+        for kind, text in said:
+            if kind == "say":
+                sys.stdout.write(text + "\n")
+            elif not self.quiet:
+                sys.stderr.write(text + "\n")
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+    def lookup(self) -> tuple[str, list[tuple[str, str]]] | None:
+        """The recorded result and what the run said, if every recorded signature still
+        holds."""
         try:
             with open(self.path, encoding="utf-8", newline="\n") as file:
                 lines = file.read().split("\n")
@@ -145,13 +175,7 @@ class Request:
             return None  # cut short: written by a run that died, or damaged
         if result is None:
             return None
-        for kind, text in said:
-            if kind == "say":
-                sys.stdout.write(text + "\n")
-            elif not self.quiet:
-                sys.stderr.write(text + "\n")
-        sys.stdout.flush()
-        return result
+        return result, said
 
     # Recording --------------------------------------------------------------------------
     def record(self, inputs: list[str], outputs: list[str], said: list[tuple[str, str]],
