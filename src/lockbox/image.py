@@ -487,17 +487,20 @@ def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Ma
 
     try:
         # Layers are independent: ISA-L and hashlib let go of the GIL, so they overlap. Each
-        # is planned by the thread that writes it, the store entries first; the
-        # application's two layers share one plan, made here meanwhile.
-        entries = {"python": python, "deps": deps, **({"bytecode": bytecode} if bytecode else {})}
+        # is planned by the thread that writes it but the application's two, which share
+        # one plan.
         with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+            # The longest first, the short ones last to fill the gaps: the interpreter and
+            # the dependency layer, then the application's two (planned here meanwhile).
             futures = {name: pool.submit(write_entry, name, entry)
-                       for name, entry in entries.items()}
-            if base_image is None:
-                futures["base"] = pool.submit(write, "base", base_layer)
+                       for name, entry in (("python", python), ("deps", deps))}
             split = application_members(app, [deps, *([bytecode] if bytecode else [])])
             for name in ("libraries", "app"):
                 futures[name] = pool.submit(write, name, lambda name=name: split[name])
+            if bytecode is not None:
+                futures["bytecode"] = pool.submit(write_entry, "bytecode", bytecode)
+            if base_image is None:
+                futures["base"] = pool.submit(write, "base", base_layer)
             order = ["base", "python", "deps", "bytecode", "libraries", "app"]
             layers = [futures[name].result() for name in order if name in futures]
         if base_image is not None:

@@ -60,21 +60,33 @@ class Context:
     # Progress protocol -------------------------------------------------------------------
     def debug(self, message: str) -> None:
         if self.verbose:
-            self.err.print(f"[dim]{_escape(message)}[/dim]")
+            self._line(message, style="dim")
 
     def info(self, message: str) -> None:
         self.said.append(("info", message))
         if not self.quiet:
-            self.err.print(_escape(message))
+            self._line(message)
 
     def warning(self, message: str) -> None:
         self.unusual = True
-        self.err.print(f"[yellow]warning:[/yellow] {_escape(message)}")
+        self._line(message, label="warning:", style="yellow")
 
     # CLI-only rendering ------------------------------------------------------------------
     def error(self, message: str) -> None:
         self.unusual = True
-        self.err.print(f"[bold red]error:[/bold red] {_escape(message)}")
+        self._line(message, label="error:", style="bold red")
+
+    def _line(self, message: str, label: str = "", style: str = "") -> None:
+        """One message on stderr: styled by rich on a terminal; elsewhere (a log, a pipe)
+        written as rich would write it there, plain, without importing rich."""
+        if not sys.stderr.isatty():
+            sys.stderr.write(f"{label} {message}\n" if label else f"{message}\n")
+        elif label:
+            self.err.print(f"[{style}]{label}[/{style}] {_escape(message)}")
+        elif style:
+            self.err.print(f"[{style}]{_escape(message)}[/{style}]")
+        else:
+            self.err.print(_escape(message))
 
     def print(self, text: str) -> None:
         """Plain output on stdout: results that scripts may read."""
