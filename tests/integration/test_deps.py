@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -278,6 +279,15 @@ def test_a_declared_layer_in_the_store_is_a_lookup(built: Built, tmp_path: Path)
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()) == built.layer
     assert "is in the store" in result.stderr
+    # Once the recipe has settled, a lookup leaves a record and the next one is answered
+    # from it, without reading the project (docs/store.md, "Shortcuts").
+    time.sleep(max(0.0, (project / "pyproject.toml").stat().st_ctime + 2.1 - time.time()))
+    argv = [sys.executable, "-X", "importtime", "-m", "lockbox", "--store", str(built.store),
+            "build", "--deps-only", str(project)]
+    runs = [subprocess.run(argv, capture_output=True, text=True) for _ in range(2)]
+    assert [run.returncode for run in runs] == [0, 0]
+    assert runs[0].stdout == runs[1].stdout == result.stdout
+    assert "lockbox.project" in runs[0].stderr and "lockbox.project" not in runs[1].stderr
 
 
 def test_a_wrong_declared_hash_fails_registers_nothing_and_can_be_diffed(
