@@ -31,7 +31,7 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -222,13 +222,38 @@ def build_app(project: Project, store: Store, deps: Entry, interpreter: Interpre
         report = _assemble(project, sources, deps.path, interpreter, python, out, content,
                            stage, sandbox, link=True, hidden=[store.root], progress=progress,
                            log=store.work_dir / "logs" / f"{out.name}.log", bytecode=bytecode)
+        libraries = share_libraries(store, content, report.bundled, name)
         # Rooted under its name, as the latest build of it: `lockbox gc` keeps it and what
         # it references (its layer, its interpreter) until another build takes the name.
         entry = store.register(content, name=name, kind="app", inputs=inputs,
                                references=[deps.path_name, python.entry.path_name,
-                                           *([bytecode.path_name] if bytecode else [])],
+                                           *([bytecode.path_name] if bytecode else []),
+                                           *([libraries.path_name] if libraries else [])],
                                metadata={"bundled": report.bundled}, root=name)
     return AppResult(entry.path, entry, reused=False, report=report)
+
+
+def share_libraries(store: Store, content: Path, bundled: Iterable[str], name: str) -> Entry | None:
+    """Make the libraries bundled into ``content``'s ``lib/`` a ``libraries`` store entry,
+    of which the application's copies become hardlinks. The entry is addressed by its
+    content, so every build that bundles the same libraries shares it: in the store, and
+    as one layer in images (docs/image.md)."""
+    names = sorted(bundled)
+    if not names:
+        return None
+    with store.staging() as stage:
+        tree = stage / "content" / "lib"
+        tree.mkdir(parents=True)
+        for library in names:
+            os.link(content / "lib" / library, tree / library)
+        entry = store.register(tree.parent, name=f"{name}-libraries", kind="libraries")
+    for library in names:
+        shared, own = entry.path / "lib" / library, content / "lib" / library
+        if not os.path.samestat(os.stat(shared), os.stat(own)):  # an earlier build's entry
+            temporary = own.with_name(f".{library}.lockbox-link")
+            os.link(shared, temporary)
+            os.replace(temporary, own)
+    return entry
 
 
 def export_app(project: Project, store: Store, deps: Entry, interpreter: Interpreter,

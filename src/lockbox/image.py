@@ -11,13 +11,13 @@ The image holds the closure at the paths it has in the store, so the application
 3. ``deps``: the dependency layer's store entry;
 4. ``bytecode``: the store entry of the dependency layer's bytecode, when the recipe
    compiles it;
-5. ``libraries``: the host libraries bundled into the application's ``lib/``;
-6. ``app``: the rest of the application, in which each file the store hardlinks from the
-   dependency layer or its bytecode is a symbolic link to that entry's file.
+5. ``libraries``: the store entry of the host libraries bundled into the application;
+6. ``app``: the application, in which each file the store hardlinks from one of those
+   entries is a symbolic link to that entry's file.
 
-So the large layers are store entries at their own paths, and an application rebuilt
-from changed sources over the same dependency layer shares every layer but the last two
-with the image before it: a registry already has them.
+So every layer but the last is a store entry at its own path, and an application rebuilt
+from changed sources over the same dependency layer shares all of them with the image
+before it: a registry already has them.
 
 Every layer is a deterministic tar: entries sorted, every parent directory present, owner
 and group 0 with no names, one fixed modification time (``SOURCE_DATE_EPOCH``), modes as
@@ -164,25 +164,22 @@ def entry_members(entry: Entry) -> list[_Member]:
     return [_Member(path.lstrip("/"), path, info) for path, info in _walk(entry.path)]
 
 
-def application_members(app: Entry, linked: Sequence[Entry]) -> dict[str, list[_Member]]:
-    """The ``libraries`` and ``app`` layers: the host libraries bundled into the
-    application's ``lib/``, and the rest of it, where each file that is one of the
-    ``linked`` entries' (hardlinked from it in the store: the dependency layer, its bytecode)
-    becomes a symbolic link to that entry's file, which its own layer holds."""
-    layers: dict[str, list[_Member]] = {"libraries": [], "app": []}
+def application_members(app: Entry, linked: Sequence[Entry]) -> list[_Member]:
+    """The ``app`` layer: the application, where each file that is one of the ``linked``
+    entries' (hardlinked from it in the store: the dependency layer, its bytecode, the
+    bundled libraries) becomes a symbolic link to that entry's file, which its own layer
+    holds."""
     origins = {(info.st_dev, info.st_ino): path
                for entry in linked for path, info in _walk(entry.path)
                if stat.S_ISREG(info.st_mode)}
-    library_dir = os.fspath(app.path / "lib")
+    members = []
     for path, info in _walk(app.path):
         origin = origins.get((info.st_dev, info.st_ino)) if stat.S_ISREG(info.st_mode) else None
         if origin is not None:
-            layers["app"].append(_Member(path.lstrip("/"), link=origin))
-        elif os.path.dirname(path) == library_dir and not stat.S_ISDIR(info.st_mode):
-            layers["libraries"].append(_Member(path.lstrip("/"), path, info))
+            members.append(_Member(path.lstrip("/"), link=origin))
         else:
-            layers["app"].append(_Member(path.lstrip("/"), path, info))
-    return layers
+            members.append(_Member(path.lstrip("/"), path, info))
+    return members
 
 
 def _walk(top: Path | str) -> Iterator[tuple[str, os.stat_result]]:
@@ -439,15 +436,16 @@ def _architecture() -> str:
 
 
 def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Mapping[str, str],
-               *, bytecode: Entry | None = None, layout: Path | None = None,
-               archive: Path | None = None, compress: bool = True, tag: str = "latest",
-               base_image: BaseImage | None = None, store: Store | None = None,
-               progress: Progress = silent) -> ImageResult:
-    """Write the image of ``app`` (with its interpreter, dependency layer and that layer's
-    ``bytecode`` entries) as an OCI layout at ``layout``, an archive at ``archive``, or both
-    (from one set of blobs). With ``base_image`` its layers replace lockbox's own glibc
-    base layer. With ``store``, the layers of those entries are kept beside them and taken
-    from there by the next image (:class:`_LayerCache`)."""
+               *, bytecode: Entry | None = None, libraries: Entry | None = None,
+               layout: Path | None = None, archive: Path | None = None, compress: bool = True,
+               tag: str = "latest", base_image: BaseImage | None = None,
+               store: Store | None = None, progress: Progress = silent) -> ImageResult:
+    """Write the image of ``app`` (with the entries it references: its interpreter, its
+    dependency layer, that layer's ``bytecode`` and its bundled ``libraries``) as an OCI
+    layout at ``layout``, an archive at ``archive``, or both (from one set of blobs). With
+    ``base_image`` its layers replace lockbox's own glibc base layer. With ``store``, the
+    layers of those entries are kept beside them and taken from there by the next image
+    (:class:`_LayerCache`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     targets = [path.absolute() for path in (layout, archive) if path is not None]
@@ -487,18 +485,17 @@ def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Ma
 
     try:
         # Layers are independent: ISA-L and hashlib let go of the GIL, so they overlap. Each
-        # is planned by the thread that writes it but the application's two, which share
-        # one plan.
+        # is planned by the thread that writes it but the application's, planned here
+        # meanwhile; the longest go first, the short ones fill the gaps at the end.
         with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
-            # The longest first, the short ones last to fill the gaps: the interpreter and
-            # the dependency layer, then the application's two (planned here meanwhile).
             futures = {name: pool.submit(write_entry, name, entry)
                        for name, entry in (("python", python), ("deps", deps))}
-            split = application_members(app, [deps, *([bytecode] if bytecode else [])])
-            for name in ("libraries", "app"):
-                futures[name] = pool.submit(write, name, lambda name=name: split[name])
-            if bytecode is not None:
-                futures["bytecode"] = pool.submit(write_entry, "bytecode", bytecode)
+            linked = {name: entry for name, entry in (("libraries", libraries),
+                                                      ("bytecode", bytecode)) if entry}
+            for name, entry in linked.items():
+                futures[name] = pool.submit(write_entry, name, entry)
+            members = application_members(app, [deps, *linked.values()])
+            futures["app"] = pool.submit(write, "app", lambda: members)
             if base_image is None:
                 futures["base"] = pool.submit(write, "base", base_layer)
             order = ["base", "python", "deps", "bytecode", "libraries", "app"]

@@ -45,7 +45,7 @@ from lockbox.progress import Progress, silent
 if TYPE_CHECKING:
     import ctypes
 
-KINDS = ("source", "python", "deps", "bytecode", "app")
+KINDS = ("source", "python", "deps", "bytecode", "libraries", "app")
 """What an entry can be: an imported tree, an interpreter, a dependency layer, the compiled
 bytecode of a dependency layer, an app."""
 

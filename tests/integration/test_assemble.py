@@ -219,8 +219,9 @@ def test_the_application_is_a_registered_store_entry_that_references_its_layer(a
     assert app.path.parent == app.store
     deps = [name for name in entries if entries[name]["kind"] == "deps"]
     python = [name for name in entries if entries[name]["kind"] == "python"]
-    assert len(deps) == 1 and len(python) == 1
-    assert entry["references"] == sorted(deps + python)
+    libraries = [name for name in entries if entries[name]["kind"] == "libraries"]
+    assert len(deps) == 1 and len(python) == 1 and len(libraries) == 1
+    assert entry["references"] == sorted(deps + python + libraries)
     assert (app.path / "python").resolve() == app.store / python[0]
     assert "application: 3 members, 1 patches, 2 substitutions" in app.output.stderr
 
@@ -520,8 +521,14 @@ def test_a_library_from_the_recipe_paths_is_bundled_and_linked_relatively(app: A
     layer_helper = deps / "lib" / "python3.12" / "site-packages" / "asm_native" / "_helper.so"
     assert readelf_runpath(layer_helper) == ""
     assert os.stat(layer_helper).st_ino != os.stat(helper).st_ino
-    entry = next(e for e in json.loads(lockbox("store", "ls", "--json", store=app.store).stdout)
-                 if e["path"] == str(app.path))
+    entries = json.loads(lockbox("store", "ls", "--json", store=app.store).stdout)
+    entry = next(e for e in entries if e["path"] == str(app.path))
+    # The bundled copy is a hardlink of a `libraries` entry the application references: the
+    # same libraries, the same entry, whichever build bundles them.
+    libraries = next(e for e in entries if e["kind"] == "libraries"
+                     and Path(e["path"]).name in entry["references"])
+    assert os.path.samefile(Path(libraries["path"]) / "lib" / "libneed.so.1",
+                            app.path / "lib" / "libneed.so.1")
     assert entry["inputs"]["metadata"]["bundled"]["libneed.so.1"]["from"] == str(
         app.root / "needlib" / "libneed.so.1")
 

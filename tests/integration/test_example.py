@@ -274,7 +274,7 @@ def test_the_same_closure_gives_the_same_image_digest(example: Example, image: t
     assert (tmp_path / "elsewhere" / "other-name.tar").read_bytes() == image[0].read_bytes()
 
 
-def test_a_changed_application_shares_its_interpreter_layer_and_bytecode_layers(
+def test_a_changed_application_shares_every_layer_but_its_own(
         example: Example, image: tuple[Path, Path, str], tmp_path: Path) -> None:
     project = tmp_path / "gatekeeper"
     shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("__pycache__"))
@@ -284,11 +284,11 @@ def test_a_changed_application_shares_its_interpreter_layer_and_bytecode_layers(
     assert result.returncode == 0, result.stderr[-3000:]
     before = skopeo_inspect(f"oci:{image[1]}:latest")["Layers"]
     after = skopeo_inspect(f"oci:{tmp_path / 'layout'}:latest")["Layers"]
-    # base, python, deps, bytecode: the same blobs; the bundled libraries and the application
-    # live at the application's new path.
-    assert after[:4] == before[:4]  # type: ignore[index]
-    assert after[4] != before[4] and after[5] != before[5]  # type: ignore[index]
-    for name in ("python", "deps", "bytecode"):
+    # base, python, deps, bytecode, libraries: the same blobs; only the application's
+    # layer is new (it lives at a new path).
+    assert after[:5] == before[:5]  # type: ignore[index]
+    assert after[5] != before[5]  # type: ignore[index]
+    for name in ("python", "deps", "bytecode", "libraries"):
         assert re.search(f"layer {name}: .*kept from an earlier image", result.stderr)
 
 
@@ -307,7 +307,7 @@ def test_a_repeated_image_finds_the_closure_from_the_record_of_its_lookup(
     assert "lockbox.assemble" not in runs[1].stderr and "lockbox.interpreters" not in runs[1].stderr
     assert (tmp_path / "again.tar").read_bytes() == image[0].read_bytes()
     # The store entries' layers were kept from the first image; a damaged one is made again.
-    for name in ("python", "deps", "bytecode"):
+    for name in ("python", "deps", "bytecode", "libraries"):
         assert f"layer {name}: " in runs[1].stderr
         assert re.search(f"layer {name}: .*kept from an earlier image", runs[1].stderr)
     kept = sorted(example.store.glob(".lockbox/derived/*-gatekeeper-deps/*.blob"))

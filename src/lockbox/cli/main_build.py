@@ -198,7 +198,7 @@ def run_image(args: argparse.Namespace, context: Context) -> int:
     base = read_base(args.base) if args.base else None
     project = load_project(args.project)
     with context.open_store() as store:
-        app, python, deps, bytecode = _closure(args, project, store, context, started)
+        app, referenced = _closure(args, project, store, context, started)
         labels = _image_labels(project)
         common = {"compress": not args.no_compress, "tag": args.tag, "base_image": base,
                   "progress": context.progress}
@@ -206,9 +206,11 @@ def run_image(args: argparse.Namespace, context: Context) -> int:
             layout = args.layout
             if layout is None and args.push is not None:
                 layout = Path(scratch) / "layout"
-            result = make_image(app, python, deps, project.recipe.image, labels,
-                                bytecode=bytecode, layout=layout, archive=args.output,
-                                store=store, **common)
+            result = make_image(app, referenced["python"], referenced["deps"],
+                                project.recipe.image, labels,
+                                bytecode=referenced.get("bytecode"),
+                                libraries=referenced.get("libraries"), layout=layout,
+                                archive=args.output, store=store, **common)
             if skopeo is not None:
                 context.info(f"pushing to {args.push}")
                 skopeo.push(layout, args.tag, args.push, authfile=args.authfile,
@@ -223,11 +225,11 @@ def run_image(args: argparse.Namespace, context: Context) -> int:
 
 
 def _closure(args: argparse.Namespace, project: Project, store: Store, context: Context,
-             started: int) -> tuple[Entry, Entry, Entry, Entry | None]:
-    """The application's entry and those it references: its interpreter, its dependency
-    layer and that layer's bytecode (if compiled). Found from the record of an earlier
-    image's lookup when nothing that lookup read has changed (:mod:`lockbox.cli.shortcut`),
-    else looked up (or built) and recorded."""
+             started: int) -> tuple[Entry, dict[str, Entry]]:
+    """The application's entry and those it references, by kind: its interpreter, its
+    dependency layer, that layer's bytecode (if compiled) and its bundled libraries (if
+    any). Found from the record of an earlier image's lookup when nothing that lookup read
+    has changed (:mod:`lockbox.cli.shortcut`), else looked up (or built) and recorded."""
     from lockbox.cli.shortcut import Request
 
     request = None if context.verbose else Request.make(
@@ -244,8 +246,7 @@ def _closure(args: argparse.Namespace, project: Project, store: Store, context: 
     elif request is not None and found is not None:
         request.say(found[1])
     assert app is not None
-    referenced = {entry.kind: entry for entry in map(store.get, app.references) if entry}
-    return app, referenced["python"], referenced["deps"], referenced.get("bytecode")
+    return app, {entry.kind: entry for entry in map(store.get, app.references) if entry}
 
 
 def _image_labels(project: Project) -> dict[str, str]:
