@@ -12,11 +12,11 @@ The closure is the bundled example's (examples/gatekeeper), built once into
   sha256 of the tar, gzip, sha256 of the blob), config, manifest, index and the archive of
   the layout. Timed three ways: with no layer kept in the store (each run starts by
   removing STORE/.lockbox/derived, untimed), the same with `--no-compress`, and right
-  after an image of the same closure, which left the layers of the interpreter, the
-  dependency layer and its bytecode in the store.
-- floor: `tar -cf - <application> <interpreter> <layer> <bytecode> | sha256sum`, the
-  closure's bytes written and hashed once (tar stores the application's hardlinks of the
-  layer once).
+  after an image of the same closure, which left the layers of the entries the
+  application references (interpreter, dependency layer, its bytecode, bundled libraries)
+  in the store.
+- floor: `tar -cf - <application> <the entries it references> | sha256sum`, the closure's
+  bytes written and hashed once (tar stores a hardlinked file's bytes once).
 
 Target: lockbox at most 1.5 times the floor, with no layer kept. Runs are interleaved;
 medians are reported. Outputs are removed and the file system synced between runs, untimed.
@@ -58,8 +58,7 @@ def main() -> int:
                       if Path(entry["path"]).name in references)]
     WORK.mkdir(parents=True, exist_ok=True)
     output = WORK / "gatekeeper.tar"
-    size = sum(int(run(["du", "-sb", "--apparent-size", path]).stdout.split()[0])
-               for path in closure)
+    size = int(run(["du", "-scb", "--apparent-size", *closure]).stdout.split()[-2])
     print(f"closure: {', '.join(path.name for path in closure)}; {size / 1e6:.1f} MB "
           "(du, hardlinks counted once)")
 
