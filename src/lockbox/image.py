@@ -603,9 +603,9 @@ def _canonical(value: object) -> bytes:
 
 class _LayerCache:
     """A store entry's layer blob, kept in the store beside the entry (removed with it) for
-    the next image of a closure that holds it: the interpreter, the dependency layer and
-    its bytecode are the same from one application build to the next, and writing their
-    layers is most of an image's work.
+    the next image of a closure that holds it: the interpreter, the dependency layer, its
+    bytecode and the bundled libraries are the same from one application build to the next,
+    and writing their layers is most of an image's work.
 
     A blob is kept under a name that says how it was made (gzip or not, lockbox's identity
     and the compressor's version), next to a record of its digests; it is taken only when
