@@ -12,6 +12,8 @@ import base64
 import hashlib
 import http.server
 import io
+import os
+import re
 import subprocess
 import tarfile
 import textwrap
@@ -154,6 +156,29 @@ def pure_sdist_files(module: str, text: str) -> dict[str, str]:
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+    def send_head(self) -> io.BytesIO | None:  # type: ignore[override]
+        """Also a simple index (PEP 503): ``/simple/<project>/`` lists that project's files."""
+        if self.path.startswith("/simple/"):
+            project = self.path.split("/")[2]
+            return self.list_directory(self.directory, project, prefix="../../")
+        return super().send_head()  # type: ignore[return-value]
+
+    def list_directory(self, path: str | os.PathLike[str], project: str | None = None,
+                       prefix: str = "") -> io.BytesIO | None:
+        """A find-links page whose links carry each file's SHA-256, as real indexes do."""
+        links = []
+        for entry in sorted(Path(path).iterdir()):
+            name = re.sub(r"[-_.]+", "-", entry.name.split("-")[0]).lower()
+            if entry.is_file() and (project is None or name == project):
+                digest = hashlib.sha256(entry.read_bytes()).hexdigest()
+                links.append(f'<a href="{prefix}{entry.name}#sha256={digest}">{entry.name}</a><br>')
+        body = ("<!DOCTYPE html><html><body>" + "".join(links) + "</body></html>").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        return io.BytesIO(body)
 
 
 @contextmanager

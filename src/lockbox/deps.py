@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lockbox.errors import HashMismatch
 from lockbox.hashes import Sha256
@@ -46,6 +46,8 @@ class DepsResult:
     """True when the declared layer was already in the store and nothing ran."""
     layer: LayerReport | None
     """What normalisation did; None when reused."""
+    record: Mapping[str, Any] | None = None
+    """What the layer was built from (:mod:`lockbox.inputs`)."""
 
     @property
     def hash(self) -> Sha256:
@@ -65,17 +67,36 @@ def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
     """Make (or find) the dependency layer of ``project`` in ``store``.
 
     ``find_tools`` is called only when something must be built: a lookup needs no tools."""
+    from lockbox.inputs import deps_inputs, inputs_key
+
     name = layer_name(project)
     declared = project.recipe.deps.hash
+    inputs = deps_inputs(project)
+    key = inputs_key(inputs)
+    earlier: Mapping[str, Any] | None = None
     if declared is not None:
-        # The declared hash names the content: whatever produced it, that layer is the one.
+        # The declared hash names the content, but a stored layer answers it only if it was
+        # built from these inputs with the toolchain this machine has now.
         existing = store.find_content("deps", name, declared)
         if existing is not None:
-            progress.info(f"dependency layer {declared} is in the store: {existing.path}")
-            return DepsResult(existing, None, reused=True, layer=None)
+            answer = stored_answer(store, existing, key)
+            if answer is not None:
+                progress.info(f"dependency layer {declared} is in the store: {existing.path}")
+                return DepsResult(existing, None, reused=True, layer=None, record=answer)
+            progress.info(f"the store's layer {declared} was built from other inputs or "
+                          "another toolchain: building again to compare")
+        earlier = _declared_record(project, store, existing)
+        if earlier is not None:
+            moved = _moved_before_building(earlier, inputs)
+            if moved:
+                progress.warning("inputs moved since deps.hash was declared:\n" +
+                                 "\n".join(f"  {line}" for line in moved))
 
     # What building takes is imported only now: a lookup must start as fast as a no-op
     # `uv sync`.
+    from lockbox import __version__, toolchain
+    from lockbox.buildpins import check_pinned
+    from lockbox.inputs import build_set, drift, make_record
     from lockbox.install import build_roots, install, uv_cache_dir
     from lockbox.interpreters import find_interpreter
     from lockbox.layer import normalise
@@ -88,6 +109,8 @@ def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
     interpreter = find_interpreter(project.recipe.python, project.requires_python,
                                    progress=progress)
     plan = make_plan(project, lock, interpreter)
+    pinned = check_pinned(project, [p.package.name for p in plan.installed
+                                    if p.built and p.form != "member"], progress)
     tools = find_tools()
     built = sum(p.built for p in plan.installed if p.form != "member")
     progress.info(
@@ -100,8 +123,21 @@ def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
         # BUILD_ROOT: the environment is built where the layer will be registered from.
         work = stage / "work"
         work.mkdir()
-        install(project, plan, interpreter, store, work, tools, progress)
-        scrubber = Scrubber(build_roots(project, interpreter, store, tools.cache))
+        installed = install(project, plan, interpreter, store, work, tools, progress,
+                            require_build_hashes=pinned)
+        roots_list = build_roots(project, interpreter, store, tools.cache)
+        progress.info("recording the toolchain the builds read")
+        used = toolchain.record(
+            toolchain.trace_files(installed.traces)
+            | toolchain.tool_files(installed.compilers.values()),
+            skip=[*roots_list, str(interpreter.prefix), str(interpreter.prefix.resolve())],
+            compilers=installed.compilers,
+        ) if built else {"compilers": {}, "packages": {}, "files": {}}
+        record = make_record(
+            inputs, interpreter=str(interpreter.version), uv=str(tools.uv.version),
+            lockbox=__version__, packages=_installed_versions(project, plan),
+            build=build_set(project), toolchain=used, environment=installed.environment)
+        scrubber = Scrubber(roots_list)
         roots = hashlib.sha256("\n".join(r.decode() for r in scrubber.roots).encode()).hexdigest()
         content = stage / "content"
         progress.info("normalising and scrubbing the layer")
@@ -114,22 +150,89 @@ def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
             kept = store.keep_aside(content, name, nar.sha256)
             raise HashMismatch(
                 f"the dependency layer of {project.app_name}",
-                declared.sri, nar.sha256.sri, kept,
-                "if uv.lock or the recipe changed on purpose, declare the new hash with "
-                "`lockbox lock-hash`; `lockbox diff` shows what differs from the last "
-                "good layer",
+                declared.sri, nar.sha256.sri, kept, _explain(earlier, record, drift),
             )
         entry = store.register(
             content, name=name, kind="deps", nar=nar,
-            metadata=_metadata(project, plan, interpreter, tools, report),
+            metadata=_metadata(project, plan, interpreter, tools, report, record),
         )
+        store.remember_answer(entry, key, {"toolchain": used})
         store.remember_scanned(roots, report.clean_links)  # sealed now, mtime 1
     if declared is None:
         progress.warning(
             f"the recipe declares no deps.hash; this build gave {entry.nar_hash}. "
             f"Pin it with `lockbox lock-hash`, or add to [deps]: hash = \"{entry.nar_hash}\""
         )
-    return DepsResult(entry, plan, reused=False, layer=report)
+    return DepsResult(entry, plan, reused=False, layer=report, record=record)
+
+
+def stored_answer(store: Store, entry: Entry, key: str) -> Mapping[str, Any] | None:
+    """The record of a build of ``entry`` from the inputs ``key`` whose toolchain this
+    machine still has, if any."""
+    from lockbox import toolchain
+    from lockbox.inputs import summary
+
+    recorded = store.answers(entry).get(key)
+    if recorded is None:
+        return None
+    used = recorded.get("toolchain", {})
+    if summary({"toolchain": toolchain.current(used)}) != summary({"toolchain": used}):
+        return None
+    return {**entry.inputs.get("record", {}), "toolchain": used}
+
+
+def _declared_record(project: Project, store: Store, existing: Entry | None) -> Mapping[str, Any] | None:
+    """The record of the build that gave the declared hash: the committed file if it is
+    about that hash, else what the store kept."""
+    from lockbox.inputs import read_committed
+
+    declared = project.recipe.deps.hash
+    committed = read_committed(project)
+    if committed is not None and declared is not None and committed.get("hash") == declared.sri:
+        return committed
+    if existing is not None and existing.inputs.get("record"):
+        return existing.inputs["record"]  # type: ignore[return-value]
+    return None
+
+
+def _moved_before_building(earlier: Mapping[str, Any], inputs: Mapping[str, object]) -> list[str]:
+    """What visibly moved before anything is built: the inputs, and the recorded toolchain
+    packages' versions on this machine."""
+    from lockbox.toolchain import installed_versions
+
+    lines = []
+    before = earlier.get("inputs", {})
+    for key in sorted(set(before) | set(inputs)):
+        if before.get(key) != inputs.get(key):
+            lines.append("uv.lock changed" if key == "lock" else f"{key} changed")
+    versions = installed_versions()
+    for package, state in sorted(earlier.get("toolchain", {}).get("packages", {}).items()):
+        now = versions.get(package, "(not installed)")
+        if now != state.get("version"):
+            lines.append(f"{package} {state.get('version')} → {now}")
+    return lines
+
+
+def _explain(earlier: Mapping[str, Any] | None, record: Mapping[str, Any],
+             drift: Callable[[Mapping[str, Any], Mapping[str, Any]], list[str]]) -> str:
+    if earlier is None:
+        return ("no record of what the declared hash was built from (commit the "
+                "lockbox.inputs.toml `lockbox lock-hash` writes beside the recipe); if uv.lock "
+                "or the recipe changed on purpose, declare the new hash with `lockbox lock-hash`")
+    moved = drift(earlier, record)
+    if not moved:
+        return ("no recorded input changed: the build is not reproducible here. "
+                "`lockbox check` rebuilds under varied conditions and shows what differs; "
+                "`lockbox diff` compares with the last good layer")
+    return ("what moved since the declared hash was built:\n" +
+            "\n".join(f"  {line}" for line in moved) +
+            "\nif the change is intended, declare the new hash with `lockbox lock-hash`; "
+            "`lockbox diff` shows what differs from the last good layer")
+
+
+def _installed_versions(project: Project, plan: Plan) -> dict[str, str]:
+    return {planned.package.name: planned.package.version for planned in plan.installed
+            if planned.form != "member" and planned.package.name not in project.recipe.deps.exclude}
 
 
 def _report_scrub(report: LayerReport, progress: Progress) -> None:
@@ -145,7 +248,9 @@ def _report_scrub(report: LayerReport, progress: Progress) -> None:
 
 
 def _metadata(project: Project, plan: Plan, interpreter: Interpreter, tools: Tools,
-              report: LayerReport) -> dict[str, object]:
+              report: LayerReport, record: Mapping[str, Any]) -> dict[str, object]:
+    from lockbox.inputs import summary
+
     tags = interpreter.tags
     return {
         "project": project.name,
@@ -166,6 +271,7 @@ def _metadata(project: Project, plan: Plan, interpreter: Interpreter, tools: Too
         },
         "extra-sources": [source.label for source in project.recipe.deps.extra_sources],
         "scrubbed": {"files": report.scrub.files, "occurrences": report.scrub.occurrences},
+        "record": summary(record),
     }
 
 
@@ -182,12 +288,15 @@ def write_declared_hash(project: Project, digest: Sha256) -> Path:
         table = table.setdefault("lockbox", tomlkit.table())  # type: ignore[assignment]
     deps = table.setdefault("deps", tomlkit.table())
     deps["hash"] = digest.sri
-    _write_atomically(recipe_file, tomlkit.dumps(document))
+    write_atomically(recipe_file, tomlkit.dumps(document))
     return recipe_file
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str, mode: int | None = None) -> None:
     temporary = path.with_name(f".{path.name}.lockbox-tmp")
     temporary.write_text(text, encoding="utf-8")
-    os.chmod(temporary, os.stat(path).st_mode & 0o7777)
+    if path.exists():
+        mode = os.stat(path).st_mode & 0o7777
+    if mode is not None:
+        os.chmod(temporary, mode)
     os.replace(temporary, path)

@@ -142,6 +142,10 @@ class NetworkError(LockboxError):
     """A download the dependency phase needs failed."""
 
 
+class ArtifactMismatch(LockboxError):
+    """An index served a file whose hash is not among those uv.lock pins for it."""
+
+
 class BuildFailed(LockboxError):
     """A package could not be built from source."""
 

@@ -15,7 +15,6 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import tomlkit
 
@@ -58,22 +57,60 @@ def default_uv_cache(environ: Mapping[str, str]) -> Path | None:
     return None
 
 
+def cache_key(project: Project) -> str:
+    """What the store's uv cache is keyed by: the installed compilers and -dev packages,
+    uv.lock's build pins and the recipe's per-package build variables."""
+    import hashlib
+    import json
+
+    from lockbox import toolchain
+    from lockbox.buildpins import pinned
+
+    build = {name: [dict(env.env), list(env.path)] for name, env in project.recipe.deps.build.items()}
+    text = json.dumps([toolchain.fingerprint(), pinned(project), build], sort_keys=True)
+    return "k" + hashlib.sha256(text.encode()).hexdigest()[:15]
+
+
 def uv_cache_dir(store: Store, cache: Path | None) -> Path:
     """The uv cache the dependency phase uses, as the host sees it: ``cache`` (from
     :func:`default_uv_cache`) if given, else the store's own."""
     return cache or store.work_dir / "uv-cache"
 
 
+@dataclass(frozen=True)
+class Installed:
+    """What the install step used, beyond uv.lock: for the layer's record."""
+
+    environment: Mapping[str, str]
+    """Every variable the builds were given (values of proxy settings, PATH, HOME and the
+    user withheld; the staging directory and the cache's part as ``<stage>``, ``<cache>``)."""
+    compilers: Mapping[str, str]
+    """The compilers the wrappers ran: ``cc``/``c++`` → command."""
+    traces: Path
+    """The directory of the compiles' dependency lists (:mod:`lockbox.toolchain`)."""
+
+
 def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store, work: Path,
-            tools: Tools, progress: Progress = silent) -> None:
+            tools: Tools, progress: Progress = silent, *,
+            require_build_hashes: bool = False,
+            discovery: list[str] | None = None) -> Installed:
     """Install the locked third-party packages into ``work/venv``, ``work`` being a
-    directory in one of ``store``'s staging areas."""
+    directory in one of ``store``'s staging areas.
+
+    With ``discovery`` (a list to collect uv's log in) the install is lock-build's
+    unpinned one (:mod:`lockbox.buildpins`): uv.lock taken as it is, an empty uv cache of
+    its own so that every sdist is built, one build at a time, every log line kept.
+    With ``require_build_hashes`` any build dependency uv.lock does not pin is an error."""
     deps = project.recipe.deps
     inside = BUILD_ROOT / work.relative_to(store.work_dir)
     (work / "tmp").mkdir()
+    # The cache is split by the toolchain and the build pins: uv would otherwise hand back
+    # a wheel built under other headers or build dependencies. The part's path is the same
+    # for the store's cache and one bound from elsewhere, and mapped to a fixed name.
+    cache = CACHE / cache_key(project)
     env = {
-        **_host_environment(),
-        "UV_CACHE_DIR": str(CACHE),
+        **host_environment(),
+        "UV_CACHE_DIR": str(cache),
         "UV_PROJECT_ENVIRONMENT": str(inside / "venv"),
         "UV_PYTHON_DOWNLOADS": "never",
         # A cache bound from elsewhere is another mount: hardlinks cannot cross it.
@@ -82,10 +119,15 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
         "TMPDIR": str(inside / "tmp"),
         **REPRODUCIBLE_ENV,
         "RUSTFLAGS": _join(os.environ.get("RUSTFLAGS"), " ".join(
-            f"--remap-path-prefix={old}={new}" for old, new in _path_maps(interpreter)
+            f"--remap-path-prefix={old}={new}" for old, new in _path_maps(interpreter, cache)
         )),
     }
-    env.update(_compiler_wrappers(work, inside, interpreter))
+    wrappers, compilers = _compiler_wrappers(work, inside, interpreter, cache)
+    env.update(wrappers)
+    if discovery is not None:
+        (work / "uv-cache").mkdir()
+        env.update(UV_CACHE_DIR=str(inside / "uv-cache"), UV_LINK_MODE="copy",
+                   UV_CONCURRENT_BUILDS="1")
     config = None
     # `lockbox check`'s clock reaches every build backend, but not uv: uv checks TLS
     # certificates, which a clock a year ahead fails.
@@ -95,7 +137,7 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
                    | set(deps.exclude))
     if deps.build or varied:
         config = work / "uv.toml"
-        config.write_text(_uv_config(project, deps.build, env,
+        config.write_text(uv_config(project, deps.build, env,
                                      {name: varied for name in built} if varied else {}),
                           encoding="utf-8")
     request = SyncRequest(
@@ -104,6 +146,9 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
         extras=deps.extras,
         exclude=deps.exclude,
         config_file=inside / "uv.toml" if config else None,
+        require_build_hashes=require_build_hashes and discovery is None,
+        frozen=discovery is not None,
+        verbose=discovery is not None,
     )
     extra = _fetch_extra_sources(project, store, progress)
 
@@ -111,13 +156,17 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
         sandboxed = tools.sandbox.wrap(
             argv, root=store.work_dir, cwd=project.root,
             binds=[(tools.cache, CACHE)] if tools.cache else [], read_only=[project.root])
-        tools.uv.sync(sandboxed, cwd=project.root, env=env, progress=progress,
-                      on_line=lambda line: _forward_uv_line(line, progress))
+        def on_line(line: str) -> None:
+            if discovery is not None:
+                discovery.append(line)
+            _forward_uv_line(line, progress)
+
+        tools.uv.sync(sandboxed, cwd=project.root, env=env, progress=progress, on_line=on_line)
 
     old_umask = os.umask(0o022)
     try:
         run_uv(tools.uv.sync_argv(request))
-        if extra:
+        if extra and discovery is None:
             progress.info(f"installing {len(extra)} extra sources")
             run_uv(tools.uv.pip_install_argv(
                 inside / "venv" / "bin" / "python",
@@ -125,6 +174,17 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
                 config_file=request.config_file))
     finally:
         os.umask(old_umask)
+    # Recorded as every build saw them, less what differs per build or per host: the
+    # staging directory's random name, where the host keeps its programs, credentials.
+    # The cache's part is named by a digest of this machine's toolchain (cache_key).
+    withheld = {name for name in env if "proxy" in name.lower()} | {"PATH", "HOME", "USER", "LOGNAME"}
+    return Installed(
+        environment={name: "(host)" if name in withheld else
+                     value.replace(str(inside), "<stage>").replace(str(cache), "<cache>")
+                     for name, value in sorted(env.items())},
+        compilers=compilers,
+        traces=work / "trace",
+    )
 
 
 def _fetch_extra_sources(project: Project, store: Store, progress: Progress) -> list[Path]:
@@ -144,6 +204,12 @@ _WRAPPER = """\
 # cache directory with a random name, so the directory the compiler runs in is mapped too:
 # no random name may reach __FILE__ or debug information (whose string tables GCC orders
 # by hash). The most specific map comes last: GCC applies the last one that matches.
+# Every compile writes the files it read to the trace directory: the headers through
+# SUNPRO_DEPENDENCIES, the objects and libraries a link read through the linker.
+# Tracing is best effort: without the directory the compile runs untraced.
+if trace=$(mktemp "{trace}/cc.XXXXXXXXXX" 2>/dev/null); then
+    SUNPRO_DEPENDENCIES="$trace" exec {compiler} "$@" ${extra} {maps} -ffile-prefix-map="$(pwd -P)"=/lockbox/src {link_trace}
+fi
 exec {compiler} "$@" ${extra} {maps} -ffile-prefix-map="$(pwd -P)"=/lockbox/src
 """
 
@@ -154,17 +220,22 @@ RECIPE_CXXFLAGS = "LOCKBOX_CXXFLAGS"
 _WRAPPER_VARIABLES = {"CFLAGS": RECIPE_CFLAGS, "CXXFLAGS": RECIPE_CXXFLAGS}
 
 
-def _compiler_wrappers(work: Path, inside: Path, interpreter: Interpreter) -> dict[str, str]:
+def _compiler_wrappers(work: Path, inside: Path, interpreter: Interpreter,
+                       cache: Path) -> tuple[dict[str, str], dict[str, str]]:
     """``CC`` and ``CXX`` pointing at wrappers of the compilers the builds would use (the
     environment's, else the interpreter's), keeping their extra words (``-pthread``).
 
     lockbox adds its flags in the wrappers rather than in ``CFLAGS``: setuptools takes a
     ``CFLAGS`` from the environment *instead of* the interpreter's (``-O3 -DNDEBUG -g``…),
-    so setting it would build every extension unoptimised, with assertions on."""
+    so setting it would build every extension unoptimised, with assertions on.
+
+    Returns the variables and the compilers wrapped (``cc``/``c++`` → command)."""
     directory = work / "bin"
     directory.mkdir()
-    maps = " ".join(_prefix_maps(interpreter))
+    (work / "trace").mkdir()
+    maps = " ".join(_prefix_maps(interpreter, cache))
     variables = {}
+    compilers = {}
     for variable, wrapper, default, extra in (("CC", "cc", "gcc", RECIPE_CFLAGS),
                                               ("CXX", "c++", "g++", RECIPE_CXXFLAGS)):
         configured = os.environ.get(variable) or interpreter.sysconfig.get(variable) or default
@@ -172,10 +243,21 @@ def _compiler_wrappers(work: Path, inside: Path, interpreter: Interpreter) -> di
             configured = default
         compiler, _, words = configured.partition(" ")
         path = directory / wrapper
-        path.write_text(_WRAPPER.format(compiler=compiler, extra=extra, maps=maps))
+        link_trace = '-Wl,--dependency-file="$trace.ld"' if _linker_traces(compiler) else ""
+        path.write_text(_WRAPPER.format(compiler=compiler, extra=extra, maps=maps,
+                                        trace=inside / "trace", link_trace=link_trace))
         path.chmod(0o755)
         variables[variable] = _join(str(inside / "bin" / wrapper), words)
-    return variables
+        compilers[wrapper] = compiler
+    return variables, compilers
+
+
+def _linker_traces(compiler: str) -> bool:
+    """Whether the linker ``compiler`` runs can write a dependency file (binutils 2.35)."""
+    from lockbox.toolchain import command_output
+
+    ld = command_output([compiler, "-print-prog-name=ld"]).strip() or "ld"
+    return "--dependency-file" in command_output([ld, "--help"])
 
 
 def _forward_uv_line(line: str, progress: Progress) -> None:
@@ -187,7 +269,7 @@ def _forward_uv_line(line: str, progress: Progress) -> None:
         progress.debug(f"uv: {text}")
 
 
-def _host_environment() -> dict[str, str]:
+def host_environment() -> dict[str, str]:
     """What the build keeps of lockbox's own environment: where programs and libraries
     are, proxies and certificates; not the user's uv settings, which uv.lock and the
     project already fix."""
@@ -203,19 +285,20 @@ def _join(*parts: str | None) -> str:
     return " ".join(part for part in parts if part)
 
 
-def _path_maps(interpreter: Interpreter) -> list[tuple[str, str]]:
-    """Build paths mapped to fixed names in compiler output."""
+def _path_maps(interpreter: Interpreter, cache: Path) -> list[tuple[str, str]]:
+    """Build paths mapped to fixed names in compiler output (``cache``: uv's, its part
+    named by :func:`cache_key`, which differs between machines)."""
     return [
-        (str(CACHE), "/lockbox/uv-cache"),
+        (str(cache), "/lockbox/uv-cache"),
         (str(BUILD_ROOT), "/lockbox/build"),
         (str(interpreter.prefix), "/lockbox/python"),
     ]
 
 
-def _prefix_maps(interpreter: Interpreter) -> list[str]:
+def _prefix_maps(interpreter: Interpreter, cache: Path) -> list[str]:
     # -ffile-prefix-map covers __FILE__ and debug info. GCC applies the last matching
     # option, so the more specific prefix (the cache, inside the build root) comes last.
-    return [f"-ffile-prefix-map={old}={new}" for old, new in reversed(_path_maps(interpreter))]
+    return [f"-ffile-prefix-map={old}={new}" for old, new in reversed(_path_maps(interpreter, cache))]
 
 
 def build_roots(project: Project, interpreter: Interpreter, store: Store,
@@ -231,14 +314,7 @@ def build_roots(project: Project, interpreter: Interpreter, store: Store,
     return sorted(roots)
 
 
-# Settings of [tool.uv] that describe the project rather than how uv installs it.
-_PROJECT_ONLY_UV_KEYS = frozenset({
-    "sources", "workspace", "managed", "package", "default-groups", "dependency-groups",
-    "dev-dependencies", "conflicts", "build-backend", "environments", "required-environments",
-})
-
-
-def _uv_config(project: Project, build: Mapping[str, BuildEnv], env: Mapping[str, str],
+def uv_config(project: Project, build: Mapping[str, BuildEnv], env: Mapping[str, str],
                extra: Mapping[str, Mapping[str, str]] | None = None) -> str:
     """A uv.toml with the project's own uv settings plus each package's build variables.
 
@@ -249,13 +325,9 @@ def _uv_config(project: Project, build: Mapping[str, BuildEnv], env: Mapping[str
     the build would use anyway (setuptools would otherwise drop the interpreter's); other
     variables (``LDFLAGS``, ``CPPFLAGS``, which setuptools adds) are set as they are, and
     its path goes before ``PATH``. ``extra`` adds variables to packages' builds as they are."""
-    settings: dict[str, Any] = {
-        key: value for key, value in project.pyproject.get("tool", {}).get("uv", {}).items()
-        if key not in _PROJECT_ONLY_UV_KEYS
-    }
-    uv_toml = project.root / "uv.toml"
-    if uv_toml.is_file():
-        settings.update(tomllib.loads(uv_toml.read_text(encoding="utf-8")))
+    from lockbox.inputs import uv_settings
+
+    settings = uv_settings(project)
     variables: dict[str, dict[str, str]] = {
         package: dict(values) for package, values in settings.get("extra-build-variables", {}).items()
     }

@@ -71,6 +71,12 @@ CREATE TABLE IF NOT EXISTS scanned (  -- sealed files a layer build read and fou
     record_hash TEXT NOT NULL,    -- "sha256=<urlsafe base64>", as in a RECORD
     PRIMARY KEY (roots, dev, ino)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS answers (  -- which inputs built a content-addressed entry
+    path_name TEXT NOT NULL,
+    inputs_key TEXT NOT NULL,     -- digest of the inputs a build started from
+    record TEXT NOT NULL,         -- canonical JSON: what that build found it used
+    PRIMARY KEY (path_name, inputs_key)
+) WITHOUT ROWID;
 """
 
 _META_DIR = ".lockbox"
@@ -278,6 +284,23 @@ class Store:
     def find_content(self, kind: str, name: str, nar: Sha256) -> Entry | None:
         """The content-addressed entry with this NAR hash, if registered."""
         return self.get(f"{content_digest(kind, name, nar)}-{name}")
+
+    def answers(self, entry: Entry) -> dict[str, Mapping[str, object]]:
+        """Every set of inputs a build made ``entry`` from: inputs key → what the build
+        recorded (its toolchain…). A content-addressed entry answers a lookup only for
+        inputs that built it."""
+        rows = self._db.execute(
+            "SELECT inputs_key, record FROM answers WHERE path_name = ?", (entry.path_name,)
+        ).fetchall()
+        return {key: json.loads(record) for key, record in rows}
+
+    def remember_answer(self, entry: Entry, inputs_key: str, record: Mapping[str, object]) -> None:
+        """Record that a build from ``inputs_key`` made ``entry``, and what it used."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO answers (path_name, inputs_key, record) VALUES (?, ?, ?)",
+                (entry.path_name, inputs_key, canonical_json(record)),
+            )
 
     def scanned_files(self, roots: str) -> dict[tuple[int, int, int], str]:
         """Sealed files that a layer build read and found free of the build-path ``roots``
@@ -566,6 +589,7 @@ class Store:
         # next open removes; the reverse order could leave a row without its directory.
         with self._db:
             self._db.execute("DELETE FROM entries WHERE path_name = ?", (entry.path_name,))
+            self._db.execute("DELETE FROM answers WHERE path_name = ?", (entry.path_name,))
         remove_tree(entry.path)
         remove_tree(self.derived_dir(entry))
         self.progress.debug(f"removed {entry.path}")

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from lockbox.errors import BuildFailed, LockOutdated, NetworkError, ToolFailed, ToolMissing
+from lockbox.errors import (
+    ArtifactMismatch, BuildFailed, LockOutdated, NetworkError, ToolFailed, ToolMissing,
+)
 from lockbox.progress import Progress, silent
 from lockbox.run import run, which
 
@@ -52,6 +54,9 @@ _NETWORK = re.compile(
     r"failed to download|Network unreachable|error trying to connect",
     re.IGNORECASE,
 )
+_UNPINNED_BUILD = re.compile(r"no trusted hash was provided for: `([^`]+)`")
+_HASH_MISMATCH = re.compile(
+    r"Hash mismatch for `([^`]+)`\s*Expected:\s*(sha256:[0-9a-f]+)\s*Computed:\s*(sha256:[0-9a-f]+)")
 _STALE_LOCK = re.compile(r"needs to be updated, but `--locked` was provided")
 
 
@@ -69,6 +74,12 @@ class SyncRequest:
     """Packages not to install."""
     config_file: Path | None = None
     """A uv.toml with lockbox's settings (per-package build variables)."""
+    require_build_hashes: bool = False
+    """Refuse any build dependency that uv.lock's manifest does not pin with a hash."""
+    frozen: bool = False
+    """Install uv.lock as it is, without checking it against pyproject.toml."""
+    verbose: bool = False
+    """Have uv log what it does (which build environment installs what)."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +107,7 @@ class Uv:
         """The ``uv sync`` command line that installs the locked dependencies, and no
         workspace member, into the environment ``UV_PROJECT_ENVIRONMENT`` names."""
         argv = [
-            os.fspath(self.executable), "sync", "--locked",
+            os.fspath(self.executable), "sync", "--frozen" if request.frozen else "--locked",
             "--no-install-project", "--no-install-workspace",
             "--python", os.fspath(request.python),
         ]
@@ -107,6 +118,10 @@ class Uv:
         argv += [arg for name in request.exclude for arg in ("--no-install-package", name)]
         if request.config_file is not None:
             argv += ["--config-file", os.fspath(request.config_file)]
+        if request.require_build_hashes:
+            argv += ["--require-build-hashes", "--preview-features", "build-dependency-hashes"]
+        if request.verbose:
+            argv.append("-v")
         return argv
 
     def pip_install_argv(self, python: Path, paths: Sequence[Path], *,
@@ -144,6 +159,26 @@ def explain_failure(output: str) -> Exception:
             "uv.lock is out of date with pyproject.toml: uv would change it. Run `uv lock` "
             "in the project, review the change and commit it, then build again"
         )
+    unpinned = _UNPINNED_BUILD.search(output)
+    if unpinned:
+        from lockbox.buildpins import BuildPinsMissing
+
+        built = _FAILED_BUILD.search(output)
+        by = f" of {built.group(1)}" if built else ""
+        return BuildPinsMissing(
+            f"the build dependency {unpinned.group(1)}{by} is not pinned in uv.lock's "
+            "manifest: run `lockbox lock-build` to refresh the build pins, review and "
+            "commit them, then build again")
+    mismatch = _HASH_MISMATCH.search(output)
+    if mismatch:
+        build = "build-system.requires" in output or "build dependencies" in output
+        what, pins, again = (("build dependency", "uv.lock's build pins", "`lockbox lock-build`")
+                             if build else ("package", "uv.lock", "`uv lock`"))
+        return ArtifactMismatch(
+            f"the index served the {what} {mismatch.group(1)} with bytes {pins} do not list "
+            f"(expected {mismatch.group(2)}, got {mismatch.group(3)}): the artifact was "
+            "replaced, or another index answered. Nothing was added to the store; if the "
+            f"change is legitimate, pin it again with {again} and review the new hashes")
     built = _FAILED_BUILD.search(output)
     if built:
         package = built.group(1)

@@ -133,6 +133,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
         project = make_project(root, url, tools, repo)
         store = root / "store"
         cache = store / ".lockbox" / "uv-cache"  # the store's own
+        pinned = lockbox("lock-build", project, store=store)
+        assert pinned.returncode == 0, pinned.stderr
         output = lockbox("build", "--deps-only", project, store=store)
         assert output.returncode == 0, output.stderr
         layer = Path(output.stdout.strip())

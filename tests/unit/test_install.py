@@ -9,7 +9,7 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from lockbox.install import RECIPE_CFLAGS, _compiler_wrappers, _uv_config
+from lockbox.install import RECIPE_CFLAGS, _compiler_wrappers, uv_config
 from lockbox.interpreters import Interpreter
 from lockbox.project import load_project
 from lockbox.recipe import BuildEnv
@@ -33,7 +33,7 @@ def test_uv_config_keeps_the_project_settings_and_adds_build_variables(
         "lxml": BuildEnv(env={"CFLAGS": "-DX=1", "LDFLAGS": "-L/opt/lib"}),
         "psycopg-c": BuildEnv(path=("/usr/lib/postgresql/15/bin",)),
     }
-    config = tomllib.loads(_uv_config(load_project(root), build, {"PATH": "/usr/bin"}))
+    config = tomllib.loads(uv_config(load_project(root), build, {"PATH": "/usr/bin"}))
     assert config["no-binary-package"] == ["lxml"]
     assert config["find-links"] == ["https://example.invalid/wheels"]
     assert "sources" not in config  # describes the project, not how uv installs
@@ -48,7 +48,8 @@ def test_the_c_wrapper_adds_recipe_flags_and_path_maps_to_the_real_compiler(tmp_
         executable=Path("/opt/py/bin/python3.13"), version=Version("3.13.0"), markers={},
         sysconfig={"CC": "gcc -pthread", "CXX": "g++ -pthread"}, prefix=Path("/opt/py"),
     )
-    variables = _compiler_wrappers(tmp_path, Path("/tmp/lockbox-build/tmp/x/work"), interpreter)
+    variables, _ = _compiler_wrappers(tmp_path, Path("/tmp/lockbox-build/tmp/x/work"), interpreter,
+                                      Path("/tmp/lockbox-build/uv-cache/k0"))
     assert variables == {"CC": "/tmp/lockbox-build/tmp/x/work/bin/cc -pthread",
                          "CXX": "/tmp/lockbox-build/tmp/x/work/bin/c++ -pthread"}
     source = tmp_path / "where.c"

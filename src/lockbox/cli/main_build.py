@@ -124,12 +124,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "lock-hash",
         help="write the dependency layer's hash into the recipe",
         description=(
-            "Set deps.hash in PROJECT's recipe to the hash of its dependency layer: the "
-            "layer already built from the current uv.lock, or a new build of it."
+            "Set deps.hash in PROJECT's recipe to the hash of its dependency layer (the "
+            "last layer, if it was built from the same inputs and toolchain, or a new "
+            "build), and write what it was built from to lockbox.inputs.toml beside the "
+            "recipe: commit both."
         ),
     )
     add_project_argument(lock_hash)
     lock_hash.set_defaults(handler=run_lock_hash)
+    lock_build = subparsers.add_parser(
+        "lock-build",
+        help="pin the build dependencies of the sdists, with their hashes",
+        description=(
+            "Build PROJECT's sdists once, unpinned, to find their build dependencies "
+            "(nested builds included), pin one version of each with all its artifact "
+            "hashes in pyproject.toml's [tool.uv] build-constraint-dependencies and in "
+            "uv.lock's manifest (as `uv lock` would, without resolving again), and write "
+            "what was built and pinned to lockbox.inputs.toml. Builds then refuse any "
+            "build dependency not pinned."
+        ),
+    )
+    add_project_argument(lock_build)
+    lock_build.set_defaults(handler=run_lock_build)
 
 
 def run_build(args: argparse.Namespace, context: Context) -> int:
@@ -323,7 +339,10 @@ def _remember(context: Context, project: Project, store: Store, deps: DepsResult
     request = context.shortcut
     if request is None or context.unusual or not deps.reused:
         return
-    inputs = [*map(str, project.consulted), *map(str, identity_paths())]
+    from lockbox import toolchain
+
+    inputs = [*map(str, project.consulted), *map(str, identity_paths()),
+              *toolchain.paths((deps.record or {}).get("toolchain", {}))]
     outputs = [str(deps.entry.path)]
     result = deps.entry.path
     if app is not None:
@@ -337,21 +356,45 @@ def _remember(context: Context, project: Project, store: Store, deps: DepsResult
 
 
 def run_lock_hash(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.deps import build_deps, layer_name, lock_digest, write_declared_hash
+    from lockbox.deps import build_deps, layer_name, stored_answer, write_declared_hash
+    from lockbox.inputs import deps_inputs, inputs_key, write_committed
     from lockbox.project import load_project
 
     project = load_project(args.project)
     with context.open_store() as store:
+        # The last layer answers if it was built from these inputs with this toolchain.
         entry = store.latest("deps", layer_name(project))
-        if entry is None or entry.inputs.get("lock") != lock_digest(project).sri:
+        record = stored_answer(store, entry, inputs_key(deps_inputs(project))) if entry else None
+        if entry is None or record is None:
             unpinned = _without_declared_hash(project)
-            entry = build_deps(unpinned, store, lambda: _find_tools(context),
-                               context.progress).entry
+            result = build_deps(unpinned, store, lambda: _find_tools(context), context.progress)
+            entry, record = result.entry, result.record
+    written = write_committed(project, entry.nar_hash.sri, record or {})
+    context.info(f"wrote what the layer was built from to {written}")
     if project.recipe.deps.hash == entry.nar_hash:
         context.info(f"deps.hash is already {entry.nar_hash}")
         return 0
     written = write_declared_hash(project, entry.nar_hash)
     context.info(f"wrote deps.hash = \"{entry.nar_hash}\" to {written}")
+    return 0
+
+
+def run_lock_build(args: argparse.Namespace, context: Context) -> int:
+    from lockbox.buildpins import lock_build
+    from lockbox.project import load_project
+
+    project = load_project(args.project)
+    with context.open_store() as store:
+        found = lock_build(project, store, _find_tools(context), context.progress)
+    if found["built"]:
+        context.info(f"built from source: {', '.join(found['built'])}")
+    for name, version in found["pins"].items():
+        others = [v for v in found["found"].get(name, []) if v != version]
+        also = f" (builds also chose {', '.join(others)})" if others else ""
+        context.info(f"  {name} {version}{also}")
+    if found["pins"]:
+        context.info(f"pinned {len(found['pins'])} build dependencies; review and commit "
+                     "pyproject.toml, uv.lock and lockbox.inputs.toml, then `lockbox lock-hash`")
     return 0
 
 

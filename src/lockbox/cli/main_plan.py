@@ -76,10 +76,31 @@ def _print_plan(plan: Plan, context: Context) -> None:
             continue
         for planned in group:
             context.print(f"  {_describe(planned)}")
+    _print_build_set(plan, context)
     if plan.skipped:
         context.print(f"\nleft out: {len(plan.skipped)}")
         for skipped in plan.skipped:
             context.print(f"  {skipped.package.label}: {skipped.reason}")
+
+
+def _print_build_set(plan: Plan, context: Context) -> None:
+    """What every build from source is built with: uv.lock's pinned build set."""
+    from lockbox.buildpins import pinned
+
+    built = [p for p in plan.installed if p.built and p.form != "member"]
+    if not built:
+        return
+    pins = pinned(plan.project)
+    names = ", ".join(p.package.name for p in built)
+    if not pins:
+        context.print(f"\nbuild dependencies of {names}: not pinned (run `lockbox lock-build`)")
+        return
+    context.print(f"\nbuild dependencies of {names}, pinned in uv.lock: {len(pins)}")
+    for name, pin in pins.items():
+        hashes = pin["hashes"]
+        first = hashes[0] if hashes else "no hash"
+        more = f" (+{len(hashes) - 1} more)" if len(hashes) > 1 else ""
+        context.print(f"  {name} {pin['version']}: {first}{more}")
 
 
 def _describe(planned: Planned) -> str:
