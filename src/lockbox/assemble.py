@@ -4,8 +4,9 @@ It runs offline. Everything it starts (bytecode compilation, verification) runs 
 network-less sandbox with a clean environment; the rest is lockbox moving and editing files.
 The application is input-addressed: its store path is known before it is built (its digest
 covers the dependency layer's hash, the interpreter's entry, the project's sources, the
-recipe and lockbox's identity), so ``@out@`` can be written into it, and an unchanged
-rebuild is a lookup.
+recipe, the host libraries it bundles with patchelf's version (:mod:`lockbox.hostlibs`) and
+lockbox's identity), so ``@out@`` can be written into it, and an unchanged rebuild is a
+lookup.
 
 Steps, in this order (docs/assemble.md):
 
@@ -31,7 +32,7 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,9 +46,11 @@ from lockbox.sandbox import REPRODUCIBLE_ENV
 from lockbox.store import Entry, Store, inputs_digest, remove_tree
 
 if TYPE_CHECKING:
+    from lockbox.hostlibs import HostLibraries
     from lockbox.interpreters import Interpreter
     from lockbox.members import Member
     from lockbox.python import PythonEntry
+    from lockbox.relink import Patchelf
     from lockbox.sandbox import Sandbox
 
 _IGNORED = ("__pycache__", "*.pyc", "*.pyo")
@@ -66,6 +69,9 @@ class Sources:
     """SHA-256 over those paths' names, modes and bytes."""
     consulted: tuple[str, ...] = ()
     """Every file read and directory listed for the digest (absolute)."""
+    elf_files: Mapping[str, str] = field(default_factory=dict)
+    """Those of the files read that are ELF files (absolute) → the SHA-256 of their bytes,
+    in hex: what the libraries they need are kept under (:mod:`lockbox.hostlibs`)."""
 
 
 @dataclass
@@ -96,7 +102,7 @@ class AppResult:
     report: AssemblyReport | None
     consulted: tuple[str, ...] = ()
     """For a build in the store: every path read to find it (the project's sources, the
-    interpreter's files), what would notice a change."""
+    interpreter's files, the host libraries bundled, patchelf), what would notice a change."""
 
 
 def read_sources(project: Project, interpreter: Interpreter) -> Sources:
@@ -129,8 +135,8 @@ def read_sources(project: Project, interpreter: Interpreter) -> Sources:
         if path.startswith(".."):
             raise AssemblyError(f"{path} is outside the project {project.root}: lockbox "
                                 "assembles only what is inside it")
-    digest, consulted = _digest(project.root, relative)
-    return Sources(tuple(members), tuple(relative), digest, consulted)
+    digest, consulted, elf_files = _digest(project.root, relative)
+    return Sources(tuple(members), tuple(relative), digest, consulted, elf_files)
 
 
 def _inside(project: Project, relative: str, key: str) -> Path:
@@ -140,10 +146,12 @@ def _inside(project: Project, relative: str, key: str) -> Path:
     return path
 
 
-def _digest(root: Path, paths: Sequence[str]) -> tuple[str, tuple[str, ...]]:
-    """The digest of ``paths`` under ``root`` and every path read or listed for it."""
+def _digest(root: Path, paths: Sequence[str]) -> tuple[str, tuple[str, ...], dict[str, str]]:
+    """The digest of ``paths`` under ``root``, every path read or listed for it, and the
+    SHA-256 of each file read that is an ELF file."""
     digest = hashlib.sha256()
     consulted: list[str] = []
+    elf_files: dict[str, str] = {}
     for relative in paths:
         for path, info in _walk(root / relative):
             consulted.append(path)
@@ -156,8 +164,11 @@ def _digest(root: Path, paths: Sequence[str]) -> tuple[str, tuple[str, ...]]:
                 kind = b"x" if info.st_mode & stat.S_IXUSR else b"f"
                 digest.update(kind + b"\0" + name + b"\0" + str(info.st_size).encode() + b"\0")
                 with open(path, "rb") as file:
-                    digest.update(file.read())
-    return digest.hexdigest(), tuple(consulted)
+                    data = file.read()
+                digest.update(data)
+                if data.startswith(b"\x7fELF"):
+                    elf_files[path] = hashlib.sha256(data).hexdigest()
+    return digest.hexdigest(), tuple(consulted), elf_files
 
 
 def _walk(top: Path) -> Iterator[tuple[str, os.stat_result]]:
@@ -180,8 +191,8 @@ def _ignored(name: str) -> bool:
     return any(fnmatch.fnmatch(name, pattern) for pattern in _IGNORED)
 
 
-def app_inputs(project: Project, deps: Entry, python: Entry, sources: Sources,
-               store: Store) -> dict[str, object]:
+def app_inputs(project: Project, deps: Entry, python: Entry, sources: Sources, store: Store,
+               libraries: HostLibraries, patchelf: Patchelf) -> dict[str, object]:
     """Everything the application's bytes depend on: its store digest is made from this."""
     recipe = recipe_as_dict(project.recipe)
     recipe.pop("project", None)  # where the project is does not change what is built
@@ -192,6 +203,8 @@ def app_inputs(project: Project, deps: Entry, python: Entry, sources: Sources,
         "python": python.path_name,
         "sources": sources.digest,
         "recipe": recipe,
+        "libraries": libraries.inputs(project.recipe.libraries.bundle),
+        "patchelf": patchelf.version,
         "lockbox": build_identity(),
         "store": str(store.root),  # @out@ and launchers name the store path
     }
@@ -200,18 +213,21 @@ def app_inputs(project: Project, deps: Entry, python: Entry, sources: Sources,
 def build_app(project: Project, store: Store, deps: Entry, interpreter: Interpreter,
               progress: Progress = silent) -> AppResult:
     """Make (or find) the application of ``project`` in ``store`` from the layer ``deps``."""
-    from lockbox.python import fingerprint_paths, import_python
+    from lockbox.python import import_python
+    from lockbox.relink import Patchelf
 
+    patchelf = Patchelf.find(progress)
     sources = read_sources(project, interpreter)
     python = import_python(interpreter, store, bundle=project.recipe.libraries.bundle,
-                           progress=progress)
-    inputs = app_inputs(project, deps, python.entry, sources, store)
+                           patchelf=patchelf, progress=progress)
+    libraries = application_libraries(project, deps, sources, store)
+    inputs = app_inputs(project, deps, python.entry, sources, store, libraries, patchelf)
     name = project.app_name
     existing = store.find_inputs("app", name, inputs)
     if existing is not None:
         progress.info(f"the application is in the store: {existing.path}")
         store.add_root(name, existing)
-        consulted = (*sources.consulted, *map(str, fingerprint_paths(interpreter)))
+        consulted = (*sources.consulted, *python.consulted, *libraries.consulted)
         return AppResult(existing.path, existing, reused=True, report=None, consulted=consulted)
     sandbox = _sandbox(progress)
     out = store.root / f"{inputs_digest('app', name, inputs)}-{name}"
@@ -220,17 +236,36 @@ def build_app(project: Project, store: Store, deps: Entry, interpreter: Interpre
     with store.staging() as stage:
         content = stage / "content"
         report = _assemble(project, sources, deps.path, interpreter, python, out, content,
-                           stage, sandbox, link=True, hidden=[store.root], progress=progress,
-                           log=store.work_dir / "logs" / f"{out.name}.log", bytecode=bytecode)
-        libraries = share_libraries(store, content, report.bundled, name)
+                           stage, sandbox, patchelf, link=True, hidden=[store.root],
+                           progress=progress, log=store.work_dir / "logs" / f"{out.name}.log",
+                           bytecode=bytecode)
+        uncovered = libraries.uncovered(library["from"] for library in report.bundled.values())
+        if uncovered:
+            raise AssemblyError(f"lockbox bundled {', '.join(uncovered)} without counting them "
+                                "among the application's inputs: a bug of lockbox, please "
+                                "report it")
+        shared = share_libraries(store, content, report.bundled, name)
         # Rooted under its name, as the latest build of it: `lockbox gc` keeps it and what
         # it references (its layer, its interpreter) until another build takes the name.
         entry = store.register(content, name=name, kind="app", inputs=inputs,
                                references=[deps.path_name, python.entry.path_name,
                                            *([bytecode.path_name] if bytecode else []),
-                                           *([libraries.path_name] if libraries else [])],
+                                           *([shared.path_name] if shared else [])],
                                metadata={"bundled": report.bundled}, root=name)
     return AppResult(entry.path, entry, reused=False, report=report)
+
+
+def application_libraries(project: Project, deps: Entry, sources: Sources,
+                          store: Store) -> HostLibraries:
+    """The host libraries the application bundles (or links to): what the ELF files of its
+    layer and of the project's sources need, resolved outside it (:mod:`lockbox.hostlibs`)."""
+    from lockbox.hostlibs import entry_needs, file_needs, host_closure
+
+    needed = set(entry_needs(store, deps))
+    for path, digest in sources.elf_files.items():
+        needed.update(file_needs(store, Path(path), digest))
+    return host_closure(needed, store,
+                        recipe_paths=[project.root / p for p in project.recipe.libraries.paths])
 
 
 def share_libraries(store: Store, content: Path, bundled: Iterable[str], name: str) -> Entry | None:
@@ -261,11 +296,13 @@ def export_app(project: Project, store: Store, deps: Entry, interpreter: Interpr
     """Assemble the application for the directory ``to`` and put it there. ``to`` must not
     exist, be empty, or hold an earlier export, which is replaced only on success."""
     from lockbox.python import import_python
+    from lockbox.relink import Patchelf
 
     to = to.absolute()
+    patchelf = Patchelf.find(progress)
     sources = read_sources(project, interpreter)
     python = import_python(interpreter, store, bundle=project.recipe.libraries.bundle,
-                           progress=progress)
+                           patchelf=patchelf, progress=progress)
     earlier = to.exists() and any(to.iterdir())
     if earlier and "lockbox-app" not in _read_text(to / "pyvenv.cfg"):
         raise AssemblyError(f"{to} is not empty and is not an earlier export; "
@@ -282,8 +319,8 @@ def export_app(project: Project, store: Store, deps: Entry, interpreter: Interpr
     try:
         content = work / "content"
         report = _assemble(project, sources, deps.path, interpreter, python, to, content,
-                           work, sandbox, link=False, hidden=[], progress=progress, log=log,
-                           bytecode=bytecode)
+                           work, sandbox, patchelf, link=False, hidden=[], progress=progress,
+                           log=log, bytecode=bytecode)
         os.rename(to, work / "old")
         os.rename(content, to)
         log.unlink(missing_ok=True)
@@ -312,8 +349,8 @@ def _sandbox(progress: Progress) -> Sandbox:
 
 
 def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Interpreter,
-              python: PythonEntry, out: Path, content: Path, work: Path, sandbox: Sandbox, *,
-              link: bool, hidden: Sequence[Path], progress: Progress,
+              python: PythonEntry, out: Path, content: Path, work: Path, sandbox: Sandbox,
+              patchelf: Patchelf, *, link: bool, hidden: Sequence[Path], progress: Progress,
               log: Path, bytecode: Entry | None = None) -> AssemblyReport:
     """Write the application that will live at ``out`` into ``content``, using ``work``.
     With ``link`` (a store entry) the layer is hardlinked and ``python`` is a link to the
@@ -383,7 +420,7 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
             remove_tree(path)
             report.deleted.append(os.path.relpath(path, content))
 
-    _link_libraries(project, content, report, progress)
+    _link_libraries(project, content, report, patchelf, progress)
     if link:
         os.symlink(f"../{python.entry.path_name}", content / "python")
     else:
@@ -482,11 +519,11 @@ def deps_bytecode(store: Store, deps: Entry, python: PythonEntry, sandbox: Sandb
 
 
 def _link_libraries(project: Project, content: Path, report: AssemblyReport,
-                    progress: Progress) -> None:
+                    patchelf: Patchelf, progress: Progress) -> None:
     """Resolve what every ELF file of the application needs; bundle and relink."""
     from lockbox.elf import scan_tree
     from lockbox.libraries import resolve
-    from lockbox.relink import Patchelf, debian_packages, relink
+    from lockbox.relink import debian_packages, relink
 
     libraries = project.recipe.libraries
     elfs, foreign = scan_tree(content)
@@ -495,7 +532,7 @@ def _link_libraries(project: Project, content: Path, report: AssemblyReport,
     progress.info(f"resolving the shared libraries of {len(elfs)} ELF files")
     resolution = resolve(content, elfs, recipe_paths=[project.root / p for p in libraries.paths],
                          ignore_missing=libraries.ignore_missing, progress=progress)
-    relinked = relink(content, resolution, Patchelf.find(progress), bundle=libraries.bundle,
+    relinked = relink(content, resolution, patchelf, bundle=libraries.bundle,
                       progress=progress)
     packages = debian_packages(sorted(relinked.bundled.values()))
     report.bundled = {name: {"from": source, "package": packages.get(source, "")}

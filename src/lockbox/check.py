@@ -325,6 +325,7 @@ def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]],
     from lockbox.nar import nar_hash
     from lockbox.project import load_project
     from lockbox.python import PythonEntry, import_python
+    from lockbox.relink import Patchelf
 
     root = Path(spec["root"])
     # The recipe as the user wrote it, for the project where the rebuild finds it (a copy,
@@ -360,7 +361,9 @@ def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]],
         if "python" not in registered:
             return  # the dependency layer only
         progress.info("the interpreter entry")
-        python = import_python(interpreter, scratch, bundle=spec["bundle"], progress=progress)
+        patchelf = Patchelf.find(progress)
+        python = import_python(interpreter, scratch, bundle=spec["bundle"], patchelf=patchelf,
+                               progress=progress)
         results["python"] = {"hash": python.entry.nar_hash.sri,
                              "tree": relative(python.entry.path)}
         sandbox = _sandbox(progress)
@@ -390,7 +393,7 @@ def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]],
         work.mkdir()
         _assemble(project, read_sources(project, interpreter), registered["deps"].path,
                   interpreter, PythonEntry(registered_python, python.executable, reused=True),
-                  app.path, content, work, sandbox, link=True, hidden=[store.root],
+                  app.path, content, work, sandbox, patchelf, link=True, hidden=[store.root],
                   progress=progress, log=root / "app-verify.log",
                   bytecode=registered.get("bytecode"))
         results["app"] = {"hash": nar_hash(content).sha256.sri, "tree": relative(content)}

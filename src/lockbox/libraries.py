@@ -28,11 +28,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from lockbox.elf import ElfInfo, read_elf
 from lockbox.errors import LockboxError
 from lockbox.progress import Progress, silent
+
+if TYPE_CHECKING:
+    # Not at run time: a lookup finds libraries (lockbox.hostlibs) without reading ELF
+    # files, and importing pyelftools costs more than the rest of it.
+    from lockbox.elf import ElfInfo
 
 GLIBC_FAMILY = frozenset({
     "libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1",
@@ -118,6 +122,8 @@ def resolve(root: Path, elfs: Iterable[ElfInfo], *, recipe_paths: Sequence[Path]
     """Resolve the needs of ``elfs`` (files under ``root``) and, transitively, of every
     library found outside ``root``. Raises :class:`UnsatisfiedLibraries` unless every
     missing name matches an ``ignore_missing`` pattern."""
+    from lockbox.elf import read_elf
+
     host = host_libraries() if host is None else host
     elfs = list(elfs)
     in_output = _index(elfs)
@@ -176,6 +182,12 @@ def _find(name: str, info: ElfInfo, root: Path, in_output: Mapping[str, Path],
             return Found(name, candidate, "output")
     if name in in_output:
         return Found(name, in_output[name], "output")
+    return find_outside(name, recipe_paths, host)
+
+
+def find_outside(name: str, recipe_paths: Sequence[Path], host: Mapping[str, Path]) -> Found | None:
+    """Where ``name`` is found outside the output: the first of the recipe's library paths
+    that holds it, else the host's loader cache; None if neither has it."""
     for directory in recipe_paths:
         if (directory / name).exists():
             return Found(name, (directory / name).resolve(), "recipe")

@@ -15,8 +15,9 @@ whose executable finds ``libpython`` by an absolute run path) as a ``python`` en
 - its standard library compiled to unchecked-hash ``.pyc`` files (the entry is read-only:
   Python could not cache them itself);
 - registered, input-addressed by the installation's identity (path, version, size and
-  modification time of the executable and ``libpython``) and lockbox's identity, so that
-  the next build finds it.
+  modification time of the executable and ``libpython``), the host libraries it bundles
+  (path and SHA-256 of each, :mod:`lockbox.hostlibs`), patchelf's version and lockbox's
+  identity, so that the next build finds it and an upgraded host library makes a new one.
 
 CPython finds its standard library relative to the executable's real location, so the entry
 works from any path.
@@ -30,13 +31,18 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lockbox import build_identity
 from lockbox.errors import LockboxError
 from lockbox.interpreters import Interpreter
 from lockbox.progress import Progress, silent
 from lockbox.sandbox import REPRODUCIBLE_ENV, check_variables
-from lockbox.store import Entry, Store
+from lockbox.store import Entry, Store, inputs_digest
+
+if TYPE_CHECKING:
+    from lockbox.hostlibs import HostLibraries
+    from lockbox.relink import Patchelf
 
 _LEFT_OUT_AT_TOP = ("test", "idlelib", "tkinter", "turtledemo", "config-*", "site-packages")
 """Directories of the standard library left out."""
@@ -54,9 +60,13 @@ class PythonEntry:
     executable: str
     """The interpreter's path inside the entry, e.g. ``bin/python3.13``."""
     reused: bool
+    consulted: tuple[str, ...] = ()
+    """Every path whose change could change the entry's address: the interpreter's
+    executable and libpython, the host libraries it bundles, patchelf."""
 
 
-def python_inputs(interpreter: Interpreter, bundle: bool) -> dict[str, object]:
+def installation_identity(interpreter: Interpreter) -> dict[str, object]:
+    """What stands for the host installation's bytes, with lockbox's identity."""
     # Size and modification time stand for the bytes: reading libpython (30 MB) on every
     # lookup would cost more than the rest of a lookup; reinstalling changes both.
     fingerprint = {
@@ -69,9 +79,48 @@ def python_inputs(interpreter: Interpreter, bundle: bool) -> dict[str, object]:
         "version": str(interpreter.version),
         "abi": interpreter.abi,
         "fingerprint": fingerprint,
-        "bundle": bundle,
         "lockbox": build_identity(),
     }
+
+
+def python_inputs(identity: Mapping[str, object], bundle: bool, libraries: HostLibraries,
+                  patchelf: Patchelf) -> dict[str, object]:
+    """Everything the entry's bytes depend on, from the installation's ``identity``: its
+    store digest is made from this."""
+    return {
+        **identity,
+        "bundle": bundle,
+        "libraries": libraries.inputs(bundle),
+        "patchelf": patchelf.version,
+    }
+
+
+def interpreter_libraries(interpreter: Interpreter, identity: Mapping[str, object],
+                          store: Store) -> HostLibraries:
+    """The host libraries the entry of ``interpreter`` bundles (or links to). What its ELF
+    files need is read once per installation (as its ``identity`` stands for it)."""
+    from lockbox.hostlibs import cached_needs, files_needs, host_closure
+
+    key = inputs_digest("python", f"python-{interpreter.version}", identity)
+    needed = cached_needs(store, f"python-{key}",
+                          lambda: files_needs(installation_files(interpreter)))
+    return host_closure(needed, store)
+
+
+def installation_files(interpreter: Interpreter) -> list[Path]:
+    """The regular files of the installation that its entry holds: the executable,
+    libpython, the standard library without what is left out."""
+    stdlib = Path(interpreter.paths.get("stdlib", ""))
+    files = [interpreter.executable, *_libpython(interpreter)]
+    ignore = _ignore(stdlib)
+    for directory, dirnames, filenames in os.walk(stdlib):
+        left_out = ignore(directory, [*dirnames, *filenames])
+        dirnames[:] = sorted(name for name in dirnames if name not in left_out)
+        for name in sorted(filenames):
+            path = Path(directory, name)
+            if name not in left_out and not path.is_symlink():
+                files.append(path)
+    return files
 
 
 def fingerprint_paths(interpreter: Interpreter) -> list[Path]:
@@ -80,23 +129,30 @@ def fingerprint_paths(interpreter: Interpreter) -> list[Path]:
 
 
 def import_python(interpreter: Interpreter, store: Store, *, bundle: bool = True,
-                  progress: Progress = silent) -> PythonEntry:
+                  patchelf: Patchelf | None = None, progress: Progress = silent) -> PythonEntry:
     """The ``python`` entry of ``interpreter`` in ``store``, made if it is not there."""
+    from lockbox.relink import Patchelf
+
     version = interpreter.version
     short = f"python{version.major}.{version.minor}"
     name = f"python-{version}"
-    inputs = python_inputs(interpreter, bundle)
-    existing = store.find_inputs("python", name, inputs)
-    if existing is not None:
-        return PythonEntry(existing, f"bin/{short}", reused=True)
-    from lockbox.elf import scan_tree
-    from lockbox.libraries import resolve
-    from lockbox.relink import Patchelf, debian_packages, relink
-
     stdlib = Path(interpreter.paths.get("stdlib", ""))
     if not (stdlib / "os.py").is_file():
         raise PythonImportError(f"{interpreter.executable}: its standard library is not at "
                                 f"{stdlib}; lockbox imports CPython installs with a lib/{short}")
+    patchelf = Patchelf.find(progress) if patchelf is None else patchelf
+    identity = installation_identity(interpreter)
+    libraries = interpreter_libraries(interpreter, identity, store)
+    inputs = python_inputs(identity, bundle, libraries, patchelf)
+    consulted = (*map(str, fingerprint_paths(interpreter)), *libraries.consulted,
+                 str(patchelf.executable))
+    existing = store.find_inputs("python", name, inputs)
+    if existing is not None:
+        return PythonEntry(existing, f"bin/{short}", reused=True, consulted=consulted)
+    from lockbox.elf import scan_tree
+    from lockbox.libraries import resolve
+    from lockbox.relink import debian_packages, relink
+
     progress.info(f"importing {interpreter.label} from {interpreter.prefix} into the store")
     with store.staging() as stage:
         content = stage / "content"
@@ -115,8 +171,12 @@ def import_python(interpreter: Interpreter, store: Store, *, bundle: bool = True
         for path in foreign:
             progress.warning(f"{path} is for another machine; left as it is")
         resolution = resolve(content, elfs, progress=progress)
-        report = relink(content, resolution, Patchelf.find(progress), bundle=bundle,
-                        progress=progress)
+        report = relink(content, resolution, patchelf, bundle=bundle, progress=progress)
+        uncovered = libraries.uncovered(report.bundled.values())
+        if uncovered:
+            raise PythonImportError(f"lockbox bundled {', '.join(uncovered)} without counting "
+                                    "them among the interpreter entry's inputs: a bug of "
+                                    "lockbox, please report it")
         _compile_bytecode(content / "bin" / short, content / "lib" / short, progress)
         packages = debian_packages(sorted(report.bundled.values()))
         metadata = {"bundled": {name: {"from": source, "package": packages.get(source, "")}
@@ -124,7 +184,7 @@ def import_python(interpreter: Interpreter, store: Store, *, bundle: bool = True
         entry = store.register(content, name=name, kind="python", inputs=inputs,
                                metadata=metadata)
     progress.info(f"interpreter entry {entry.path} ({len(report.bundled)} libraries bundled)")
-    return PythonEntry(entry, f"bin/{short}", reused=False)
+    return PythonEntry(entry, f"bin/{short}", reused=False, consulted=consulted)
 
 
 def _compile_bytecode(python: Path, stdlib: Path, progress: Progress) -> None:

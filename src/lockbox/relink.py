@@ -21,11 +21,14 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lockbox.elf import ElfInfo
 from lockbox.libraries import Found, Resolution, origin_directories
 from lockbox.progress import Progress, silent
 from lockbox.run import run, which
+
+if TYPE_CHECKING:
+    from lockbox.elf import ElfInfo  # a lookup finds patchelf without pyelftools
 
 _BATCH = 200
 """Files per patchelf call: enough to amortise its start-up, short of argv limits."""

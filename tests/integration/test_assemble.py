@@ -7,6 +7,7 @@ it, and break copies of the project's recipe in the ways users do.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -289,13 +290,13 @@ def test_run_uses_the_built_application(app: App) -> None:
     assert failing.returncode == 7
 
 
-def traced(*args: str | Path, store: Path,
-           env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], bool]:
-    """Run lockbox and tell whether it was answered by the shortcut: whether it got by
-    without importing how projects are read."""
+def traced(*args: str | Path, store: Path, env: dict[str, str] | None = None,
+           wrapper: Sequence[str | Path] = ()) -> tuple[subprocess.CompletedProcess[str], bool]:
+    """Run lockbox (under the command ``wrapper``, if given) and tell whether it was
+    answered by the shortcut: whether it got by without importing how projects are read."""
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "lockbox", "--store", str(store),
-         *map(str, args)],
+        [*map(str, wrapper), sys.executable, "-X", "importtime", "-m", "lockbox", "--store",
+         str(store), *map(str, args)],
         capture_output=True, text=True, env={**os.environ, **(env or {})},
     )
     lines = result.stderr.splitlines(keepends=True)
@@ -571,3 +572,88 @@ def test_without_bundling_run_paths_name_the_library_directories(app: App, tmp_p
     assert not (out / "lib" / "libneed.so.1").exists()
     helper = out / "lib" / "python3.12" / "site-packages" / "asm_native" / "_helper.so"
     assert readelf_runpath(helper) == str(app.root / "needlib")
+
+
+def test_a_changed_bundled_library_is_a_new_application(app: App, tmp_path: Path) -> None:
+    needlib = tmp_path / "needlib"
+    shutil.copytree(app.root / "needlib", needlib)
+    project = variant(app, tmp_path, f'paths = ["{app.root / "needlib"}"]',
+                      f'paths = ["{needlib}"]')
+    assert lockbox("lock-hash", project, store=app.store).returncode == 0  # a layer lookup too
+    first, _ = traced("build", project, store=app.store)
+    assert first.returncode == 0, first.stderr
+    old = Path(first.stdout.strip())
+    settle(needlib)
+    settle(project)
+    assert traced("build", project, store=app.store)[0].stdout == first.stdout  # recorded
+    answered, quick = traced("build", project, store=app.store)
+    assert quick and answered.stdout == first.stdout
+
+    # The same size, the same modification time: only the bytes (and the ctime) differ.
+    library = needlib / "libneed.so.1"
+    original, before = library.read_bytes(), library.stat()
+    (tmp_path / "need.c").write_text("int need(void) { return 43; }\n")
+    subprocess.run(["cc", "-shared", "-fPIC", "-Wl,-soname,libneed.so.1", "-o", library,
+                    tmp_path / "need.c"], check=True)
+    changed = library.read_bytes()
+    assert changed != original and len(changed) == len(original)
+    os.utime(library, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    rebuilt, quick = traced("build", project, store=app.store)
+    assert rebuilt.returncode == 0 and not quick, rebuilt.stderr
+    new = Path(rebuilt.stdout.strip())
+    assert new != old and "verifying" in rebuilt.stderr
+    assert (new / "lib" / "libneed.so.1").read_bytes() == changed
+    assert (old / "lib" / "libneed.so.1").read_bytes() == original
+    entry = next(e for e in json.loads(lockbox("store", "ls", "--json", store=app.store).stdout)
+                 if e["path"] == str(new))
+    assert entry["inputs"]["libraries"]["libneed.so.1"]["path"] == str(library)
+    assert entry["inputs"]["patchelf"]
+
+    # The library's bytes are what addresses the application: back to them, back to it.
+    library.write_bytes(original)
+    looked_up = lockbox("-v", "build", project, store=app.store)  # never answered by a record
+    assert looked_up.returncode == 0, looked_up.stderr
+    assert Path(looked_up.stdout.strip()) == old
+    assert "the application is in the store" in looked_up.stderr
+
+
+def test_an_upgraded_host_library_is_a_new_interpreter_and_application(app: App,
+                                                                        tmp_path: Path) -> None:
+    """libffi (which the interpreter's ``_ctypes`` needs) upgraded on the host, simulated by
+    mounting a copy with other bytes over it in a private mount namespace: neither the
+    record of the last lookup nor the lookup itself answers with the old bundle."""
+    from lockbox.libraries import host_libraries
+
+    project = variant(app, tmp_path)
+    assert lockbox("lock-hash", project, store=app.store).returncode == 0
+    first, _ = traced("build", project, store=app.store)
+    assert first.returncode == 0, first.stderr
+    old = Path(first.stdout.strip())
+    settle(project)
+    assert traced("build", project, store=app.store)[0].stdout == first.stdout  # recorded
+    assert traced("build", project, store=app.store)[1]
+
+    host = host_libraries()["libffi.so.8"].resolve()
+    upgraded = tmp_path / host.name
+    upgraded.write_bytes(host.read_bytes() + b"\0lockbox test\0")  # still a loadable library
+    mounted = [shutil.which("bwrap") or "bwrap", "--dev-bind", "/", "/",
+               "--ro-bind", upgraded, host, "--"]
+    rebuilt, quick = traced("build", project, store=app.store, wrapper=mounted)
+    assert rebuilt.returncode == 0 and not quick, rebuilt.stderr
+    new = Path(rebuilt.stdout.strip())
+    assert new != old and "importing CPython" in rebuilt.stderr
+    assert ((new / "python" / "lib" / "libffi.so.8").read_bytes() == upgraded.read_bytes())
+    assert (old / "python" / "lib" / "libffi.so.8").read_bytes() == host.read_bytes()
+    entries = {e["path"]: e for e in json.loads(lockbox("store", "ls", "--json",
+                                                        store=app.store).stdout)}
+    python = entries[str((new / "python").resolve())]
+    assert python["inputs"]["libraries"]["libffi.so.8"] == {
+        "path": str(host), "sha256": hashlib.sha256(upgraded.read_bytes()).hexdigest()}
+    assert python["inputs"]["patchelf"]
+    assert entries[str(new)]["inputs"]["python"] == python["path"].rsplit("/", 1)[1]
+
+    # Without the mount, the host's libffi is the old one again: so is the application.
+    back, _ = traced("build", project, store=app.store)
+    assert back.returncode == 0, back.stderr
+    assert Path(back.stdout.strip()) == old

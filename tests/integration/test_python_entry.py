@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,46 @@ def test_bundled_libraries_record_their_origin_and_package(entries: tuple[Path, 
     bundled = entry.inputs["metadata"]["bundled"]  # type: ignore[index]
     assert bundled["libssl.so.3"]["package"].startswith("libssl3")  # type: ignore[index]
     assert bundled["libssl.so.3"]["from"].startswith("/")  # type: ignore[index]
+
+
+IMPORT = """\
+import sys
+from pathlib import Path
+from lockbox.interpreters import probe
+from lockbox.python import import_python
+from lockbox.store import Store
+imported = import_python(probe(Path(sys.argv[1])), Store.open(Path(sys.argv[2])))
+print(imported.entry.path, imported.reused)
+"""
+
+
+def test_a_changed_host_library_is_a_new_interpreter_entry(tmp_path: Path) -> None:
+    """libffi (which ``_ctypes`` needs) upgraded on the host, simulated by mounting a copy
+    with other bytes over it in a private mount namespace: the next import does not take
+    the entry that bundles the old one."""
+    from lockbox.libraries import host_libraries
+
+    host = host_libraries()["libffi.so.8"].resolve()
+    changed = tmp_path / host.name
+    changed.write_bytes(host.read_bytes() + b"\0lockbox test\0")  # still a loadable library
+    store = tmp_path / "store"
+
+    def imported(*mounts: str | Path) -> tuple[Path, bool]:
+        result = subprocess.run(
+            [shutil.which("bwrap"), "--dev-bind", "/", "/", *mounts, "--",
+             sys.executable, "-c", IMPORT, INTERPRETER.executable, store]
+            if mounts else [sys.executable, "-c", IMPORT, INTERPRETER.executable, store],
+            capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        path, reused = result.stdout.split()
+        return Path(path), reused == "True"
+
+    old, reused = imported()
+    assert not reused
+    assert imported() == (old, True)
+    new, reused = imported("--ro-bind", changed, host)
+    assert new != old and not reused
+    assert (new / "lib" / "libffi.so.8").read_bytes() == changed.read_bytes()
+    assert (old / "lib" / "libffi.so.8").read_bytes() == host.read_bytes()
+    assert imported("--ro-bind", changed, host) == (new, True)
+    assert imported() == (old, True)
