@@ -7,13 +7,16 @@ Run from the checkout:
 The project is authentik's uv workspace (tests/fixtures/authentik-2026.2.0rc1: 178 packages
 to install on CPython 3.13, four of them compiled from sdists: lxml and xmlsec because of
 `no-binary-package`, psycopg-c and gssapi because they publish no Linux wheel). It is copied
-to .bench/deps/project with a recipe that excludes `opencontainers`, a git source on GitHub.
-The peer is given the same package set:
+to .bench/deps/project with a recipe that excludes `opencontainers`, a git source on GitHub,
+and its sdists' build dependencies are pinned with `lockbox lock-build` (untimed, a few
+minutes: the four sdists are compiled once to find them), as a user would commit them; the
+peer reads the same pins from pyproject.toml and uv.lock. It is given the same package set:
 
     uv sync --frozen --no-install-project --no-install-workspace --no-dev \
         --no-install-package opencontainers --python <3.13>
 
-Both use one uv cache, lockbox's default: the store's own (.bench/deps/store/.lockbox/uv-cache).
+Both use the store's uv cache (.bench/deps/store/.lockbox/uv-cache): lockbox its part keyed
+by the toolchain and the build pins (docs/deps.md), the peer the top of it.
 
 1. Cold layer build: `lockbox build --deps-only` with no layer in the store (`lockbox gc`
    removes the previous one, untimed) and an empty uv cache — the whole phase: downloads,
@@ -63,13 +66,15 @@ exclude = ["opencontainers"]
 """
 
 
-def prepare_project() -> Path:
+def prepare_project(lockbox: str, store: Path, env: dict[str, str]) -> Path:
     project = WORK / "project"
     if project.exists():
         shutil.rmtree(project)
     shutil.copytree(FIXTURE, project)
     with open(project / "pyproject.toml", "a") as file:
         file.write(RECIPE)
+    print("pinning the build dependencies (lockbox lock-build, untimed) …", flush=True)
+    run([lockbox, "--quiet", "--store", store, "lock-build", project], env=env)
     return project
 
 
@@ -109,11 +114,11 @@ def main() -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     store = WORK / "store"
     cache = store / ".lockbox" / "uv-cache"
-    project = prepare_project()
     env = {**os.environ, "UV_CACHE_DIR": str(cache), "UV_PYTHON_DOWNLOADS": "never"}
     env.pop("LOCKBOX_UV_CACHE", None)
     # An installed lockbox has its bytecode; let Python write it rather than compile each run.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    project = prepare_project(lockbox, store, env)
     peer_argv = [uv, "sync", "--quiet", "--frozen", "--no-install-project", "--no-install-workspace",
                  "--no-dev", "--no-install-package", "opencontainers", "--python", str(python)]
     uv_version = run([uv, "--version"]).stdout.strip()
