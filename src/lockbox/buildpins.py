@@ -36,6 +36,7 @@ from packaging.version import InvalidVersion, Version
 from lockbox.errors import LockboxError
 from lockbox.progress import Progress, silent
 from lockbox.project import Project
+from lockbox.recipe import canonical_name
 
 if TYPE_CHECKING:
     from lockbox.install import Tools
@@ -62,12 +63,12 @@ def build_sets(lines: Iterable[str]) -> tuple[list[str], dict[str, list[str]]]:
     found: dict[str, set[str]] = {}
     for line in lines:
         if match := _CREATING.search(line):
-            built.add(_normalise(match.group(1).split("==")[0]))
+            built.add(canonical_name(match.group(1).split("==")[0]))
         elif match := _INSTALLING.search(line):
             for item in re.findall(r"`([^`]+)`", match.group(1)):
                 pin = _PIN.match(item)
                 if pin:
-                    found.setdefault(_normalise(pin.group(1)), set()).add(pin.group(2))
+                    found.setdefault(canonical_name(pin.group(1)), set()).add(pin.group(2))
     return sorted(built), {name: sorted(v, key=_key) for name, v in sorted(found.items())}
 
 
@@ -83,10 +84,6 @@ def _key(version: str) -> tuple[int, Any]:
         return (1, version)
 
 
-def _normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def parse_hashes(text: str) -> dict[str, list[str]]:
     """``uv pip compile --generate-hashes`` output → name → its hashes."""
     hashes: dict[str, list[str]] = {}
@@ -97,7 +94,7 @@ def parse_hashes(text: str) -> dict[str, list[str]]:
             continue
         pin = _PIN.match(line)
         if pin:
-            current = _normalise(pin.group(1))
+            current = canonical_name(pin.group(1))
             hashes[current] = []
         if current:
             hashes[current] += _HASH.findall(line)
@@ -228,7 +225,7 @@ def pinned(project: Project) -> dict[str, dict[str, Any]]:
     except (OSError, tomllib.TOMLDecodeError):
         return {}
     return {
-        _normalise(str(c.get("name"))): {"version": str(c.get("specifier", "")).removeprefix("=="),
+        canonical_name(str(c.get("name"))): {"version": str(c.get("specifier", "")).removeprefix("=="),
                                          "hashes": list(c.get("hashes", []))}
         for c in manifest.get("build-constraints", [])
     }
@@ -279,7 +276,7 @@ def lock_build(project: Project, store: Store, tools: Tools,
     interpreter = find_interpreter(project.recipe.python, project.requires_python,
                                    progress=progress)
     plan = make_plan(project, read_lock(project.lock_path), interpreter)
-    sources = sorted({p.package.name for p in plan.installed if p.built and p.form != "member"})
+    sources = plan.from_source()
     if not sources:
         progress.info("nothing is built from source: no build dependencies to pin")
         return {"built": [], "pins": {}, "found": {}}

@@ -109,10 +109,10 @@ def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
     interpreter = find_interpreter(project.recipe.python, project.requires_python,
                                    progress=progress)
     plan = make_plan(project, lock, interpreter)
-    pinned = check_pinned(project, [p.package.name for p in plan.installed
-                                    if p.built and p.form != "member"], progress)
+    from_source = plan.from_source()
+    pinned = check_pinned(project, from_source, progress)
     tools = find_tools()
-    built = sum(p.built for p in plan.installed if p.form != "member")
+    built = len(from_source)
     progress.info(
         f"installing {len(plan.installed) - len(plan.by_form('member'))} packages "
         f"({built} from source) with uv {tools.uv.version} for {interpreter.label}"

@@ -133,8 +133,7 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
     # certificates, which a clock a year ahead fails.
     varied = check_variables()
     # Excluded packages too: an extra source usually stands in for one.
-    built = sorted({p.package.name for p in plan.installed if p.built and p.form != "member"}
-                   | set(deps.exclude))
+    built = sorted({*plan.from_source(), *deps.exclude})
     if deps.build or varied:
         config = work / "uv.toml"
         config.write_text(uv_config(project, deps.build, env,

@@ -79,6 +79,10 @@ class Plan:
     def by_form(self, form: Form) -> tuple[Planned, ...]:
         return tuple(planned for planned in self.installed if planned.form == form)
 
+    def from_source(self) -> list[str]:
+        """The names of the third-party packages built from sdists (or trees), sorted."""
+        return sorted({p.package.name for p in self.installed if p.built and p.form != "member"})
+
 
 def make_plan(project: Project, lock: Lock, interpreter: Interpreter) -> Plan:
     """Plan the build of ``project`` from ``lock`` for ``interpreter``."""

@@ -87,11 +87,11 @@ def _print_build_set(plan: Plan, context: Context) -> None:
     """What every build from source is built with: uv.lock's pinned build set."""
     from lockbox.buildpins import pinned
 
-    built = [p for p in plan.installed if p.built and p.form != "member"]
+    built = plan.from_source()
     if not built:
         return
     pins = pinned(plan.project)
-    names = ", ".join(p.package.name for p in built)
+    names = ", ".join(built)
     if not pins:
         context.print(f"\nbuild dependencies of {names}: not pinned (run `lockbox lock-build`)")
         return
