@@ -1,0 +1,92 @@
+"""File-system steps that a crash cannot leave half done, and the kill points that test it.
+
+Every step that makes something visible — a rename into place, a database commit — goes
+through :func:`step` first. In normal use it does nothing. With ``LOCKBOX_KILL_AFTER_STEP=N``
+in the environment the process kills itself with SIGKILL at its N-th step, which is how the
+crash tests stop a command at each of its steps in turn; ``LOCKBOX_STEPS_LOG=FILE`` appends
+each step's name to ``FILE``, so that a test knows how many steps a command takes.
+
+:func:`replace_tree` puts a new tree in place of an old one in one system call
+(``renameat2(RENAME_EXCHANGE)``): at every instant the target is either the old tree or the
+new one, never missing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import functools
+import os
+import signal
+from pathlib import Path
+
+KILL_AFTER_STEP = "LOCKBOX_KILL_AFTER_STEP"
+"""Environment variable: kill the process (SIGKILL) at its N-th step (1-based)."""
+
+STEPS_LOG = "LOCKBOX_STEPS_LOG"
+"""Environment variable: a file each step's name is appended to."""
+
+_steps = 0
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def step(what: str) -> None:
+    """Mark one step that makes something visible (a rename, a commit) as about to happen."""
+    global _steps
+    kill_at = os.environ.get(KILL_AFTER_STEP)
+    log = os.environ.get(STEPS_LOG)
+    if not kill_at and not log:
+        return
+    _steps += 1
+    if log:
+        with open(log, "a", encoding="utf-8") as sink:
+            sink.write(f"{os.getpid()} {_steps} {what}\n")
+    if kill_at and _steps == int(kill_at):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def rename(source: Path, target: Path) -> None:
+    """``os.rename`` as one step: fails if ``target`` is a non-empty directory."""
+    step(f"rename {target.name}")
+    os.rename(source, target)
+
+
+@functools.cache
+def _renameat2() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        function = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                         ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+def exchange(first: Path, second: Path) -> None:
+    """Swap two existing paths atomically (``renameat2(RENAME_EXCHANGE)``); both must be on
+    one file system. Raises OSError where the kernel or file system cannot."""
+    function = _renameat2()
+    if function is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available", str(first))
+    step(f"exchange {second.name}")
+    if function(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second),
+                _RENAME_EXCHANGE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(first), None, str(second))
+
+
+def replace_tree(new: Path, target: Path) -> Path | None:
+    """Put ``new`` where ``target`` is, in one atomic step whether or not ``target`` exists.
+
+    Returns where the old tree now is (``new``'s path) for the caller to remove, or None if
+    there was none. The caller decides whether ``target`` may be replaced before calling."""
+    if os.path.lexists(target):
+        exchange(new, target)
+        return new
+    rename(new, target)
+    return None

@@ -1,0 +1,1 @@
+"""Hostile inputs, crashes and races: each test is an attack on one promise of docs/security.md."""
