@@ -40,7 +40,6 @@ import os
 import re
 import stat
 import tarfile
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -902,17 +901,19 @@ class _LayerCache:
     def keep(self, layer: Layer, blobs: Path) -> None:
         """Keep ``layer``'s blob (from ``blobs``) for the next image; failing quietly, as a
         cache may."""
-        temporary = self.blob.with_name(f".{self.blob.name}.{uuid.uuid4().hex[:12]}")
+        # In a work directory of the fsops kind, so that what a killed image leaves here is
+        # cleared by the next one.
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            _link_or_copy(blobs / layer.digest.split(":")[1], temporary)
-            os.replace(temporary, self.blob)
-            record = {"digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size,
-                      "media_type": layer.media_type, "files": layer.files}
-            temporary.write_text(json.dumps(record), encoding="utf-8")
-            os.replace(temporary, self.record)
+            with work_beside(self.blob) as work:
+                temporary = work / "blob"
+                _link_or_copy(blobs / layer.digest.split(":")[1], temporary)
+                rename(temporary, self.blob)
+                record = {"digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size,
+                          "media_type": layer.media_type, "files": layer.files}
+                temporary.write_text(json.dumps(record), encoding="utf-8")
+                rename(temporary, self.record)
         except OSError:
-            temporary.unlink(missing_ok=True)
+            pass
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

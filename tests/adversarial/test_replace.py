@@ -198,3 +198,26 @@ def test_leftovers_are_removed_only_when_their_lock_is_free(tmp_path: Path) -> N
     os.chmod(dead / "sub", 0o500)
     assert remove_leftovers(target) == [dead]
     assert not dead.exists()
+
+
+def test_a_killed_image_leaves_no_debris_among_the_kept_layers(demo: tuple[Path, Path, Path],
+                                                               tmp_path: Path) -> None:
+    _, new_project, store = demo
+    command: list[str | Path] = ["image", new_project, "-o", tmp_path / "x.tar"]
+
+    def forget_kept_layers() -> None:
+        for kept in (store / ".lockbox" / "derived").glob("*/layer-*"):
+            kept.unlink()
+
+    forget_kept_layers()
+    log = tmp_path / "steps"
+    assert lockbox(*command, store=store, env={STEPS_LOG: str(log)}).returncode == 0
+    names = [line.split(maxsplit=2)[2] for line in log.read_text().splitlines()]
+    keeping = next(n for n, name in enumerate(names, 1) if name.startswith("rename layer-"))
+    forget_kept_layers()
+    killed = lockbox(*command, store=store, env={KILL_AFTER_STEP: str(keeping)})
+    assert killed.returncode == -9
+    assert list((store / ".lockbox" / "derived").glob("*/.layer-*.lockbox-*"))
+    assert lockbox(*command, store=store).returncode == 0
+    assert not list((store / ".lockbox" / "derived").glob("*/.*"))
+    assert list((store / ".lockbox" / "derived").glob("*/layer-*.blob"))
