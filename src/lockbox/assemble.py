@@ -31,7 +31,6 @@ import hashlib
 import os
 import shutil
 import stat
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from lockbox import build_identity
 from lockbox.errors import AssemblyError, ToolFailed
+from lockbox.fsops import replace_tree, work_beside
 from lockbox.progress import Progress, silent
 from lockbox.project import Project, read_toml
 from lockbox.recipe import recipe_as_dict
@@ -313,23 +313,23 @@ def export_app(project: Project, store: Store, deps: Entry, interpreter: Interpr
     to.parent.mkdir(parents=True, exist_ok=True)
     created = not to.exists()
     to.mkdir(exist_ok=True)  # the mount point of the sandbox's view of the output
-    work = to.parent / f".{to.name}.lockbox-{uuid.uuid4().hex[:12]}"
-    work.mkdir()
     log = to.parent / f"{to.name}.lockbox-verify.log"  # kept only when verification fails
     try:
-        content = work / "content"
-        report = _assemble(project, sources, deps.path, interpreter, python, to, content,
-                           work, sandbox, patchelf, link=False, hidden=[], progress=progress,
-                           log=log, bytecode=bytecode)
-        os.rename(to, work / "old")
-        os.rename(content, to)
-        log.unlink(missing_ok=True)
+        # The new tree is written in a locked directory beside ``to`` (which first clears away
+        # what killed exports left there) and swapped with it in one step: ``to`` is the
+        # earlier export or this one at every instant, never neither.
+        with work_beside(to) as work:
+            log.unlink(missing_ok=True)
+            content = work / "content"
+            report = _assemble(project, sources, deps.path, interpreter, python, to, content,
+                               work, sandbox, patchelf, link=False, hidden=[], progress=progress,
+                               log=log, bytecode=bytecode)
+            replace_tree(content, to)
+            log.unlink(missing_ok=True)
     except BaseException:
         if created and to.is_dir() and not any(to.iterdir()):
             to.rmdir()
         raise
-    finally:
-        remove_tree(work)
     return AppResult(to, None, reused=False, report=report)
 
 

@@ -118,6 +118,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="docker/podman auth file for --push (default: the usual places)")
     image.add_argument("--no-tls-verify", action="store_true",
                        help="allow a registry over plain HTTP or with an untrusted certificate")
+    image.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                       help="give up on a registry that has not answered a push, or the "
+                            "reading back of its manifest, within SECONDS (default: 300)")
     image.set_defaults(handler=run_image)
 
     lock_hash = subparsers.add_parser(
@@ -200,10 +203,20 @@ def run_why(args: argparse.Namespace, context: Context) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
 def run_image(args: argparse.Namespace, context: Context) -> int:
     import tempfile
 
-    from lockbox.image import Skopeo, make_image, read_base
+    from lockbox.image import REGISTRY_TIMEOUT, Skopeo, make_image, read_base
     from lockbox.project import load_project
 
     if args.output is None and args.layout is None and args.push is None:
@@ -229,8 +242,10 @@ def run_image(args: argparse.Namespace, context: Context) -> int:
                                 archive=args.output, store=store, **common)
             if skopeo is not None:
                 context.info(f"pushing to {args.push}")
-                skopeo.push(layout, args.tag, args.push, authfile=args.authfile,
-                            tls_verify=not args.no_tls_verify, progress=context.progress)
+                skopeo.push(layout, args.tag, args.push, result.manifest_digest,
+                            authfile=args.authfile, tls_verify=not args.no_tls_verify,
+                            timeout=args.timeout or REGISTRY_TIMEOUT,
+                            progress=context.progress)
     context.info(f"manifest {result.manifest_digest}")
     for written in (args.output, args.layout):
         if written is not None:
