@@ -787,6 +787,7 @@ class Store:
         with self._db:
             self._db.execute("DELETE FROM entries WHERE path_name = ?", (entry.path_name,))
             self._db.execute("DELETE FROM answers WHERE path_name = ?", (entry.path_name,))
+        fsops.step(f"remove {entry.path_name}")
         self.remove(entry.path)
         self.remove(self.derived_dir(entry))
         self._drop_pending(entry.path_name)

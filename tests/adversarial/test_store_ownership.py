@@ -234,3 +234,15 @@ def test_the_store_refuses_to_remove_outside_itself(tmp_path: Path) -> None:
         with pytest.raises(StoreError, match="outside"):
             store.remove(store.root / ".." / "outside")
     assert outside.exists()
+
+
+def test_a_dead_writers_lone_staging_lock_or_directory_is_removed(tmp_path: Path) -> None:
+    """A writer killed between creating its staging lock and its directory, or between
+    removing them, leaves one of the two: the next open removes it, every time."""
+    root = tmp_path / "store"
+    Store.open(root).close()
+    tmp = root / ".lockbox" / "tmp"
+    (tmp / f"{'ab' * 16}.lock").write_text("")
+    make_tree(tmp / ("cd" * 16))
+    Store.open(root).close()
+    assert os.listdir(tmp) == []
