@@ -351,7 +351,11 @@ class Store:
     def _flock(self, path: Path, operation: int) -> Iterator[bool]:
         """Hold an flock on ``path``; yields False if a non-blocking attempt failed.
         The kernel drops the lock when the process dies, even by SIGKILL."""
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as error:
+            raise StoreError(f"cannot lock {path}: {error.strerror}; lockbox made no such "
+                             "file there: move it out of the store") from None
         try:
             try:
                 fcntl.flock(fd, operation)
@@ -803,8 +807,8 @@ class Store:
         tokens = {name.removesuffix(".lock") for name in os.listdir(tmp)}
         for token in sorted(t for t in tokens if _TOKEN.fullmatch(t)):
             lock_path = tmp / f"{token}.lock"
-            if os.path.islink(lock_path):
-                continue
+            if os.path.lexists(lock_path) and not _is_plain_file(lock_path):
+                continue  # not a lock lockbox made: unknown
             with self._flock(lock_path, fcntl.LOCK_EX | fcntl.LOCK_NB) as got:
                 if got:
                     if os.path.lexists(tmp / token):
@@ -836,7 +840,8 @@ class Store:
                  if child.name != _META_DIR and child.name not in registered | placing]
         tmp = self._meta / "tmp"
         found += [tmp / name for name in sorted(os.listdir(tmp))
-                  if not _TOKEN.fullmatch(name.removesuffix(".lock"))]
+                  if not _TOKEN.fullmatch(name.removesuffix(".lock"))
+                  or name.endswith(".lock") and not _is_plain_file(tmp / name)]
         found += [pending / name for name in sorted(os.listdir(pending)) if name not in placing]
         return found
 

@@ -246,3 +246,23 @@ def test_a_dead_writers_lone_staging_lock_or_directory_is_removed(tmp_path: Path
     make_tree(tmp / ("cd" * 16))
     Store.open(root).close()
     assert os.listdir(tmp) == []
+
+
+def test_locks_that_are_not_files_are_reported_not_followed(tmp_path: Path) -> None:
+    root = tmp_path / "a" / "store"
+    Store.open(root).close()
+    victim = make_tree(tmp_path / "a" / "victim")
+    before = listing(victim)
+    token = "ef" * 16
+    (root / ".lockbox" / "tmp" / f"{token}.lock").mkdir()
+    make_tree(root / ".lockbox" / "tmp" / token)
+    os.symlink(victim, root / ".lockbox" / "tmp" / f"{'01' * 16}.lock")
+    with Store.open(root) as store:
+        assert root / ".lockbox" / "tmp" / f"{token}.lock" in store.unknown()
+        assert (root / ".lockbox" / "tmp" / token).exists()
+    name = "0000000000000000000000000000000a-demo"
+    (root / ".lockbox" / "pending" / name).write_text("")
+    (root / ".lockbox" / "locks" / f"{name}.lock").symlink_to(victim / "file.txt")
+    with pytest.raises(StoreError, match="cannot lock"):
+        Store.open(root)
+    assert listing(victim) == before
