@@ -866,9 +866,10 @@ def _claim(root: Path) -> None:
             return
         names = sorted(os.listdir(root))
         meta = root / _META_DIR
-        if names == [_META_DIR] and not meta.is_symlink() and meta.is_dir() \
-                and (meta / "db.sqlite").is_file():
-            # A store made before stores had a marker: its database says it is one.
+        if _META_DIR in names and not meta.is_symlink() and meta.is_dir() \
+                and _is_plain_file(meta / "db.sqlite"):
+            # A store made before stores had a marker: its database says it is one. Taking
+            # it over removes nothing: only what a pending record proves is ever removed.
             staged = meta / f".{_MARKER}.{uuid.uuid4().hex}"
             staged.write_text(_MARKER_TEXT, encoding="utf-8")
             fsops.rename(staged, meta / _MARKER)

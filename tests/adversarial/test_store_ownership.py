@@ -266,3 +266,25 @@ def test_locks_that_are_not_files_are_reported_not_followed(tmp_path: Path) -> N
     with pytest.raises(StoreError, match="cannot lock"):
         Store.open(root)
     assert listing(victim) == before
+
+
+def test_a_store_made_before_markers_is_taken_over_without_removing_anything(
+        tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    with Store.open(root) as store:
+        entry = store.add_tree(make_tree(tmp_path / "src"), name="demo", kind="source")
+    (root / ".lockbox" / "store.toml").unlink()
+    stray = root / "0000000000000000000000000000000a-demo"
+    make_tree(stray)
+    with Store.open(root) as store:
+        assert store.get(entry.path_name) == entry
+        assert store.unknown() == [stray]
+    assert (root / ".lockbox" / "store.toml").is_file()
+
+
+def test_a_marker_of_another_format_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    Store.open(root).close()
+    (root / ".lockbox" / "store.toml").write_text("format = 2\n")
+    with pytest.raises(StoreError, match="format 2"):
+        Store.open(root)
