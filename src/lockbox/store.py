@@ -34,11 +34,11 @@ exclusively and so waits for every other command to finish.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
 import json
-import errno
 import os
 import re
 import shutil
@@ -226,7 +226,7 @@ class Store:
                 (self._meta / sub).mkdir(exist_ok=True)
         except OSError as error:
             raise StoreError(f"cannot use the store at {root}: {error.strerror}") from None
-        self._gc_fd = self._hold_shared()
+        self._gc_fd: int | None = self._hold_shared()
         try:
             self._db = self._connect()
         except BaseException:
