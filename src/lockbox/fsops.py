@@ -4,7 +4,10 @@ Every step that makes something visible — a rename into place, a database comm
 through :func:`step` first. In normal use it does nothing. With ``LOCKBOX_KILL_AFTER_STEP=N``
 in the environment the process kills itself with SIGKILL at its N-th step, which is how the
 crash tests stop a command at each of its steps in turn; ``LOCKBOX_STEPS_LOG=FILE`` appends
-each step's name to ``FILE``, so that a test knows how many steps a command takes.
+each step's name to ``FILE``, so that a test knows how many steps a command takes;
+``LOCKBOX_STOP_AT_STEP`` stops the process (SIGSTOP) at its N-th step, or at the first step
+whose name matches it as a glob pattern, for a test to do something meanwhile and then let it
+continue (SIGCONT).
 
 :func:`replace_tree` puts a new tree in place of an old one in one system call
 (``renameat2(RENAME_EXCHANGE)``): at every instant the target is either the old tree or the
@@ -24,6 +27,7 @@ import ctypes.util
 import contextlib
 import errno
 import fcntl
+import fnmatch
 import functools
 import os
 import re
@@ -38,6 +42,10 @@ KILL_AFTER_STEP = "LOCKBOX_KILL_AFTER_STEP"
 STEPS_LOG = "LOCKBOX_STEPS_LOG"
 """Environment variable: a file each step's name is appended to."""
 
+STOP_AT_STEP = "LOCKBOX_STOP_AT_STEP"
+"""Environment variable: stop the process (SIGSTOP) at its N-th step (1-based), or at the
+first step whose name matches it (a glob pattern)."""
+
 _steps = 0
 
 _AT_FDCWD = -100
@@ -49,7 +57,8 @@ def step(what: str) -> None:
     global _steps
     kill_at = os.environ.get(KILL_AFTER_STEP)
     log = os.environ.get(STEPS_LOG)
-    if not kill_at and not log:
+    stop_at = os.environ.get(STOP_AT_STEP)
+    if not kill_at and not log and not stop_at:
         return
     _steps += 1
     if log:
@@ -57,6 +66,10 @@ def step(what: str) -> None:
             sink.write(f"{os.getpid()} {_steps} {what}\n")
     if kill_at and _steps == int(kill_at):
         os.kill(os.getpid(), signal.SIGKILL)
+    if stop_at and (_steps == int(stop_at) if stop_at.isdigit()
+                    else fnmatch.fnmatchcase(what, stop_at)):
+        os.environ.pop(STOP_AT_STEP)  # once: the first match
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def rename(source: Path, target: Path) -> None:

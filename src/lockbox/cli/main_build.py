@@ -214,8 +214,6 @@ def _seconds(text: str) -> float:
 
 
 def run_image(args: argparse.Namespace, context: Context) -> int:
-    import tempfile
-
     from lockbox.image import REGISTRY_TIMEOUT, Skopeo, make_image, read_base
     from lockbox.project import load_project
 
@@ -231,10 +229,10 @@ def run_image(args: argparse.Namespace, context: Context) -> int:
         labels = _image_labels(project)
         common = {"compress": not args.no_compress, "tag": args.tag, "base_image": base,
                   "progress": context.progress}
-        with tempfile.TemporaryDirectory(dir=store.work_dir / "tmp") as scratch:
+        with store.staging() as scratch:
             layout = args.layout
             if layout is None and args.push is not None:
-                layout = Path(scratch) / "layout"
+                layout = scratch / "layout"
             result = make_image(app, referenced["python"], referenced["deps"],
                                 project.recipe.image, labels,
                                 bytecode=referenced.get("bytecode"),

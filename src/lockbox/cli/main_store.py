@@ -63,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Remove every entry not reachable from a root through references.",
     )
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    gc.add_argument("--timeout", type=float, metavar="SECONDS",
+                    help="give up if other lockbox commands still have the store open after "
+                         "SECONDS (default: wait until they finish)")
     gc.set_defaults(handler=run_gc)
 
 
@@ -116,6 +119,13 @@ def run_verify(args: argparse.Namespace, context: Context) -> int:
         context.error(f"{entry.path} is corrupted: recorded {entry.nar_hash}, found {found}")
     for entry in report.missing:
         context.error(f"{entry.path} is registered but missing")
+    for path in report.unknown:
+        context.warning(f"{path} is not something lockbox made; it was left alone")
+    if report.unknown:
+        context.warning(
+            f"{len(report.unknown)} unknown files in the store; lockbox never removes them: "
+            "move them out of the store"
+        )
     bad = len(report.corrupted) + len(report.missing)
     if bad:
         context.error(
@@ -148,7 +158,7 @@ def run_unroot(args: argparse.Namespace, context: Context) -> int:
 
 def run_gc(args: argparse.Namespace, context: Context) -> int:
     with context.open_store() as store:
-        report = store.gc(dry_run=args.dry_run)
+        report = store.gc(dry_run=args.dry_run, timeout=args.timeout)
     verb = "would remove" if report.dry_run else "removed"
     for entry in report.removed:
         context.print(f"{verb} {entry.path}")
