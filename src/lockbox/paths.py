@@ -20,6 +20,7 @@ their file with ``O_NOFOLLOW`` (:func:`open_for_writing`).
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import stat
@@ -132,15 +133,16 @@ def make_directory(path: Path) -> None:
         os.mkdir(path)
     except FileExistsError:
         if not stat.S_ISDIR(os.lstat(path).st_mode):
-            raise NotADirectoryError(f"{path} exists and is not a directory") from None
+            raise NotADirectoryError(errno.ENOTDIR, "it exists and is not a directory",
+                                     str(path)) from None
 
 
 def _through_link(path: Path, shown: str, root: Path, within: str) -> str:
     target = os.readlink(path)
     resolved = Path(os.path.normpath(path.parent / target))
     leaves = "" if resolved.is_relative_to(root) else f", which leads out of {within}"
-    return (f"goes through {shown}, a symbolic link to {target}{leaves}; lockbox does not "
-            "follow links in these paths: name the real path")
+    return (f"goes through {shown}, a symbolic link to {target}{leaves}; lockbox follows "
+            "no symbolic link in the paths it is given")
 
 
 def _magic(part: str) -> bool:
