@@ -39,7 +39,7 @@ def tree(tmp_path: Path) -> Path:
     ("real/../../x", "leads out of the project"),
     ("out/secret", "goes through out, a symbolic link to .*which leads out of the project"),
     ("real/up/outside/secret", "goes through real/up, a symbolic link to ../.., which leads out"),
-    ("inlink/file.txt", "goes through inlink, a symbolic link to real; lockbox does not follow"),
+    ("inlink/file.txt", "goes through inlink, a symbolic link to real; lockbox follows no"),
     ("real/secret", "goes through real/secret, a symbolic link"),
     ("real/file.txt/x", "goes through real/file.txt, which is not a directory"),
     ("", "names the project itself"),
