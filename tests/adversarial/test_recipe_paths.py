@@ -11,6 +11,7 @@ harmless, a correct build), the decoy unchanged, no store file holding its conte
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import textwrap
 import uuid
@@ -52,11 +53,15 @@ def build(cli: Callable[..., CliResult], make_project: Callable[..., Path], stor
     made: list[Path] = []
 
     def run(app: str, files: dict[str, str] | None = None,
-            links: dict[str, str | Path] | None = None) -> CliResult:
-        recipe = f'[tool.lockbox]\npython = "3.12"\n\n[tool.lockbox.app]\n{textwrap.dedent(app)}'
+            links: dict[str, str | Path] | None = None, pyproject: str = "") -> CliResult:
+        recipe = (f'{pyproject}[tool.lockbox]\npython = "3.12"\n\n[tool.lockbox.app]\n'
+                  f'{textwrap.dedent(app)}')
         root = make_project(recipe, {"run.py": "print('hi')\n", **(files or {})},
                             name=f"demo{len(made)}")
         made.append(root)
+        if "[build-system]" in pyproject:  # a package: uv locks it as editable
+            lock = root / "uv.lock"
+            lock.write_text(lock.read_text().replace('{ virtual = "." }', '{ editable = "." }'))
         for name, target in (links or {}).items():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             (root / name).symlink_to(target)
@@ -176,4 +181,15 @@ def test_recipe_paths_leaving_the_project_are_all_reported(build, decoy, store, 
     text = refused(build(app), "4 problems", "app.root[0]", "app.root[1]",
                    "app.site-packages[0]", "app.patches[0]")
     assert text.count("is absolute") == 2 and text.count("leads out of") == 2
+    assert_host_untouched(decoy, store, cli)
+
+
+def test_a_member_package_through_a_linked_folder_is_refused(build, decoy, store, cli) -> None:  # type: ignore[no-untyped-def]
+    (decoy / "pkg").mkdir()
+    (decoy / "pkg/__init__.py").write_text((decoy / "shadow").read_text())
+    pyproject = ('[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
+                 '[tool.hatch.build.targets.wheel]\npackages = ["lib/pkg"]\n\n')
+    refused(build('root = ["run.py"]\n', links={"lib": decoy}, pyproject=pyproject),
+            "the module of demo0", "'lib/pkg'", "goes through lib, a symbolic link")
+    shutil.rmtree(decoy / "pkg")
     assert_host_untouched(decoy, store, cli)
