@@ -851,7 +851,12 @@ def _claim(root: Path) -> None:
     made a store here. Refuses any other directory without touching it. Two processes
     creating one store take turns through an flock on ``root`` itself."""
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        if not os.path.lexists(root):
+            root.mkdir(parents=True)
+            os.chmod(root, 0o755)  # whatever the umask: no one else may write a store
+        _check_owner(root)
+        if os.path.isdir(root / _META_DIR) and not os.path.islink(root / _META_DIR):
+            _check_owner(root / _META_DIR)
         if _read_marker(root):
             return
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
@@ -885,7 +890,8 @@ def _claim(root: Path) -> None:
                 "LOCKBOX_STORE"
             )
         creating = root / f"{_META_DIR}-new-{uuid.uuid4().hex}"
-        creating.mkdir()
+        creating.mkdir(0o755)
+        os.chmod(creating, 0o755)
         (creating / _MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
         _fsync_dir(creating)
         fsops.rename(creating, meta)
@@ -897,6 +903,25 @@ def _claim(root: Path) -> None:
         ) from None
     finally:
         os.close(fd)
+
+
+def _check_owner(path: Path) -> None:
+    """Refuse a store another user could change: ``path`` (the store or its working
+    directory) must be a directory of the user running lockbox that no one else may write."""
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise StoreError(f"{path} is not a directory; choose another place for the store "
+                         "with --store or LOCKBOX_STORE")
+    if info.st_uid != os.geteuid():
+        raise StoreError(
+            f"{path} belongs to user {info.st_uid}, not to the user running lockbox "
+            f"({os.geteuid()}): another user could change what lockbox builds and runs; "
+            "use a store of your own with --store or LOCKBOX_STORE")
+    if info.st_mode & 0o022:
+        raise StoreError(
+            f"{path} can be written by other users (mode {stat.S_IMODE(info.st_mode):o}), who "
+            f"could change what lockbox builds and runs; make it yours alone "
+            f"(chmod go-w {path}) or choose another store")
 
 
 def _read_marker(root: Path) -> bool:

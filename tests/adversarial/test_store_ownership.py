@@ -288,3 +288,35 @@ def test_a_marker_of_another_format_is_refused(tmp_path: Path) -> None:
     (root / ".lockbox" / "store.toml").write_text("format = 2\n")
     with pytest.raises(StoreError, match="format 2"):
         Store.open(root)
+
+
+@pytest.mark.parametrize("where", ["root", ".lockbox"])
+def test_a_store_another_user_can_write_is_refused(tmp_path: Path, where: str,
+                                                   capfd: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "store"
+    Store.open(root).close()
+    os.chmod(root if where == "root" else root / ".lockbox", 0o777)
+    before = listing(root)
+    code, err = run(capfd, "--store", root, "store", "ls")
+    assert code != 0 and "can be written by other users" in err and "chmod go-w" in err
+    assert "Traceback" not in err and listing(root) == before
+
+
+def test_a_store_of_another_user_is_refused(tmp_path: Path,
+                                            capfd: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "store"
+    Store.open(root).close()
+    os.chown(root, 65534, 65534)
+    code, err = run(capfd, "--store", root, "store", "ls")
+    assert code != 0 and "belongs to user 65534" in err
+
+
+def test_a_new_store_is_writable_by_its_user_only_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o002)
+    try:
+        Store.open(tmp_path / "store").close()
+        Store.open(tmp_path / "store").close()  # a second open accepts what the first made
+    finally:
+        os.umask(old)
+    assert not os.stat(tmp_path / "store").st_mode & 0o022
+    assert not os.stat(tmp_path / "store" / ".lockbox").st_mode & 0o022
