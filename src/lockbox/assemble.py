@@ -245,6 +245,7 @@ def build_app(project: Project, store: Store, deps: Entry, interpreter: Interpre
         consulted = (*sources.consulted, *python.consulted, *libraries.consulted)
         return AppResult(existing.path, existing, reused=True, report=None, consulted=consulted)
     sandbox = _sandbox(progress)
+    store.check_sealed(deps, python.entry)  # their files are linked into the application
     out = store.root / f"{inputs_digest('app', name, inputs)}-{name}"
     bytecode = (deps_bytecode(store, deps, python, sandbox, progress)
                 if project.recipe.app.compile_bytecode else None)
@@ -323,6 +324,7 @@ def export_app(project: Project, store: Store, deps: Entry, interpreter: Interpr
         raise AssemblyError(f"{to} is not empty and is not an earlier export; "
                             "choose another directory or empty it")
     sandbox = _sandbox(progress)
+    store.check_sealed(deps, python.entry)  # their files are copied into the export
     bytecode = (deps_bytecode(store, deps, python, sandbox, progress)
                 if project.recipe.app.compile_bytecode else None)
     to.parent.mkdir(parents=True, exist_ok=True)
@@ -514,6 +516,7 @@ def deps_bytecode(store: Store, deps: Entry, python: PythonEntry, sandbox: Sandb
     inputs = {"deps": deps.nar_hash.sri, "python": python.entry.path_name, "lockbox": build_identity()}
     existing = store.find_inputs("bytecode", name, inputs)
     if existing is not None:
+        store.check_sealed(existing)
         return existing
     progress.info(f"compiling the bytecode of the dependency layer {deps.nar_hash}")
     inside = Path("/tmp/lockbox-bytecode")

@@ -48,6 +48,7 @@ from typing import BinaryIO
 
 from isal import isal_zlib
 
+from lockbox import records
 from lockbox.errors import LockboxError
 from lockbox.fsops import rename, replace_tree, step, work_beside
 from lockbox.progress import Progress, silent
@@ -720,7 +721,7 @@ def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Ma
         return Layer(name, digest, diff_id, size, media_type, count)
 
     def write_entry(name: str, entry: Entry) -> Layer:
-        cache = _LayerCache(store.derived_dir(entry), compress) if store else None
+        cache = _LayerCache(store.derived_dir(entry), compress, store.work_dir) if store else None
         layer = cache.take(name, blobs) if cache else None
         if layer is not None:
             progress.info(f"layer {name}: {layer.files} entries, {layer.size / 1e6:.1f} MB "
@@ -867,9 +868,12 @@ class _LayerCache:
 
     A blob is kept under a name that says how it was made (gzip or not, lockbox's identity
     and the compressor's version), next to a record of its digests; it is taken only when
-    its bytes still hash to the recorded digest."""
+    its bytes still hash to the recorded digest. The record is signed with the store's key
+    for its place (:mod:`lockbox.records`): a blob and record made elsewhere, or moved from
+    another entry's directory, are not taken — their digests would agree with each other
+    and still not be this entry's layer."""
 
-    def __init__(self, directory: Path, compress: bool) -> None:
+    def __init__(self, directory: Path, compress: bool, meta: Path) -> None:
         from isal import __version__ as isal_version
 
         from lockbox import build_identity
@@ -879,12 +883,17 @@ class _LayerCache:
         self.directory = directory
         self.blob = directory / f"{stem}.blob"
         self.record = directory / f"{stem}.json"
+        self.meta = str(meta)
+        self.place = os.path.relpath(self.record, meta)
 
     def take(self, name: str, blobs: Path) -> Layer | None:
         """The kept layer, its blob placed in ``blobs``; None if there is none or it is
         damaged."""
         try:
-            record = json.loads(self.record.read_text(encoding="utf-8"))
+            body, _ = records.read(self.meta, self.place)
+            if body is None:
+                return None
+            record = json.loads(body)
             digest = hashlib.sha256()
             with open(self.blob, "rb") as file:
                 while chunk := file.read(_CHUNK):
@@ -910,8 +919,7 @@ class _LayerCache:
                 rename(temporary, self.blob)
                 record = {"digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size,
                           "media_type": layer.media_type, "files": layer.files}
-                temporary.write_text(json.dumps(record), encoding="utf-8")
-                rename(temporary, self.record)
+                records.write(self.meta, self.place, json.dumps(record).encode())
         except OSError:
             pass
 

@@ -15,6 +15,8 @@ Layout of a store rooted at ``ROOT``::
     ROOT/.lockbox/shortcuts/      records of lookups that answer repeated commands
                                   (lockbox.cli.shortcut); removed by every collection
     ROOT/.lockbox/derived/<entry> files made from an entry (its image layer), removed with it
+    ROOT/.lockbox/key             the store's secret: signs the records kept beside the
+                                  database (lockbox.records)
 
 The store removes only what it can prove it made. It never takes over a non-empty directory
 that has no marker. An entry becomes visible in steps, each atomic: its pending record is
@@ -53,8 +55,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lockbox import default_store, fsops
-from lockbox.errors import StoreError
+from lockbox import default_store, fsops, records
+from lockbox.errors import StoreCorrupted, StoreError
 from lockbox.hashes import Sha256, nix_base32_encode
 from lockbox.nar import NarInfo, nar_hash
 from lockbox.progress import Progress, silent
@@ -93,6 +95,10 @@ CREATE TABLE IF NOT EXISTS answers (  -- which inputs built a content-addressed 
     inputs_key TEXT NOT NULL,     -- digest of the inputs a build started from
     record TEXT NOT NULL,         -- canonical JSON: what that build found it used
     PRIMARY KEY (path_name, inputs_key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seals (  -- what an entry's tree looked like once registered
+    path_name TEXT PRIMARY KEY,
+    seal TEXT NOT NULL            -- lockbox.records.tree_seal of the entry's directory
 ) WITHOUT ROWID;
 """
 
@@ -243,6 +249,7 @@ class Store:
         _claim(root)
         store = cls(root, progress)
         try:
+            store._make_key()
             store._remove_leftovers()
         except BaseException:
             store.close()
@@ -695,6 +702,7 @@ class Store:
                         entry.created,
                     ),
                 )
+            self._remember_seal(entry)
             self._drop_pending(path_name)
             if root is not None:
                 self.add_root(root, entry)
@@ -735,6 +743,104 @@ class Store:
             if link.is_symlink() and not link.name.startswith("."):
                 result[link.name] = Path(os.readlink(link)).name
         return result
+
+    # Seals ---------------------------------------------------------------------------------
+    def _make_key(self) -> None:
+        """Give the store its key (:mod:`lockbox.records`) if it has none yet."""
+        if records.store_key(str(self._meta)) is None:
+            self.progress.debug(f"cannot make the key of {self.root}: records are not kept")
+
+    def _remember_seal(self, entry: Entry) -> None:
+        """Record what ``entry``'s tree looks like now that it is sealed and in place."""
+        seal = records.tree_seal(str(entry.path))
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO seals (path_name, seal) VALUES (?, ?)",
+                             (entry.path_name, seal))
+
+    def seal(self, entry: Entry) -> str | None:
+        """The seal recorded for ``entry`` (:func:`lockbox.records.tree_seal`), if any."""
+        row = self._db.execute("SELECT seal FROM seals WHERE path_name = ?",
+                               (entry.path_name,)).fetchone()
+        return str(row[0]) if row else None
+
+    def check_sealed(self, *entries: Entry) -> None:
+        """Fail unless each of ``entries`` is as it was registered, before lockbox uses it.
+
+        The cheap check first: the status of every path of the entry (name, inode, size,
+        mtime, mode: :func:`lockbox.records.tree_seal`) against the seal recorded when it
+        was registered. Only when they differ — a file written, replaced, added, removed or
+        made writable, or the store copied elsewhere (new inodes) — is the entry re-hashed:
+        the same NAR hash makes the new status the seal, another raises
+        :class:`~lockbox.errors.StoreCorrupted`. An entry registered before seals were kept
+        is re-hashed once. A file rewritten with its size kept and its mtime and mode put
+        back is not noticed here; ``lockbox store verify`` re-hashes everything."""
+        for entry in entries:
+            try:
+                found = records.tree_seal(str(entry.path))
+            except OSError:
+                raise StoreCorrupted(
+                    f"the store entry {entry.path} is registered but missing; run "
+                    f"`lockbox store verify` and `lockbox store verify --repair` to remove "
+                    "it and what needs it, then build again"
+                ) from None
+            recorded = self.seal(entry)
+            if recorded == found:
+                continue
+            self.progress.debug(f"re-hashing {entry.path_name}: its files changed status "
+                                "since it was registered" if recorded else
+                                f"re-hashing {entry.path_name}, registered without a seal")
+            nar = nar_hash(entry.path).sha256
+            if nar != entry.nar_hash:
+                raise StoreCorrupted(self._corruption(entry, nar))
+            self._remember_seal(entry)
+
+    def _corruption(self, entry: Entry, found: Sha256) -> str:
+        """What to say of ``entry``, whose content hashes to ``found`` now."""
+        changed = _unsealed_files(entry.path)
+        if changed:
+            shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more"
+                                               if len(changed) > 10 else "")
+            which = f"changed since: {shown}"
+        else:
+            which = "no file shows which changed (its mtime and mode were put back)"
+        return (f"the store entry {entry.path} is corrupted: it was registered with NAR hash "
+                f"{entry.nar_hash}, its content now hashes to {found}; {which}. Nothing was "
+                "used from it. Run `lockbox store verify` to check the whole store, then "
+                "`lockbox store verify --repair` to remove the corrupted entries and what needs "
+                "them, and build again")
+
+    def remove_corrupted(self, corrupted: Iterable[Entry]) -> list[Entry]:
+        """Remove ``corrupted`` entries (and the entries that reference them, which hardlink
+        or run their files) with the roots that name them, so that a build makes them anew;
+        returns what was removed. Waits for writers, as a collection does.
+
+        A dependency layer's files are hardlinks of the store's uv cache (``uv-cache``):
+        a file changed in one changed in the other, and a rebuild would link it again. So
+        when a layer is removed the cache goes too (it is downloaded again), with the
+        record of the files found clean, which names them by inode."""
+        with self._flock(self._meta / "gc.lock", fcntl.LOCK_EX):
+            every = {entry.path_name: entry for entry in self.entries()}
+            doomed = {entry.path_name for entry in corrupted if entry.path_name in every}
+            grew = True
+            while grew:
+                needing = {name for name, entry in every.items()
+                           if name not in doomed and doomed.intersection(entry.references)}
+                grew = bool(needing)
+                doomed |= needing
+            remove_tree(self._meta / "shortcuts")
+            for root_name, target in self.roots().items():
+                if target in doomed:
+                    self.remove_root(root_name)
+            removed = [every[name] for name in sorted(doomed)]
+            for entry in removed:
+                self._delete(entry)
+                with self._db:
+                    self._db.execute("DELETE FROM seals WHERE path_name = ?", (entry.path_name,))
+            if any(entry.kind == "deps" for entry in removed):
+                remove_tree(self._meta / "uv-cache")
+                with self._db:
+                    self._db.execute("DELETE FROM scanned")
+            return removed
 
     # Checking and collecting --------------------------------------------------------------
     def verify(self) -> VerifyReport:
@@ -1114,3 +1220,20 @@ def _open_directory(parent: int, name: str) -> int | None:
     except PermissionError:
         pass  # not its owner: removing fails below if the directory is not writable
     return fd
+
+
+def _unsealed_files(top: Path) -> list[str]:
+    """The paths under ``top`` (a store entry) that no longer look sealed: writable, or
+    with another mtime than the 1 s :func:`_seal` gives them. A guess at what changed: a
+    file rewritten with its mtime and mode put back does not show."""
+    found = []
+    for directory, dirnames, filenames in os.walk(top):
+        for name in sorted(dirnames + filenames):
+            path = os.path.join(directory, name)
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode):
+                continue
+            if info.st_mtime_ns != 1_000_000_000 or info.st_mode & 0o222:
+                found.append(os.path.relpath(path, top))
+        dirnames.sort()
+    return sorted(found)

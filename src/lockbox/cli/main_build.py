@@ -158,13 +158,15 @@ def run_build(args: argparse.Namespace, context: Context) -> int:
     with context.open_store() as store:
         deps = _deps(project, store, context)
         if args.deps_only:
+            if deps.reused:
+                store.check_sealed(deps.entry)
             context.print(f"{deps.entry.path}")
             _remember(context, project, store, deps)
             return 0
         app = _app(project, store, deps.entry, context)
-    context.print(f"{app.path}")
-    context.info(f"run it: {app.path}/bin/python, or `lockbox run {args.project} -- COMMAND`")
-    _remember(context, project, store, deps, app)
+        context.print(f"{app.path}")
+        context.info(f"run it: {app.path}/bin/python, or `lockbox run {args.project} -- COMMAND`")
+        _remember(context, project, store, deps, app)
     return 0
 
 
@@ -180,7 +182,7 @@ def run_run(args: argparse.Namespace, context: Context) -> int:
     with context.open_store() as store:
         deps = _deps(project, store, context)
         app = _app(project, store, deps.entry, context)
-    _remember(context, project, store, deps, app)
+        _remember(context, project, store, deps, app)
     return run_in_app(str(app.path), command)
 
 
@@ -265,6 +267,8 @@ def _closure(args: argparse.Namespace, project: Project, store: Store, context: 
         "image", str(args.project), str(store.root), dict(os.environ), started,
         quiet=context.quiet)
     found = request.lookup() if request is not None else None
+    if request is not None and request.distrusted:
+        context.warning(request.distrust_notice())
     app = store.get(Path(found[0]).name) if found is not None else None
     if app is None:
         deps = _deps(project, store, context)
@@ -332,6 +336,10 @@ def _app(project: Project, store: Store, deps: Entry, context: Context) -> AppRe
     interpreter = find_interpreter(project.recipe.python, project.requires_python,
                                    progress=context.progress)
     result = build_app(project, store, deps, interpreter, context.progress)
+    if result.reused and result.entry is not None:
+        # What runs: the application (its layer's files are hardlinked into it) and the
+        # interpreter its python link names. A new one was made from checked entries.
+        store.check_sealed(result.entry, *_interpreters(store, result.entry))
     report = result.report
     if report is not None:
         context.info(
@@ -358,6 +366,7 @@ def _remember(context: Context, project: Project, store: Store, deps: DepsResult
               *toolchain.paths((deps.record or {}).get("toolchain", {}))]
     outputs = [str(deps.entry.path)]
     result = deps.entry.path
+    used = [deps.entry]
     if app is not None:
         if not app.reused or app.entry is None:
             return
@@ -365,7 +374,17 @@ def _remember(context: Context, project: Project, store: Store, deps: DepsResult
                    *map(str, discovery_paths(project.recipe.python, os.environ))]
         outputs += [str(app.path), str(store.root_path(project.app_name))]
         result = app.path
-    request.record(inputs, outputs, context.said, str(result))
+        used = [app.entry, *_interpreters(store, app.entry)]
+    sealed = {str(entry.path): store.seal(entry) for entry in used}
+    if None in sealed.values():
+        return
+    request.record(inputs, outputs, context.said, str(result), sealed)  # type: ignore[arg-type]
+
+
+def _interpreters(store: Store, app: Entry) -> list[Entry]:
+    """The interpreter entries the application ``app`` runs (its ``python`` link)."""
+    return [entry for entry in map(store.get, app.references)
+            if entry is not None and entry.kind == "python"]
 
 
 def run_lock_hash(args: argparse.Namespace, context: Context) -> int:
