@@ -79,7 +79,7 @@ _SCRATCH = ("/tmp", "/var/tmp")
 CHECK_ENV = "LOCKBOX_CHECK_ENV"
 """Set by ``lockbox check`` for its rebuild (:mod:`lockbox.variations`): a JSON object of
 variables that every build command gets on purpose, over lockbox's fixed environment (the
-varied clock, which no environment of lockbox's can fix): the offline sandbox's commands,
+varied clock, which no environment of lockbox's can fix): lockbox's own offline commands,
 the interpreter entry's compilation and every build backend of the dependency phase."""
 
 
@@ -167,7 +167,9 @@ class Sandbox:
         command = self._offline(hidden, read_only, scratch)
         for path in scratch:
             command += ["--perms", "1777", "--tmpfs", os.fspath(path)]
-        command += _setenv({**env, **check_variables()})
+        # Not the variables of ``lockbox check`` (:data:`CHECK_ENV`): what runs here writes
+        # nothing into an output, and another user could not share libfaketime's clock.
+        command += _setenv(env)
         command += ["--chdir", os.fspath(cwd)]
         uid = str(VERIFY_UID)
         if os.getuid() != 0:
