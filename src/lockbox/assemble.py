@@ -31,12 +31,12 @@ Steps, in this order (docs/assemble.md):
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import os
 import shutil
 import stat
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING
 
 from lockbox import build_identity
 from lockbox.errors import AssemblyError, ToolFailed
+from lockbox.fsops import replace_tree, work_beside
+from lockbox.paths import confined, confined_glob, make_directory, open_for_writing
 from lockbox.progress import Progress, silent
 from lockbox.project import Project, read_toml
 from lockbox.recipe import recipe_as_dict
@@ -132,24 +134,34 @@ def read_sources(project: Project, interpreter: Interpreter) -> Sources:
             continue  # a virtual project: uv installs nothing of it, nor does lockbox
         member = read_member(root, pyproject, modules=not (is_project and recipe.site_packages))
         members.append(member)
-        paths += [root / "pyproject.toml"] + [source for source, _ in member.modules]
-    for copy in recipe.site_packages + recipe.root:
-        paths.append(_inside(project, copy.source, "app"))
-    for patch in recipe.patches:
-        paths.append(_inside(project, patch, "app.patches"))
-    relative = sorted({os.path.relpath(path, project.root) for path in paths})
-    for path in relative:
-        if path.startswith(".."):
-            raise AssemblyError(f"{path} is outside the project {project.root}: lockbox "
-                                "assembles only what is inside it")
+        paths += [root / "pyproject.toml"]
+        for source, _ in member.modules:
+            paths.append(_inside(project, _relative(project, source),
+                                 f"{root / 'pyproject.toml'}: the module of {member.name}"))
+    for key in ("site-packages", "root"):
+        for index, copy in enumerate(getattr(recipe, key.replace("-", "_"))):
+            paths.append(_inside(project, copy.source, f"recipe app.{key}[{index}]"))
+    for index, patch in enumerate(recipe.patches):
+        paths.append(_inside(project, patch, f"recipe app.patches[{index}]", link_ok=False))
+    relative = sorted({_relative(project, path) for path in paths})
     digest, consulted, elf_files = _digest(project.root, relative)
     return Sources(tuple(members), tuple(relative), digest, consulted, elf_files)
 
 
-def _inside(project: Project, relative: str, key: str) -> Path:
-    path = project.root / relative
+def _relative(project: Project, path: Path) -> str:
+    relative = os.path.relpath(path, project.root)
+    if relative.startswith(".."):
+        raise AssemblyError(f"{path} is outside the project {project.root}: lockbox "
+                            "assembles only what is inside it")
+    return relative
+
+
+def _inside(project: Project, relative: str, key: str, *, link_ok: bool = True) -> Path:
+    """The project path ``relative`` names, confined to the project (:mod:`lockbox.paths`);
+    with ``link_ok`` it may itself be a symbolic link, which is copied as one."""
+    path = confined(project.root, relative, key, within="the project", link_ok=link_ok)
     if not os.path.lexists(path):
-        raise AssemblyError(f"recipe {key}: {relative} does not exist in {project.root}")
+        raise AssemblyError(f"{key}: {relative} does not exist in {project.root}")
     return path
 
 
@@ -187,8 +199,11 @@ def _walk(top: Path) -> Iterator[tuple[str, os.stat_result]]:
         return
     for directory, dirnames, filenames in os.walk(top):
         yield directory, os.lstat(directory)
-        dirnames[:] = sorted(d for d in dirnames if not _ignored(d))
-        for name in sorted(filenames):
+        # os.walk lists a link to a directory among the directories and does not enter
+        # it: it is an entry of its own, read as a link.
+        links = [d for d in dirnames if os.path.islink(os.path.join(directory, d))]
+        dirnames[:] = sorted(d for d in dirnames if not _ignored(d) and d not in links)
+        for name in sorted(filenames + links):
             if not _ignored(name):
                 path = os.path.join(directory, name)
                 yield path, os.lstat(path)
@@ -237,6 +252,7 @@ def build_app(project: Project, store: Store, deps: Entry, interpreter: Interpre
         consulted = (*sources.consulted, *python.consulted, *libraries.consulted)
         return AppResult(existing.path, existing, reused=True, report=None, consulted=consulted)
     sandbox = _sandbox(progress)
+    store.check_sealed(deps, python.entry)  # their files are linked into the application
     out = store.root / f"{inputs_digest('app', name, inputs)}-{name}"
     bytecode = (deps_bytecode(store, deps, python, sandbox, progress)
                 if project.recipe.app.compile_bytecode else None)
@@ -315,28 +331,29 @@ def export_app(project: Project, store: Store, deps: Entry, interpreter: Interpr
         raise AssemblyError(f"{to} is not empty and is not an earlier export; "
                             "choose another directory or empty it")
     sandbox = _sandbox(progress)
+    store.check_sealed(deps, python.entry)  # their files are copied into the export
     bytecode = (deps_bytecode(store, deps, python, sandbox, progress)
                 if project.recipe.app.compile_bytecode else None)
     to.parent.mkdir(parents=True, exist_ok=True)
     created = not to.exists()
     to.mkdir(exist_ok=True)  # the mount point of the sandbox's view of the output
-    work = to.parent / f".{to.name}.lockbox-{uuid.uuid4().hex[:12]}"
-    work.mkdir()
     log = to.parent / f"{to.name}.lockbox-verify.log"  # kept only when verification fails
     try:
-        content = work / "content"
-        report = _assemble(project, sources, deps.path, interpreter, python, to, content,
-                           work, sandbox, patchelf, link=False, hidden=[], progress=progress,
-                           log=log, bytecode=bytecode)
-        os.rename(to, work / "old")
-        os.rename(content, to)
-        log.unlink(missing_ok=True)
+        # The new tree is written in a locked directory beside ``to`` (which first clears away
+        # what killed exports left there) and swapped with it in one step: ``to`` is the
+        # earlier export or this one at every instant, never neither.
+        with work_beside(to) as work:
+            log.unlink(missing_ok=True)
+            content = work / "content"
+            report = _assemble(project, sources, deps.path, interpreter, python, to, content,
+                               work, sandbox, patchelf, link=False, hidden=[], progress=progress,
+                               log=log, bytecode=bytecode)
+            replace_tree(content, to)
+            log.unlink(missing_ok=True)
     except BaseException:
         if created and to.is_dir() and not any(to.iterdir()):
             to.rmdir()
         raise
-    finally:
-        remove_tree(work)
     return AppResult(to, None, reused=False, report=report)
 
 
@@ -383,6 +400,9 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
         _link_tree(deps, content)
     else:
         _copy_tree(deps, content, link=False)
+    for written in (site_relative, Path("bin"), Path("pyvenv.cfg"), Path("python")):
+        # What lockbox writes into itself: a link from the layer would take it elsewhere.
+        confined(content, str(written), f"the dependency layer {deps}", within="the output")
 
     source = work / "source"
     for relative in sources.paths:
@@ -393,9 +413,10 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
         progress.info(f"applied {patch}: {result.hunks} hunks to {', '.join(result.files)}")
         for note in result.offsets:
             progress.warning(f"{patch}: {note}")
-    for substitution in recipe.substitute:
+    for index, substitution in enumerate(recipe.substitute):
         count = _substitute(source, substitution.file, substitution.replace,
-                            substitution.with_.replace("@out@", str(out)), substitution.expect)
+                            substitution.with_.replace("@out@", str(out)), substitution.expect,
+                            f"recipe app.substitute[{index}].file")
         report.substituted[substitution.file] = report.substituted.get(substitution.file, 0) + count
 
     own: list[Path] = []  # what the project puts into site-packages: compiled per build
@@ -403,29 +424,32 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
         installed = []
         for module, name in member.modules:
             relative = os.path.relpath(module, project.root)
-            _copy_new(source / relative, site / name, f"{member.name}'s {relative}")
+            _copy_new(source, relative, content, site_relative / name,
+                      f"{member.name}'s {relative}")
             installed += files_under(site, name)
             own.append(site / name)
         if member.root.resolve() == project.root.resolve():
-            for copy in recipe.site_packages:
-                _copy_new(source / copy.source, site / copy.target,
-                          f"app.site-packages {copy.source}")
+            for index, copy in enumerate(recipe.site_packages):
+                _copy_new(source, copy.source, content, site_relative / copy.target,
+                          f"recipe app.site-packages[{index}]")
                 installed += files_under(site, copy.target)
                 own.append(site / copy.target)
         write_dist_info(site, member, installed)
         report.members.append(f"{member.name} {member.version}")
     if not any(m.root.resolve() == project.root.resolve() for m in sources.members):
-        for copy in recipe.site_packages:
-            _copy_new(source / copy.source, site / copy.target, f"app.site-packages {copy.source}")
+        for index, copy in enumerate(recipe.site_packages):
+            _copy_new(source, copy.source, content, site_relative / copy.target,
+                      f"recipe app.site-packages[{index}]")
             own.append(site / copy.target)
-    for copy in recipe.root:
-        _copy_new(source / copy.source, content / copy.target, f"app.root {copy.source}")
+    for index, copy in enumerate(recipe.root):
+        _copy_new(source, copy.source, content, Path(copy.target), f"recipe app.root[{index}]")
 
-    for pattern in recipe.delete:
-        matched = sorted(content.glob(pattern))
+    for index, pattern in enumerate(recipe.delete):
+        matched = confined_glob(content, pattern, f"recipe app.delete[{index}]",
+                                within="the output")
         if not matched:
-            raise AssemblyError(f"recipe app.delete: {pattern!r} matches nothing in the output; "
-                                "remove it from the recipe or correct it")
+            raise AssemblyError(f"recipe app.delete[{index}]: {pattern!r} matches nothing in "
+                                "the output; remove it from the recipe or correct it")
         for path in matched:
             remove_tree(path)
             report.deleted.append(os.path.relpath(path, content))
@@ -533,6 +557,7 @@ def deps_bytecode(store: Store, deps: Entry, python: PythonEntry, sandbox: Sandb
     inputs = {"deps": deps.nar_hash.sri, "python": python.entry.path_name, "lockbox": build_identity()}
     existing = store.find_inputs("bytecode", name, inputs)
     if existing is not None:
+        store.check_sealed(existing)
         return existing
     progress.info(f"compiling the bytecode of the dependency layer {deps.nar_hash}")
     inside = Path("/tmp/lockbox-bytecode")
@@ -586,9 +611,10 @@ def _link_libraries(project: Project, content: Path, report: AssemblyReport,
                       + ", ".join(sorted(relinked.bundled)))
 
 
-def _substitute(source: Path, file: str, old: str, new: str, expect: int | None) -> int:
-    path = source / file
-    where = f"recipe app.substitute for {file}"
+def _substitute(source: Path, file: str, old: str, new: str, expect: int | None,
+                key: str) -> int:
+    path = confined(source, file, key, within="the application's sources")
+    where = f"{key} {file}"
     if not path.is_file():
         raise AssemblyError(f"{where}: the file is not among the application's sources "
                             "(members, app.site-packages, app.root)")
@@ -600,15 +626,20 @@ def _substitute(source: Path, file: str, old: str, new: str, expect: int | None)
     if expect is not None and count != expect:
         raise AssemblyError(f"{where}: {old!r} occurs {count} times, the recipe expects "
                             f"{expect}")
-    path.write_text(text.replace(old, new), encoding="utf-8")
+    with os.fdopen(open_for_writing(path), "w", encoding="utf-8") as stream:
+        stream.write(text.replace(old, new))
     return count
 
 
-def _copy_new(source: Path, target: Path, what: str) -> None:
-    if os.path.lexists(target):
-        raise AssemblyError(f"{what} would replace {target.name}, which is already in "
-                            "site-packages (from the dependency layer or another member)")
-    _copy_tree(source, target, link=False)
+def _copy_new(sources: Path, relative: str, content: Path, target: Path, key: str) -> None:
+    """Copy the path ``relative`` of the project's ``sources`` to ``target`` of the output
+    ``content``; both confined to their tree, and the target must be new."""
+    source = confined(sources, relative, key, within="the project", link_ok=True)
+    destination = confined(content, str(target), key, within="the output")
+    if os.path.lexists(destination):
+        raise AssemblyError(f"{key}: {relative} would replace {target}, which is already in "
+                            "the output (from the dependency layer or another member)")
+    _copy_tree(source, destination, link=False)
 
 
 def _copy_tree(source: Path, target: Path, *, link: bool, caches: bool = False) -> None:
@@ -616,13 +647,22 @@ def _copy_tree(source: Path, target: Path, *, link: bool, caches: bool = False) 
     leaving out Python's caches unless ``caches``; executables keep their bit."""
     info = os.lstat(source)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if not stat.S_ISDIR(info.st_mode):
-        _copy_file(os.fspath(source), os.fspath(target), info, link)
-        return
+    try:
+        if not stat.S_ISDIR(info.st_mode):
+            _copy_file(os.fspath(source), os.fspath(target), info, link)
+            return
+        _copy_walk(source, target, link, caches)
+    except OSError as error:
+        hint = ("; a symbolic link or a file is in the way, and lockbox writes through neither"
+                if error.errno in (errno.ELOOP, errno.ENOTDIR, errno.EEXIST) else "")
+        raise AssemblyError(f"copying {source} to {target} failed: {error}{hint}") from None
+
+
+def _copy_walk(source: Path, target: Path, link: bool, caches: bool) -> None:
     for directory, dirnames, filenames in os.walk(source):
         relative = os.path.relpath(directory, source)
         destination = os.path.normpath(os.path.join(target, relative))
-        os.makedirs(destination, exist_ok=True)
+        make_directory(Path(destination))  # never a link: what is written below stays here
         links = [d for d in dirnames if os.path.islink(os.path.join(directory, d))]
         dirnames[:] = sorted(d for d in dirnames
                              if (caches or not _ignored(d)) and d not in links)
@@ -652,7 +692,10 @@ def _copy_file(source: str, target: str, info: os.stat_result, link: bool) -> No
     elif link:
         os.link(source, target)
     else:
-        shutil.copyfile(source, target)
-        os.chmod(target, 0o755 if info.st_mode & stat.S_IXUSR else 0o644)
+        mode = 0o755 if info.st_mode & stat.S_IXUSR else 0o644
+        with open(source, "rb") as reading, os.fdopen(open_for_writing(Path(target), mode),
+                                                      "wb") as writing:
+            shutil.copyfileobj(reading, writing, 1 << 20)
+            os.fchmod(writing.fileno(), mode)
 
 

@@ -23,7 +23,10 @@ layer 0.2 s), so a lookup reads none: the names a file or tree needs are kept in
 (a host library, an ELF file among the project's sources), ``nar-<hex>`` for a store
 entry's tree, ``python-<digest>`` for an interpreter installation (its identity, as the
 ``python`` entry's address takes it). What is kept there never goes stale; deleting it only
-makes the next lookup read the files again. A library's bytes are hashed on every lookup
+makes the next lookup read the files again. Each is signed with the store's key
+(:mod:`lockbox.records`) for its own name: one changed, or moved to another name, is read
+again from the files instead, since a name left out would leave a library out of the
+inputs. A library's bytes are hashed on every lookup
 (once per process), which is what notices an upgrade.
 """
 
@@ -31,12 +34,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lockbox import records
 from lockbox.libraries import GLIBC_FAMILY, find_outside, host_libraries
 
 if TYPE_CHECKING:
@@ -46,7 +49,7 @@ if TYPE_CHECKING:
 LOADER_CACHE = "/etc/ld.so.cache"
 """What ``ldconfig -p`` lists (the host's half of the resolution) is read from."""
 
-_FORMAT = "lockbox-needed 1"
+_FORMAT = "lockbox-needed 2"
 
 _digests: dict[tuple[str, int, int, int, int], str] = {}
 """SHA-256 of files hashed by this process, by path, device, inode, size and mtime."""
@@ -125,22 +128,17 @@ def file_needs(store: Store, path: Path, digest: str) -> tuple[str, ...]:
 def cached_needs(store: Store, key: str, read: Callable[[], Iterable[str]]) -> tuple[str, ...]:
     """The names kept under ``key`` (which must stand for the content they were read from),
     else ``read()``'s, kept for next time."""
-    directory = store.work_dir / "needed"
-    path = directory / key
+    meta, place = str(store.work_dir), f"needed/{key}"
+    body, _ = records.read(meta, place)
     try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except (OSError, UnicodeDecodeError):
+        lines = body.decode("utf-8").split("\n") if body is not None else []
+    except UnicodeDecodeError:
         lines = []
-    if lines[:1] == [_FORMAT] and lines[-1:] == ["end"]:
-        return tuple(lines[1:-1])
+    if lines[:1] == [_FORMAT] and lines[-2:] == ["end", ""]:
+        return tuple(lines[1:-2])
     names = tuple(sorted(set(read())))
-    directory.mkdir(parents=True, exist_ok=True)
-    temporary = directory / f".{key}.{uuid.uuid4().hex}"
-    try:
-        temporary.write_text("\n".join([_FORMAT, *names, "end"]), encoding="utf-8")
-        os.replace(temporary, path)
-    except OSError:
-        temporary.unlink(missing_ok=True)  # a cache: the next lookup reads the files again
+    # A cache: if it cannot be written, the next lookup reads the files again.
+    records.write(meta, place, "\n".join([_FORMAT, *names, "end", ""]).encode("utf-8"))
     return names
 
 

@@ -32,12 +32,14 @@ Pushing goes through skopeo.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
+import re
 import stat
 import tarfile
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,7 +48,9 @@ from typing import BinaryIO
 
 from isal import isal_zlib
 
+from lockbox import records
 from lockbox.errors import LockboxError
+from lockbox.fsops import rename, replace_tree, step, work_beside
 from lockbox.progress import Progress, silent
 from lockbox.recipe import Image
 from lockbox.sandbox import SOURCE_DATE_EPOCH
@@ -354,80 +358,323 @@ def _with_parents(members: Iterable[_Member]) -> dict[str, _Member]:
 
 
 @dataclass(frozen=True)
+class Descriptor:
+    """A reference from one document of an image to a blob: what it is, its digest, size."""
+
+    media_type: str
+    digest: str
+    """``sha256:`` and 64 lowercase hexadecimal digits: checked, so it is safe as a file name."""
+    size: int
+
+
+@dataclass(frozen=True)
 class BaseImage:
     """An image given with ``--base``: its layers go first, its config is the start."""
 
     reference: str
     manifest_digest: str
-    layers: tuple[Mapping[str, object], ...]
+    layers: tuple[Descriptor, ...]
     """The base manifest's layer descriptors."""
     diff_ids: tuple[str, ...]
     config: Mapping[str, object]
-    """The base config's ``config`` (Env, Entrypoint, …)."""
-    read_blob: Callable[[str], BinaryIO]
+    """The base config's ``config`` (Env, Entrypoint, …), its Env and Labels checked."""
+    blobs: _BaseBlobs
+
+    def read_blob(self, descriptor: Descriptor) -> BinaryIO:
+        """The blob's bytes, checked against the descriptor's digest and size as read."""
+        return self.blobs.open(descriptor)
+
+
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+INDEX = "application/vnd.oci.image.index.v1+json"
+CONFIG = "application/vnd.oci.image.config.v1+json"
+BASE_LAYERS = frozenset({LAYER_TAR, LAYER_GZIP, "application/vnd.oci.image.layer.v1.tar+zstd"})
+"""The layer types a base may have: those of an OCI image, which registries take as they are
+in an OCI manifest."""
+REGISTRY_TIMEOUT = 300.0
+"""Seconds each skopeo command talking to a registry may take, unless told otherwise."""
+_DOCUMENT_LIMIT = 4 << 20
+"""The largest index, manifest or config read (the size registries accept for a manifest)."""
+
+
+class _BaseBlobs:
+    """The blobs of a base image's layout (a directory) or archive (a tar of one).
+
+    A blob is found only by a checked digest, only as a regular file under
+    ``blobs/sha256/`` (no symbolic link followed below the layout's own directory, no link
+    member of an archive), and its bytes are hashed as they are read: reading past the end
+    of a blob whose bytes or size are not those of its descriptor raises :class:`ImageError`."""
+
+    def __init__(self, reference: str, path: Path) -> None:
+        self.reference = reference
+        self.path = path
+        self.archive: tarfile.TarFile | None = None
+        self.members: dict[str, tarfile.TarInfo] = {}
+        if path.is_dir():
+            if not self._regular(("oci-layout",)):
+                raise self.error(f"{path} is not an OCI image layout (no oci-layout file)",
+                                 "give a directory written by skopeo, umoci or lockbox")
+        elif path.is_file():
+            try:
+                self.archive = tarfile.open(path)
+                self.members = {member.name.removeprefix("./"): member
+                                for member in self.archive.getmembers()}
+            except (tarfile.TarError, EOFError, OSError) as error:
+                raise self.error(f"{path} is not an OCI archive: {error}",
+                                 "give an archive written by skopeo or lockbox (oci-archive)") from None
+        else:
+            raise self.error("no such OCI image layout or archive",
+                             "give the path of a directory or archive, with :TAG if it holds several")
+
+    def error(self, what: str, hint: str = "") -> ImageError:
+        message = f"--base {self.reference}: {what}"
+        return ImageError(f"{message}\n{hint}" if hint else message)
+
+    def _regular(self, parts: Sequence[str]) -> bool:
+        try:
+            os.close(self._open(parts))
+        except ImageError:
+            return False
+        return True
+
+    def _open(self, parts: Sequence[str]) -> int:
+        """A descriptor of the regular file ``parts`` below the layout, not following links."""
+        name = "/".join(parts)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        directory = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for part in parts[:-1]:
+                below = os.open(part, flags | os.O_DIRECTORY, dir_fd=directory)
+                os.close(directory)
+                directory = below
+            descriptor = os.open(parts[-1], flags, dir_fd=directory)
+        except FileNotFoundError:
+            raise self.error(f"{name} is missing from {self.path}",
+                             "the image is incomplete: copy it again (skopeo copy)") from None
+        except OSError as error:
+            raise self.error(f"{self.path / name} cannot be read: {error.strerror}"
+                             " (a symbolic link or not a regular file?)",
+                             "an image layout holds its files and blobs themselves") from None
+        finally:
+            os.close(directory)
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            os.close(descriptor)
+            raise self.error(f"{self.path / name} is not a regular file",
+                             "an image layout holds its files and blobs themselves")
+        return descriptor
+
+    def _raw(self, name: str) -> BinaryIO:
+        if self.archive is None:
+            return os.fdopen(self._open(name.split("/")), "rb")
+        member = self.members.get(name)
+        if member is None:
+            raise self.error(f"{name} is missing from {self.path}",
+                             "the archive is incomplete: write it again (skopeo copy)")
+        if not member.isreg():
+            raise self.error(f"{name} in {self.path} is not a regular file",
+                             "an OCI archive holds its blobs themselves, not links")
+        extracted = self.archive.extractfile(member)
+        assert extracted is not None
+        return extracted  # type: ignore[return-value]
+
+    def open(self, descriptor: Descriptor) -> BinaryIO:
+        return _CheckedBlob(self._raw(f"blobs/sha256/{descriptor.digest.split(':')[1]}"),
+                            descriptor, self)
+
+    def check_present(self, descriptor: Descriptor) -> None:
+        """That the blob is there, a regular file of the descriptor's size (its bytes are
+        checked when it is read)."""
+        if self.archive is None:
+            name = descriptor.digest.split(":")[1]
+            descriptor_fd = self._open(("blobs", "sha256", name))
+            try:
+                size = os.fstat(descriptor_fd).st_size
+            finally:
+                os.close(descriptor_fd)
+        else:
+            with self._raw(f"blobs/sha256/{descriptor.digest.split(':')[1]}"):
+                size = self.members[f"blobs/sha256/{descriptor.digest.split(':')[1]}"].size
+        if size != descriptor.size:
+            raise self.error(f"blob {descriptor.digest} has {size} bytes, its descriptor says "
+                             f"{descriptor.size}",
+                             "the image is damaged or was tampered with: copy it again")
+
+    def document(self, descriptor: Descriptor) -> dict[str, object]:
+        """A JSON blob (manifest, index, config), checked, as a JSON object."""
+        if descriptor.size > _DOCUMENT_LIMIT:
+            raise self.error(f"{descriptor.digest} is {descriptor.size} bytes, too large for "
+                             f"a {descriptor.media_type}")
+        with self.open(descriptor) as blob:
+            data = _read_all(blob, self)
+        return self.parse(data, descriptor.digest)
+
+    def index(self) -> dict[str, object]:
+        with self._raw("index.json") as file:
+            data = _read_limited(file, _DOCUMENT_LIMIT + 1, self)
+        if len(data) > _DOCUMENT_LIMIT:
+            raise self.error("index.json is larger than 4 MiB")
+        return self.parse(data, "index.json")
+
+    def parse(self, data: bytes, name: str) -> dict[str, object]:
+        try:
+            value = json.loads(data)
+        except (ValueError, RecursionError) as error:
+            raise self.error(f"{name} is not JSON ({error})",
+                             "the image is damaged: copy it again (skopeo copy)") from None
+        if not isinstance(value, dict):
+            raise self.error(f"{name} is not a JSON object",
+                             "the image is damaged: copy it again (skopeo copy)")
+        return value
+
+
+class _CheckedBlob(io.RawIOBase):
+    """A blob's bytes as read, compared with its descriptor's size and digest at the end."""
+
+    def __init__(self, raw: BinaryIO, descriptor: Descriptor, blobs: _BaseBlobs) -> None:
+        self.raw = raw
+        self.descriptor = descriptor
+        self.blobs = blobs
+        self.hash = hashlib.sha256()
+        self.seen = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        want = min(len(buffer), self.descriptor.size + 1 - self.seen)
+        try:
+            data = self.raw.read(want) if want > 0 else b""
+        except (OSError, tarfile.TarError, EOFError) as error:
+            raise self.blobs.error(f"blob {self.descriptor.digest} cannot be read: {error}",
+                                   "the image is damaged: copy it again (skopeo copy)") from None
+        self.seen += len(data)
+        self.hash.update(data)
+        if self.seen > self.descriptor.size:
+            raise self.blobs.error(f"blob {self.descriptor.digest} is larger than the "
+                                   f"{self.descriptor.size} bytes its descriptor says",
+                                   "the image is damaged or was tampered with: copy it again")
+        if not data:
+            got = f"sha256:{self.hash.hexdigest()}"
+            if self.seen != self.descriptor.size:
+                raise self.blobs.error(f"blob {self.descriptor.digest} has {self.seen} bytes, "
+                                       f"its descriptor says {self.descriptor.size}",
+                                       "the image is damaged or was tampered with: copy it again")
+            if got != self.descriptor.digest:
+                raise self.blobs.error(f"blob {self.descriptor.digest} does not match its "
+                                       f"digest (its bytes hash to {got})",
+                                       "the image is damaged or was tampered with: copy it again")
+            return 0
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def _read_limited(file: BinaryIO, limit: int, blobs: _BaseBlobs) -> bytes:
+    try:
+        return file.read(limit)
+    except (OSError, tarfile.TarError, EOFError) as error:
+        raise blobs.error(f"cannot read {blobs.path}: {error}") from None
+
+
+def _read_all(file: BinaryIO, blobs: _BaseBlobs) -> bytes:
+    chunks = []
+    while chunk := file.read(_CHUNK):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _descriptor(value: object, where: str, blobs: _BaseBlobs,
+                media_types: Iterable[str]) -> Descriptor:
+    """A descriptor read from ``where``, its digest, size and media type checked."""
+    if not isinstance(value, dict):
+        raise blobs.error(f"{where} is not a descriptor (a JSON object)")
+    digest, size, media_type = value.get("digest"), value.get("size"), value.get("mediaType")
+    if not isinstance(digest, str):
+        raise blobs.error(f"{where} has no digest")
+    algorithm = digest.partition(":")[0]
+    if ":" in digest and algorithm != "sha256" and re.fullmatch(r"[a-z0-9]+([+._-][a-z0-9]+)*", algorithm):
+        raise blobs.error(f"{where}: digest {digest[:80]!r} uses {algorithm}; lockbox reads only "
+                          "sha256 digests", "copy the image with skopeo, which writes sha256")
+    if not DIGEST.fullmatch(digest):
+        raise blobs.error(f"{where}: {digest[:80]!r} is not a digest (sha256: and 64 lowercase "
+                          "hexadecimal digits)", "the image is damaged or was tampered with")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise blobs.error(f"{where}: the size of {digest} is not a count of bytes")
+    allowed = sorted(media_types)
+    if media_type not in allowed:
+        raise blobs.error(f"{where}: {digest} has media type {str(media_type)[:80]!r}, expected "
+                          f"{' or '.join(allowed)}",
+                          "give an OCI image (skopeo copy --format oci converts one)")
+    return Descriptor(media_type, digest, size)
 
 
 def read_base(reference: str) -> BaseImage:
-    """A local OCI image layout (``DIR[:TAG]``) or archive (``FILE[:TAG]``)."""
+    """A local OCI image layout (``DIR[:TAG]``) or archive (``FILE[:TAG]``), every document
+    and digest in it checked (:class:`_BaseBlobs`): what is read from it is the image its
+    index names or an :class:`ImageError`."""
     location, _, tag = reference.rpartition(":") if ":" in reference else (reference, "", "")
     if not location or not Path(location).exists():
         location, tag = reference, ""
-    path = Path(location)
-    if path.is_dir():
-        if not (path / "oci-layout").is_file():
-            raise ImageError(f"--base {reference}: {path} is not an OCI image layout "
-                             "(no oci-layout file)")
-
-        def read_blob(digest: str) -> BinaryIO:
-            return open(path / "blobs" / "sha256" / digest.split(":")[1], "rb")
-        index_bytes = (path / "index.json").read_bytes()
-    elif path.is_file():
-        try:
-            archive = tarfile.open(path)
-        except tarfile.TarError as error:
-            raise ImageError(f"--base {reference}: {path} is not an OCI archive: {error}") from None
-        names = {member.name.removeprefix("./"): member for member in archive.getmembers()}
-
-        def read_blob(digest: str) -> BinaryIO:
-            member = names.get(f"blobs/sha256/{digest.split(':')[1]}")
-            extracted = archive.extractfile(member) if member is not None else None
-            if extracted is None:
-                raise ImageError(f"--base {reference}: blob {digest} is missing")
-            return extracted  # type: ignore[return-value]
-        if "index.json" not in names:
-            raise ImageError(f"--base {reference}: {path} has no index.json; give an OCI "
-                             "archive or layout")
-        index_bytes = archive.extractfile(names["index.json"]).read()  # type: ignore[union-attr]
-    else:
-        raise ImageError(f"--base {reference}: no such OCI image layout or archive")
-    try:
-        index = json.loads(index_bytes)
-        manifests = index["manifests"]
-        if tag:
-            manifests = [m for m in manifests
-                         if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag]
-        if len(manifests) != 1:
-            raise ImageError(f"--base {reference}: expected one image"
-                             f"{f' tagged {tag}' if tag else ''}, found {len(manifests)}; "
-                             "name the tag as PATH:TAG")
-        descriptor = manifests[0]
-        with read_blob(descriptor["digest"]) as blob:
-            manifest = json.loads(blob.read())
-        if "manifests" in manifest:  # an index of platforms: take this machine's
-            arch = _architecture()
-            chosen = [m for m in manifest["manifests"]
-                      if m.get("platform", {}).get("architecture") == arch]
-            if not chosen:
-                raise ImageError(f"--base {reference}: no image for {arch}")
-            descriptor = chosen[0]
-            with read_blob(descriptor["digest"]) as blob:
-                manifest = json.loads(blob.read())
-        with read_blob(manifest["config"]["digest"]) as blob:
-            config = json.loads(blob.read())
-        return BaseImage(reference, descriptor["digest"], tuple(manifest["layers"]),
-                         tuple(config["rootfs"]["diff_ids"]), config.get("config", {}), read_blob)
-    except (KeyError, TypeError, json.JSONDecodeError) as error:
-        raise ImageError(f"--base {reference}: not a valid OCI image ({error!r})") from None
+    blobs = _BaseBlobs(reference, Path(location))
+    index = blobs.index()
+    manifests = index.get("manifests")
+    if not isinstance(manifests, list):
+        raise blobs.error("index.json has no list of manifests",
+                          "give an OCI image layout or archive")
+    if tag:
+        manifests = [m for m in manifests if isinstance(m, dict)
+                     and isinstance(m.get("annotations"), dict)
+                     and m["annotations"].get("org.opencontainers.image.ref.name") == tag]
+    if len(manifests) != 1:
+        raise blobs.error(f"expected one image{f' tagged {tag}' if tag else ''}, found "
+                          f"{len(manifests)}", "name the tag as PATH:TAG")
+    descriptor = _descriptor(manifests[0], "index.json", blobs, (MANIFEST, INDEX))
+    manifest = blobs.document(descriptor)
+    if descriptor.media_type == INDEX:  # an index of platforms: take this machine's
+        arch = _architecture()
+        listed = manifest.get("manifests")
+        chosen = [m for m in listed if isinstance(m, dict) and isinstance(m.get("platform"), dict)
+                  and m["platform"].get("architecture") == arch] if isinstance(listed, list) else []
+        if not chosen:
+            raise blobs.error(f"no image for {arch} in the index {descriptor.digest}")
+        descriptor = _descriptor(chosen[0], f"index {descriptor.digest}", blobs, (MANIFEST,))
+        manifest = blobs.document(descriptor)
+    where = f"manifest {descriptor.digest}"
+    if manifest.get("mediaType", descriptor.media_type) != descriptor.media_type:
+        raise blobs.error(f"{where} says it is a {str(manifest.get('mediaType'))[:80]!r}, its "
+                          f"descriptor a {descriptor.media_type}")
+    config_descriptor = _descriptor(manifest.get("config"), f"{where}: config", blobs, (CONFIG,))
+    layer_list = manifest.get("layers")
+    if not isinstance(layer_list, list):
+        raise blobs.error(f"{where} has no list of layers")
+    layers = tuple(_descriptor(layer, f"{where}: layer {number}", blobs, BASE_LAYERS)
+                   for number, layer in enumerate(layer_list))
+    config = blobs.document(config_descriptor)
+    where = f"config {config_descriptor.digest}"
+    rootfs = config.get("rootfs")
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list) or not all(isinstance(d, str) and DIGEST.fullmatch(d)
+                                                 for d in diff_ids):
+        raise blobs.error(f"{where} has no list of sha256 diff_ids in rootfs")
+    if len(diff_ids) != len(layers):
+        raise blobs.error(f"{where} names {len(diff_ids)} layers, its manifest {len(layers)}")
+    settings = config.get("config", {})
+    if settings is None:
+        settings = {}
+    if not isinstance(settings, dict):
+        raise blobs.error(f"{where}: config is not a JSON object")
+    env, labels = settings.get("Env") or [], settings.get("Labels") or {}
+    if not isinstance(env, list) or not all(isinstance(item, str) for item in env):
+        raise blobs.error(f"{where}: Env is not a list of strings")
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise blobs.error(f"{where}: Labels is not an object of strings")
+    for layer in layers:  # before the build: the bytes are checked as they are copied
+        blobs.check_present(layer)
+    return BaseImage(reference, descriptor.digest, layers, tuple(diff_ids), settings, blobs)
 
 
 def _architecture() -> str:
@@ -451,9 +698,16 @@ def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Ma
     targets = [path.absolute() for path in (layout, archive) if path is not None]
     if not targets:
         raise ImageError("no destination for the image")
-    work = targets[0].parent / f".{targets[0].name}.lockbox-{uuid.uuid4().hex[:12]}"
-    blobs = work / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
+    if layout is not None:
+        _check_layout_target(layout.absolute())
+    if archive is not None:
+        _check_archive_target(archive.absolute())
+    stack = contextlib.ExitStack()
+    # Each destination is written in its own locked directory beside it (work_beside) and
+    # put in place in one step; what killed images left beside it goes first.
+    work = stack.enter_context(work_beside(targets[0]))
+    tree = work / "layout"
+    blobs = tree / "blobs" / "sha256"
     packages: dict[str, str] = {}
 
     media_type = LAYER_GZIP if compress else LAYER_TAR
@@ -467,7 +721,7 @@ def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Ma
         return Layer(name, digest, diff_id, size, media_type, count)
 
     def write_entry(name: str, entry: Entry) -> Layer:
-        cache = _LayerCache(store.derived_dir(entry), compress) if store else None
+        cache = _LayerCache(store.derived_dir(entry), compress, store.work_dir) if store else None
         layer = cache.take(name, blobs) if cache else None
         if layer is not None:
             progress.info(f"layer {name}: {layer.files} entries, {layer.size / 1e6:.1f} MB "
@@ -483,7 +737,8 @@ def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Ma
         packages.update(found)
         return base_members(files)
 
-    try:
+    with stack:
+        blobs.mkdir(parents=True)
         # Layers are independent: ISA-L and hashlib let go of the GIL, so they overlap. Each
         # is planned by the thread that writes it but the application's, planned here
         # meanwhile; the longest go first, the short ones fill the gaps at the end.
@@ -527,34 +782,38 @@ def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Ma
                            "digest": manifest_digest, "size": len(manifest_bytes),
                            "annotations": {"org.opencontainers.image.ref.name": tag}}],
         }
-        (work / "index.json").write_bytes(_canonical(index))
-        (work / "oci-layout").write_bytes(_canonical({"imageLayoutVersion": "1.0.0"}))
+        (tree / "index.json").write_bytes(_canonical(index))
+        (tree / "oci-layout").write_bytes(_canonical({"imageLayoutVersion": "1.0.0"}))
         if archive is not None:
-            temporary = work.with_suffix(".tar")
-            try:
-                with open(temporary, "wb", buffering=_CHUNK) as out:
-                    _write_layout_archive(work, out)
-                os.replace(temporary, archive.absolute())
-            finally:
-                remove_tree(temporary)
+            archive_work = (work if layout is None
+                            else stack.enter_context(work_beside(archive.absolute())))
+            temporary = archive_work / "archive.tar"
+            with open(temporary, "wb", buffering=_CHUNK) as out:
+                _write_layout_archive(tree, out)
+            _check_archive_target(archive.absolute())
+            rename(temporary, archive.absolute())
         if layout is not None:
-            _replace(work, layout.absolute())
-    finally:
-        remove_tree(work)
+            _check_layout_target(layout.absolute())
+            if replace_tree(tree, layout.absolute()) is not None:
+                step(f"remove old {layout.name}")
+                remove_tree(tree)
     return ImageResult(targets[0], manifest_digest, tuple(layers), config_digest)
 
 
 def _base_layers(base: BaseImage, blobs: Path) -> list[Layer]:
+    """The base's layers, their blobs copied (as they are: lockbox does not unpack them)
+    into ``blobs`` and checked against their digests on the way."""
     layers = []
-    for number, (descriptor, diff_id) in enumerate(zip(base.layers, base.diff_ids)):
-        digest = str(descriptor["digest"])
-        target = blobs / digest.split(":")[1]
+    for number, (descriptor, diff_id) in enumerate(zip(base.layers, base.diff_ids, strict=True)):
+        target = blobs / descriptor.digest.split(":")[1]
         if not target.exists():
-            with base.read_blob(digest) as source, open(target, "wb") as out:
+            temporary = blobs / f".base-{number}"
+            with base.read_blob(descriptor) as source, open(temporary, "wb") as out:
                 while chunk := source.read(_CHUNK):
                     out.write(chunk)
-        layers.append(Layer(f"base {number}", digest, diff_id, int(descriptor["size"]),  # type: ignore[call-overload]
-                            str(descriptor["mediaType"]), 0))
+            os.replace(temporary, target)
+        layers.append(Layer(f"base {number}", descriptor.digest, diff_id, descriptor.size,
+                            descriptor.media_type, 0))
     return layers
 
 
@@ -609,9 +868,12 @@ class _LayerCache:
 
     A blob is kept under a name that says how it was made (gzip or not, lockbox's identity
     and the compressor's version), next to a record of its digests; it is taken only when
-    its bytes still hash to the recorded digest."""
+    its bytes still hash to the recorded digest. The record is signed with the store's key
+    for its place (:mod:`lockbox.records`): a blob and record made elsewhere, or moved from
+    another entry's directory, are not taken — their digests would agree with each other
+    and still not be this entry's layer."""
 
-    def __init__(self, directory: Path, compress: bool) -> None:
+    def __init__(self, directory: Path, compress: bool, meta: Path) -> None:
         from isal import __version__ as isal_version
 
         from lockbox import build_identity
@@ -621,12 +883,17 @@ class _LayerCache:
         self.directory = directory
         self.blob = directory / f"{stem}.blob"
         self.record = directory / f"{stem}.json"
+        self.meta = str(meta)
+        self.place = os.path.relpath(self.record, meta)
 
     def take(self, name: str, blobs: Path) -> Layer | None:
         """The kept layer, its blob placed in ``blobs``; None if there is none or it is
         damaged."""
         try:
-            record = json.loads(self.record.read_text(encoding="utf-8"))
+            body, _ = records.read(self.meta, self.place)
+            if body is None:
+                return None
+            record = json.loads(body)
             digest = hashlib.sha256()
             with open(self.blob, "rb") as file:
                 while chunk := file.read(_CHUNK):
@@ -643,17 +910,18 @@ class _LayerCache:
     def keep(self, layer: Layer, blobs: Path) -> None:
         """Keep ``layer``'s blob (from ``blobs``) for the next image; failing quietly, as a
         cache may."""
-        temporary = self.blob.with_name(f".{self.blob.name}.{uuid.uuid4().hex[:12]}")
+        # In a work directory of the fsops kind, so that what a killed image leaves here is
+        # cleared by the next one.
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            _link_or_copy(blobs / layer.digest.split(":")[1], temporary)
-            os.replace(temporary, self.blob)
-            record = {"digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size,
-                      "media_type": layer.media_type, "files": layer.files}
-            temporary.write_text(json.dumps(record), encoding="utf-8")
-            os.replace(temporary, self.record)
+            with work_beside(self.blob) as work:
+                temporary = work / "blob"
+                _link_or_copy(blobs / layer.digest.split(":")[1], temporary)
+                rename(temporary, self.blob)
+                record = {"digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size,
+                          "media_type": layer.media_type, "files": layer.files}
+                records.write(self.meta, self.place, json.dumps(record).encode())
         except OSError:
-            temporary.unlink(missing_ok=True)
+            pass
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -713,17 +981,18 @@ def _copy_range(source: int, target: int, size: int) -> None:
         offset += copied
 
 
-def _replace(new: Path, target: Path) -> None:
-    if target.exists():
-        if not (target / "oci-layout").is_file():
-            raise ImageError(f"{target} exists and is not an OCI image layout; choose another "
-                             "directory or remove it")
-        old = new.with_name(new.name + ".old")
-        os.rename(target, old)
-        os.rename(new, target)
-        remove_tree(old)
-    else:
-        os.rename(new, target)
+def _check_layout_target(target: Path) -> None:
+    """``target`` may be replaced by a layout: it is missing or an earlier layout."""
+    if os.path.lexists(target) and not (target / "oci-layout").is_file():
+        raise ImageError(f"{target} exists and is not an OCI image layout; choose another "
+                         "directory or remove it")
+
+
+def _check_archive_target(target: Path) -> None:
+    """``target`` may be replaced by an archive: it is missing or not a directory."""
+    if target.is_dir():
+        raise ImageError(f"{target} is a directory; -o names the archive file to write "
+                         "(--layout writes a directory)")
 
 
 @dataclass(frozen=True)
@@ -739,24 +1008,51 @@ class Skopeo:
         return cls(which("skopeo", "install skopeo (Debian: apt-get install skopeo); lockbox "
                                    "pushes images with it"))
 
-    def push(self, layout: Path, tag: str, reference: str, *, authfile: Path | None = None,
-             tls_verify: bool = True, progress: Progress = silent) -> None:
+    def push(self, layout: Path, tag: str, reference: str, digest: str, *,
+             authfile: Path | None = None, tls_verify: bool = True,
+             timeout: float = REGISTRY_TIMEOUT, progress: Progress = silent) -> None:
         """Copy the image ``tag`` of the OCI layout ``layout`` to ``reference``
-        (``registry/repository:tag``). Credentials come from ``authfile`` or the usual
-        docker/podman auth files."""
-        from lockbox.errors import ToolFailed
-        from lockbox.run import run
-
-        argv: list[str | os.PathLike[str]] = [self.executable, "copy", "--quiet"]
+        (``registry/repository:tag``), then read back the manifest the registry now gives
+        for ``reference`` and check that it is the one pushed (its sha256 is ``digest``): a
+        registry that answers without keeping the image is found out here. Credentials come
+        from ``authfile`` or the usual docker/podman auth files. Each skopeo command is
+        stopped after ``timeout`` seconds."""
+        destination = f"docker://{reference.removeprefix('docker://')}"
+        argv: list[str | os.PathLike[str]] = ["copy", "--quiet"]
         if authfile is not None:
             argv += ["--dest-authfile", authfile]
         argv += [f"--dest-tls-verify={'true' if tls_verify else 'false'}",
-                 f"oci:{layout}:{tag}", f"docker://{reference.removeprefix('docker://')}"]
+                 f"oci:{layout}:{tag}", destination]
+        self._run(argv, reference, "pushing to", timeout, progress)
+        argv = ["inspect", "--raw"]
+        if authfile is not None:
+            argv += ["--authfile", authfile]
+        argv += [f"--tls-verify={'true' if tls_verify else 'false'}", destination]
+        raw = self._run(argv, reference, "reading back the manifest of", timeout, progress)
+        got = f"sha256:{hashlib.sha256(raw.encode()).hexdigest()}"
+        if got != digest:
+            raise ImageError(f"the registry of {reference} did not keep the image pushed: it "
+                             f"answers with a manifest whose digest is {got}, expected {digest}\n"
+                             "check the registry (and that nothing else pushes to this tag), "
+                             "then push again")
+
+    def _run(self, argv: Sequence[str | os.PathLike[str]], reference: str, doing: str,
+             timeout: float, progress: Progress) -> str:
+        from lockbox.errors import ToolFailed
+        from lockbox.run import run
+
+        # skopeo's own timeout lets it report where it was; lockbox's own, a little later,
+        # holds if skopeo does not stop.
         try:
-            run(argv, progress=progress)
+            return run([self.executable, "--command-timeout", f"{timeout:g}s", *argv],
+                       progress=progress, timeout=timeout + 10).stdout
         except ToolFailed as error:
             text = error.stderr.strip().splitlines()[-1] if error.stderr.strip() else str(error)
             lowered = text.lower()
+            if error.returncode == -9 or "context deadline exceeded" in lowered:
+                raise ImageError(f"{doing} {reference} took longer than {timeout:g} s: the "
+                                 f"registry does not answer ({text})\ncheck the registry's "
+                                 "address, or allow longer with --timeout SECONDS") from None
             if "unauthorized" in lowered or "authentication required" in lowered:
                 raise ImageError(f"the registry refused the credentials for {reference}: {text}\n"
                                  "log in first (`skopeo login REGISTRY`) or pass --authfile "
@@ -764,4 +1060,4 @@ class Skopeo:
             if "http response to https client" in lowered:
                 raise ImageError(f"{reference}: the registry speaks plain HTTP; pass "
                                  "--no-tls-verify if that is intended") from None
-            raise ImageError(f"pushing to {reference} failed: {text}") from None
+            raise ImageError(f"{doing} {reference} failed: {text}") from None

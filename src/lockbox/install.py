@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,11 +151,15 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
         verbose=discovery is not None,
     )
     extra = _fetch_extra_sources(project, store, progress)
+    # What of the store's working directory the builds see: their own staging area, the
+    # cache and the fetched sources; not the records, keys or other builds.
+    visible = [work.parent, store.work_dir / "uv-cache", store.work_dir / "sources"]
 
     def run_uv(argv: list[str]) -> None:
         sandboxed = tools.sandbox.wrap(
-            argv, root=store.work_dir, cwd=project.root,
-            binds=[(tools.cache, CACHE)] if tools.cache else [], read_only=[project.root])
+            argv, root=store.work_dir, cwd=project.root, keep=visible,
+            binds=[(tools.cache, CACHE)] if tools.cache else [],
+            read_only=[project.root, *_named_paths(project, plan)])
         def on_line(line: str) -> None:
             if discovery is not None:
                 discovery.append(line)
@@ -184,6 +189,23 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
         compilers=compilers,
         traces=work / "trace",
     )
+
+
+def _named_paths(project: Project, plan: Plan) -> list[Path]:
+    """What on this machine the builds are told to read, outside the project's directory:
+    uv.lock's sources given by path (path and directory sources, git repositories,
+    find-links directories) and the recipe's build ``path`` directories. The sandbox shows
+    them wherever they are (a fresh ``/tmp`` would hide one there)."""
+    root = project.root.resolve()
+    found = {(root / path).resolve() for build in project.recipe.deps.build.values()
+             for path in build.path}
+    for planned in plan.installed:
+        location = planned.package.source.location
+        if location.startswith("file://"):
+            found.add(Path(urllib.parse.unquote(location.removeprefix("file://"))))
+        elif "://" not in location:
+            found.add((root / location).resolve())
+    return sorted(path for path in found if path.exists() and not path.is_relative_to(root))
 
 
 def _fetch_extra_sources(project: Project, store: Store, progress: Progress) -> list[Path]:

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from lockbox.errors import LockboxError
+from lockbox.paths import PathError, confined
 
 _HUNK = re.compile(rb"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 _REGENERATE = ("the patch was written for a different version of this file; "
@@ -93,9 +94,11 @@ def apply_patch(
             if not found:
                 raise PatchError(f"{where}: {' or '.join(names)} does not exist in the tree")
             path = found[0]
-        target = root / path
-        if target.is_symlink() or not target.resolve().is_relative_to(root):
-            raise PatchError(f"{where}: {path} is a symbolic link or leads out of the tree")
+        try:
+            target = confined(root, path, where, within="the tree")
+        except PathError as error:
+            raise PatchError(f"{where}: {path} is a symbolic link or leads out of the tree: "
+                             f"{error.reason}") from None
         known = pending.get(path)
         original = b"" if section.create else known if known is not None else _read(target, where)
         result = _apply_hunks(original, section, path, label, offsets)

@@ -9,14 +9,16 @@ the two in step.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, TypeVar
 
 from lockbox.errors import HashFormatError, Problem, RecipeError
 from lockbox.hashes import Sha256
+from lockbox.paths import PathError, confined, relative_parts
 from lockbox.tomlpos import locate
 
 def canonical_name(name: str) -> str:
@@ -245,17 +247,27 @@ class _Reader:
                 self.problem(path + (key, index), f"expected a non-empty string, got {_kind(item)}")
         return tuple(result)
 
-    def project_file(self, path: KeyPath, value: str, directory_ok: bool = True) -> str:
-        """Check that a project-relative path stays inside the project and exists."""
-        relative = PurePosixPath(value)
-        if relative.is_absolute() or ".." in relative.parts:
-            self.problem(path, f"{value!r} must be a path inside the project, relative to it")
+    def project_file(self, path: KeyPath, value: str, *, link_ok: bool = False) -> str:
+        """Check that a project-relative path exists and stays inside the project: no
+        ``..``, not absolute, no symbolic link among its components (the last one may be
+        a link with ``link_ok``: it is copied as a link)."""
+        try:
+            target = confined(self.project, value, "", within="the project", link_ok=link_ok)
+        except PathError as error:
+            self.problem(path, f"{error.path!r} {error.reason}")
             return value
-        target = self.project / relative
-        if not target.exists():
+        if not os.path.lexists(target):
             self.problem(path, f"{value!r} does not exist in the project ({target})")
-        elif not directory_ok and target.is_dir():
-            self.problem(path, f"{value!r} is a directory; a file is expected")
+        elif not link_ok and not target.is_file():
+            self.problem(path, f"{value!r} is not a file; a file is expected")
+        return value
+
+    def output_path(self, path: KeyPath, value: str) -> str:
+        """Check that an output-relative path (or pattern) is relative and has no ``..``."""
+        try:
+            relative_parts(value, "", within="the output")
+        except PathError as error:
+            self.problem(path, f"{error.path!r} {error.reason}")
         return value
 
 
@@ -415,6 +427,7 @@ def _copies(reader: _Reader, table: Mapping[str, Any], path: KeyPath, key: str) 
         where = path + (key, index)
         if isinstance(item, str):
             source, target = item, item
+            reader.project_file(where, source, link_ok=True)  # the same path in the output
         elif isinstance(item, dict):
             spec = reader.table(item, where, ("from", "to"))
             source = reader.string(spec, where, "from") or ""
@@ -422,12 +435,12 @@ def _copies(reader: _Reader, table: Mapping[str, Any], path: KeyPath, key: str) 
             if not source:
                 reader.problem(where + ("from",), "missing: the project path to copy")
                 continue
+            reader.project_file(where + ("from",), source, link_ok=True)
+            if "to" in spec:
+                reader.output_path(where + ("to",), target)
         else:
             reader.problem(where, f"expected a path or {{ from = …, to = … }}, got {_kind(item)}")
             continue
-        reader.project_file(where, source)
-        if PurePosixPath(target).is_absolute() or ".." in PurePosixPath(target).parts:
-            reader.problem(where, f"destination {target!r} must be relative and stay inside")
         copies.append(Copy(source, target))
     return tuple(copies)
 
@@ -440,7 +453,7 @@ def _app(reader: _Reader, data: object) -> App:
     )
     patches = reader.strings(table, path, "patches")
     for index, patch in enumerate(patches):
-        reader.project_file(path + ("patches", index), patch, directory_ok=False)
+        reader.project_file(path + ("patches", index), patch)
     substitutions = []
     raw = table.get("substitute", [])
     if not isinstance(raw, list):
@@ -461,13 +474,16 @@ def _app(reader: _Reader, data: object) -> App:
             reader.problem(where + ("expect",), f"expected a positive integer, got {expect!r}")
             expect = None
         if file is not None:
-            reader.project_file(where + ("file",), file, directory_ok=False)
+            reader.project_file(where + ("file",), file)
         if file and old and isinstance(new, str):
             substitutions.append(Substitution(file, old, new, expect))
+    delete = reader.strings(table, path, "delete")
+    for index, pattern in enumerate(delete):
+        reader.output_path(path + ("delete", index), pattern)
     return App(
         site_packages=_copies(reader, table, path, "site-packages"),
         root=_copies(reader, table, path, "root"),
-        delete=reader.strings(table, path, "delete"),
+        delete=delete,
         patches=patches,
         substitute=tuple(substitutions),
         compile_bytecode=reader.boolean(table, path, "compile-bytecode", False),

@@ -8,7 +8,9 @@ directory on the host that only serves as the mount point), so every build sees 
 paths wherever the store really is; concurrent builds each see their own. Staging area and
 cache being one mount, uv can hardlink from its cache instead of copying. The host name is
 always :data:`HOSTNAME` (a new UTS namespace): a build that records it records the same
-name on every machine. The rest of the file system is the host's, network included: the
+name on every machine. The build code is third-party and treated as hostile
+(docs/security.md): it sees the host read-only, without capabilities, in its own PID
+namespace, and nothing of the store's records; the network is the host's, since the
 dependency phase downloads.
 
 The assembly phase runs its commands in two other sandboxes, both offline: new network
@@ -231,21 +233,68 @@ class Sandbox:
         return command
 
     def wrap(self, argv: Sequence[str | os.PathLike[str]], *, root: Path, cwd: Path,
-             binds: Sequence[tuple[Path, Path]] = (), read_only: Sequence[Path] = ()) -> list[str]:
-        """``argv`` run with ``root`` mounted at :data:`BUILD_ROOT` and the host name
-        :data:`HOSTNAME`, each ``(host, inside)``
-        of ``binds`` mounted over a directory inside it, in ``cwd``; ``read_only`` paths
-        cannot be changed."""
+             keep: Sequence[Path], binds: Sequence[tuple[Path, Path]] = (),
+             read_only: Sequence[Path] = ()) -> list[str]:
+        """``argv`` run with ``root`` (the store's working directory) mounted at
+        :data:`BUILD_ROOT`, of which only the paths of ``keep`` (the build's staging area,
+        the uv cache, fetched sources) are visible, each ``(host, inside)`` of ``binds``
+        mounted over a directory inside it, in ``cwd``, with the host name :data:`HOSTNAME`.
+
+        The command is third-party build code. It sees the host read-only, with fresh
+        ``/tmp``, ``/var/tmp``, ``/run``, ``/dev`` and ``/proc``; it has no capabilities
+        (it cannot remount, load modules or change owners) and its own PID namespace (it
+        cannot see, signal or trace the host's processes, nor reach their file systems
+        through ``/proc``). Of the store it sees its entries read-only; the database, keys,
+        records, roots and other builds' staging areas are hidden, at their own path and
+        under :data:`BUILD_ROOT`. It keeps the host's network (the dependency phase
+        downloads) and can read what root can read where not hidden."""
         command = [
-            os.fspath(self.executable), "--dev-bind", "/", "/",
-            "--unshare-uts", "--hostname", HOSTNAME,
+            os.fspath(self.executable), "--ro-bind", "/", "/", "--dev", "/dev",
+            "--proc", "/proc", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+            "--hostname", HOSTNAME, "--cap-drop", "ALL", "--new-session", "--die-with-parent",
+            "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", *_private_run(),
+            # The store's entries, even where a fresh /tmp hid them; its records hidden.
+            "--ro-bind", os.fspath(root.parent), os.fspath(root.parent),
+            "--tmpfs", os.fspath(root),
             "--dir", os.fspath(BUILD_ROOT),
             "--bind", os.fspath(root), os.fspath(BUILD_ROOT),
         ]
+        for path in _hidden_beside(root, keep):
+            inside = BUILD_ROOT / path.relative_to(root)
+            command += (["--tmpfs", os.fspath(inside)] if path.is_dir()
+                        else ["--ro-bind", "/dev/null", os.fspath(inside)])
         for host, inside in binds:
             (root / inside.relative_to(BUILD_ROOT)).mkdir(parents=True, exist_ok=True)
             command += ["--bind", os.fspath(host), os.fspath(inside)]
         for path in read_only:
             command += ["--ro-bind", os.fspath(path), os.fspath(path)]
-        command += ["--chdir", os.fspath(cwd), "--die-with-parent", "--"]
+        command += ["--chdir", os.fspath(cwd), "--"]
         return command + [os.fspath(arg) for arg in argv]
+
+
+def _private_run() -> list[str]:
+    """A fresh ``/run`` (the host's daemons listen on sockets there), with the directory
+    that ``/etc/resolv.conf`` leads into shown again: the build resolves names."""
+    arguments = ["--tmpfs", "/run"]
+    resolv = Path(os.path.realpath("/etc/resolv.conf"))
+    if resolv.is_relative_to("/run") and resolv.parent.is_dir():
+        arguments += ["--ro-bind", os.fspath(resolv.parent), os.fspath(resolv.parent)]
+    return arguments
+
+
+def _hidden_beside(root: Path, keep: Sequence[Path]) -> list[Path]:
+    """Every child of ``root``, and of each directory on the way to a path of ``keep``,
+    that is not on the way to one: what hides all of ``root`` but ``keep``. Symbolic
+    links are left as they are (a mount would follow them)."""
+    ways: set[Path] = set()
+    for path in keep:
+        relative = path.relative_to(root)
+        ways.update(root / Path(*relative.parts[:end]) for end in range(1, len(relative.parts) + 1))
+    hidden: list[Path] = []
+    for directory in sorted({way.parent for way in ways} | {root}):
+        with os.scandir(directory) as scan:
+            for child in sorted(scan, key=lambda child: child.name):
+                path = Path(child.path)
+                if path not in ways and not child.is_symlink():
+                    hidden.append(path)
+    return hidden

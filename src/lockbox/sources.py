@@ -77,7 +77,9 @@ def _name(source: ExtraSource) -> str:
     else:
         assert source.git is not None
         name = os.path.basename(source.git.rstrip("/")).removesuffix(".git")
-    return "".join(c if c.isalnum() or c in "._-+" else "_" for c in name) or "source"
+    name = "".join(c if c.isalnum() or c in "._-+" else "_" for c in name)
+    # The name becomes a path component: "." or ".." (https://host/x/..) would not be one.
+    return name if name.strip(".") else "source"
 
 
 def _download(url: str, target: Path) -> Sha256:

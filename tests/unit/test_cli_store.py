@@ -40,6 +40,35 @@ def test_add_ls_verify_gc(cli, tmp_path: Path) -> None:  # type: ignore[no-untyp
     assert "1 of 1 entries failed verification" in failed.err
 
 
+def test_repair_removes_corrupted_entries_what_needs_them_and_their_roots(
+        cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from lockbox.errors import StoreCorrupted
+    from lockbox.store import Store
+
+    store = tmp_path / "store"
+    with Store.open(store) as opened:
+        base = opened.add_tree(make_tree(tmp_path / "base"), name="base", kind="deps")
+        user = opened.add_tree(make_tree(tmp_path / "user", "u"), name="user", kind="app",
+                               references=[base.path_name], root="user")
+        other = opened.add_tree(make_tree(tmp_path / "other", "o"), name="other", kind="source",
+                                root="other")
+        opened.check_sealed(base, user, other)
+        os.chmod(base.path / "file.txt", 0o644)
+        (base.path / "file.txt").write_text("changed")
+        os.chmod(base.path / "file.txt", 0o444)
+        try:
+            opened.check_sealed(base)
+        except StoreCorrupted as error:
+            assert "file.txt" in str(error) and "store verify --repair" in str(error)
+        else:
+            raise AssertionError("a changed entry passed its check")
+    repaired = cli("--store", store, "store", "verify", "--repair")
+    assert repaired.code == 0, repaired.err
+    assert not base.path.exists() and not user.path.exists() and other.path.exists()
+    assert cli("--store", store, "store", "roots").out.strip() == f"other -> {other.path}"
+    assert cli("--store", store, "store", "verify").code == 0
+
+
 def test_errors_are_messages_not_tracebacks(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     missing = cli("store", "add", tmp_path / "absent")
     assert missing.code == 1

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from lockbox import records
 from lockbox.hostlibs import LOADER_CACHE, entry_needs, file_needs, files_needs, host_closure
 from lockbox.store import Store
 
@@ -103,13 +104,18 @@ def test_what_a_file_needs_is_kept_under_its_digest_and_read_only_once(
     kept = store.work_dir / "needed" / f"sha256-{_sha256(mid)}"
     assert kept.is_file()
     # A lookup takes the kept answer, without reading the library again.
-    kept.write_text("lockbox-needed 1\nlibother.so.1\nend")
+    key = records.read_key(str(store.work_dir))
+    assert key is not None
+    place = f"needed/sha256-{_sha256(mid)}"
+    kept.write_bytes(records.sign(key, place, b"lockbox-needed 2\nlibother.so.1\nend\n"))
     closure = host_closure(["libmid.so.1"], store, recipe_paths=[built.libs], host={})
     assert closure.found == {"libmid.so.1": str(mid), "libother.so.1": None}
-    # An answer cut short (or of another format) is no answer: the library is read again.
-    kept.write_text("lockbox-needed 1\nlibother.so.1\n")
-    assert file_needs(store, mid, _sha256(mid)) == ("libbottom.so.1",)
-    kept.write_text("lockbox-needed 0\nlibother.so.1\nend")
+    # An answer cut short, of another format, or not signed by the store is no answer:
+    # the library is read again.
+    for body in (b"lockbox-needed 2\nlibother.so.1\n", b"lockbox-needed 0\nlibother.so.1\nend\n"):
+        kept.write_bytes(records.sign(key, place, body))
+        assert file_needs(store, mid, _sha256(mid)) == ("libbottom.so.1",)
+    kept.write_text("lockbox-needed 2\nlibother.so.1\nend\n")
     assert file_needs(store, mid, _sha256(mid)) == ("libbottom.so.1",)
 
 

@@ -63,3 +63,24 @@ def test_no_network_namespace_is_a_clear_error(tmp_path: Path) -> None:
         Sandbox(fake).check_offline()
     assert "No permissions" in str(caught.value)
     assert "unprivileged user namespaces" in str(caught.value)
+
+
+def test_a_build_sees_only_its_own_part_of_the_store(tmp_path: Path) -> None:
+    root = tmp_path / "store" / ".lockbox"
+    for directory in ("tmp/mine/work", "tmp/theirs", "uv-cache", "shortcuts", "roots"):
+        (root / directory).mkdir(parents=True)
+    for file in ("db.sqlite", "key", "tmp/mine.lock", "tmp/theirs.lock"):
+        (root / file).write_text("")
+    argv = Sandbox(Path("/usr/bin/bwrap")).wrap(
+        ["uv", "sync"], root=root, cwd=tmp_path, keep=[root / "tmp" / "mine", root / "uv-cache"])
+    text = " ".join(argv)
+    inside = "/tmp/lockbox-build"
+    for hidden in ("shortcuts", "roots", "tmp/theirs"):
+        assert f"--tmpfs {inside}/{hidden} " in text
+    for hidden in ("db.sqlite", "key", "tmp/mine.lock", "tmp/theirs.lock"):
+        assert f"--ro-bind /dev/null {inside}/{hidden} " in text
+    assert f"{inside}/tmp/mine " not in text and f"{inside}/uv-cache " not in text
+    # The records are hidden at their own path too, after the store is shown read-only.
+    assert text.index(f"--ro-bind {root.parent} {root.parent}") < text.index(f"--tmpfs {root} ")
+    assert "--cap-drop ALL" in text and "--unshare-pid" in text
+    assert argv[:3] == ["/usr/bin/bwrap", "--ro-bind", "/"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lockbox import records
 from lockbox.cli.shortcut import FORMAT, Request, signature
 
 LATER = 10**18 * 4  # a start time far after every file written here: all of them settled
@@ -116,14 +117,16 @@ def test_a_path_changed_just_before_the_run_is_not_trusted(tmp_path: Path) -> No
 
 def test_a_cut_short_or_foreign_record_answers_nothing(tmp_path: Path) -> None:
     parsed, _, _ = recorded(tmp_path)
-    text = Path(parsed.path).read_text()
+    key = records.read_key(parsed.meta)
+    body = records.verified(key, parsed.place, Path(parsed.path).read_bytes())
+    assert key is not None and body is not None
+    text = body.decode()
     assert text.startswith(FORMAT + "\n") and text.endswith("\nend\n")
-    Path(parsed.path).write_text(text[:text.index("result ")])
-    assert parsed.answer() is None
-    Path(parsed.path).write_text(text.replace(FORMAT, "lockbox-shortcut 0"))
-    assert parsed.answer() is None
-    Path(parsed.path).write_text(text.replace("\nin ", "\nmaybe ", 1))
-    assert parsed.answer() is None
+    # Signed by the store, and still no answer: the record itself says it is incomplete.
+    for damaged in (text[:text.index("result ")], text.replace(FORMAT, "lockbox-shortcut 0"),
+                    text.replace("\nin ", "\nmaybe ", 1)):
+        Path(parsed.path).write_bytes(records.sign(key, parsed.place, damaged.encode()))
+        assert parsed.answer() is None
 
 
 def test_a_signature_follows_symbolic_links(tmp_path: Path) -> None:

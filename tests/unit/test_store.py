@@ -168,18 +168,19 @@ def test_verify_reports_corrupted_and_missing_entries(store: Store, tmp_path: Pa
 def test_open_removes_leftovers_of_dead_writers(tmp_path: Path) -> None:
     root = tmp_path / "store"
     Store.open(root).close()
-    # A writer that died after its rename but before its commit.
+    # A writer that died after its rename but before its commit: its pending record says so.
     unregistered = root / "0000000000000000000000000000000a-demo"
     make_tree(unregistered)
     os.chmod(unregistered / "sub", 0o555)
+    (root / ".lockbox" / "pending" / unregistered.name).touch()
     # A writer that died while staging: a directory whose lock nobody holds.
-    orphan = root / ".lockbox" / "tmp" / "deadbeef"
+    orphan = root / ".lockbox" / "tmp" / ("de" * 16)
     make_tree(orphan)
-    (root / ".lockbox" / "tmp" / "deadbeef.lock").touch()
+    (root / ".lockbox" / "tmp" / f"{'de' * 16}.lock").touch()
     # A live writer: its staging lock is held.
-    live = root / ".lockbox" / "tmp" / "cafe"
+    live = root / ".lockbox" / "tmp" / ("ca" * 16)
     live.mkdir()
-    fd = os.open(root / ".lockbox" / "tmp" / "cafe.lock", os.O_RDWR | os.O_CREAT)
+    fd = os.open(root / ".lockbox" / "tmp" / f"{'ca' * 16}.lock", os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         Store.open(root).close()
@@ -187,7 +188,8 @@ def test_open_removes_leftovers_of_dead_writers(tmp_path: Path) -> None:
         os.close(fd)
     assert not unregistered.exists()
     assert not orphan.exists()
-    assert not (root / ".lockbox" / "tmp" / "deadbeef.lock").exists()
+    assert not (root / ".lockbox" / "tmp" / f"{'de' * 16}.lock").exists()
+    assert not (root / ".lockbox" / "pending" / unregistered.name).exists()
     assert live.exists()
 
 

@@ -68,6 +68,8 @@ def main(argv: Sequence[str] | None = None, shortcut: Request | None = None) -> 
     except SystemExit as exit:  # --help, --version and usage errors
         return exit.code if isinstance(exit.code, int) else 2
     context = Context.from_args(args, shortcut)
+    if shortcut is not None and shortcut.distrusted:
+        context.warning(shortcut.distrust_notice())
     try:
         code: int = args.handler(args, context)
     except LockboxError as error:

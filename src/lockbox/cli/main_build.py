@@ -118,6 +118,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="docker/podman auth file for --push (default: the usual places)")
     image.add_argument("--no-tls-verify", action="store_true",
                        help="allow a registry over plain HTTP or with an untrusted certificate")
+    image.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                       help="give up on a registry that has not answered a push, or the "
+                            "reading back of its manifest, within SECONDS (default: 300)")
     image.set_defaults(handler=run_image)
 
     lock_hash = subparsers.add_parser(
@@ -155,13 +158,15 @@ def run_build(args: argparse.Namespace, context: Context) -> int:
     with context.open_store() as store:
         deps = _deps(project, store, context)
         if args.deps_only:
+            if deps.reused:
+                store.check_sealed(deps.entry)
             context.print(f"{deps.entry.path}")
             _remember(context, project, store, deps)
             return 0
         app = _app(project, store, deps.entry, context)
-    context.print(f"{app.path}")
-    context.info(f"run it: {app.path}/bin/python, or `lockbox run {args.project} -- COMMAND`")
-    _remember(context, project, store, deps, app)
+        context.print(f"{app.path}")
+        context.info(f"run it: {app.path}/bin/python, or `lockbox run {args.project} -- COMMAND`")
+        _remember(context, project, store, deps, app)
     return 0
 
 
@@ -177,7 +182,7 @@ def run_run(args: argparse.Namespace, context: Context) -> int:
     with context.open_store() as store:
         deps = _deps(project, store, context)
         app = _app(project, store, deps.entry, context)
-    _remember(context, project, store, deps, app)
+        _remember(context, project, store, deps, app)
     return run_in_app(str(app.path), command)
 
 
@@ -200,10 +205,18 @@ def run_why(args: argparse.Namespace, context: Context) -> int:
     return 0
 
 
-def run_image(args: argparse.Namespace, context: Context) -> int:
-    import tempfile
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
 
-    from lockbox.image import Skopeo, make_image, read_base
+
+def run_image(args: argparse.Namespace, context: Context) -> int:
+    from lockbox.image import REGISTRY_TIMEOUT, Skopeo, make_image, read_base
     from lockbox.project import load_project
 
     if args.output is None and args.layout is None and args.push is None:
@@ -218,10 +231,10 @@ def run_image(args: argparse.Namespace, context: Context) -> int:
         labels = _image_labels(project)
         common = {"compress": not args.no_compress, "tag": args.tag, "base_image": base,
                   "progress": context.progress}
-        with tempfile.TemporaryDirectory(dir=store.work_dir / "tmp") as scratch:
+        with store.staging() as scratch:
             layout = args.layout
             if layout is None and args.push is not None:
-                layout = Path(scratch) / "layout"
+                layout = scratch / "layout"
             result = make_image(app, referenced["python"], referenced["deps"],
                                 project.recipe.image, labels,
                                 bytecode=referenced.get("bytecode"),
@@ -229,8 +242,10 @@ def run_image(args: argparse.Namespace, context: Context) -> int:
                                 archive=args.output, store=store, **common)
             if skopeo is not None:
                 context.info(f"pushing to {args.push}")
-                skopeo.push(layout, args.tag, args.push, authfile=args.authfile,
-                            tls_verify=not args.no_tls_verify, progress=context.progress)
+                skopeo.push(layout, args.tag, args.push, result.manifest_digest,
+                            authfile=args.authfile, tls_verify=not args.no_tls_verify,
+                            timeout=args.timeout or REGISTRY_TIMEOUT,
+                            progress=context.progress)
     context.info(f"manifest {result.manifest_digest}")
     for written in (args.output, args.layout):
         if written is not None:
@@ -252,6 +267,8 @@ def _closure(args: argparse.Namespace, project: Project, store: Store, context: 
         "image", str(args.project), str(store.root), dict(os.environ), started,
         quiet=context.quiet)
     found = request.lookup() if request is not None else None
+    if request is not None and request.distrusted:
+        context.warning(request.distrust_notice())
     app = store.get(Path(found[0]).name) if found is not None else None
     if app is None:
         deps = _deps(project, store, context)
@@ -319,6 +336,10 @@ def _app(project: Project, store: Store, deps: Entry, context: Context) -> AppRe
     interpreter = find_interpreter(project.recipe.python, project.requires_python,
                                    progress=context.progress)
     result = build_app(project, store, deps, interpreter, context.progress)
+    if result.reused and result.entry is not None:
+        # What runs: the application (its layer's files are hardlinked into it) and the
+        # interpreter its python link names. A new one was made from checked entries.
+        store.check_sealed(result.entry, *_interpreters(store, result.entry))
     report = result.report
     if report is not None:
         context.info(
@@ -345,6 +366,7 @@ def _remember(context: Context, project: Project, store: Store, deps: DepsResult
               *toolchain.paths((deps.record or {}).get("toolchain", {}))]
     outputs = [str(deps.entry.path)]
     result = deps.entry.path
+    used = [deps.entry]
     if app is not None:
         if not app.reused or app.entry is None:
             return
@@ -352,7 +374,17 @@ def _remember(context: Context, project: Project, store: Store, deps: DepsResult
                    *map(str, discovery_paths(project.recipe.python, os.environ))]
         outputs += [str(app.path), str(store.root_path(project.app_name))]
         result = app.path
-    request.record(inputs, outputs, context.said, str(result))
+        used = [app.entry, *_interpreters(store, app.entry)]
+    sealed = {str(entry.path): store.seal(entry) for entry in used}
+    if None in sealed.values():
+        return
+    request.record(inputs, outputs, context.said, str(result), sealed)  # type: ignore[arg-type]
+
+
+def _interpreters(store: Store, app: Entry) -> list[Entry]:
+    """The interpreter entries the application ``app`` runs (its ``python`` link)."""
+    return [entry for entry in map(store.get, app.references)
+            if entry is not None and entry.kind == "python"]
 
 
 def run_lock_hash(args: argparse.Namespace, context: Context) -> int:

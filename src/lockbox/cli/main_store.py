@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "verify",
         help="re-hash every entry; exit 1 if any is corrupted or missing",
     )
+    verify.add_argument("--repair", action="store_true",
+                        help="remove the corrupted or missing entries, the entries that "
+                             "need them and their roots, so that a build makes them again")
     verify.set_defaults(handler=run_verify)
 
     roots = commands.add_parser("roots", help="list garbage-collection roots")
@@ -63,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Remove every entry not reachable from a root through references.",
     )
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    gc.add_argument("--timeout", type=float, metavar="SECONDS",
+                    help="give up if other lockbox commands still have the store open after "
+                         "SECONDS (default: wait until they finish)")
     gc.set_defaults(handler=run_gc)
 
 
@@ -112,15 +118,29 @@ def run_verify(args: argparse.Namespace, context: Context) -> int:
     with context.open_store() as store:
         context.info(f"verifying {len(store.entries())} entries in {store.root}")
         report = store.verify()
+        bad = len(report.corrupted) + len(report.missing)
+        if bad and args.repair:
+            removed = store.remove_corrupted([*(e for e, _ in report.corrupted), *report.missing])
     for entry, found in report.corrupted:
         context.error(f"{entry.path} is corrupted: recorded {entry.nar_hash}, found {found}")
     for entry in report.missing:
         context.error(f"{entry.path} is registered but missing")
-    bad = len(report.corrupted) + len(report.missing)
+    for path in report.unknown:
+        context.warning(f"{path} is not something lockbox made; it was left alone")
+    if report.unknown:
+        context.warning(
+            f"{len(report.unknown)} unknown files in the store; lockbox never removes them: "
+            "move them out of the store"
+        )
+    if bad and args.repair:
+        for entry in removed:
+            context.print(f"removed {entry.path}")
+        context.info(f"removed {len(removed)} entries: build again to make them anew")
+        return 0
     if bad:
         context.error(
-            f"{bad} of {report.checked} entries failed verification; remove them with "
-            "`lockbox gc` after unrooting, and rebuild"
+            f"{bad} of {report.checked} entries failed verification; remove them (and what "
+            "needs them) with `lockbox store verify --repair`, and build again"
         )
         return 1
     context.info(f"all {report.checked} entries verified")
@@ -148,7 +168,7 @@ def run_unroot(args: argparse.Namespace, context: Context) -> int:
 
 def run_gc(args: argparse.Namespace, context: Context) -> int:
     with context.open_store() as store:
-        report = store.gc(dry_run=args.dry_run)
+        report = store.gc(dry_run=args.dry_run, timeout=args.timeout)
     verb = "would remove" if report.dry_run else "removed"
     for entry in report.removed:
         context.print(f"{verb} {entry.path}")
