@@ -52,6 +52,12 @@ def write_environment(out_host: Path, executable: str, interpreter: Interpreter,
         f"lockbox-app = {app_name}\n",
         encoding="utf-8",
     )
+    # An application in the store is immutable, but root writes anywhere: without this,
+    # its first import of a module without a .pyc would write one into the entry.
+    site = out_host / "lib" / f"python{version.major}.{version.minor}" / "site-packages"
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "_lockbox_read_only.pth").write_text(
+        "import sys; sys.dont_write_bytecode = True\n", encoding="utf-8")
 
 
 def entry_point_scripts(site_packages: Path) -> list[Script]:

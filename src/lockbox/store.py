@@ -68,7 +68,7 @@ KINDS = ("source", "python", "deps", "bytecode", "libraries", "app")
 """What an entry can be: an imported tree, an interpreter, a dependency layer, the compiled
 bytecode of a dependency layer, an app."""
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2  # 2 added the seals table
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     path_name TEXT PRIMARY KEY,   -- "<digest>-<name>", the directory name
@@ -263,13 +263,14 @@ class Store:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, _SCHEMA_VERSION):
+            if version not in range(_SCHEMA_VERSION + 1):
                 raise StoreError(
                     f"the store at {self.root} has database schema {version}, "
                     f"this lockbox knows {_SCHEMA_VERSION}; use a matching lockbox"
                 )
-            if version == 0:
-                fsops.step("create database")
+            if version < _SCHEMA_VERSION:
+                # A new database, or an older one: the schema only ever adds tables.
+                fsops.step("create database" if version == 0 else "upgrade database")
                 db.executescript(_SCHEMA)
                 db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         except sqlite3.DatabaseError as error:
@@ -818,7 +819,7 @@ class Store:
         a file changed in one changed in the other, and a rebuild would link it again. So
         when a layer is removed the cache goes too (it is downloaded again), with the
         record of the files found clean, which names them by inode."""
-        with self._flock(self._meta / "gc.lock", fcntl.LOCK_EX):
+        with self._exclusive(None):
             every = {entry.path_name: entry for entry in self.entries()}
             doomed = {entry.path_name for entry in corrupted if entry.path_name in every}
             grew = True
@@ -827,17 +828,16 @@ class Store:
                            if name not in doomed and doomed.intersection(entry.references)}
                 grew = bool(needing)
                 doomed |= needing
-            remove_tree(self._meta / "shortcuts")
+            fsops.step("forget shortcuts")
+            self.remove(self._meta / "shortcuts")
             for root_name, target in self.roots().items():
                 if target in doomed:
                     self.remove_root(root_name)
             removed = [every[name] for name in sorted(doomed)]
             for entry in removed:
                 self._delete(entry)
-                with self._db:
-                    self._db.execute("DELETE FROM seals WHERE path_name = ?", (entry.path_name,))
             if any(entry.kind == "deps" for entry in removed):
-                remove_tree(self._meta / "uv-cache")
+                self.remove(self._meta / "uv-cache")
                 with self._db:
                     self._db.execute("DELETE FROM scanned")
             return removed
@@ -897,6 +897,7 @@ class Store:
         with self._db:
             self._db.execute("DELETE FROM entries WHERE path_name = ?", (entry.path_name,))
             self._db.execute("DELETE FROM answers WHERE path_name = ?", (entry.path_name,))
+            self._db.execute("DELETE FROM seals WHERE path_name = ?", (entry.path_name,))
         fsops.step(f"remove {entry.path_name}")
         self.remove(entry.path)
         self.remove(self.derived_dir(entry))

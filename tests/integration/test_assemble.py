@@ -288,6 +288,10 @@ def test_run_uses_the_built_application(app: App) -> None:
     failing = lockbox("run", app.project, "--", "python", "-c", "raise SystemExit(7)",
                       store=app.store)
     assert failing.returncode == 7
+    # Run as root, it imported modules without bytecode: none was written into the entry.
+    assert not list(app.path.rglob("__pycache__"))
+    verified = lockbox("store", "verify", store=app.store)
+    assert verified.returncode == 0, verified.stderr
 
 
 def traced(*args: str | Path, store: Path, env: dict[str, str] | None = None,

@@ -213,3 +213,23 @@ def test_scanned_files_are_remembered_per_set_of_roots(tmp_path: Path) -> None:
     assert store.scanned_files("roots-a") == {(1, 2, 3): "sha256=z", (1, 4, 5): "sha256=y"}
     assert store.scanned_files("roots-b") == {}
 
+
+
+def test_a_store_of_the_first_schema_is_upgraded_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    Store.open(tmp_path / "store").close()
+    db = sqlite3.connect(tmp_path / "store" / ".lockbox" / "db.sqlite")
+    db.execute("DROP TABLE seals")
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "file").write_text("x")
+    with Store.open(tmp_path / "store") as store:
+        entry = store.add_tree(tree, name="tree", kind="source")
+        store.check_sealed(entry)
+    db = sqlite3.connect(tmp_path / "store" / ".lockbox" / "db.sqlite")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("SELECT count(*) FROM seals").fetchone()[0] == 1
