@@ -1,7 +1,11 @@
 """The assembly phase: the dependency layer and the project's source in, the application out.
 
-It runs offline. Everything it starts (bytecode compilation, verification) runs in the
-network-less sandbox with a clean environment; the rest is lockbox moving and editing files.
+It runs offline. Everything it starts runs in an offline sandbox (:mod:`lockbox.sandbox`)
+with a clean environment: bytecode compilation, lockbox's own command, without
+capabilities, writing only the project's packages' ``__pycache__`` directories;
+verification, which runs the dependencies' code, as an unprivileged user that can write
+nothing but its own empty scratch directories, the application mounted read-only at its
+final path. The rest is lockbox moving and editing files.
 The application is input-addressed: its store path is known before it is built (its digest
 covers the dependency layer's hash, the interpreter's entry, the project's sources, the
 recipe, the host libraries it bundles with patchelf's version (:mod:`lockbox.hostlibs`) and
@@ -20,7 +24,8 @@ Steps, in this order (docs/assemble.md):
    interpreter's entry is linked (or copied) in; ``bin/`` (interpreter links, entry-point
    launchers) and ``pyvenv.cfg`` are written;
 7. with ``compile-bytecode``, unchecked-hash ``.pyc`` files are written;
-8. ``[verify]`` imports and commands run; any failure registers nothing;
+8. ``[verify]`` imports and commands run, unprivileged, seeing the application read-only;
+   any failure registers nothing;
 9. the tree is registered as an ``app`` entry (or, for an export, moved into place).
 """
 
@@ -44,7 +49,7 @@ from lockbox.paths import confined, confined_glob, make_directory, open_for_writ
 from lockbox.progress import Progress, silent
 from lockbox.project import Project, read_toml
 from lockbox.recipe import recipe_as_dict
-from lockbox.sandbox import REPRODUCIBLE_ENV
+from lockbox.sandbox import REPRODUCIBLE_ENV, SYSTEM_PATHS
 from lockbox.store import Entry, Store, inputs_digest, remove_tree
 
 if TYPE_CHECKING:
@@ -91,6 +96,8 @@ class AssemblyReport:
     """Host libraries copied into ``lib/``: name → where from, and its Debian package."""
     relinked: int = 0
     """ELF files whose run path was rewritten."""
+    linked: list[Path] = field(default_factory=list)
+    """Without bundling, the host libraries whose directories run paths name."""
 
 
 @dataclass(frozen=True)
@@ -368,13 +375,16 @@ def _sandbox(progress: Progress) -> Sandbox:
 def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Interpreter,
               python: PythonEntry, out: Path, content: Path, work: Path, sandbox: Sandbox,
               patchelf: Patchelf, *, link: bool, hidden: Sequence[Path], progress: Progress,
-              log: Path, bytecode: Entry | None = None) -> AssemblyReport:
+              log: Path, bytecode: Entry | None = None, checks: bool = True) -> AssemblyReport:
     """Write the application that will live at ``out`` into ``content``, using ``work``.
     With ``link`` (a store entry) the layer is hardlinked and ``python`` is a link to the
-    interpreter's entry; otherwise both are copied in, so the tree stands on its own."""
+    interpreter's entry; otherwise both are copied in, so the tree stands on its own.
+    Without ``checks`` the recipe's ``[verify]`` table is not run (it writes nothing into
+    the output, so the output is the same)."""
     from lockbox.members import files_under, write_dist_info
     from lockbox.python import compileall_argv
     from lockbox.patches import apply_patch
+    from lockbox.run import run
     from lockbox.scripts import entry_point_scripts, write_environment, write_scripts
 
     report = AssemblyReport(out)
@@ -455,25 +465,28 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
         progress.warning(f"script {name} is declared by {', '.join(owners)}; the last one won")
     report.scripts = sorted({script.name for script in scripts})
 
-    home = work / "home"
-    home.mkdir()
-    (home / "tmp").mkdir()
-    # Inside the sandbox the build's directory is at a short fixed path: no random staging
-    # name reaches what the checks write, and sockets made under TMPDIR fit AF_UNIX's limit.
+    # Verification's home and temporary directory are empty tmpfs directories at a short
+    # fixed path: sockets made under TMPDIR fit AF_UNIX's limit, and nothing it writes
+    # there outlives it.
     inside = Path("/tmp/lockbox-home")
+    env = {
+        **REPRODUCIBLE_ENV,
+        "PATH": f"{out}/bin:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(inside), "TMPDIR": str(inside / "tmp"),
+        "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "VIRTUAL_ENV": str(out),
+    }
+    # What verification sees: the application at its final path, read-only, with what it
+    # links to (the interpreter's entry; without bundling, each host library it links to,
+    # one file at a time: a recipe's library directory may hold anything).
+    shown: list[Path | tuple[Path, Path]] = [(content, out)]
+    if link:
+        shown.append(python.entry.path)
+    shown += [path for path in report.linked
+              if not any(path.is_relative_to(system) for system in SYSTEM_PATHS)]
 
     def run_in_sandbox(argv: Sequence[str], cwd: Path) -> str:
-        from lockbox.run import run
-
-        env = {
-            **REPRODUCIBLE_ENV,
-            "PATH": f"{out}/bin:/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(inside), "TMPDIR": str(inside / "tmp"),
-            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "VIRTUAL_ENV": str(out),
-        }
-        command = sandbox.offline(argv, cwd=cwd, env=env, hidden=hidden,
-                                  writable=[(content, out), (home, inside)],
-                                  read_only=[python.entry.path] if link else [])
+        command = sandbox.unprivileged(argv, cwd=cwd, env=env, hidden=hidden, read_only=shown,
+                                       scratch=[inside, inside / "tmp"])
         result = run(command, progress=progress)
         return result.stdout + result.stderr
 
@@ -484,22 +497,50 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
                 _link_tree(bytecode.path, content)
             else:
                 _copy_tree(bytecode.path, content, link=False, caches=True)
-        targets = [str(out / path.relative_to(content)) for path in own if path.exists()]
+        targets = [path for path in own if path.exists()]
         if targets:
             progress.info(f"compiling the bytecode of {len(targets)} of the project's packages")
+            # lockbox's own command: it writes the project's packages' __pycache__
+            # directories and nothing else (the layer's files are hardlinks of its entry).
+            writable = []
+            for path in targets:
+                where = path if path.is_dir() else path.parent / "__pycache__"
+                where.mkdir(exist_ok=True)
+                writable.append((where, out / where.relative_to(content)))
+            argv = compileall_argv(out / "bin" / "python",
+                                   [out / path.relative_to(content) for path in targets])
             try:
-                run_in_sandbox(compileall_argv(out / "bin" / "python", targets), out)
+                run(sandbox.offline(argv, cwd=Path("/"), env=env, hidden=hidden,
+                                    read_only=shown, writable=writable), progress=progress)
             except ToolFailed as error:
                 raise AssemblyError(
                     f"compiling bytecode failed:\n{error.stdout}{error.stderr}") from None
 
+    _readable(content)
+    if not checks:
+        return report
     from lockbox.verify import verify
 
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(f"verification of {project.app_name} at {out}\n", encoding="utf-8")
-    checks = verify(project.recipe.verify, out, log, run_in_sandbox, progress)
-    report.verified = [check.what for check in checks]
+    report.verified = [check.what for check in
+                       verify(project.recipe.verify, out, log, run_in_sandbox, progress)]
     return report
+
+
+def _readable(top: Path) -> None:
+    """Let anyone read (and search) what lockbox wrote into ``top`` whatever the umask, as
+    registration will: verification runs as another user. Files shared with store entries
+    (hardlinks) are readable already and are left alone."""
+    for directory, _, filenames in os.walk(top):
+        info = os.lstat(directory)
+        if info.st_mode & 0o555 != 0o555:
+            os.chmod(directory, stat.S_IMODE(info.st_mode) | 0o555)
+        for name in filenames:
+            path = os.path.join(directory, name)
+            info = os.lstat(path)
+            if stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_mode & 0o444 != 0o444:
+                os.chmod(path, stat.S_IMODE(info.st_mode) | 0o444)
 
 
 def deps_bytecode(store: Store, deps: Entry, python: PythonEntry, sandbox: Sandbox,
@@ -563,6 +604,8 @@ def _link_libraries(project: Project, content: Path, report: AssemblyReport,
     report.bundled = {name: {"from": source, "package": packages.get(source, "")}
                       for name, source in sorted(relinked.bundled.items())}
     report.relinked = len(relinked.patched)
+    if not libraries.bundle:
+        report.linked = sorted(resolution.host)
     if relinked.bundled:
         progress.info(f"bundled {len(relinked.bundled)} host libraries: "
                       + ", ".join(sorted(relinked.bundled)))

@@ -205,8 +205,10 @@ def compileall_argv(python: str | os.PathLike[str], targets: Sequence[str | os.P
     nothing, valid in a read-only tree, the same bytes on every rebuild) for ``targets``,
     rewriting any that are there (``-f``). With ``strip`` and ``prepend``, the source paths
     recorded in the code objects are fixed names instead of where the files are while they
-    are compiled; CPython puts the real path in when it loads a ``.pyc`` anyway."""
-    argv = [os.fspath(python), "-m", "compileall", "-q", "-f", "-j", "0",
+    are compiled; CPython puts the real path in when it loads a ``.pyc`` anyway. Python
+    starts without ``site`` (``-S``): no ``.pth`` file of the packages being compiled, nor
+    any code one names, runs."""
+    argv = [os.fspath(python), "-S", "-m", "compileall", "-q", "-f", "-j", "0",
             "--invalidation-mode", "unchecked-hash"]
     if strip is not None and prepend is not None:
         argv += ["-s", os.fspath(strip), "-p", prepend]

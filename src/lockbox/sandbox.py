@@ -13,13 +13,38 @@ name on every machine. The build code is third-party and treated as hostile
 namespace, and nothing of the store's records; the network is the host's, since the
 dependency phase downloads.
 
-The assembly phase runs its commands in :meth:`Sandbox.offline` instead: a new network
-namespace with loopback only, the host's file system read-only, a clean environment, and
-the application being assembled mounted at its final path.
+The assembly phase runs its commands in two other sandboxes, both offline: new network
+(loopback only), PID, IPC and UTS namespaces, a new session, a clean environment, and
+not the host's file system but a new root holding only what the commands need:
+
+- the system's programs, libraries and configuration (:data:`SYSTEM_PATHS`: ``/usr``,
+  ``/bin``, ``/sbin``, the ``/lib`` directories, ``/etc``), read-only; the merged-``/usr``
+  links as links;
+- a ``/proc`` of the new PID namespace (no host process is visible, none can be
+  signalled, no host root is reachable through ``/proc/<pid>/root``), a minimal ``/dev``,
+  and empty ``/tmp``, ``/var/tmp`` and ``/dev/shm``;
+- what the caller mounts: the application at its final path, the interpreter's entry,
+  the recipe's library directories. Everything else, the rest of the store included,
+  ``/home``, ``/root``, ``/run``, ``/var`` and the host's ``/tmp`` with every Unix socket
+  in them, is simply not there; the paths of ``hidden`` are empty even if they are under
+  a system path.
+
+:meth:`Sandbox.offline` runs lockbox's own commands there (bytecode compilation): as the
+caller, every capability dropped, writing only into the directories it is given.
+:meth:`Sandbox.unprivileged` runs what the recipe asks for (``[verify]`` imports and
+commands, which run the dependencies' code): nothing is writable but its empty scratch
+directories, and it runs as :data:`VERIFY_UID` (``nobody``) with no capabilities at all
+and ``no_new_privs``. Run by root, bubblewrap sets the namespaces and mounts up
+privileged, then ``setpriv`` (util-linux) changes to that user: a user namespace would
+map its user to root, which owns the files, so only a real other user makes files of
+mode 0600 and the like unreadable. Run by another user, a user namespace maps
+:data:`VERIFY_UID` to that user. Either way it cannot remount, mount or write anything
+that outlives it, and when its command ends every process it started ends with it.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,10 +68,20 @@ BUILD_ROOT = Path("/tmp/lockbox-build")
 HOSTNAME = "lockbox"
 """The host name every sandboxed command sees: builds that record it record this."""
 
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+"""The host paths the offline sandboxes show, read-only: where the system's programs,
+libraries and configuration are. Links (a merged ``/usr``) are shown as the same links."""
+
+VERIFY_UID = 65534
+"""The user (and group) verification runs as: ``nobody``, who owns nothing."""
+
+_SCRATCH = ("/tmp", "/var/tmp")
+"""Empty, writable by anyone, gone when the command ends."""
+
 CHECK_ENV = "LOCKBOX_CHECK_ENV"
 """Set by ``lockbox check`` for its rebuild (:mod:`lockbox.variations`): a JSON object of
 variables that every build command gets on purpose, over lockbox's fixed environment (the
-varied clock, which no environment of lockbox's can fix): the offline sandbox's commands,
+varied clock, which no environment of lockbox's can fix): lockbox's own offline commands,
 the interpreter entry's compilation and every build backend of the dependency phase."""
 
 
@@ -58,6 +93,12 @@ def check_variables() -> dict[str, str]:
     import json
 
     return {str(key): str(value) for key, value in json.loads(text).items()}
+
+
+@functools.cache
+def _setpriv() -> Path:
+    return which("setpriv", "install util-linux (Debian: apt-get install util-linux); lockbox "
+                 "changes to an unprivileged user with it to run verification")
 
 
 def _setenv(variables: Mapping[str, str]) -> list[str]:
@@ -85,39 +126,111 @@ class Sandbox:
         return cls(executable)
 
     def check_offline(self, progress: Progress = silent) -> None:
-        """Fail clearly unless a sandbox without network can be made here."""
-        try:
-            run([self.executable, "--ro-bind", "/", "/", "--unshare-net", "--", "true"],
-                progress=progress)
-        except ToolFailed as error:
-            raise SandboxUnavailable(
-                "cannot make a network namespace for the offline phase "
-                f"({error.stderr.strip() or 'bubblewrap failed'}); run as root or enable "
-                "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)"
-            ) from None
+        """Fail clearly unless both offline sandboxes can be made here."""
+        for command in (self.offline(["true"], cwd=Path("/"), env={}),
+                        self.unprivileged(["true"], cwd=Path("/"), env={})):
+            try:
+                run(command, progress=progress)
+            except ToolFailed as error:
+                raise SandboxUnavailable(
+                    "cannot make the offline sandbox (new network and PID namespaces, "
+                    f"{'setpriv to' if os.getuid() == 0 else 'a user namespace as'} uid "
+                    f"{VERIFY_UID}): {error.stderr.strip() or 'bubblewrap failed'}; run as "
+                    "root with util-linux's setpriv installed, or enable unprivileged user "
+                    "namespaces (sysctl kernel.unprivileged_userns_clone=1)"
+                ) from None
 
     def offline(self, argv: Sequence[str | os.PathLike[str]], *, cwd: Path,
                 env: Mapping[str, str], writable: Sequence[tuple[Path, Path]] = (),
-                hidden: Sequence[Path] = (), read_only: Sequence[Path] = ()) -> list[str]:
-        """``argv`` run without network: a new network namespace (loopback only), the host
-        read-only, ``/tmp`` and each of ``hidden`` an empty tmpfs, then each of
-        ``read_only`` shown again and each ``(host, inside)`` of ``writable`` mounted
-        read-write, in ``cwd``, with exactly ``env``."""
-        command = [
-            os.fspath(self.executable), "--ro-bind", "/", "/", "--dev", "/dev",
-            "--proc", "/proc", "--tmpfs", "/tmp",
-            "--unshare-net", "--unshare-ipc", "--unshare-uts", "--hostname", HOSTNAME,
-            "--die-with-parent", "--clearenv",
-        ]
-        for path in hidden:
-            command += ["--tmpfs", os.fspath(path)]
-        for path in read_only:
-            command += ["--ro-bind", os.fspath(path), os.fspath(path)]
+                hidden: Sequence[Path] = (),
+                read_only: Sequence[Path | tuple[Path, Path]] = ()) -> list[str]:
+        """``argv``, one of lockbox's own commands, run offline in the system's paths
+        (module docstring) as the caller without capabilities: each of ``hidden`` an empty
+        tmpfs, then each of ``read_only`` (a path, or ``(host, inside)``) mounted
+        read-only, then each ``(host, inside)`` of ``writable`` read-write, in ``cwd``,
+        with exactly ``env``."""
+        command = self._offline(hidden, read_only, [inside for _, inside in writable])
+        command += ["--cap-drop", "ALL"]
         for host, inside in writable:
             command += ["--bind", os.fspath(host), os.fspath(inside)]
         command += _setenv({**env, **check_variables()})
         command += ["--chdir", os.fspath(cwd), "--"]
         return command + [os.fspath(arg) for arg in argv]
+
+    def unprivileged(self, argv: Sequence[str | os.PathLike[str]], *, cwd: Path,
+                     env: Mapping[str, str], hidden: Sequence[Path] = (),
+                     read_only: Sequence[Path | tuple[Path, Path]] = (),
+                     scratch: Sequence[Path] = ()) -> list[str]:
+        """``argv``, which runs code lockbox does not vouch for, run offline in the system's
+        paths (module docstring) as :data:`VERIFY_UID` with no capabilities: each of
+        ``hidden`` an empty tmpfs, then each of ``read_only`` mounted read-only; nothing is
+        writable but ``/tmp``, ``/var/tmp`` and each of ``scratch`` (made inside them),
+        empty tmpfs directories; in ``cwd``, with exactly ``env``."""
+        command = self._offline(hidden, read_only, scratch)
+        for path in scratch:
+            command += ["--perms", "1777", "--tmpfs", os.fspath(path)]
+        # Not the variables of ``lockbox check`` (:data:`CHECK_ENV`): what runs here writes
+        # nothing into an output, and another user could not share libfaketime's clock.
+        command += _setenv(env)
+        command += ["--chdir", os.fspath(cwd)]
+        uid = str(VERIFY_UID)
+        if os.getuid() != 0:
+            command += ["--unshare-user", "--uid", uid, "--gid", uid, "--cap-drop", "ALL", "--"]
+            return command + [os.fspath(arg) for arg in argv]
+        # bubblewrap keeps only what setpriv needs to change to the user, and setpriv
+        # gives up even that: no capability is left in any set, not even the bounding one.
+        setpriv = _setpriv()
+        if not any(setpriv.is_relative_to(path) for path in SYSTEM_PATHS):
+            command += ["--ro-bind", os.fspath(setpriv), os.fspath(setpriv)]
+        command += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
+                    "--cap-add", "CAP_SETPCAP", "--",
+                    os.fspath(setpriv), f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                    "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+        return command + [os.fspath(arg) for arg in argv]
+
+    def _offline(self, hidden: Sequence[Path], read_only: Sequence[Path | tuple[Path, Path]],
+                 later: Sequence[Path]) -> list[str]:
+        """The namespaces and mounts both offline sandboxes start with; the directories
+        that mounts (these, and the ``later`` ones the caller adds) are made in are made
+        searchable by anyone first (bubblewrap would make them root's only)."""
+        command = [
+            os.fspath(self.executable),
+            "--unshare-net", "--unshare-ipc", "--unshare-uts", "--hostname", HOSTNAME,
+            "--unshare-pid", "--new-session", "--die-with-parent", "--clearenv",
+        ]
+        for path in SYSTEM_PATHS:
+            if os.path.islink(path):
+                command += ["--symlink", os.readlink(path), path]
+            elif os.path.isdir(path):
+                command += ["--ro-bind", path, path]
+        command += ["--dev", "/dev", "--proc", "/proc"]
+        for path in _SCRATCH:
+            command += ["--perms", "1777", "--tmpfs", path]
+        pairs = [mount if isinstance(mount, tuple) else (mount, mount) for mount in read_only]
+        # What is inside these exists already: a system path, or a tree mounted whole.
+        there = [*map(Path, SYSTEM_PATHS), *(inside for _, inside in pairs)]
+        made: set[Path] = {Path("/"), *map(Path, _SCRATCH)}
+
+        def parents(target: Path) -> list[str]:
+            words: list[str] = []
+            for parent in reversed(target.parents):
+                if parent in made or any(parent.is_relative_to(mount)
+                                         for mount in there if mount != target):
+                    continue
+                made.add(parent)
+                words += ["--perms", "0755", "--dir", os.fspath(parent)]
+            return words
+
+        for path in hidden:
+            command += parents(path) + ["--tmpfs", os.fspath(path)]
+            made.add(path)
+        for host, inside in pairs:
+            command += parents(inside) + ["--ro-bind", os.fspath(host), os.fspath(inside)]
+            made.add(inside)
+        for path in later:
+            command += parents(path)
+            made.add(path)
+        return command
 
     def wrap(self, argv: Sequence[str | os.PathLike[str]], *, root: Path, cwd: Path,
              keep: Sequence[Path], binds: Sequence[tuple[Path, Path]] = (),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,14 @@ def test_the_offline_command_line_hides_then_mounts_in_order() -> None:
         writable=[(Path("/s/.lockbox/tmp/t/content"), Path("/s/app"))], hidden=[Path("/s")],
     )
     text = " ".join(argv)
-    assert argv[:3] == ["/usr/bin/bwrap", "--ro-bind", "/"]
-    assert "--unshare-net" in argv and "--clearenv" in argv
+    assert argv[0] == "/usr/bin/bwrap"
+    for option in ("--unshare-net", "--unshare-pid", "--new-session", "--clearenv",
+                   "--die-with-parent"):
+        assert option in argv
+    assert "--cap-drop ALL" in text and "--cap-add" not in text
+    # Not the host's root: its system paths only, read-only.
+    assert "--ro-bind / /" not in text and "--dev-bind" not in text
+    assert "--ro-bind /usr /usr" in text
     # The store is hidden before the application is mounted inside it, and /tmp before both.
     assert text.index("--tmpfs /tmp") < text.index("--tmpfs /s") < text.index(
         "--bind /s/.lockbox/tmp/t/content /s/app")
@@ -25,11 +32,34 @@ def test_the_offline_command_line_hides_then_mounts_in_order() -> None:
     assert argv[-5:] == ["/s/app", "--", "python", "-c", "pass"]
 
 
+def test_the_verification_command_line_writes_nothing_and_drops_to_nobody() -> None:
+    argv = Sandbox(Path("/usr/bin/bwrap")).unprivileged(
+        ["python", "-c", "pass"], cwd=Path("/s/app"), env={"PATH": "/s/app/bin"},
+        read_only=[(Path("/s/.lockbox/tmp/t/content"), Path("/s/app")), Path("/s/py")],
+        hidden=[Path("/s")], scratch=[Path("/tmp/home")],
+    )
+    text = " ".join(argv)
+    assert " --bind " not in text
+    assert text.index("--tmpfs /s") < text.index(
+        "--ro-bind /s/.lockbox/tmp/t/content /s/app") < text.index("--ro-bind /s/py /s/py")
+    assert "--perms 1777 --tmpfs /tmp/home" in text
+    assert "--unshare-pid" in argv and "--new-session" in argv
+    command = argv[argv.index("--") + 1:]
+    if os.getuid() == 0:
+        assert Path(command[0]).name == "setpriv"
+        assert command[1:8] == ["--reuid=65534", "--regid=65534", "--clear-groups",
+                                "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+        assert command[8:] == ["python", "-c", "pass"]
+    else:
+        assert "--unshare-user --uid 65534 --gid 65534 --cap-drop ALL" in text
+        assert command == ["python", "-c", "pass"]
+
+
 def test_no_network_namespace_is_a_clear_error(tmp_path: Path) -> None:
     fake = tmp_path / "bwrap"
     fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to creating new namespace' >&2\nexit 1\n")
     fake.chmod(0o755)
-    with pytest.raises(SandboxUnavailable, match="cannot make a network namespace") as caught:
+    with pytest.raises(SandboxUnavailable, match="cannot make the offline sandbox") as caught:
         Sandbox(fake).check_offline()
     assert "No permissions" in str(caught.value)
     assert "unprivileged user namespaces" in str(caught.value)
