@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -81,3 +82,39 @@ def make_project(tmp_path: Path) -> Iterator[Callable[..., Path]]:
         return root
 
     yield make
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """Debian's docker-registry on loopback with htpasswd auth (user lockbox, password s3cret)."""
+    import base64
+    import socket
+    import time
+
+    htpasswd = subprocess.run(["htpasswd", "-Bbn", "lockbox", "s3cret"], capture_output=True,
+                              text=True, check=True).stdout
+    (tmp_path / "htpasswd").write_text(htpasswd)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "config.yml").write_text(
+        "version: 0.1\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"auth:\n  htpasswd:\n    realm: test\n    path: {tmp_path / 'htpasswd'}\n"
+    )
+    server = subprocess.Popen(["docker-registry", "serve", tmp_path / "config.yml"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            with socket.socket() as client:
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        host = f"127.0.0.1:{port}"
+        auth = base64.b64encode(b"lockbox:s3cret").decode()
+        (tmp_path / "auth.json").write_text(f'{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}')
+        yield host, tmp_path / "auth.json"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
