@@ -24,6 +24,7 @@ import pytest
 
 from lockbox.errors import StoreError
 from lockbox.store import Store
+from tests.adversarial.test_crashes import PROJECT
 from tests.unit.test_store import make_tree
 
 pytestmark = pytest.mark.integration
@@ -124,26 +125,6 @@ def test_a_staging_area_survives_other_commands_opening_the_store(tmp_path: Path
 
 
 # A build held between its lookups and its assembly --------------------------------------
-
-PROJECT = {
-    "pyproject.toml": """\
-        [project]
-        name = "demo"
-        version = "0.1.0"
-        requires-python = ">=3.11"
-        dependencies = []
-        """,
-    "uv.lock": """\
-        version = 1
-        revision = 3
-        requires-python = ">=3.11"
-
-        [[package]]
-        name = "demo"
-        version = "0.1.0"
-        source = { virtual = "." }
-        """,
-}
 
 
 @dataclass(frozen=True)
