@@ -10,7 +10,8 @@ into the layer with ``uv pip install --no-deps`` in the same sandbox as the rest
 built with the same reproducibility settings and ends in the layer with its dist-info.
 
 Fetched sources are kept in the store's working directory under their declared hash
-(``STORE/.lockbox/sources/``): a checked source is never fetched again.
+(``STORE/.lockbox/sources/``) and checked again on every use: an intact one is never
+fetched again, a changed one is fetched anew.
 """
 
 from __future__ import annotations
@@ -43,8 +44,14 @@ def fetch(source: ExtraSource, directory: Path, progress: Progress = silent) -> 
     # distribution's name and version from it.
     found = final / name if source.url is not None else final
     if final.exists():
-        progress.debug(f"extra source {source.label} is fetched already: {found}")
-        return found
+        # Checked again on every use: a build's code, which sees the kept sources, or
+        # anyone else could have changed them since.
+        if _hash(source, found) == source.hash:
+            progress.debug(f"extra source {source.label} is fetched already: {found}")
+            return found
+        progress.warning(f"the kept copy of the extra source {source.label} no longer has "
+                         "its declared hash; fetching it again")
+        remove_tree(final)
     temporary = directory / f".{uuid.uuid4().hex}-{name}"
     try:
         if source.url is not None:
@@ -69,6 +76,24 @@ def fetch(source: ExtraSource, directory: Path, progress: Progress = silent) -> 
     finally:
         remove_tree(temporary)
     return found
+
+
+def _hash(source: ExtraSource, found: Path) -> Sha256 | None:
+    """The hash ``source`` declares, as the kept ``found`` has it now (None if it cannot
+    be read)."""
+    from lockbox.errors import NarError
+    from lockbox.nar import nar_hash
+
+    try:
+        if source.url is None:
+            return nar_hash(found).sha256
+        digest = hashlib.sha256()
+        with open(found, "rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+        return Sha256(digest.digest())
+    except (OSError, NarError):
+        return None
 
 
 def _name(source: ExtraSource) -> str:
