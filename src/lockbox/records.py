@@ -37,14 +37,22 @@ _TAG = b"hmac-sha256 "
 
 def read_key(meta: str) -> bytes | None:
     """The key of the store whose working directory is ``meta``, or None when it has none
-    (or only something that is not one: a link, a file of another size)."""
+    (or only something that is not one: a link, a file of another size), or when another
+    user could have put it there: the key and ``meta`` must be the caller's, and no one
+    else may write ``meta`` or read the key (a record signed with a planted key would be
+    trusted by the commands that answer without opening the store)."""
     try:
+        directory = os.lstat(meta)
         fd = os.open(os.path.join(meta, KEY), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
+    uid = os.geteuid()
     try:
         info = os.fstat(fd)
         if info.st_size != _KEY_BYTES or not (info.st_mode & 0o170000 == 0o100000):
+            return None
+        if info.st_uid != uid or info.st_mode & 0o077 or directory.st_uid != uid \
+                or directory.st_mode & 0o022:
             return None
         key = os.read(fd, _KEY_BYTES + 1)
     except OSError:

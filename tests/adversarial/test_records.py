@@ -424,3 +424,21 @@ def test_the_key_is_the_owners_alone_and_made_once(tmp_path: Path) -> None:
     Store.open(tmp_path / "store").close()
     assert key.read_bytes() == before
     assert not [path for path in key.parent.iterdir() if path.name.startswith("key.")]
+
+
+@pytest.mark.parametrize("change", ["key readable by others", "key of another user",
+                                    "directory writable by others"])
+def test_a_key_another_user_could_have_planted_signs_nothing(tmp_path: Path, change: str) -> None:
+    from lockbox import records
+    from lockbox.store import Store
+
+    Store.open(tmp_path / "store").close()
+    meta = tmp_path / "store" / ".lockbox"
+    assert records.read_key(str(meta)) is not None
+    if change == "key readable by others":
+        (meta / records.KEY).chmod(0o644)
+    elif change == "key of another user":
+        os.chown(meta / records.KEY, 65534, 65534)
+    else:
+        meta.chmod(0o777)
+    assert records.read_key(str(meta)) is None
