@@ -287,8 +287,15 @@ def application_libraries(project: Project, deps: Entry, sources: Sources,
     needed = set(entry_needs(store, deps))
     for path, digest in sources.elf_files.items():
         needed.update(file_needs(store, Path(path), digest))
+    # A layer compiled in a build root links against the root's libraries: they are what
+    # it bundles, so headers and libraries match (docs/toolchain.md).
+    from lockbox.buildroot import root_libraries
+
+    roots = [entry for entry in map(store.get, deps.references)
+             if entry is not None and entry.kind == "toolchain"]
     return host_closure(needed, store,
-                        recipe_paths=[project.root / p for p in project.recipe.libraries.paths])
+                        recipe_paths=[project.root / p for p in project.recipe.libraries.paths],
+                        host=root_libraries(roots[0].path) if roots else None)
 
 
 def share_libraries(store: Store, content: Path, bundled: Iterable[str], name: str) -> Entry | None:

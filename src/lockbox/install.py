@@ -25,7 +25,7 @@ from lockbox.progress import Progress, silent
 from lockbox.project import Project
 from lockbox.recipe import BuildEnv
 from lockbox.sandbox import BUILD_ROOT, REPRODUCIBLE_ENV, Sandbox, check_variables
-from lockbox.store import Store
+from lockbox.store import Entry, Store
 from lockbox.uv import SyncRequest, Uv
 
 
@@ -58,9 +58,10 @@ def default_uv_cache(environ: Mapping[str, str]) -> Path | None:
     return None
 
 
-def cache_key(project: Project) -> str:
-    """What the store's uv cache is keyed by: the installed compilers and -dev packages,
-    uv.lock's build pins and the recipe's per-package build variables."""
+def cache_key(project: Project, system: str | None = None) -> str:
+    """What the store's uv cache is keyed by: the installed compilers and -dev packages
+    (or ``system``, the build root's hash, when the builds run in one), uv.lock's build
+    pins and the recipe's per-package build variables."""
     import hashlib
     import json
 
@@ -68,7 +69,7 @@ def cache_key(project: Project) -> str:
     from lockbox.buildpins import pinned
 
     build = {name: [dict(env.env), list(env.path)] for name, env in project.recipe.deps.build.items()}
-    text = json.dumps([toolchain.fingerprint(), pinned(project), build], sort_keys=True)
+    text = json.dumps([system or toolchain.fingerprint(), pinned(project), build], sort_keys=True)
     return "k" + hashlib.sha256(text.encode()).hexdigest()[:15]
 
 
@@ -94,23 +95,29 @@ class Installed:
 def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store, work: Path,
             tools: Tools, progress: Progress = silent, *,
             require_build_hashes: bool = False,
-            discovery: list[str] | None = None) -> Installed:
+            discovery: list[str] | None = None,
+            system: Entry | None = None) -> Installed:
     """Install the locked third-party packages into ``work/venv``, ``work`` being a
     directory in one of ``store``'s staging areas.
 
     With ``discovery`` (a list to collect uv's log in) the install is lock-build's
     unpinned one (:mod:`lockbox.buildpins`): uv.lock taken as it is, an empty uv cache of
     its own so that every sdist is built, one build at a time, every log line kept.
-    With ``require_build_hashes`` any build dependency uv.lock does not pin is an error."""
+    With ``require_build_hashes`` any build dependency uv.lock does not pin is an error.
+    With ``system`` (a ``toolchain`` entry, :mod:`lockbox.buildroot`) everything runs in
+    that build root: its compiler, headers and libraries, not the host's."""
     deps = project.recipe.deps
     inside = BUILD_ROOT / work.relative_to(store.work_dir)
     (work / "tmp").mkdir()
     # The cache is split by the toolchain and the build pins: uv would otherwise hand back
     # a wheel built under other headers or build dependencies. The part's path is the same
     # for the store's cache and one bound from elsewhere, and mapped to a fixed name.
-    cache = CACHE / cache_key(project)
+    cache = CACHE / cache_key(project, system.nar_hash.sri if system else None)
     env = {
         **host_environment(),
+        # In a build root only its programs, the interpreter and uv are there; the host's
+        # home is not.
+        **({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(inside / "tmp")} if system else {}),
         "UV_CACHE_DIR": str(cache),
         "UV_PROJECT_ENVIRONMENT": str(inside / "venv"),
         "UV_PYTHON_DOWNLOADS": "never",
@@ -123,7 +130,8 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
             f"--remap-path-prefix={old}={new}" for old, new in _path_maps(interpreter, cache)
         )),
     }
-    wrappers, compilers = _compiler_wrappers(work, inside, interpreter, cache)
+    wrappers, compilers = _compiler_wrappers(work, inside, interpreter, cache,
+                                             host=system is None)
     env.update(wrappers)
     if discovery is not None:
         (work / "uv-cache").mkdir()
@@ -159,7 +167,9 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
         sandboxed = tools.sandbox.wrap(
             argv, root=store.work_dir, cwd=project.root, keep=visible,
             binds=[(tools.cache, CACHE)] if tools.cache else [],
-            read_only=[project.root, *_named_paths(project, plan)])
+            read_only=[project.root, *_named_paths(project, plan),
+                       *(_mounted_in_root(interpreter, tools) if system else [])],
+            system=system.path if system else None)
         def on_line(line: str) -> None:
             if discovery is not None:
                 discovery.append(line)
@@ -189,6 +199,14 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
         compilers=compilers,
         traces=work / "trace",
     )
+
+
+def _mounted_in_root(interpreter: Interpreter, tools: Tools) -> list[Path]:
+    """What of the host a build root shows besides the project: the interpreter's prefix
+    (where its executable is, and where that link leads) and uv."""
+    paths = {interpreter.prefix, interpreter.prefix.resolve(), tools.uv.executable,
+             tools.uv.executable.resolve()}
+    return sorted(path for path in paths if path.exists())
 
 
 def _named_paths(project: Project, plan: Plan) -> list[Path]:
@@ -242,7 +260,7 @@ _WRAPPER_VARIABLES = {"CFLAGS": RECIPE_CFLAGS, "CXXFLAGS": RECIPE_CXXFLAGS}
 
 
 def _compiler_wrappers(work: Path, inside: Path, interpreter: Interpreter,
-                       cache: Path) -> tuple[dict[str, str], dict[str, str]]:
+                       cache: Path, host: bool = True) -> tuple[dict[str, str], dict[str, str]]:
     """``CC`` and ``CXX`` pointing at wrappers of the compilers the builds would use (the
     environment's, else the interpreter's), keeping their extra words (``-pthread``).
 
@@ -250,7 +268,8 @@ def _compiler_wrappers(work: Path, inside: Path, interpreter: Interpreter,
     ``CFLAGS`` from the environment *instead of* the interpreter's (``-O3 -DNDEBUG -g``…),
     so setting it would build every extension unoptimised, with assertions on.
 
-    Returns the variables and the compilers wrapped (``cc``/``c++`` → command)."""
+    Returns the variables and the compilers wrapped (``cc``/``c++`` → command). Not
+    ``host``: in a build root, whose compilers the host's ``CC``/``CXX`` do not name."""
     directory = work / "bin"
     directory.mkdir()
     (work / "trace").mkdir()
@@ -259,12 +278,13 @@ def _compiler_wrappers(work: Path, inside: Path, interpreter: Interpreter,
     compilers = {}
     for variable, wrapper, default, extra in (("CC", "cc", "gcc", RECIPE_CFLAGS),
                                               ("CXX", "c++", "g++", RECIPE_CXXFLAGS)):
-        configured = os.environ.get(variable) or interpreter.sysconfig.get(variable) or default
+        configured = ((os.environ.get(variable) if host else None)
+                      or interpreter.sysconfig.get(variable) or default)
         if configured == "None":
             configured = default
         compiler, _, words = configured.partition(" ")
         path = directory / wrapper
-        link_trace = '-Wl,--dependency-file="$trace.ld"' if _linker_traces(compiler) else ""
+        link_trace = '-Wl,--dependency-file="$trace.ld"' if host and _linker_traces(compiler) else ""
         path.write_text(_WRAPPER.format(compiler=compiler, extra=extra, maps=maps,
                                         trace=inside / "trace", link_trace=link_trace))
         path.chmod(0o755)

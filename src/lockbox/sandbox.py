@@ -234,7 +234,7 @@ class Sandbox:
 
     def wrap(self, argv: Sequence[str | os.PathLike[str]], *, root: Path, cwd: Path,
              keep: Sequence[Path], binds: Sequence[tuple[Path, Path]] = (),
-             read_only: Sequence[Path] = ()) -> list[str]:
+             read_only: Sequence[Path] = (), system: Path | None = None) -> list[str]:
         """``argv`` run with ``root`` (the store's working directory) mounted at
         :data:`BUILD_ROOT`, of which only the paths of ``keep`` (the build's staging area,
         the uv cache, fetched sources) are visible, each ``(host, inside)`` of ``binds``
@@ -247,12 +247,29 @@ class Sandbox:
         through ``/proc``). Of the store it sees its entries read-only; the database, keys,
         records, roots and other builds' staging areas are hidden, at their own path and
         under :data:`BUILD_ROOT`. It keeps the host's network (the dependency phase
-        downloads) and can read what root can read where not hidden."""
-        command = [
-            os.fspath(self.executable), "--ro-bind", "/", "/", "--dev", "/dev",
+        downloads) and can read what root can read where not hidden.
+
+        With ``system`` (a build root, :mod:`lockbox.buildroot`) it sees not the host's
+        file system but that root's system directories, read-only, and of the host only
+        what is mounted: ``read_only`` (the interpreter, uv, the project), the store's
+        directory and the build root."""
+        command = [os.fspath(self.executable)]
+        if system is None:
+            command += ["--ro-bind", "/", "/"]
+        else:
+            from lockbox.buildroot import SYSTEM
+
+            for part in SYSTEM:
+                path = system / part
+                if path.is_symlink():
+                    command += ["--symlink", os.readlink(path), f"/{part}"]
+                elif path.is_dir():
+                    command += ["--ro-bind", os.fspath(path), f"/{part}"]
+        command += [
+            "--dev", "/dev",
             "--proc", "/proc", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
             "--hostname", HOSTNAME, "--cap-drop", "ALL", "--new-session", "--die-with-parent",
-            "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", *_private_run(),
+            "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", *(_private_run() if system is None else ["--tmpfs", "/run"]),
             # The store's entries, even where a fresh /tmp hid them; its records hidden.
             "--ro-bind", os.fspath(root.parent), os.fspath(root.parent),
             "--tmpfs", os.fspath(root),
