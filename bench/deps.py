@@ -10,7 +10,10 @@ to install on CPython 3.13, four of them compiled from sdists: lxml and xmlsec b
 to .bench/deps/project with a recipe that excludes `opencontainers`, a git source on GitHub,
 and its sdists' build dependencies are pinned with `lockbox lock-build` (untimed, a few
 minutes: the four sdists are compiled once to find them), as a user would commit them; the
-peer reads the same pins from pyproject.toml and uv.lock. It is given the same package set:
+peer reads the same pins from pyproject.toml and uv.lock. The recipe has a build root
+(`[deps.toolchain]`, docs/toolchain.md), pinned and made once with `lockbox
+lock-toolchain` (untimed) and kept through the runs: lockbox compiles in it, the peer
+against the host's headers (`bench/buildroot.py` times the root's creation). It is given the same package set:
 
     uv sync --frozen --no-install-project --no-install-workspace --no-dev \
         --no-install-package opencontainers --python <3.13>
@@ -37,6 +40,7 @@ cold run the previous output is removed and the file system synced, untimed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -63,6 +67,11 @@ python = "3.13"
 [tool.lockbox.deps]
 # A git source on GitHub, which this machine cannot reach; it would come from elsewhere.
 exclude = ["opencontainers"]
+
+[tool.lockbox.deps.toolchain]
+# The sdists compile in a build root of pinned Debian packages (docs/toolchain.md).
+packages = ["libpq-dev", "libkrb5-dev", "libxml2-dev", "libxslt1-dev", "libxmlsec1-dev",
+            "libssl-dev", "zlib1g-dev"]
 """
 
 
@@ -75,6 +84,13 @@ def prepare_project(lockbox: str, store: Path, env: dict[str, str]) -> Path:
         file.write(RECIPE)
     print("pinning the build dependencies (lockbox lock-build, untimed) …", flush=True)
     run([lockbox, "--quiet", "--store", store, "lock-build", project], env=env)
+    print("pinning and making the build root (lockbox lock-toolchain, untimed) …", flush=True)
+    run([lockbox, "--quiet", "--store", store, "lock-toolchain", project], env=env)
+    # The cold builds are timed with the root present: `gc` between them must keep it.
+    listing = json.loads(run([lockbox, "--store", store, "store", "ls", "--json"], env=env).stdout)
+    roots = [entry["path"] for entry in listing if entry["kind"] == "toolchain"]
+    run([lockbox, "--quiet", "--store", store, "store", "root", "bench-build-root", roots[-1]],
+        env=env)
     return project
 
 
