@@ -94,7 +94,7 @@ def fetch_dependencies(project: Project, plan: Plan, store: Store, work: Path,
     local: dict[str, Path] = {name: links / found[sha256].name for name, sha256 in by_name.items()}
     for planned in plan.by_form("git"):
         local[planned.package.name] = _checkout(planned.package, work / "git", progress)
-    return Fetched(links, local, _fetch_extra_sources(project, store, progress))
+    return Fetched(links, local, fetch_extra_sources(project, store, progress))
 
 
 def _locked_items(project: Project, plan: Plan,
@@ -326,7 +326,7 @@ def _checkout(package: Any, directory: Path, progress: Progress) -> Path:
     return target
 
 
-def _fetch_extra_sources(project: Project, store: Store, progress: Progress) -> list[Path]:
+def fetch_extra_sources(project: Project, store: Store, progress: Progress) -> list[Path]:
     """Each of the recipe's extra sources, fetched (once) and checked against its hash."""
     if not project.recipe.deps.extra_sources:
         return []

@@ -194,6 +194,15 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
     try:
         if fetched is None:
             run_uv(tools.uv.sync_argv(request))
+            # The extra sources' build dependencies are part of the build set too.
+            from lockbox.fetch import fetch_extra_sources
+
+            extra = fetch_extra_sources(project, store, progress)
+            if extra:
+                run_uv(tools.uv.pip_install_argv(
+                    inside / "venv" / "bin" / "python",
+                    [BUILD_ROOT / path.relative_to(store.work_dir) for path in extra],
+                    config_file=request.config_file, verbose=True))
         else:
             _install_offline(project, store, work, request, fetched, env, variables, tools,
                              run_uv, require_build_hashes, progress)

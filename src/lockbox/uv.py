@@ -186,11 +186,19 @@ class Uv:
                 *offline.argv(), os.fspath(requirements)]
 
     def pip_install_argv(self, python: Path, paths: Sequence[Path],
-                         offline: OfflineInstall) -> list[str]:
+                         offline: OfflineInstall | None = None, *,
+                         config_file: Path | None = None, verbose: bool = False) -> list[str]:
         """The ``uv pip install`` command line that installs the distributions at
-        ``paths`` (archives or source trees), and nothing they require, for ``python``."""
+        ``paths`` (archives or source trees), and nothing they require, for ``python``:
+        from ``offline``'s files, or else with the network and ``config_file``."""
         argv = [os.fspath(self.executable), "pip", "install", "--no-deps",
-                "--python", os.fspath(python), *offline.argv()]
+                "--python", os.fspath(python)]
+        if offline is not None:
+            argv += offline.argv()
+        elif config_file is not None:
+            argv += ["--config-file", os.fspath(config_file)]
+        if verbose:
+            argv.append("-v")
         return argv + [os.fspath(path) for path in paths]
 
     def sync(
