@@ -235,7 +235,7 @@ class DownloadFailed(LockboxError):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        lines = [f"the dependency phase could not download {len(self.failures)} files:"]
+        lines = [f"could not download {len(self.failures)} files:"]
         lines += [f"  {getattr(item, 'label', '') or getattr(item, 'name', '')} "
                   f"({getattr(item, 'url', '')}): {reason}" for item, reason in self.failures]
         lines.append("check the network, proxy settings and the index URLs; nothing was "
