@@ -276,7 +276,7 @@ def lock_build(project: Project, store: Store, tools: Tools,
     interpreter = find_interpreter(project.recipe.python, project.requires_python,
                                    progress=progress)
     plan = make_plan(project, read_lock(project.lock_path), interpreter)
-    sources = plan.from_source()
+    sources = plan.from_source() + [source.label for source in project.recipe.deps.extra_sources]
     if not sources:
         progress.info("nothing is built from source: no build dependencies to pin")
         return {"built": [], "pins": {}, "found": {}}

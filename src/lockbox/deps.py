@@ -1,14 +1,16 @@
 """The dependency phase: uv.lock in, one content-pinned dependency layer out.
 
-This is the only phase allowed on the network. It installs the locked third-party packages
-with uv (no workspace member: those are the application, assembled later), normalises and
+This is the only phase allowed on the network, and only its fetch step uses it, running no
+third-party code (:mod:`lockbox.fetch`); the builds run offline. It installs the locked
+third-party packages with uv (no workspace member: those are the application, assembled later), normalises and
 scrubs the environment into a layer (:mod:`lockbox.layer`), and checks the layer's NAR hash
 against the one the recipe declares (``deps.hash``). The declared hash pins every byte: a
 layer that hashes differently is kept aside for ``lockbox diff`` and never registered, and
 when a layer with the declared hash is already in the store nothing runs at all.
 
-Steps, in order: look up → plan (:mod:`lockbox.plan`) → fetch the extra sources
-(:mod:`lockbox.sources`) → install (:mod:`lockbox.install`) →
+Steps, in order: look up → plan (:mod:`lockbox.plan`) → fetch the locked files, the
+build pins and the extra sources (:mod:`lockbox.fetch`) → build and install, offline
+(:mod:`lockbox.install`) →
 normalise and scrub (:mod:`lockbox.layer`) → hash → compare with the declared hash → register.
 """
 
