@@ -15,14 +15,17 @@ import pytest
 from lockbox.buildroot import BuildRootError, RootPins, ensure_root
 from lockbox.sandbox import Sandbox
 from lockbox.store import Store
-from tests.integration.test_buildroot import archive, make_deb, pin  # noqa: F401
+from tests.integration import test_buildroot
+from tests.integration.test_buildroot import make_deb, pin
+
+archive = test_buildroot.archive
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("target", ["absolute", "dotdot"])
 def test_a_package_cannot_write_through_a_link_another_one_shipped(
-        tmp_path: Path, archive: tuple[str, Path], target: str) -> None:  # noqa: F811
+        tmp_path: Path, archive: tuple[str, Path], target: str) -> None:
     base, served = archive
     outside = tmp_path / "outside"
     outside.mkdir()
