@@ -182,7 +182,9 @@ def _pinned_files(name: str, pin: Mapping[str, Any], indexes: Sequence[str], sdi
         return [Download(f.url, f.sha256, f.name, f.size,
                          f"{label} (build dependency, {'wheel' if f.name.endswith('.whl') else 'sdist'})")
                 for f in chosen]
-    return f"the build pin {label}: " + "; ".join(asked)
+    return (f"the build pin {label}: " + "; ".join(asked) + " (an index that replaced a "
+            "pinned file is refused; to pin what it serves now, run `lockbox lock-build` and "
+            "review the change)")
 
 
 def _fits(filename: str, interpreter: Interpreter) -> bool:

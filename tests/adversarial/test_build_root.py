@@ -19,6 +19,7 @@ from tests.integration import test_buildroot
 from tests.integration.test_buildroot import make_deb, pin
 
 archive = test_buildroot.archive
+own_deb_cache = test_buildroot.own_deb_cache
 
 pytestmark = pytest.mark.integration
 

@@ -32,6 +32,12 @@ from lockbox.store import Store
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(autouse=True)
+def own_deb_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test fetches into a .deb cache of its own, not the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 def make_deb(directory: Path, name: str, version: str, files: dict[str, str],
              links: dict[str, str] | None = None) -> Path:
     """A real .deb of ``files`` (path → text) and ``links`` (path → target)."""
