@@ -2,7 +2,7 @@
 
 Run from the checkout:
 
-    uv run --frozen python bench/deps.py [--cold-runs N] [--warm-runs N] [--repeat-runs N]
+    uv run --frozen python bench/deps.py [--cold-runs N] [--warm-runs N] [--repeat-runs N] [--example]
 
 The project is authentik's uv workspace (tests/fixtures/authentik-2026.2.0rc1: 178 packages
 to install on CPython 3.13, four of them compiled from sdists: lxml and xmlsec because of
@@ -10,7 +10,14 @@ to install on CPython 3.13, four of them compiled from sdists: lxml and xmlsec b
 to .bench/deps/project with a recipe that excludes `opencontainers`, a git source on GitHub,
 and its sdists' build dependencies are pinned with `lockbox lock-build` (untimed, a few
 minutes: the four sdists are compiled once to find them), as a user would commit them; the
-peer reads the same pins from pyproject.toml and uv.lock. It is given the same package set:
+peer reads the same pins from pyproject.toml and uv.lock. The recipe has a build root
+(`[deps.toolchain]`, docs/toolchain.md), pinned and made once with `lockbox
+lock-toolchain` (untimed) and kept through the runs: lockbox compiles in it, the peer
+against the host's headers (`bench/buildroot.py` times the root's creation).
+
+With `--example` the project is the bundled example instead (examples/gatekeeper: 10
+packages, the same four sdists), as committed: its build pins and build root are pinned
+already; the root is made (untimed) and rooted before the runs. It is given the same package set:
 
     uv sync --frozen --no-install-project --no-install-workspace --no-dev \
         --no-install-package opencontainers --python <3.13>
@@ -37,6 +44,7 @@ cold run the previous output is removed and the file system synced, untimed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -53,6 +61,7 @@ from lockbox.run import run, which
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".bench" / "deps"
 FIXTURE = ROOT / "tests" / "fixtures" / "authentik-2026.2.0rc1"
+EXAMPLE = ROOT / "examples" / "gatekeeper"
 COLD_TARGET = 1.15
 REPEAT_TARGET = 1.0
 RECIPE = """
@@ -63,7 +72,34 @@ python = "3.13"
 [tool.lockbox.deps]
 # A git source on GitHub, which this machine cannot reach; it would come from elsewhere.
 exclude = ["opencontainers"]
+
+[tool.lockbox.deps.toolchain]
+# The sdists compile in a build root of pinned Debian packages (docs/toolchain.md).
+packages = ["libpq-dev", "libkrb5-dev", "libxml2-dev", "libxslt1-dev", "libxmlsec1-dev",
+            "libssl-dev", "zlib1g-dev"]
 """
+
+
+def prepare_example(lockbox: str, store: Path, env: dict[str, str]) -> Path:
+    """The bundled example, as committed (its build pins and build root pinned already),
+    with its build root made and rooted so that the cold runs find it."""
+    from lockbox import buildroot
+    from lockbox.project import load_project
+    from lockbox.sandbox import Sandbox
+    from lockbox.store import Store
+
+    project = WORK / "example"
+    if project.exists():
+        shutil.rmtree(project)
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("__pycache__"))
+    pins = buildroot.pinned_root(load_project(project))
+    assert pins is not None
+    print("making the build root (untimed) …", flush=True)
+    with Store.open(store) as opened:
+        entry = buildroot.ensure_root(opened, pins, Sandbox.find(), project_dir=project)
+    run([lockbox, "--quiet", "--store", store, "store", "root", "bench-build-root", entry.path],
+        env=env)
+    return project
 
 
 def prepare_project(lockbox: str, store: Path, env: dict[str, str]) -> Path:
@@ -75,6 +111,13 @@ def prepare_project(lockbox: str, store: Path, env: dict[str, str]) -> Path:
         file.write(RECIPE)
     print("pinning the build dependencies (lockbox lock-build, untimed) …", flush=True)
     run([lockbox, "--quiet", "--store", store, "lock-build", project], env=env)
+    print("pinning and making the build root (lockbox lock-toolchain, untimed) …", flush=True)
+    run([lockbox, "--quiet", "--store", store, "lock-toolchain", project], env=env)
+    # The cold builds are timed with the root present: `gc` between them must keep it.
+    listing = json.loads(run([lockbox, "--store", store, "store", "ls", "--json"], env=env).stdout)
+    roots = [entry["path"] for entry in listing if entry["kind"] == "toolchain"]
+    run([lockbox, "--quiet", "--store", store, "store", "root", "bench-build-root", roots[-1]],
+        env=env)
     return project
 
 
@@ -106,6 +149,9 @@ def main() -> int:
                         help="timed runs of each with the uv cache filled (default 5)")
     parser.add_argument("--repeat-runs", type=int, default=10,
                         help="timed repeat runs of each (default 10)")
+    parser.add_argument("--example", action="store_true",
+                        help="the bundled example (10 packages, the same four sdists, build "
+                             "pins and build root committed) instead of authentik's lock")
     args = parser.parse_args()
 
     uv = str(which("uv", "run scripts/setup first"))
@@ -118,12 +164,14 @@ def main() -> int:
     env.pop("LOCKBOX_UV_CACHE", None)
     # An installed lockbox has its bytecode; let Python write it rather than compile each run.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    project = prepare_project(lockbox, store, env)
+    project = (prepare_example if args.example else prepare_project)(lockbox, store, env)
     peer_argv = [uv, "sync", "--quiet", "--frozen", "--no-install-project", "--no-install-workspace",
-                 "--no-dev", "--no-install-package", "opencontainers", "--python", str(python)]
+                 "--no-dev", *([] if args.example else ["--no-install-package", "opencontainers"]),
+                 "--python", str(python)]
     uv_version = run([uv, "--version"]).stdout.strip()
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}")
-    print(f"{uv_version}; {python}; project: {FIXTURE.name} (authentik's lock)")
+    label = "examples/gatekeeper" if args.example else f"{FIXTURE.name} (authentik's lock)"
+    print(f"{uv_version}; {python}; project: {label}")
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-deps-", dir=WORK))
 

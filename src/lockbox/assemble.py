@@ -261,7 +261,7 @@ def build_app(project: Project, store: Store, deps: Entry, interpreter: Interpre
         report = _assemble(project, sources, deps.path, interpreter, python, out, content,
                            stage, sandbox, patchelf, link=True, hidden=[store.root],
                            progress=progress, log=store.work_dir / "logs" / f"{out.name}.log",
-                           bytecode=bytecode)
+                           bytecode=bytecode, host=layer_libraries(store, deps))
         uncovered = libraries.uncovered(library["from"] for library in report.bundled.values())
         if uncovered:
             raise AssemblyError(f"lockbox bundled {', '.join(uncovered)} without counting them "
@@ -288,7 +288,19 @@ def application_libraries(project: Project, deps: Entry, sources: Sources,
     for path, digest in sources.elf_files.items():
         needed.update(file_needs(store, Path(path), digest))
     return host_closure(needed, store,
-                        recipe_paths=[project.root / p for p in project.recipe.libraries.paths])
+                        recipe_paths=[project.root / p for p in project.recipe.libraries.paths],
+                        host=layer_libraries(store, deps))
+
+
+def layer_libraries(store: Store, deps: Entry) -> Mapping[str, Path] | None:
+    """Where the libraries a layer's extension modules need are found: in the build root
+    it was compiled in, if any (so headers and libraries match, docs/toolchain.md); else
+    None, the host's loader cache."""
+    from lockbox.buildroot import root_libraries
+
+    roots = [entry for entry in map(store.get, deps.references)
+             if entry is not None and entry.kind == "toolchain"]
+    return root_libraries(roots[0].path) if roots else None
 
 
 def share_libraries(store: Store, content: Path, bundled: Iterable[str], name: str) -> Entry | None:
@@ -347,7 +359,7 @@ def export_app(project: Project, store: Store, deps: Entry, interpreter: Interpr
             content = work / "content"
             report = _assemble(project, sources, deps.path, interpreter, python, to, content,
                                work, sandbox, patchelf, link=False, hidden=[], progress=progress,
-                               log=log, bytecode=bytecode)
+                               log=log, bytecode=bytecode, host=layer_libraries(store, deps))
             replace_tree(content, to)
             log.unlink(missing_ok=True)
     except BaseException:
@@ -375,12 +387,14 @@ def _sandbox(progress: Progress) -> Sandbox:
 def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Interpreter,
               python: PythonEntry, out: Path, content: Path, work: Path, sandbox: Sandbox,
               patchelf: Patchelf, *, link: bool, hidden: Sequence[Path], progress: Progress,
-              log: Path, bytecode: Entry | None = None, checks: bool = True) -> AssemblyReport:
+              log: Path, bytecode: Entry | None = None, checks: bool = True,
+              host: Mapping[str, Path] | None = None) -> AssemblyReport:
     """Write the application that will live at ``out`` into ``content``, using ``work``.
     With ``link`` (a store entry) the layer is hardlinked and ``python`` is a link to the
     interpreter's entry; otherwise both are copied in, so the tree stands on its own.
     Without ``checks`` the recipe's ``[verify]`` table is not run (it writes nothing into
-    the output, so the output is the same)."""
+    the output, so the output is the same). ``host`` is where libraries outside the
+    output are found (:func:`layer_libraries`; None: the host's loader cache)."""
     from lockbox.members import files_under, write_dist_info
     from lockbox.python import compileall_argv
     from lockbox.patches import apply_patch
@@ -454,7 +468,7 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
             remove_tree(path)
             report.deleted.append(os.path.relpath(path, content))
 
-    _link_libraries(project, content, report, patchelf, progress)
+    _link_libraries(project, content, report, patchelf, progress, host)
     if link:
         os.symlink(f"../{python.entry.path_name}", content / "python")
     else:
@@ -585,7 +599,8 @@ def deps_bytecode(store: Store, deps: Entry, python: PythonEntry, sandbox: Sandb
 
 
 def _link_libraries(project: Project, content: Path, report: AssemblyReport,
-                    patchelf: Patchelf, progress: Progress) -> None:
+                    patchelf: Patchelf, progress: Progress,
+                    host: Mapping[str, Path] | None = None) -> None:
     """Resolve what every ELF file of the application needs; bundle and relink."""
     from lockbox.elf import scan_tree
     from lockbox.libraries import resolve
@@ -597,7 +612,7 @@ def _link_libraries(project: Project, content: Path, report: AssemblyReport,
         progress.warning(f"{os.path.relpath(path, content)} is for another machine; not relinked")
     progress.info(f"resolving the shared libraries of {len(elfs)} ELF files")
     resolution = resolve(content, elfs, recipe_paths=[project.root / p for p in libraries.paths],
-                         ignore_missing=libraries.ignore_missing, progress=progress)
+                         ignore_missing=libraries.ignore_missing, host=host, progress=progress)
     relinked = relink(content, resolution, patchelf, bundle=libraries.bundle,
                       progress=progress)
     packages = debian_packages(sorted(relinked.bundled.values()))

@@ -237,21 +237,20 @@ def check_pinned(project: Project, from_source: Iterable[str],
     uv.lock pins any (then every build dependency must be pinned: the build runs with
     ``--require-build-hashes``).
 
-    Packages built from source without any pin fail a recipe that declares ``deps.hash``
-    (a declared hash promises every input pinned) and warn otherwise. Once anything is
-    pinned, uv itself refuses a build dependency without a pin (a package newly built
-    from source whose build needs something else), and lockbox names ``lock-build``."""
+    Packages built from source without any pin are an error: builds run with no network,
+    from what the fetch step downloaded, and it downloads only pinned build dependencies.
+    Once anything is pinned, uv itself refuses a build dependency without a pin (a package
+    newly built from source whose build needs something else), and lockbox names
+    ``lock-build``."""
     sources = sorted(set(from_source))
     pins = pinned(project)
     if sources and not pins:
-        message = (f"{len(sources)} packages are built from source ({', '.join(sources[:6])}"
-                   f"{', …' if len(sources) > 6 else ''}) but uv.lock pins none of their build "
-                   "dependencies: run `lockbox lock-build` in the project, review and commit "
-                   "the pins it writes to pyproject.toml and uv.lock")
-        if project.recipe.deps.hash is not None:
-            raise BuildPinsMissing(message + ", then build again")
-        progress.warning(message)
-        return False
+        raise BuildPinsMissing(
+            f"{len(sources)} packages are built from source ({', '.join(sources[:6])}"
+            f"{', …' if len(sources) > 6 else ''}) but uv.lock pins none of their build "
+            "dependencies, and builds run offline with only what is pinned: run `lockbox "
+            "lock-build` in the project, review and commit the pins it writes to "
+            "pyproject.toml and uv.lock, then build again")
     return bool(pins)
 
 
@@ -276,7 +275,7 @@ def lock_build(project: Project, store: Store, tools: Tools,
     interpreter = find_interpreter(project.recipe.python, project.requires_python,
                                    progress=progress)
     plan = make_plan(project, read_lock(project.lock_path), interpreter)
-    sources = plan.from_source()
+    sources = plan.from_source() + [source.label for source in project.recipe.deps.extra_sources]
     if not sources:
         progress.info("nothing is built from source: no build dependencies to pin")
         return {"built": [], "pins": {}, "found": {}}

@@ -317,7 +317,7 @@ def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]],
              progress: Progress) -> None:
     """Rebuild each entry of :data:`KINDS` as ``spec`` says, recording into ``results``
     each one's NAR hash and tree (relative to the rebuild's root), or why it was not."""
-    from lockbox.assemble import _assemble, _sandbox, deps_bytecode, read_sources
+    from lockbox.assemble import _assemble, _sandbox, deps_bytecode, layer_libraries, read_sources
     from lockbox.deps import build_deps
     from lockbox.errors import HashMismatch
     from lockbox.install import Tools
@@ -397,7 +397,8 @@ def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]],
                   interpreter, PythonEntry(registered_python, python.executable, reused=True),
                   app.path, content, work, sandbox, patchelf, link=True, hidden=[store.root],
                   progress=progress, log=root / "app-verify.log",
-                  bytecode=registered.get("bytecode"), checks=False)
+                  bytecode=registered.get("bytecode"), checks=False,
+                  host=layer_libraries(store, registered["deps"]))
         results["app"] = {"hash": nar_hash(content).sha256.sri, "tree": relative(content)}
 
 

@@ -1,14 +1,16 @@
 """The dependency phase: uv.lock in, one content-pinned dependency layer out.
 
-This is the only phase allowed on the network. It installs the locked third-party packages
-with uv (no workspace member: those are the application, assembled later), normalises and
+This is the only phase allowed on the network, and only its fetch step uses it, running no
+third-party code (:mod:`lockbox.fetch`); the builds run offline. It installs the locked
+third-party packages with uv (no workspace member: those are the application, assembled later), normalises and
 scrubs the environment into a layer (:mod:`lockbox.layer`), and checks the layer's NAR hash
 against the one the recipe declares (``deps.hash``). The declared hash pins every byte: a
 layer that hashes differently is kept aside for ``lockbox diff`` and never registered, and
 when a layer with the declared hash is already in the store nothing runs at all.
 
-Steps, in order: look up → plan (:mod:`lockbox.plan`) → fetch the extra sources
-(:mod:`lockbox.sources`) → install (:mod:`lockbox.install`) →
+Steps, in order: look up → plan (:mod:`lockbox.plan`) → fetch the locked files, the
+build pins and the extra sources (:mod:`lockbox.fetch`) → build and install, offline
+(:mod:`lockbox.install`) →
 normalise and scrub (:mod:`lockbox.layer`) → hash → compare with the declared hash → register.
 """
 
@@ -28,6 +30,7 @@ from lockbox.project import Project
 from lockbox.store import Entry, Store
 
 if TYPE_CHECKING:
+    from lockbox.buildroot import RootPins
     from lockbox.install import Tools
     from lockbox.interpreters import Interpreter
     from lockbox.layer import LayerReport
@@ -63,15 +66,20 @@ def lock_digest(project: Project) -> Sha256:
 
 
 def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
-               progress: Progress = silent) -> DepsResult:
+               progress: Progress = silent, *, root: RootPins | None = None) -> DepsResult:
     """Make (or find) the dependency layer of ``project`` in ``store``.
 
-    ``find_tools`` is called only when something must be built: a lookup needs no tools."""
+    ``find_tools`` is called only when something must be built: a lookup needs no tools.
+    ``root`` is the build root to compile in instead of the one ``lockbox.inputs.toml``
+    pins (while re-pinning it)."""
+    from lockbox.buildroot import pinned_root
     from lockbox.inputs import deps_inputs, inputs_key
 
     name = layer_name(project)
     declared = project.recipe.deps.hash
-    inputs = deps_inputs(project)
+    if root is None:
+        root = pinned_root(project)
+    inputs = deps_inputs(project, root)
     key = inputs_key(inputs)
     earlier: Mapping[str, Any] | None = None
     if declared is not None:
@@ -87,7 +95,7 @@ def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
                           "another toolchain: building again to compare")
         earlier = _declared_record(project, store, existing)
         if earlier is not None:
-            moved = _moved_before_building(earlier, inputs)
+            moved = _moved_before_building(earlier, inputs, root)
             if moved:
                 progress.warning("inputs moved since deps.hash was declared:\n" +
                                  "\n".join(f"  {line}" for line in moved))
@@ -112,6 +120,11 @@ def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
     from_source = plan.from_source()
     pinned = check_pinned(project, from_source, progress)
     tools = find_tools()
+    system = None
+    if root is not None:
+        from lockbox.buildroot import ensure_root
+
+        system = ensure_root(store, root, tools.sandbox, progress, project_dir=project.root)
     built = len(from_source)
     progress.info(
         f"installing {len(plan.installed) - len(plan.by_form('member'))} packages "
@@ -124,15 +137,19 @@ def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
         work = stage / "work"
         work.mkdir()
         installed = install(project, plan, interpreter, store, work, tools, progress,
-                            require_build_hashes=pinned)
+                            require_build_hashes=pinned, system=system)
         roots_list = build_roots(project, interpreter, store, tools.cache)
-        progress.info("recording the toolchain the builds read")
-        used = toolchain.record(
-            toolchain.trace_files(installed.traces)
-            | toolchain.tool_files(installed.compilers.values()),
-            skip=[*roots_list, str(interpreter.prefix), str(interpreter.prefix.resolve())],
-            compilers=installed.compilers,
-        ) if built else {"compilers": {}, "packages": {}, "files": {}}
+        if root is not None:
+            used = root.record()
+        elif built:
+            progress.info("recording the toolchain the builds read")
+            used = toolchain.record(
+                toolchain.trace_files(installed.traces)
+                | toolchain.tool_files(installed.compilers.values()),
+                skip=[*roots_list, str(interpreter.prefix), str(interpreter.prefix.resolve())],
+                compilers=installed.compilers)
+        else:
+            used = {"compilers": {}, "packages": {}, "files": {}}
         record = make_record(
             inputs, interpreter=str(interpreter.version), uv=str(tools.uv.version),
             lockbox=__version__, packages=_installed_versions(project, plan),
@@ -154,6 +171,8 @@ def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
             )
         entry = store.register(
             content, name=name, kind="deps", nar=nar,
+            # Built with it: the build root lives as long as the layer.
+            references=[system.path_name] if system else [],
             metadata=_metadata(project, plan, interpreter, tools, report, record),
         )
         store.remember_answer(entry, key, {"toolchain": used})
@@ -176,7 +195,8 @@ def stored_answer(store: Store, entry: Entry, key: str) -> Mapping[str, Any] | N
     if recorded is None:
         return None
     used = recorded.get("toolchain", {})
-    if summary({"toolchain": toolchain.current(used)}) != summary({"toolchain": used}):
+    # A build root is content-addressed and part of ``key``: nothing of the host to check.
+    if not used.get("root") and summary({"toolchain": toolchain.current(used)}) != summary({"toolchain": used}):
         return None
     return {**entry.inputs.get("record", {}), "toolchain": used}
 
@@ -195,9 +215,10 @@ def _declared_record(project: Project, store: Store, existing: Entry | None) -> 
     return None
 
 
-def _moved_before_building(earlier: Mapping[str, Any], inputs: Mapping[str, object]) -> list[str]:
+def _moved_before_building(earlier: Mapping[str, Any], inputs: Mapping[str, object],
+                           root: RootPins | None) -> list[str]:
     """What visibly moved before anything is built: the inputs, and the recorded toolchain
-    packages' versions on this machine."""
+    packages' versions on this machine (or in the build root)."""
     from lockbox.toolchain import installed_versions
 
     lines = []
@@ -205,7 +226,7 @@ def _moved_before_building(earlier: Mapping[str, Any], inputs: Mapping[str, obje
     for key in sorted(set(before) | set(inputs)):
         if before.get(key) != inputs.get(key):
             lines.append("uv.lock changed" if key == "lock" else f"{key} changed")
-    versions = installed_versions()
+    versions = root.versions() if root is not None else installed_versions()
     for package, state in sorted(earlier.get("toolchain", {}).get("packages", {}).items()):
         now = versions.get(package, "(not installed)")
         if now != state.get("version"):

@@ -208,3 +208,36 @@ class VerificationFailed(LockboxError):
         lines += [f"    {line}" for line in self.output.rstrip().splitlines()[-30:]]
         lines.append(f"the whole log is at {self.log}; nothing was registered")
         return "\n".join(lines)
+
+
+class DownloadGone(LockboxError):
+    """The server answered 404 or 410 for files a step must download: they are gone."""
+
+    def __init__(self, items: Sequence[object]) -> None:
+        self.items = tuple(items)
+        """The :class:`lockbox.download.Download` records the server no longer has."""
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        lines = [f"{len(self.items)} files are gone from where they were published (404/410):"]
+        lines += [f"  {getattr(item, 'label', '') or getattr(item, 'name', '')}: "
+                  f"{getattr(item, 'url', '')}" for item in self.items]
+        lines.append("the index no longer serves them; nothing was added to the store")
+        return "\n".join(lines)
+
+
+class DownloadFailed(LockboxError):
+    """Files could not be downloaded, or arrived with other bytes than pinned."""
+
+    def __init__(self, failures: Sequence[tuple[object, str]]) -> None:
+        self.failures = tuple(failures)
+        """Each :class:`lockbox.download.Download` that failed, with what went wrong."""
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        lines = [f"could not download {len(self.failures)} files:"]
+        lines += [f"  {getattr(item, 'label', '') or getattr(item, 'name', '')} "
+                  f"({getattr(item, 'url', '')}): {reason}" for item, reason in self.failures]
+        lines.append("check the network, proxy settings and the index URLs; nothing was "
+                     "added to the store")
+        return "\n".join(lines)

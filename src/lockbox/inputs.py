@@ -21,10 +21,13 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lockbox.hashes import Sha256
 from lockbox.project import Project
+
+if TYPE_CHECKING:
+    from lockbox.buildroot import RootPins
 
 INPUTS_FILE = "lockbox.inputs.toml"
 """The committed record of the inputs the declared ``deps.hash`` was built from."""
@@ -53,10 +56,11 @@ def uv_settings(project: Project) -> dict[str, Any]:
     return settings
 
 
-def deps_inputs(project: Project) -> dict[str, object]:
-    """What the dependency layer is built from, as known before building."""
+def deps_inputs(project: Project, root: RootPins | None = None) -> dict[str, object]:
+    """What the dependency layer is built from, as known before building; with ``root``,
+    the build root the sdists compile in (:mod:`lockbox.buildroot`), by its hash."""
     deps = project.recipe.deps
-    return {
+    inputs: dict[str, object] = {
         "lock": Sha256(hashlib.sha256(project.lock_path.read_bytes()).digest()).sri,
         "python": project.recipe.python or project.requires_python or "",
         "groups": sorted(deps.groups),
@@ -69,6 +73,11 @@ def deps_inputs(project: Project) -> dict[str, object]:
         "environment": {name: os.environ[name] for name in _COMPARED_VARIABLES[:5]
                         if name in os.environ},
     }
+    if root is not None:
+        inputs["build-root"] = root.hash.sri if root.hash else ""
+        # The host's compilers do not reach builds in a root.
+        inputs["environment"] = {}
+    return inputs
 
 
 def _plain(value: Any) -> Any:
@@ -148,9 +157,11 @@ def read_committed(project: Project) -> dict[str, Any] | None:
         return None
 
 
-def write_committed(project: Project, nar_hash: str, record: Mapping[str, Any]) -> Path:
+def write_committed(project: Project, nar_hash: str, record: Mapping[str, Any],
+                    root: RootPins | None = None) -> Path:
     """Write the record of the declared hash, keeping the build-dependency section that
-    ``lockbox lock-build`` owns."""
+    ``lockbox lock-build`` owns and the build root's pins (``lockbox lock-toolchain``),
+    or writing ``root``'s."""
     import tomlkit
 
     path = inputs_file(project)
@@ -166,6 +177,12 @@ def write_committed(project: Project, nar_hash: str, record: Mapping[str, Any]) 
         document[key] = _plain(value)
     if "build-requirements" in previous:
         document["build-requirements"] = previous["build-requirements"]
+    from lockbox.buildroot import SECTION
+
+    if root is not None:
+        document[SECTION] = root.to_toml()
+    elif SECTION in previous:
+        document[SECTION] = previous[SECTION]
     from lockbox.deps import write_atomically
 
     write_atomically(path, tomlkit.dumps(document), mode=0o644)
@@ -186,7 +203,7 @@ def drift(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
         lines += [f"uv.lock: {change}" for change in changes] or ["uv.lock changed"]
     else:
         lines += [f"installed: {change}" for change in changes]
-    for key, label in (("python", "python"), ("groups", "deps.groups"),
+    for key, label in (("build-root", "build root"), ("python", "python"), ("groups", "deps.groups"),
                        ("extras", "deps.extras"), ("exclude", "deps.exclude"),
                        ("build", "deps.build"), ("extra-sources", "deps.extra-sources"),
                        ("uv-settings", "[tool.uv]"), ("environment", "environment")):

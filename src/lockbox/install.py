@@ -1,11 +1,18 @@
-"""The install step of the dependency phase: ``uv sync`` in the sandbox.
+"""The build step of the dependency phase: uv installs uv.lock in the sandbox, offline.
 
-uv installs what uv.lock pins into an environment inside the store's staging area, which
-the sandbox (:mod:`lockbox.sandbox`) shows at a fixed path. Every build from source gets the
+The fetch step (:mod:`lockbox.fetch`) has downloaded every file the build needs, by hash;
+this step runs the build backends (third-party code) with no network at all. In the
+sandbox (:mod:`lockbox.sandbox`), which shows the store's staging area at a fixed path, uv
+checks that uv.lock is up to date, exports what ``uv sync`` would install as requirements
+with hashes, and installs exactly those into a new environment from the fetched files,
+building sdists with the pinned build dependencies only. Every build from source gets the
 same reproducibility settings — ``SOURCE_DATE_EPOCH``, ``PYTHONHASHSEED``, time zone and
 locale, path maps for C, C++ and Rust, compiler wrappers that map each build directory to a
 fixed name — and the recipe's per-package variables, which reach uv as
 ``extra-build-variables`` in a uv.toml that also carries the project's own uv settings.
+
+``lockbox lock-build``'s discovery install alone (:mod:`lockbox.buildpins`) runs
+``uv sync`` with the network: it must resolve build dependencies nothing pins yet.
 """
 
 from __future__ import annotations
@@ -13,9 +20,10 @@ from __future__ import annotations
 import os
 import tomllib
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tomlkit
 
@@ -25,12 +33,17 @@ from lockbox.progress import Progress, silent
 from lockbox.project import Project
 from lockbox.recipe import BuildEnv
 from lockbox.sandbox import BUILD_ROOT, REPRODUCIBLE_ENV, Sandbox, check_variables
-from lockbox.store import Store
-from lockbox.uv import SyncRequest, Uv
+from lockbox.store import Entry, Store
+from lockbox.uv import OfflineInstall, SyncRequest, Uv
+
+if TYPE_CHECKING:
+    from lockbox.fetch import Fetched
 
 
 CACHE = BUILD_ROOT / "uv-cache"
 """Where the sandboxed build sees the uv cache: the store's own, or the one bound there."""
+FETCHED = BUILD_ROOT / "fetched"
+"""Where the sandboxed build sees the files fetched for it (:mod:`lockbox.fetch`)."""
 
 
 @dataclass(frozen=True)
@@ -58,9 +71,10 @@ def default_uv_cache(environ: Mapping[str, str]) -> Path | None:
     return None
 
 
-def cache_key(project: Project) -> str:
-    """What the store's uv cache is keyed by: the installed compilers and -dev packages,
-    uv.lock's build pins and the recipe's per-package build variables."""
+def cache_key(project: Project, system: str | None = None) -> str:
+    """What the store's uv cache is keyed by: the installed compilers and -dev packages
+    (or ``system``, the build root's hash, when the builds run in one), uv.lock's build
+    pins and the recipe's per-package build variables."""
     import hashlib
     import json
 
@@ -68,7 +82,7 @@ def cache_key(project: Project) -> str:
     from lockbox.buildpins import pinned
 
     build = {name: [dict(env.env), list(env.path)] for name, env in project.recipe.deps.build.items()}
-    text = json.dumps([toolchain.fingerprint(), pinned(project), build], sort_keys=True)
+    text = json.dumps([system or toolchain.fingerprint(), pinned(project), build], sort_keys=True)
     return "k" + hashlib.sha256(text.encode()).hexdigest()[:15]
 
 
@@ -94,23 +108,29 @@ class Installed:
 def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store, work: Path,
             tools: Tools, progress: Progress = silent, *,
             require_build_hashes: bool = False,
-            discovery: list[str] | None = None) -> Installed:
+            discovery: list[str] | None = None,
+            system: Entry | None = None) -> Installed:
     """Install the locked third-party packages into ``work/venv``, ``work`` being a
     directory in one of ``store``'s staging areas.
 
     With ``discovery`` (a list to collect uv's log in) the install is lock-build's
     unpinned one (:mod:`lockbox.buildpins`): uv.lock taken as it is, an empty uv cache of
     its own so that every sdist is built, one build at a time, every log line kept.
-    With ``require_build_hashes`` any build dependency uv.lock does not pin is an error."""
+    With ``require_build_hashes`` any build dependency uv.lock does not pin is an error.
+    With ``system`` (a ``toolchain`` entry, :mod:`lockbox.buildroot`) everything runs in
+    that build root: its compiler, headers and libraries, not the host's."""
     deps = project.recipe.deps
     inside = BUILD_ROOT / work.relative_to(store.work_dir)
     (work / "tmp").mkdir()
     # The cache is split by the toolchain and the build pins: uv would otherwise hand back
     # a wheel built under other headers or build dependencies. The part's path is the same
     # for the store's cache and one bound from elsewhere, and mapped to a fixed name.
-    cache = CACHE / cache_key(project)
+    cache = CACHE / cache_key(project, system.nar_hash.sri if system else None)
     env = {
         **host_environment(),
+        # In a build root only its programs, the interpreter and uv are there; the host's
+        # home is not.
+        **({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(inside / "tmp")} if system else {}),
         "UV_CACHE_DIR": str(cache),
         "UV_PROJECT_ENVIRONMENT": str(inside / "venv"),
         "UV_PYTHON_DOWNLOADS": "never",
@@ -123,7 +143,8 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
             f"--remap-path-prefix={old}={new}" for old, new in _path_maps(interpreter, cache)
         )),
     }
-    wrappers, compilers = _compiler_wrappers(work, inside, interpreter, cache)
+    wrappers, compilers = _compiler_wrappers(work, inside, interpreter, cache,
+                                             host=system is None)
     env.update(wrappers)
     if discovery is not None:
         (work / "uv-cache").mkdir()
@@ -135,11 +156,10 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
     varied = check_variables()
     # Excluded packages too: an extra source usually stands in for one.
     built = sorted({*plan.from_source(), *deps.exclude})
+    variables = {name: varied for name in built} if varied else {}
     if deps.build or varied:
         config = work / "uv.toml"
-        config.write_text(uv_config(project, deps.build, env,
-                                     {name: varied for name in built} if varied else {}),
-                          encoding="utf-8")
+        config.write_text(uv_config(project, deps.build, env, variables), encoding="utf-8")
     request = SyncRequest(
         python=interpreter.executable,
         groups=deps.groups,
@@ -150,32 +170,51 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
         frozen=discovery is not None,
         verbose=discovery is not None,
     )
-    extra = _fetch_extra_sources(project, store, progress)
-    # What of the store's working directory the builds see: their own staging area, the
-    # cache and the fetched sources; not the records, keys or other builds.
-    visible = [work.parent, store.work_dir / "uv-cache", store.work_dir / "sources"]
+    fetched = None
+    if discovery is None:
+        from lockbox.fetch import fetch_dependencies
 
-    def run_uv(argv: list[str]) -> None:
+        fetched = fetch_dependencies(project, plan, store, work, progress)
+        env["UV_OFFLINE"] = "1"
+    # What of the store's working directory the builds see: their own staging area, the
+    # cache and the fetched sources; not the records, keys or other builds. In place of
+    # every file fetched, the ones fetched for this build, read-only, at a fixed path (uv
+    # caches what it unpacks by the path it came from).
+    visible = [work.parent, store.work_dir / "uv-cache", store.work_dir / "sources"]
+    shown: list[Path | tuple[Path, Path]] = [project.root, *_named_paths(project, plan)]
+    if fetched is not None:
+        shown.append((fetched.links, FETCHED))
+
+    def run_uv(argv: list[str], explain: Callable[[str], Exception] | None = None) -> None:
         sandboxed = tools.sandbox.wrap(
             argv, root=store.work_dir, cwd=project.root, keep=visible,
             binds=[(tools.cache, CACHE)] if tools.cache else [],
-            read_only=[project.root, *_named_paths(project, plan)])
+            read_only=[*shown, *(_mounted_in_root(interpreter, tools) if system else [])],
+            network=discovery is not None, system=system.path if system else None)
         def on_line(line: str) -> None:
             if discovery is not None:
                 discovery.append(line)
             _forward_uv_line(line, progress)
 
-        tools.uv.sync(sandboxed, cwd=project.root, env=env, progress=progress, on_line=on_line)
+        tools.uv.sync(sandboxed, cwd=project.root, env=env, progress=progress, on_line=on_line,
+                      explain=explain)
 
     old_umask = os.umask(0o022)
     try:
-        run_uv(tools.uv.sync_argv(request))
-        if extra and discovery is None:
-            progress.info(f"installing {len(extra)} extra sources")
-            run_uv(tools.uv.pip_install_argv(
-                inside / "venv" / "bin" / "python",
-                [BUILD_ROOT / path.relative_to(store.work_dir) for path in extra],
-                config_file=request.config_file))
+        if fetched is None:
+            run_uv(tools.uv.sync_argv(request))
+            # The extra sources' build dependencies are part of the build set too.
+            from lockbox.fetch import fetch_extra_sources
+
+            extra = fetch_extra_sources(project, store, progress)
+            if extra:
+                run_uv(tools.uv.pip_install_argv(
+                    inside / "venv" / "bin" / "python",
+                    [BUILD_ROOT / path.relative_to(store.work_dir) for path in extra],
+                    config_file=request.config_file, verbose=True))
+        else:
+            _install_offline(project, store, work, request, fetched, env, variables, tools,
+                             run_uv, require_build_hashes, progress)
     finally:
         os.umask(old_umask)
     # Recorded as every build saw them, less what differs per build or per host: the
@@ -189,6 +228,14 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
         compilers=compilers,
         traces=work / "trace",
     )
+
+
+def _mounted_in_root(interpreter: Interpreter, tools: Tools) -> list[Path]:
+    """What of the host a build root shows besides the project: the interpreter's prefix
+    (where its executable is, and where that link leads) and uv."""
+    paths = {interpreter.prefix, interpreter.prefix.resolve(), tools.uv.executable,
+             tools.uv.executable.resolve()}
+    return sorted(path for path in paths if path.exists())
 
 
 def _named_paths(project: Project, plan: Plan) -> list[Path]:
@@ -208,14 +255,49 @@ def _named_paths(project: Project, plan: Plan) -> list[Path]:
     return sorted(path for path in found if path.exists() and not path.is_relative_to(root))
 
 
-def _fetch_extra_sources(project: Project, store: Store, progress: Progress) -> list[Path]:
-    """Each of the recipe's extra sources, fetched (once) and checked against its hash."""
-    if not project.recipe.deps.extra_sources:
-        return []
-    from lockbox.sources import fetch
+def _install_offline(project: Project, store: Store, work: Path, request: SyncRequest,
+                     fetched: Fetched, env: Mapping[str, str],
+                     variables: Mapping[str, Mapping[str, str]], tools: Tools,
+                     run_uv: Callable[..., None], require_build_hashes: bool,
+                     progress: Progress) -> None:
+    """The build step, every command without network: check that uv.lock is up to date
+    (``uv lock --check``, what ``uv sync --locked`` checks), export what ``uv sync`` would
+    install as requirements with hashes, and install exactly that into a new environment
+    from the fetched files, building sdists with the pinned build dependencies only."""
+    from lockbox.buildpins import pinned
+    from lockbox.fetch import localise
+    from lockbox.uv import explain_lock_check
 
-    return [fetch(source, store.work_dir / "sources", progress)
-            for source in project.recipe.deps.extra_sources]
+    inside = BUILD_ROOT / work.relative_to(store.work_dir)
+    run_uv(tools.uv.lock_check_argv(request), explain_lock_check)
+    run_uv(tools.uv.export_argv(request, inside / "exported.txt"))
+    # URL and git sources are installed from what was fetched for them.
+    links = {name: (FETCHED / path.relative_to(fetched.links) if path.is_relative_to(fetched.links)
+                    else inside / path.relative_to(work)).as_uri()
+             for name, path in fetched.local.items()}
+    (work / "requirements.txt").write_text(
+        localise((work / "exported.txt").read_text(encoding="utf-8"), links), encoding="utf-8")
+    pins = pinned(project)
+    constraints = None
+    if pins:
+        constraints = work / "build-constraints.txt"
+        constraints.write_text("".join(
+            f"{name}=={pin['version']}" + "".join(f" --hash={h}" for h in pin["hashes"]) + "\n"
+            for name, pin in sorted(pins.items())), encoding="utf-8")
+    (work / "uv-offline.toml").write_text(uv_config(
+        project, project.recipe.deps.build, env, variables, offline=True), encoding="utf-8")
+    offline = OfflineInstall(
+        links=FETCHED, config_file=inside / "uv-offline.toml",
+        build_constraints=inside / "build-constraints.txt" if constraints else None,
+        require_build_hashes=require_build_hashes)
+    python = inside / "venv" / "bin" / "python"
+    run_uv(tools.uv.venv_argv(request.python, inside / "venv"))
+    run_uv(tools.uv.pip_sync_argv(python, inside / "requirements.txt", offline))
+    if fetched.extra:
+        progress.info(f"installing {len(fetched.extra)} extra sources")
+        run_uv(tools.uv.pip_install_argv(
+            python, [BUILD_ROOT / path.relative_to(store.work_dir) for path in fetched.extra],
+            offline))
 
 
 _WRAPPER = """\
@@ -242,7 +324,7 @@ _WRAPPER_VARIABLES = {"CFLAGS": RECIPE_CFLAGS, "CXXFLAGS": RECIPE_CXXFLAGS}
 
 
 def _compiler_wrappers(work: Path, inside: Path, interpreter: Interpreter,
-                       cache: Path) -> tuple[dict[str, str], dict[str, str]]:
+                       cache: Path, host: bool = True) -> tuple[dict[str, str], dict[str, str]]:
     """``CC`` and ``CXX`` pointing at wrappers of the compilers the builds would use (the
     environment's, else the interpreter's), keeping their extra words (``-pthread``).
 
@@ -250,7 +332,8 @@ def _compiler_wrappers(work: Path, inside: Path, interpreter: Interpreter,
     ``CFLAGS`` from the environment *instead of* the interpreter's (``-O3 -DNDEBUG -g``…),
     so setting it would build every extension unoptimised, with assertions on.
 
-    Returns the variables and the compilers wrapped (``cc``/``c++`` → command)."""
+    Returns the variables and the compilers wrapped (``cc``/``c++`` → command). Not
+    ``host``: in a build root, whose compilers the host's ``CC``/``CXX`` do not name."""
     directory = work / "bin"
     directory.mkdir()
     (work / "trace").mkdir()
@@ -259,12 +342,13 @@ def _compiler_wrappers(work: Path, inside: Path, interpreter: Interpreter,
     compilers = {}
     for variable, wrapper, default, extra in (("CC", "cc", "gcc", RECIPE_CFLAGS),
                                               ("CXX", "c++", "g++", RECIPE_CXXFLAGS)):
-        configured = os.environ.get(variable) or interpreter.sysconfig.get(variable) or default
+        configured = ((os.environ.get(variable) if host else None)
+                      or interpreter.sysconfig.get(variable) or default)
         if configured == "None":
             configured = default
         compiler, _, words = configured.partition(" ")
         path = directory / wrapper
-        link_trace = '-Wl,--dependency-file="$trace.ld"' if _linker_traces(compiler) else ""
+        link_trace = '-Wl,--dependency-file="$trace.ld"' if host and _linker_traces(compiler) else ""
         path.write_text(_WRAPPER.format(compiler=compiler, extra=extra, maps=maps,
                                         trace=inside / "trace", link_trace=link_trace))
         path.chmod(0o755)
@@ -335,8 +419,15 @@ def build_roots(project: Project, interpreter: Interpreter, store: Store,
     return sorted(roots)
 
 
+_INDEX_KEYS = ("index", "index-url", "extra-index-url", "find-links", "no-index",
+               "index-strategy", "keyring-provider", "allow-insecure-host")
+"""uv settings that name where packages come from: not given to the offline build, which
+installs from the fetched files only."""
+
+
 def uv_config(project: Project, build: Mapping[str, BuildEnv], env: Mapping[str, str],
-               extra: Mapping[str, Mapping[str, str]] | None = None) -> str:
+              extra: Mapping[str, Mapping[str, str]] | None = None, *,
+              offline: bool = False) -> str:
     """A uv.toml with the project's own uv settings plus each package's build variables.
 
     uv reads no project settings at all once it is given a configuration file, so the
@@ -345,10 +436,13 @@ def uv_config(project: Project, build: Mapping[str, BuildEnv], env: Mapping[str,
     ``CFLAGS`` and ``CXXFLAGS`` go to the compiler wrappers, which add them to the flags
     the build would use anyway (setuptools would otherwise drop the interpreter's); other
     variables (``LDFLAGS``, ``CPPFLAGS``, which setuptools adds) are set as they are, and
-    its path goes before ``PATH``. ``extra`` adds variables to packages' builds as they are."""
+    its path goes before ``PATH``. ``extra`` adds variables to packages' builds as they are.
+    ``offline`` leaves out the settings of indexes (:data:`_INDEX_KEYS`)."""
     from lockbox.inputs import uv_settings
 
     settings = uv_settings(project)
+    if offline:
+        settings = {key: value for key, value in settings.items() if key not in _INDEX_KEYS}
     variables: dict[str, dict[str, str]] = {
         package: dict(values) for package, values in settings.get("extra-build-variables", {}).items()
     }

@@ -63,6 +63,16 @@ class ExtraSource:
 
 
 @dataclass(frozen=True)
+class Toolchain:
+    """The build root the dependency phase compiles in (:mod:`lockbox.buildroot`)."""
+
+    packages: tuple[str, ...] = ()
+    """Debian packages the builds need besides the compiler (``-dev`` packages)."""
+    distribution: str | None = None
+    """The Debian release they come from; None for the host's."""
+
+
+@dataclass(frozen=True)
 class Deps:
     """The fixed-output dependency layer."""
 
@@ -78,6 +88,9 @@ class Deps:
     """Per-package build environment, by normalised package name."""
     extra_sources: tuple[ExtraSource, ...] = ()
     """Installed after uv.lock's packages, each pinned by its own hash."""
+    toolchain: Toolchain | None = None
+    """With ``[deps.toolchain]``, sdists are built in a root of pinned Debian packages
+    instead of against the host's compiler and headers."""
 
 
 @dataclass(frozen=True)
@@ -331,7 +344,7 @@ def parse_recipe(
 def _deps(reader: _Reader, data: object) -> Deps:
     path: KeyPath = ("deps",)
     table = reader.table(data, path, ("hash", "groups", "extras", "exclude", "build",
-                                      "extra-sources"))
+                                      "extra-sources", "toolchain"))
     declared = None
     text = reader.string(table, path, "hash")
     if text is not None:
@@ -367,7 +380,27 @@ def _deps(reader: _Reader, data: object) -> Deps:
         exclude=tuple(canonical_name(n) for n in reader.strings(table, path, "exclude")),
         build=build,
         extra_sources=_extra_sources(reader, table.get("extra-sources", [])),
+        toolchain=_toolchain(reader, table["toolchain"]) if "toolchain" in table else None,
     )
+
+
+_DEBIAN_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+\Z")
+
+
+def _toolchain(reader: _Reader, data: object) -> Toolchain:
+    path: KeyPath = ("deps", "toolchain")
+    table = reader.table(data, path, ("packages", "distribution"))
+    packages = reader.strings(table, path, "packages")
+    for index, name in enumerate(packages):
+        if not _DEBIAN_NAME.match(name):
+            reader.problem(path + ("packages", index), f"{name!r} is not a Debian package name")
+    distribution = reader.string(table, path, "distribution")
+    from lockbox.buildroot import ARCHIVES
+
+    if distribution is not None and distribution not in ARCHIVES:
+        reader.problem(path + ("distribution",), f"{distribution!r} is not one of "
+                       f"{', '.join(sorted(ARCHIVES))}")
+    return Toolchain(packages=packages, distribution=distribution)
 
 
 _COMMIT = re.compile(r"[0-9a-f]{40}\Z")
@@ -561,6 +594,10 @@ def recipe_as_dict(recipe: Recipe) -> dict[str, Any]:
          if value is not None}
         for source in recipe.deps.extra_sources
     ]
+    if recipe.deps.toolchain is not None:
+        deps["toolchain"] = {"packages": list(recipe.deps.toolchain.packages)}
+        if recipe.deps.toolchain.distribution is not None:
+            deps["toolchain"]["distribution"] = recipe.deps.toolchain.distribution
     result: dict[str, Any] = {"project": str(recipe.project)}
     if recipe.name is not None:
         result["name"] = recipe.name

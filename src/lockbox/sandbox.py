@@ -10,8 +10,10 @@ cache being one mount, uv can hardlink from its cache instead of copying. The ho
 always :data:`HOSTNAME` (a new UTS namespace): a build that records it records the same
 name on every machine. The build code is third-party and treated as hostile
 (docs/security.md): it sees the host read-only, without capabilities, in its own PID
-namespace, and nothing of the store's records; the network is the host's, since the
-dependency phase downloads.
+namespace, and nothing of the store's records; and no network: the dependency phase
+fetches everything before (:mod:`lockbox.fetch`), running no third-party code while it
+does. Only ``lockbox lock-build``'s unpinned builds, which must resolve build
+dependencies, keep the host's network.
 
 The assembly phase runs its commands in two other sandboxes, both offline: new network
 (loopback only), PID, IPC and UTS namespaces, a new session, a clean environment, and
@@ -234,11 +236,14 @@ class Sandbox:
 
     def wrap(self, argv: Sequence[str | os.PathLike[str]], *, root: Path, cwd: Path,
              keep: Sequence[Path], binds: Sequence[tuple[Path, Path]] = (),
-             read_only: Sequence[Path] = ()) -> list[str]:
+             read_only: Sequence[Path | tuple[Path, Path]] = (),
+             network: bool = True, system: Path | None = None) -> list[str]:
         """``argv`` run with ``root`` (the store's working directory) mounted at
         :data:`BUILD_ROOT`, of which only the paths of ``keep`` (the build's staging area,
         the uv cache, fetched sources) are visible, each ``(host, inside)`` of ``binds``
-        mounted over a directory inside it, in ``cwd``, with the host name :data:`HOSTNAME`.
+        mounted over a directory inside it, each of ``read_only`` (a path, or ``(host,
+        inside)``) mounted read-only, in ``cwd``, with the host name :data:`HOSTNAME`; with
+        ``network=False`` in a new network namespace (loopback only).
 
         The command is third-party build code. It sees the host read-only, with fresh
         ``/tmp``, ``/var/tmp``, ``/run``, ``/dev`` and ``/proc``; it has no capabilities
@@ -246,13 +251,32 @@ class Sandbox:
         cannot see, signal or trace the host's processes, nor reach their file systems
         through ``/proc``). Of the store it sees its entries read-only; the database, keys,
         records, roots and other builds' staging areas are hidden, at their own path and
-        under :data:`BUILD_ROOT`. It keeps the host's network (the dependency phase
-        downloads) and can read what root can read where not hidden."""
-        command = [
-            os.fspath(self.executable), "--ro-bind", "/", "/", "--dev", "/dev",
+        under :data:`BUILD_ROOT`. It can read what root can read where not hidden; it keeps
+        the host's network only when ``network`` (lock-build's unpinned builds).
+
+        With ``system`` (a build root, :mod:`lockbox.buildroot`) it sees not the host's
+        file system but that root's system directories, read-only, and of the host only
+        what is mounted: ``read_only`` (the interpreter, uv, the project), the store's
+        directory and the build root."""
+        command = [os.fspath(self.executable)]
+        if system is None:
+            command += ["--ro-bind", "/", "/"]
+        else:
+            from lockbox.buildroot import SYSTEM
+
+            for part in SYSTEM:
+                path = system / part
+                if path.is_symlink():
+                    command += ["--symlink", os.readlink(path), f"/{part}"]
+                elif path.is_dir():
+                    command += ["--ro-bind", os.fspath(path), f"/{part}"]
+        command += [
+            "--dev", "/dev",
             "--proc", "/proc", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-            "--hostname", HOSTNAME, "--cap-drop", "ALL", "--new-session", "--die-with-parent",
-            "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", *_private_run(),
+            "--hostname", HOSTNAME, *([] if network else ["--unshare-net"]),
+            "--cap-drop", "ALL", "--new-session", "--die-with-parent",
+            "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
+            *(_private_run() if system is None else ["--tmpfs", "/run"]),
             # The store's entries, even where a fresh /tmp hid them; its records hidden.
             "--ro-bind", os.fspath(root.parent), os.fspath(root.parent),
             "--tmpfs", os.fspath(root),
@@ -266,8 +290,9 @@ class Sandbox:
         for host, inside in binds:
             (root / inside.relative_to(BUILD_ROOT)).mkdir(parents=True, exist_ok=True)
             command += ["--bind", os.fspath(host), os.fspath(inside)]
-        for path in read_only:
-            command += ["--ro-bind", os.fspath(path), os.fspath(path)]
+        for mount in read_only:
+            host, inside = mount if isinstance(mount, tuple) else (mount, mount)
+            command += ["--ro-bind", os.fspath(host), os.fspath(inside)]
         command += ["--chdir", os.fspath(cwd), "--"]
         return command + [os.fspath(arg) for arg in argv]
 

@@ -121,16 +121,24 @@ def _download(url: str, target: Path) -> Sha256:
 
 
 def _clone(source: ExtraSource, target: Path, progress: Progress) -> None:
+    assert source.git is not None and source.rev is not None
+    checkout(source.git, source.rev, target, progress)
+    shutil.rmtree(target / ".git")
+
+
+def checkout(repository: str, rev: str, target: Path, progress: Progress = silent) -> str:
+    """Clone ``repository`` into ``target`` and check out ``rev`` (detached); return the
+    commit checked out. No code of the repository runs: clone hooks come from git's own
+    templates, and filters only from configuration the repository cannot set."""
     from lockbox.run import run
 
-    assert source.git is not None and source.rev is not None
     git = ["git", "-c", "advice.detachedHead=false"]
     try:
-        run([*git, "clone", "--quiet", "--no-checkout", source.git, str(target)],
+        run([*git, "clone", "--quiet", "--no-checkout", repository, str(target)],
             progress=progress)
-        run([*git, "-C", str(target), "checkout", "--quiet", "--detach", source.rev],
+        run([*git, "-C", str(target), "checkout", "--quiet", "--detach", rev],
             progress=progress)
+        return run([*git, "-C", str(target), "rev-parse", "HEAD"], progress=progress).stdout.strip()
     except ToolFailed as error:
-        raise SourceError(f"cannot check out {source.git} at {source.rev}: "
+        raise SourceError(f"cannot check out {repository} at {rev}: "
                           f"{error.stderr.strip()}") from None
-    shutil.rmtree(target / ".git")

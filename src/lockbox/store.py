@@ -64,8 +64,8 @@ from lockbox.progress import Progress, silent
 if TYPE_CHECKING:
     import ctypes
 
-KINDS = ("source", "python", "deps", "bytecode", "libraries", "app")
-"""What an entry can be: an imported tree, an interpreter, a dependency layer, the compiled
+KINDS = ("source", "toolchain", "python", "deps", "bytecode", "libraries", "app")
+"""What an entry can be: an imported tree, a build root of Debian packages, an interpreter, a dependency layer, the compiled
 bytecode of a dependency layer, an app."""
 
 _SCHEMA_VERSION = 2  # 2 added the seals table

@@ -283,7 +283,9 @@ def summary(recorded: Mapping[str, object]) -> dict[str, object]:
     """What of a record goes into the committed inputs file: compilers, each package's
     version and digest, unowned files' digests. A summary is its own summary."""
     files = dict(recorded.get("files", {}))  # type: ignore[call-overload]
+    root = {"root": recorded["root"]} if recorded.get("root") else {}
     return {
+        **root,
         "compilers": dict(recorded.get("compilers", {})),  # type: ignore[call-overload]
         "packages": {name: {"version": p["version"], "digest": p["digest"]}
                      for name, p in dict(recorded.get("packages", {})).items()},  # type: ignore[call-overload]

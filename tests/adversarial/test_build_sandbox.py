@@ -1,5 +1,8 @@
 """A dependency's build backend is hostile: what it can reach while the dependency phase runs.
 
+It has no network: not the host's loopback (a listener the test starts there), not even
+name resolution.
+
 The sdist's setup.py tries each attack while uv builds it, as root, and writes what happened
 into the module it installs; the test reads the layer and the host afterwards.
 """
@@ -58,6 +61,8 @@ attempt("proc_root", lambda: write("/proc/%d/root%s" % (PLAN["sleeper"], PLAN["d
 attempt("remount", lambda: subprocess.run(["mount", "-o", "remount,rw", "/"], check=True,
                                           capture_output=True))
 attempt("var_tmp_socket", lambda: socket.socket(socket.AF_UNIX).connect(PLAN["socket"]))
+attempt("connect_host", lambda: socket.create_connection(("127.0.0.1", PLAN["port"]), timeout=5).close())
+attempt("resolve_name", lambda: socket.getaddrinfo("pypi.org", 443))
 with open("lbt_probe.py", "w") as module:
     module.write("FOUND = " + repr(json.dumps(found)) + "\\n")
 setup(py_modules=["lbt_probe"])
@@ -72,6 +77,8 @@ class Attack:
     database: Path
     sleeper: subprocess.Popen[bytes]
     store: Path
+    connected: bool
+    """Whether the host's TCP listener was ever connected to."""
 
 
 def lockbox(*args: str | Path, store: Path) -> subprocess.CompletedProcess[str]:
@@ -99,11 +106,17 @@ def attack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attack]:
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(sockets / "socket"))
     listener.listen()
+    # A TCP listener on the host's loopback: the build has no network, not even this one.
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen()
+    tcp.setblocking(False)
     sleeper = subprocess.Popen(["sleep", "600"])
     plan = {"decoy": str(decoy), "entry_file": str(entry / "file"),
             "database": str(store / ".lockbox" / "db.sqlite"), "store": str(store),
             "records": str(store / ".lockbox" / "shortcuts"), "other_stage": str(other),
-            "sleeper": sleeper.pid, "socket": str(sockets / "socket")}
+            "sleeper": sleeper.pid, "socket": str(sockets / "socket"),
+            "port": tcp.getsockname()[1]}
     index = root / "index"
     index.mkdir()
     write_sdist(index, "lbt_probe", "1.0", {"setup.py": _SETUP.format(plan=json.dumps(plan))})
@@ -131,17 +144,30 @@ def attack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attack]:
             (other / "secret").write_text("another build")
             pinned = lockbox("lock-build", project, store=store)
             assert pinned.returncode == 0, pinned.stderr
+            # lock-build's discovery build keeps the network (docs/security.md): what it
+            # reached does not count, the build's does.
+            while True:
+                try:
+                    tcp.accept()[0].close()
+                except BlockingIOError:
+                    break
             built = lockbox("build", "--deps-only", project, store=store)
             assert built.returncode == 0, built.stderr
         layer = Path(built.stdout.strip())
         module = next(layer.glob("lib/python3.12/site-packages/lbt_probe.py"))
         namespace: dict[str, str] = {}
         exec(module.read_text(), namespace)
+        try:
+            tcp.accept()
+            connected = True
+        except BlockingIOError:
+            connected = False
         yield Attack(json.loads(namespace["FOUND"]), decoy, entry / "file",
-                     store / ".lockbox" / "db.sqlite", sleeper, store)
+                     store / ".lockbox" / "db.sqlite", sleeper, store, connected)
     finally:
         sleeper.kill()
         listener.close()
+        tcp.close()
         for child in sockets.iterdir():
             child.unlink()
         sockets.rmdir()
@@ -150,10 +176,18 @@ def attack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attack]:
 @pytest.mark.parametrize("name", [
     "read_records", "read_records_inside", "read_other_staging", "read_other_staging_inside",
     "signal_host", "proc_root", "remount", "var_tmp_socket", "store_entry", "store_root",
+    "connect_host", "resolve_name",
 ])
 def test_the_build_cannot(attack: Attack, name: str) -> None:
     outcome, detail = attack.found[name]
     assert outcome == "refused", f"{name}: {detail}"
+
+
+def test_the_build_has_no_network_at_all(attack: Attack) -> None:
+    assert not attack.connected  # the host's listener never saw a connection
+    # 127.0.0.1 is the sandbox's own loopback, where nothing listens.
+    assert attack.found["connect_host"][1].startswith("ConnectionRefusedError")
+    assert attack.found["resolve_name"][1].startswith("gaierror")
 
 
 def test_what_it_wrote_reached_nothing_on_the_host(attack: Attack) -> None:

@@ -99,6 +99,10 @@ def make_project(root: Path, url: str, dependencies: list[str], imports: list[st
         """))
     subprocess.run(["uv", "lock", "--python", str(PYTHON)], cwd=root, check=True,
                    capture_output=True, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+    # Builds run offline from what is pinned: the sdists' build dependencies are pinned
+    # first, as a user would commit them.
+    pinned = lockbox("lock-build", root, store=root.parent / "pinning-store")
+    assert pinned.returncode == 0, pinned.stderr
     return root
 
 

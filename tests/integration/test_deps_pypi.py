@@ -34,12 +34,18 @@ def test_a_pypi_project_builds_into_a_working_layer(tmp_path: Path) -> None:
     ))
     subprocess.run(["uv", "lock", "--python", str(python)], cwd=project, check=True,
                    capture_output=True, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+    # markupsafe is built offline: its build dependencies must be pinned to be fetched.
+    pinned = subprocess.run(
+        [sys.executable, "-m", "lockbox", "--store", str(tmp_path / "store"), "lock-build",
+         str(project)], capture_output=True, text=True)
+    assert pinned.returncode == 0, pinned.stderr
     result = subprocess.run(
         [sys.executable, "-m", "lockbox", "--store", str(tmp_path / "store"), "build",
          "--deps-only", str(project)],
         capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr
+    assert "were already there" in result.stderr  # everything was fetched before the build
     assert "Building markupsafe==3.0.2" in result.stderr
     site = Path(result.stdout.strip()) / "lib" / "python3.12" / "site-packages"
     assert list((site / "markupsafe").glob("_speedups.cpython-312-*.so"))

@@ -39,12 +39,37 @@ def lockbox(*args: str | Path, store: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+# The host's headers and compiler, hidden from the build (a private mount namespace): the
+# example compiles in its build root of pinned Debian packages, so the declared hash holds
+# whatever -dev packages and compiler this machine has, or none.
+HIDDEN = ("/usr/include", "/usr/lib/gcc")
+
+
+def hiding_host_toolchain(*argv: str | Path) -> list[str]:
+    mounts = " && ".join(f"mount -t tmpfs lockbox-hidden {path}" for path in HIDDEN)
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            f'{mounts} && exec "$@"', "sh", *map(str, argv)]
+
+
 @pytest.fixture(scope="module")
 def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Example]:
     store = tmp_path_factory.mktemp("example") / "store"
-    output = lockbox("build", EXAMPLE, store=store)
+    output = subprocess.run(
+        hiding_host_toolchain(sys.executable, "-m", "lockbox", "--store", store, "build", EXAMPLE),
+        capture_output=True, text=True,
+        env={k: v for k, v in os.environ.items() if k != "LOCKBOX_UV_CACHE"},
+    )
     assert output.returncode == 0, output.stderr[-5000:]
     yield Example(store, Path(output.stdout.strip()), output)
+
+
+def test_the_host_toolchain_was_hidden_and_the_build_root_used(example: Example) -> None:
+    check = subprocess.run(hiding_host_toolchain("sh", "-c", "find /usr/include /usr/lib/gcc -mindepth 1 | wc -l"),
+                           capture_output=True, text=True, check=True)
+    assert check.stdout.strip() == "0"  # what the build saw of the host's toolchain
+    assert "making the build root" in example.output.stderr
+    roots = [line for line in example.output.stderr.splitlines() if line.startswith("build root:")]
+    assert roots and "packages" in roots[0]
 
 
 def test_the_example_builds_with_its_declared_layer_and_passes_every_check(example: Example) -> None:

@@ -73,6 +73,15 @@ def test_url_and_git_sources_are_checked_and_installed(tmp_path: Path) -> None:
             hash = "{tree_hash}"
             """)
         store = tmp_path / "store"
+        # Their builds run offline: their build dependencies must be pinned and fetched.
+        unpinned = lockbox("build", "--deps-only", project, store=store)
+        assert unpinned.returncode == 1
+        assert "the build dependency setuptools of from" in unpinned.stderr
+        assert "was not fetched" in unpinned.stderr
+        assert "lockbox lock-build" in unpinned.stderr
+        pinned = lockbox("lock-build", project, store=store)
+        assert pinned.returncode == 0, pinned.stderr
+        assert "setuptools==" in (project / "pyproject.toml").read_text()
         result = lockbox("build", "--deps-only", project, store=store)
         assert result.returncode == 0, result.stderr
         assert "installing 2 extra sources" in result.stderr

@@ -60,3 +60,14 @@ def test_the_c_wrapper_adds_recipe_flags_and_path_maps_to_the_real_compiler(tmp_
                              text=True, check=True).stdout
     assert "/lockbox/src" in strings
     assert str(tmp_path) not in strings
+
+
+def test_the_offline_config_names_no_index(make_project: Callable[..., Path]) -> None:
+    root = make_project('\n[tool.uv]\nfind-links = ["http://127.0.0.1:9/"]\n'
+                        'index-url = "http://127.0.0.1:9/simple"\nno-binary-package = ["lxml"]\n')
+    project = load_project(root)
+    online = tomllib.loads(uv_config(project, {}, {}))
+    offline = tomllib.loads(uv_config(project, {}, {}, offline=True))
+    assert online["find-links"] == ["http://127.0.0.1:9/"] and "index-url" in online
+    assert "find-links" not in offline and "index-url" not in offline
+    assert offline["no-binary-package"] == ["lxml"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from packaging.version import Version
 
 from lockbox.errors import BuildFailed, LockOutdated, NetworkError, ToolFailed
-from lockbox.uv import SyncRequest, Uv, explain_failure
+from lockbox.uv import OfflineInstall, SyncRequest, Uv, explain_failure, explain_lock_check
 
 UV = Uv(Path("/opt/uv"), Version("0.13.9"))
 
@@ -83,3 +83,47 @@ def test_stale_lock_and_network_failures() -> None:
     assert "127.0.0.1:9" in str(network)
     other = explain_failure("error: something new\n")
     assert isinstance(other, ToolFailed) and "something new" in str(other)
+
+
+def test_the_offline_build_checks_exports_and_syncs_from_the_fetched_files_only() -> None:
+    request = SyncRequest(python=Path("/py"), groups=("docs",), extras=("s3",),
+                          exclude=("opencontainers",), config_file=Path("/b/uv.toml"))
+    assert UV.lock_check_argv(request) == ["/opt/uv", "lock", "--check", "--offline",
+                                           "--python", "/py", "--config-file", "/b/uv.toml"]
+    assert UV.export_argv(request, Path("/b/out.txt")) == [
+        "/opt/uv", "export", "--frozen", "--offline", "--no-emit-project", "--no-emit-workspace",
+        "--no-header", "--no-annotate", "--output-file", "/b/out.txt", "--no-dev",
+        "--group", "docs", "--extra", "s3", "--no-emit-package", "opencontainers"]
+    offline = OfflineInstall(Path("/b/fetched"), Path("/b/offline.toml"), Path("/b/bc.txt"), True)
+    assert UV.pip_sync_argv(Path("/b/venv/bin/python"), Path("/b/req.txt"), offline) == [
+        "/opt/uv", "pip", "sync", "--python", "/b/venv/bin/python", "--offline", "--no-index",
+        "--find-links", "/b/fetched", "--config-file", "/b/offline.toml",
+        "--build-constraints", "/b/bc.txt", "--require-build-hashes",
+        "--preview-features", "build-dependency-hashes", "/b/req.txt"]
+
+
+UNFETCHED_BUILD_DEPENDENCY = """\
+   Building lbt-gamma @ file:///tmp/exp/gco
+error: Failed to build `lbt-gamma @ file:///tmp/exp/gco`
+  cause: Failed to resolve requirements from `build-system.requires`
+  cause: No solution found when resolving: `setuptools>=68`
+  cause: Because setuptools was not found in the provided package locations and you require setuptools==80.9.0, we can conclude that your requirements are unsatisfiable.
+"""
+
+
+def test_a_build_dependency_that_was_not_fetched_names_lock_build() -> None:
+    from lockbox.buildpins import BuildPinsMissing
+
+    error = explain_failure(UNFETCHED_BUILD_DEPENDENCY)
+    assert isinstance(error, BuildPinsMissing)
+    assert "setuptools of lbt-gamma was not fetched" in str(error)
+    assert "no network" in str(error) and "lockbox lock-build" in str(error)
+
+
+def test_an_offline_lock_check_that_must_resolve_means_a_stale_lock() -> None:
+    output = ("error: No solution found when resolving dependencies\n  cause: Because "
+              "lbt-alpha was not found in the cache and your project depends on lbt-alpha, "
+              "we can conclude that your project's requirements are unsatisfiable.\n\nhint: "
+              "Packages were unavailable because the network was disabled.\n")
+    assert isinstance(explain_lock_check(output), LockOutdated)
+    assert not isinstance(explain_lock_check("error: something new\n"), LockOutdated)

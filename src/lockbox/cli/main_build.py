@@ -147,6 +147,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "build dependency not pinned."
         ),
     )
+    lock_toolchain = subparsers.add_parser(
+        "lock-toolchain",
+        help="pin the build root's Debian packages to what the archive offers now",
+        description=(
+            "Resolve the build root of PROJECT's [deps.toolchain] (the compiler, libc6-dev, "
+            "make, pkg-config, Debian's essential set, the libraries the interpreter loads "
+            "and the recipe's packages, with everything they depend on) against the Debian "
+            "archive as it is today, make that root, build the dependency layer in it, and "
+            "show each package version that moves and the deps.hash it gives; then write "
+            "the pins ([build-root] in lockbox.inputs.toml) and the new deps.hash. Nothing "
+            "is written before the new layer is built."
+        ),
+    )
+    add_project_argument(lock_toolchain)
+    lock_toolchain.add_argument("--dry-run", action="store_true",
+                                help="show what would change, write nothing")
+    lock_toolchain.set_defaults(handler=run_lock_toolchain)
     add_project_argument(lock_build)
     lock_build.set_defaults(handler=run_lock_build)
 
@@ -362,7 +379,9 @@ def _remember(context: Context, project: Project, store: Store, deps: DepsResult
         return
     from lockbox import toolchain
 
-    inputs = [*map(str, project.consulted), *map(str, identity_paths()),
+    from lockbox.inputs import inputs_file
+
+    inputs = [*map(str, project.consulted), *map(str, identity_paths()), str(inputs_file(project)),
               *toolchain.paths((deps.record or {}).get("toolchain", {}))]
     outputs = [str(deps.entry.path)]
     result = deps.entry.path
@@ -388,6 +407,7 @@ def _interpreters(store: Store, app: Entry) -> list[Entry]:
 
 
 def run_lock_hash(args: argparse.Namespace, context: Context) -> int:
+    from lockbox.buildroot import pinned_root
     from lockbox.deps import build_deps, layer_name, stored_answer, write_declared_hash
     from lockbox.inputs import deps_inputs, inputs_key, write_committed
     from lockbox.project import load_project
@@ -396,7 +416,8 @@ def run_lock_hash(args: argparse.Namespace, context: Context) -> int:
     with context.open_store() as store:
         # The last layer answers if it was built from these inputs with this toolchain.
         entry = store.latest("deps", layer_name(project))
-        record = stored_answer(store, entry, inputs_key(deps_inputs(project))) if entry else None
+        key = inputs_key(deps_inputs(project, pinned_root(project)))
+        record = stored_answer(store, entry, key) if entry else None
         if entry is None or record is None:
             unpinned = _without_declared_hash(project)
             result = build_deps(unpinned, store, lambda: _find_tools(context), context.progress)
@@ -408,6 +429,61 @@ def run_lock_hash(args: argparse.Namespace, context: Context) -> int:
         return 0
     written = write_declared_hash(project, entry.nar_hash)
     context.info(f"wrote deps.hash = \"{entry.nar_hash}\" to {written}")
+    return 0
+
+
+def run_lock_toolchain(args: argparse.Namespace, context: Context) -> int:
+    from lockbox import buildroot
+    from lockbox.deps import build_deps, write_declared_hash
+    from lockbox.errors import ProjectError
+    from lockbox.inputs import inputs_file, read_committed, write_committed
+    from lockbox.interpreters import find_interpreter
+    from lockbox.project import load_project
+
+    project = load_project(args.project)
+    wanted = project.recipe.deps.toolchain
+    if wanted is None:
+        raise ProjectError(f"{project.recipe.source or project.root / 'pyproject.toml'} has no "
+                           "[deps.toolchain]: add one (e.g. packages = [\"libpq-dev\"]) to build "
+                           "in a root of pinned Debian packages")
+    where = inputs_file(project)
+    try:
+        old = buildroot.read_pins(read_committed(project), where)
+    except buildroot.BuildRootError as error:
+        context.warning(f"{error}; pinning anew")
+        old = None
+    distribution = wanted.distribution or (old.distribution if old else buildroot.host_distribution())
+    interpreter = find_interpreter(project.recipe.python, project.requires_python,
+                                   progress=context.progress)
+    new = buildroot.resolve(wanted.packages, distribution, interpreter, context.progress)
+    moved = buildroot.changes(old, new)
+    context.info(f"build root of Debian {distribution}: {len(new.packages)} packages, "
+                 f"{len(moved)} changed")
+    for line in moved:
+        context.info(f"  {line}")
+    if old is not None and not moved and old.requested == new.requested and old.hash:
+        new = dataclasses.replace(new, hash=old.hash)
+    tools = _find_tools(context)
+    with context.open_store() as store:
+        root = buildroot.ensure_root(store, new, tools.sandbox, context.progress,
+                                     project_dir=project.root)
+        new = dataclasses.replace(new, hash=root.nar_hash)
+        if old is not None and old.hash is not None and old.hash != new.hash:
+            context.info(f"build root hash: {old.hash} → {new.hash}")
+        result = build_deps(_without_declared_hash(project), store, lambda: tools,
+                            context.progress, root=new)
+    declared = project.recipe.deps.hash
+    if declared == result.hash:
+        context.info(f"deps.hash stays {result.hash}")
+    else:
+        context.info(f"deps.hash: {declared or '(none)'} → {result.hash}")
+    if args.dry_run:
+        context.info("--dry-run: nothing written")
+        return 0
+    written = write_committed(project, result.hash.sri, result.record or {}, root=new)
+    context.info(f"wrote the build root's pins and what the layer was built from to {written}")
+    if declared != result.hash:
+        context.info(f"wrote deps.hash = \"{result.hash}\" to {write_declared_hash(project, result.hash)}")
     return 0
 
 

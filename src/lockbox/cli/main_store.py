@@ -13,7 +13,7 @@ from lockbox.cli.context import Context
 if TYPE_CHECKING:
     from lockbox.store import Entry
 
-KINDS = ("source", "python", "deps", "bytecode", "libraries", "app")  # lockbox.store.KINDS; a test keeps them equal
+KINDS = ("source", "toolchain", "python", "deps", "bytecode", "libraries", "app")  # lockbox.store.KINDS; a test keeps them equal
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
