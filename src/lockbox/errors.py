@@ -122,7 +122,9 @@ class ToolFailed(LockboxError):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        lines = [f"command failed with exit code {self.returncode}: {' '.join(self.argv)}"]
+        from lockbox.run import shown
+
+        lines = [f"command failed with exit code {self.returncode}: {shown(self.argv)}"]
         for label, text in (("stdout", self.stdout), ("stderr", self.stderr)):
             if text.strip():
                 lines.append(f"  {label}:")
