@@ -349,17 +349,9 @@ def interpreter_packages(interpreter: Interpreter) -> list[str]:
 
 def changes(old: RootPins | None, new: RootPins) -> list[str]:
     """One line per package whose pin moved."""
-    before = old.versions() if old else {}
-    after = new.versions()
-    lines = []
-    for name in sorted(set(before) | set(after)):
-        if name not in before:
-            lines.append(f"+ {name} {after[name]}")
-        elif name not in after:
-            lines.append(f"- {name} {before[name]}")
-        elif before[name] != after[name]:
-            lines.append(f"{name} {before[name]} → {after[name]}")
-    return lines
+    from lockbox.inputs import version_changes
+
+    return version_changes(old.versions() if old else {}, new.versions())
 
 
 # Making -----------------------------------------------------------------------------------------

@@ -198,7 +198,7 @@ def drift(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     old, new = summary(old), summary(new)
     lines: list[str] = []
     old_inputs, new_inputs = old.get("inputs", {}), new.get("inputs", {})
-    changes = _versions(old.get("packages", {}), new.get("packages", {}))
+    changes = version_changes(old.get("packages", {}), new.get("packages", {}))
     if old_inputs.get("lock") != new_inputs.get("lock"):
         lines += [f"uv.lock: {change}" for change in changes] or ["uv.lock changed"]
     else:
@@ -209,7 +209,7 @@ def drift(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
                        ("uv-settings", "[tool.uv]"), ("environment", "environment")):
         if old_inputs.get(key) != new_inputs.get(key):
             lines.append(f"{label}: {_show(old_inputs.get(key))} → {_show(new_inputs.get(key))}")
-    lines += [f"build set: {c}" for c in _versions(old.get("build-set", {}), new.get("build-set", {}))]
+    lines += [f"build set: {c}" for c in version_changes(old.get("build-set", {}), new.get("build-set", {}))]
     for key in ("interpreter", "uv", "lockbox"):
         if old.get(key) and old.get(key) != new.get(key):
             lines.append(f"{key}: {old.get(key)} → {new.get(key)}")
@@ -252,7 +252,8 @@ def _toolchain_drift(old: Mapping[str, Any], new: Mapping[str, Any],
     return lines
 
 
-def _versions(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+def version_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    """One line per name whose version differs: ``+ a 1``, ``- b 2``, ``c 1 → 2``."""
     lines = []
     for name in sorted(set(old) | set(new)):
         if name not in old:
