@@ -70,8 +70,11 @@ def main() -> int:
 
     lockbox = str(Path(sys.executable).with_name("lockbox"))
     store = WORK / "store"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LOCKBOX_UV_CACHE", "PYTHONDONTWRITEBYTECODE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LOCKBOX_UV_CACHE", "PYTHONDONTWRITEBYTECODE")
+    }
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}")
     WORK.mkdir(parents=True, exist_ok=True)
     plain = copy_example("project", verify=False)
@@ -83,30 +86,49 @@ def main() -> int:
 
     print("building the dependency layer (compiles four sdists the first time) …", flush=True)
     deps = run([lockbox, "--quiet", "--store", store, "build", "--deps-only", plain], env=env)
-    run([lockbox, "--quiet", "--store", store, "store", "root", "bench-deps",
-         deps.stdout.strip()], env=env)
+    run(
+        [lockbox, "--quiet", "--store", store, "store", "root", "bench-deps", deps.stdout.strip()],
+        env=env,
+    )
     target = WORK / "copy"
     # The interpreter's entry and the layer's bytecode are made by the first build; root them
     # too, so that gc between runs leaves them (in use, the application's root keeps them).
     build(plain)
-    listing = json.loads(run([lockbox, "--quiet", "--store", store, "store", "ls", "--json"],
-                             env=env).stdout)
+    listing = json.loads(
+        run([lockbox, "--quiet", "--store", store, "store", "ls", "--json"], env=env).stdout
+    )
     for entry in listing:
         if entry["kind"] in ("python", "bytecode"):
-            run([lockbox, "--quiet", "--store", store, "store", "root",
-                 f"bench-{entry['kind']}", entry["path"]], env=env)
+            run(
+                [
+                    lockbox,
+                    "--quiet",
+                    "--store",
+                    store,
+                    "store",
+                    "root",
+                    f"bench-{entry['kind']}",
+                    entry["path"],
+                ],
+                env=env,
+            )
 
     def settle() -> None:
         # A build roots its application under its name; drop that root so gc removes it.
-        run([lockbox, "--quiet", "--store", store, "store", "unroot", "gatekeeper"], env=env,
-            check=False)
+        run(
+            [lockbox, "--quiet", "--store", store, "store", "unroot", "gatekeeper"],
+            env=env,
+            check=False,
+        )
         run([lockbox, "--quiet", "--store", store, "gc"], env=env)
         shutil.rmtree(target, ignore_errors=True)
         os.sync()
 
     overall = True
-    for label, project, gated in (("assembly, no checks", plain, True),
-                                  ("assembly with the example's 13 checks", checked, False)):
+    for label, project, gated in (
+        ("assembly, no checks", plain, True),
+        ("assembly with the example's 13 checks", checked, False),
+    ):
         ours: list[float] = []
         peer: list[float] = []
         settle()
@@ -123,10 +145,14 @@ def main() -> int:
         ratio = ours_median / peer_median
         size = int(run(["du", "-sb", "--apparent-size", target]).stdout.split()[0])
         print(f"{label} ({size / 1e6:.1f} MB)")
-        print(f"  lockbox build: median {ours_median:7.3f} s  runs "
-              f"{' '.join(f'{t:.3f}' for t in ours)}")
-        print(f"  cp -a:         median {peer_median:7.3f} s  runs "
-              f"{' '.join(f'{t:.3f}' for t in peer)}")
+        print(
+            f"  lockbox build: median {ours_median:7.3f} s  runs "
+            f"{' '.join(f'{t:.3f}' for t in ours)}"
+        )
+        print(
+            f"  cp -a:         median {peer_median:7.3f} s  runs "
+            f"{' '.join(f'{t:.3f}' for t in peer)}"
+        )
         if gated:
             verdict = "PASS" if ratio <= TARGET else "FAIL"
             overall = overall and ratio <= TARGET

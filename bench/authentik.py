@@ -57,8 +57,13 @@ NOOP_TARGET = 1.0
 
 # Import names of the workspace members and the project, for the stand-in packages.
 STAND_INS = {
-    "packages/ak-guardian": ["guardian", "guardian/conf", "guardian/management",
-                             "guardian/management/commands", "guardian/migrations"],
+    "packages/ak-guardian": [
+        "guardian",
+        "guardian/conf",
+        "guardian/management",
+        "guardian/management/commands",
+        "guardian/migrations",
+    ],
     "packages/django-channels-postgres": ["django_channels_postgres"],
     "packages/django-dramatiq-postgres": ["django_dramatiq_postgres"],
     "packages/django-postgres-cache": ["django_postgres_cache"],
@@ -78,13 +83,15 @@ def prepare_project(where: Path) -> Path:
             directory = project / member / package
             directory.mkdir(parents=True)
             (directory / "__init__.py").write_text(
-                f'"""Stand-in for {package.replace("/", ".")}: the fixture has no code."""\n')
+                f'"""Stand-in for {package.replace("/", ".")}: the fixture has no code."""\n'
+            )
     (project / "lifecycle" / "ak.py").write_text("def main():\n    print('ak stand-in')\n")
     return project
 
 
-def measured(argv: Sequence[str | os.PathLike[str]], env: dict[str, str],
-             cwd: Path | None = None) -> tuple[float, int]:
+def measured(
+    argv: Sequence[str | os.PathLike[str]], env: dict[str, str], cwd: Path | None = None
+) -> tuple[float, int]:
     """Wall seconds and peak resident memory (KiB, from GNU time) of one run."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as out:
         start = time.perf_counter()
@@ -97,8 +104,11 @@ def measured(argv: Sequence[str | os.PathLike[str]], env: dict[str, str],
 def median_line(label: str, runs: list[tuple[float, int]]) -> tuple[float, float]:
     wall = statistics.median(r[0] for r in runs)
     peak = statistics.median(r[1] for r in runs) / 1024
-    print(f"  {label:8} median {wall:8.3f} s  peak {peak:7.1f} MiB  runs "
-          + " ".join(f"{w:.3f}s/{m / 1024:.0f}MiB" for w, m in runs), flush=True)
+    print(
+        f"  {label:8} median {wall:8.3f} s  peak {peak:7.1f} MiB  runs "
+        + " ".join(f"{w:.3f}s/{m / 1024:.0f}MiB" for w, m in runs),
+        flush=True,
+    )
     return wall, peak
 
 
@@ -123,9 +133,11 @@ def layer_stats(layer: Path, entry: dict, app: dict) -> None:
     scrubbed = entry["inputs"]["scrubbed"]
     bundled = app["inputs"]["metadata"]["bundled"]
     print(f"layer: {entry['narHash']}")
-    print(f"  {len(entry['inputs']['packages'])} distributions (+ extra sources "
-          f"{entry['inputs'].get('extra-sources', [])}), {files} files, "
-          f"{size / 1e6:.1f} MB, {elfs} ELF files")
+    print(
+        f"  {len(entry['inputs']['packages'])} distributions (+ extra sources "
+        f"{entry['inputs'].get('extra-sources', [])}), {files} files, "
+        f"{size / 1e6:.1f} MB, {elfs} ELF files"
+    )
     print(f"  scrubbed {scrubbed['occurrences']} references in {scrubbed['files']} files")
     print(f"  bundled libraries in the application: {len(bundled)}: {', '.join(sorted(bundled))}")
     print("  unsatisfied libraries: 0 (the recipe ignores none; the build resolved every one)")
@@ -133,8 +145,9 @@ def layer_stats(layer: Path, entry: dict, app: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cold-runs", type=int, default=1,
-                        help="timed cold runs of each, minutes each (default 1)")
+    parser.add_argument(
+        "--cold-runs", type=int, default=1, help="timed cold runs of each, minutes each (default 1)"
+    )
     parser.add_argument("--warm-runs", type=int, default=3, help="timed warm runs (default 3)")
     parser.add_argument("--noop-runs", type=int, default=11, help="timed no-op runs (default 11)")
     args = parser.parse_args()
@@ -164,21 +177,34 @@ def main() -> int:
     # 2. Build B: another path, store and cache.
     other = prepare_project(WORK / "b")
     print("build B: the layer again, another path, store and uv cache …", flush=True)
-    run([lockbox, "--quiet", "--store", WORK / "b" / "store", "build", "--deps-only", other],
-        env=base_env)
-    again = json.loads(run([lockbox, "--store", WORK / "b" / "store", "store", "ls",
-                            "--json"]).stdout)
+    run(
+        [lockbox, "--quiet", "--store", WORK / "b" / "store", "build", "--deps-only", other],
+        env=base_env,
+    )
+    again = json.loads(
+        run([lockbox, "--store", WORK / "b" / "store", "store", "ls", "--json"]).stdout
+    )
     hash_b = next(e for e in again if e["kind"] == "deps")["narHash"]
     same = hash_b == deps["narHash"]
-    print(f"  {hash_b}: {'identical' if same else 'DIFFERENT'} "
-          f"({'PASS' if same else 'FAIL'})")
+    print(f"  {hash_b}: {'identical' if same else 'DIFFERENT'} ({'PASS' if same else 'FAIL'})")
     shutil.rmtree(WORK / "b")
 
     # 3. Cold and warm, interleaved, against uv sync into a fresh venv.
     cache = store / ".lockbox" / "uv-cache"
     env = {**base_env, "UV_CACHE_DIR": str(cache)}
-    peer = [uv, "sync", "--quiet", "--frozen", "--no-install-project", "--no-install-workspace",
-            "--no-dev", "--no-install-package", "opencontainers", "--python", str(python)]
+    peer = [
+        uv,
+        "sync",
+        "--quiet",
+        "--frozen",
+        "--no-install-project",
+        "--no-install-workspace",
+        "--no-dev",
+        "--no-install-package",
+        "opencontainers",
+        "--python",
+        str(python),
+    ]
     venv = WORK / "venv"
     ours_argv = [lockbox, "--quiet", "--store", store, "build", "--deps-only", project]
 
@@ -189,8 +215,9 @@ def main() -> int:
 
     results = {}
     for label, empty, runs in (("cold", True, args.cold_runs), ("warm", False, args.warm_runs)):
-        print(f"{label}: {'empty' if empty else 'warm'} uv cache, no layer / a fresh venv",
-              flush=True)
+        print(
+            f"{label}: {'empty' if empty else 'warm'} uv cache, no layer / a fresh venv", flush=True
+        )
         ours, theirs = [], []
         for _ in range(runs):
             reset(empty)
@@ -198,10 +225,11 @@ def main() -> int:
             reset(empty)
             theirs.append(measured(peer, {**env, "UV_PROJECT_ENVIRONMENT": str(venv)}, project))
         results[label] = (median_line("lockbox", ours), median_line("uv sync", theirs))
-    cold_ok = verdict("cold lockbox/uv", results["cold"][0][0], results["cold"][1][0],
-                      COLD_TARGET)
-    print(f"  ratio warm lockbox/uv: {results['warm'][0][0] / results['warm'][1][0]:.3f} "
-          "(recorded; the target is the cold build's)")
+    cold_ok = verdict("cold lockbox/uv", results["cold"][0][0], results["cold"][1][0], COLD_TARGET)
+    print(
+        f"  ratio warm lockbox/uv: {results['warm'][0][0] / results['warm'][1][0]:.3f} "
+        "(recorded; the target is the cold build's)"
+    )
 
     # 4. No-op rebuild.
     run([lockbox, "--quiet", "--store", store, "lock-hash", project], env=env)
@@ -216,8 +244,12 @@ def main() -> int:
     for _ in range(args.noop_runs):
         ours.append(measured([lockbox, "--quiet", "--store", store, "build", project], env))
         theirs.append(measured(peer, {**env, "UV_PROJECT_ENVIRONMENT": str(venv)}, project))
-    noop_ok = verdict("no-op lockbox/uv", median_line("lockbox", ours)[0],
-                      median_line("uv sync", theirs)[0], NOOP_TARGET)
+    noop_ok = verdict(
+        "no-op lockbox/uv",
+        median_line("lockbox", ours)[0],
+        median_line("uv sync", theirs)[0],
+        NOOP_TARGET,
+    )
     print(f"overall: {'PASS' if same and cold_ok and noop_ok else 'FAIL'}")
     return 0
 

@@ -59,16 +59,25 @@ def main() -> int:
                 times.append(time.perf_counter() - start)
                 size = entry.nar_size
             shutil.rmtree(work / f"store-{run}-{len(times) - 1}", ignore_errors=True)
-        print(f"  run {run + 1}: pin {resolving[-1]:.1f} s, make (download) {first[-1]:.1f} s, "
-              f"make (files kept) {again[-1]:.1f} s", flush=True)
+        print(
+            f"  run {run + 1}: pin {resolving[-1]:.1f} s, make (download) {first[-1]:.1f} s, "
+            f"make (files kept) {again[-1]:.1f} s",
+            flush=True,
+        )
     debs = sum(p.size for p in pins.packages)
-    print(f"build root of {len(pins.packages)} packages: {debs / 1e6:.1f} MB of .deb files, "
-          f"{size / 1e6:.0f} MB unpacked (NAR)")
-    for label, times in (("pinning (resolve against the archive)", resolving),
-                         ("making, .deb files downloaded", first),
-                         ("making, .deb files already fetched", again)):
-        print(f"{label}: median {statistics.median(times):.1f} s  runs "
-              f"{' '.join(f'{t:.1f}' for t in times)}")
+    print(
+        f"build root of {len(pins.packages)} packages: {debs / 1e6:.1f} MB of .deb files, "
+        f"{size / 1e6:.0f} MB unpacked (NAR)"
+    )
+    for label, times in (
+        ("pinning (resolve against the archive)", resolving),
+        ("making, .deb files downloaded", first),
+        ("making, .deb files already fetched", again),
+    ):
+        print(
+            f"{label}: median {statistics.median(times):.1f} s  runs "
+            f"{' '.join(f'{t:.1f}' for t in times)}"
+        )
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -97,8 +97,10 @@ def prepare_example(lockbox: str, store: Path, env: dict[str, str]) -> Path:
     print("making the build root (untimed) …", flush=True)
     with Store.open(store) as opened:
         entry = buildroot.ensure_root(opened, pins, Sandbox.find(), project_dir=project)
-    run([lockbox, "--quiet", "--store", store, "store", "root", "bench-build-root", entry.path],
-        env=env)
+    run(
+        [lockbox, "--quiet", "--store", store, "store", "root", "bench-build-root", entry.path],
+        env=env,
+    )
     return project
 
 
@@ -116,8 +118,10 @@ def prepare_project(lockbox: str, store: Path, env: dict[str, str]) -> Path:
     # The cold builds are timed with the root present: `gc` between them must keep it.
     listing = json.loads(run([lockbox, "--store", store, "store", "ls", "--json"], env=env).stdout)
     roots = [entry["path"] for entry in listing if entry["kind"] == "toolchain"]
-    run([lockbox, "--quiet", "--store", store, "store", "root", "bench-build-root", roots[-1]],
-        env=env)
+    run(
+        [lockbox, "--quiet", "--store", store, "store", "root", "bench-build-root", roots[-1]],
+        env=env,
+    )
     return project
 
 
@@ -143,15 +147,27 @@ def report(label: str, ours: list[float], peer: list[float], target: float | Non
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cold-runs", type=int, default=3,
-                        help="timed runs of each with an empty uv cache, minutes each (default 3)")
-    parser.add_argument("--warm-runs", type=int, default=5,
-                        help="timed runs of each with the uv cache filled (default 5)")
-    parser.add_argument("--repeat-runs", type=int, default=10,
-                        help="timed repeat runs of each (default 10)")
-    parser.add_argument("--example", action="store_true",
-                        help="the bundled example (10 packages, the same four sdists, build "
-                             "pins and build root committed) instead of authentik's lock")
+    parser.add_argument(
+        "--cold-runs",
+        type=int,
+        default=3,
+        help="timed runs of each with an empty uv cache, minutes each (default 3)",
+    )
+    parser.add_argument(
+        "--warm-runs",
+        type=int,
+        default=5,
+        help="timed runs of each with the uv cache filled (default 5)",
+    )
+    parser.add_argument(
+        "--repeat-runs", type=int, default=10, help="timed repeat runs of each (default 10)"
+    )
+    parser.add_argument(
+        "--example",
+        action="store_true",
+        help="the bundled example (10 packages, the same four sdists, build "
+        "pins and build root committed) instead of authentik's lock",
+    )
     args = parser.parse_args()
 
     uv = str(which("uv", "run scripts/setup first"))
@@ -165,9 +181,18 @@ def main() -> int:
     # An installed lockbox has its bytecode; let Python write it rather than compile each run.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     project = (prepare_example if args.example else prepare_project)(lockbox, store, env)
-    peer_argv = [uv, "sync", "--quiet", "--frozen", "--no-install-project", "--no-install-workspace",
-                 "--no-dev", *([] if args.example else ["--no-install-package", "opencontainers"]),
-                 "--python", str(python)]
+    peer_argv = [
+        uv,
+        "sync",
+        "--quiet",
+        "--frozen",
+        "--no-install-project",
+        "--no-install-workspace",
+        "--no-dev",
+        *([] if args.example else ["--no-install-package", "opencontainers"]),
+        "--python",
+        str(python),
+    ]
     uv_version = run([uv, "--version"]).stdout.strip()
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}")
     label = "examples/gatekeeper" if args.example else f"{FIXTURE.name} (authentik's lock)"
@@ -194,9 +219,11 @@ def main() -> int:
     def settled(action: Callable[[], object]) -> Callable[[], object]:
         """Run ``action`` (untimed), then flush the page cache's dirty pages, so that the
         next timed run does not pay for the writeback of the one before."""
+
         def prepare() -> None:
             action()
             os.sync()
+
         return prepare
 
     results = {}
@@ -216,10 +243,16 @@ def main() -> int:
             peer.append(timed(peer_cold))
             print(f"  {label}: lockbox {ours[-1]:.2f} s, uv sync {peer[-1]:.2f} s", flush=True)
         results[label] = (ours, peer)
-    cold_ok = report("cold layer build (empty uv cache, no layer in the store / fresh venv)",
-                     *results["cold"], COLD_TARGET)
-    report("warm: the same with the uv cache filled (recorded; the target is the cold build's)",
-           *results["warm"], None)
+    cold_ok = report(
+        "cold layer build (empty uv cache, no layer in the store / fresh venv)",
+        *results["cold"],
+        COLD_TARGET,
+    )
+    report(
+        "warm: the same with the uv cache filled (recorded; the target is the cold build's)",
+        *results["warm"],
+        None,
+    )
 
     run([lockbox, "--quiet", "--store", store, "lock-hash", project], env=env)
     venv = scratch / "venv-repeat"
@@ -231,11 +264,17 @@ def main() -> int:
     run([lockbox, "--quiet", "--store", store, "build", "--deps-only", project], env=env)
     ours, peer = [], []
     for _ in range(args.repeat_runs):
-        ours.append(timed(lambda: run([lockbox, "--quiet", "--store", store, "build",
-                                       "--deps-only", project], env=env)))
+        ours.append(
+            timed(
+                lambda: run(
+                    [lockbox, "--quiet", "--store", store, "build", "--deps-only", project], env=env
+                )
+            )
+        )
         peer.append(timed(lambda: run(peer_argv, cwd=project, env=peer_env)))
-    repeat_ok = report("repeat build (declared hash in the store / up-to-date venv)", ours, peer,
-                       REPEAT_TARGET)
+    repeat_ok = report(
+        "repeat build (declared hash in the store / up-to-date venv)", ours, peer, REPEAT_TARGET
+    )
     shutil.rmtree(scratch, ignore_errors=True)
     print(f"overall: {'PASS' if cold_ok and repeat_ok else 'FAIL'}")
     return 0

@@ -57,8 +57,17 @@ def build_tree(tree: Path) -> None:
     env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
     run([uv, "venv", "--quiet", "--python", INTERPRETER, staging], env=env)
     run(
-        [uv, "pip", "install", "--quiet", "--python", staging / "bin" / "python",
-         "--link-mode", "copy", *PACKAGES],
+        [
+            uv,
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            staging / "bin" / "python",
+            "--link-mode",
+            "copy",
+            *PACKAGES,
+        ],
         env=env,
     )
     staging.rename(tree)

@@ -50,17 +50,22 @@ def main() -> int:
     lockbox = str(Path(sys.executable).with_name("lockbox"))
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}")
     print("building the example (compiles four sdists the first time) …", flush=True)
-    app = Path(run([lockbox, "--quiet", "--store", STORE, "build", EXAMPLE], env=env)
-               .stdout.strip())
+    app = Path(
+        run([lockbox, "--quiet", "--store", STORE, "build", EXAMPLE], env=env).stdout.strip()
+    )
     entries = json.loads(run([lockbox, "--store", STORE, "store", "ls", "--json"]).stdout)
     references = next(entry["references"] for entry in entries if entry["path"] == str(app))
-    closure = [app, *(Path(entry["path"]) for entry in entries
-                      if Path(entry["path"]).name in references)]
+    closure = [
+        app,
+        *(Path(entry["path"]) for entry in entries if Path(entry["path"]).name in references),
+    ]
     WORK.mkdir(parents=True, exist_ok=True)
     output = WORK / "gatekeeper.tar"
     size = int(run(["du", "-scb", "--apparent-size", *closure]).stdout.split()[-2])
-    print(f"closure: {', '.join(path.name for path in closure)}; {size / 1e6:.1f} MB "
-          "(du, hardlinks counted once)")
+    print(
+        f"closure: {', '.join(path.name for path in closure)}; {size / 1e6:.1f} MB "
+        "(du, hardlinks counted once)"
+    )
 
     def settle() -> None:
         output.unlink(missing_ok=True)
@@ -76,8 +81,13 @@ def main() -> int:
         return time.perf_counter() - start
 
     image = [lockbox, "--quiet", "--store", STORE, "image", EXAMPLE, "-o", output]
-    floor = ["bash", "-c", "tar -cf - -C / "
-             + " ".join(str(path).lstrip("/") for path in closure) + " | sha256sum >/dev/null"]
+    floor = [
+        "bash",
+        "-c",
+        "tar -cf - -C / "
+        + " ".join(str(path).lstrip("/") for path in closure)
+        + " | sha256sum >/dev/null",
+    ]
     timed(image)  # warm-up: the page cache holds the closure for every run after it
     results: dict[str, list[float]] = {"cold": [], "none": [], "kept": [], "floor": []}
     for _ in range(args.runs):
@@ -88,15 +98,22 @@ def main() -> int:
         results["none"].append(timed([*image, "--no-compress"]))
         results["floor"].append(timed(floor))
     medians = {name: statistics.median(times) for name, times in results.items()}
-    for name, label in (("cold", "lockbox image (gzip)"),
-                        ("none", "lockbox image --no-compress"),
-                        ("kept", "lockbox image, layers kept"), ("floor", "tar | sha256sum")):
-        print(f"  {label:<28} median {medians[name]:6.3f} s  runs "
-              f"{' '.join(f'{t:.3f}' for t in results[name])}")
+    for name, label in (
+        ("cold", "lockbox image (gzip)"),
+        ("none", "lockbox image --no-compress"),
+        ("kept", "lockbox image, layers kept"),
+        ("floor", "tar | sha256sum"),
+    ):
+        print(
+            f"  {label:<28} median {medians[name]:6.3f} s  runs "
+            f"{' '.join(f'{t:.3f}' for t in results[name])}"
+        )
     for name in ("cold", "none", "kept"):
         ratio = medians[name] / medians["floor"]
-        print(f"  ratio {name}/floor: {ratio:.3f} (target <= {TARGET}) "
-              f"{'PASS' if ratio <= TARGET else 'FAIL'}")
+        print(
+            f"  ratio {name}/floor: {ratio:.3f} (target <= {TARGET}) "
+            f"{'PASS' if ratio <= TARGET else 'FAIL'}"
+        )
     settle()
     return 0
 

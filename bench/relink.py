@@ -53,8 +53,11 @@ def prepare() -> list[Path]:
     env = {k: v for k, v in os.environ.items() if k != "LOCKBOX_UV_CACHE"}
     lockbox = str(Path(sys.executable).with_name("lockbox"))
     print("dependency layer of the example (compiles four sdists the first time) …", flush=True)
-    layer = Path(run([lockbox, "--quiet", "--store", STORE, "build", "--deps-only", EXAMPLE],
-                     env=env).stdout.strip())
+    layer = Path(
+        run(
+            [lockbox, "--quiet", "--store", STORE, "build", "--deps-only", EXAMPLE], env=env
+        ).stdout.strip()
+    )
     interpreter = find_interpreter("3.13", None)
     inputs = WORK / "input"
     if inputs.exists():
@@ -64,9 +67,25 @@ def prepare() -> list[Path]:
     (prefix / "bin").mkdir(parents=True)
     shutil.copyfile(interpreter.executable, prefix / "bin" / interpreter.executable.name)
     libdir = Path(interpreter.sysconfig["LIBDIR"])
-    shutil.copytree(libdir, prefix / "lib", symlinks=True, ignore=shutil.ignore_patterns(
-        "test", "__pycache__", "site-packages", "config-*", "*.a", "idlelib", "tkinter",
-        "turtledemo", "_tkinter*", "pkgconfig", "libpython3.so", "libpython3.13.so"))
+    shutil.copytree(
+        libdir,
+        prefix / "lib",
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            "test",
+            "__pycache__",
+            "site-packages",
+            "config-*",
+            "*.a",
+            "idlelib",
+            "tkinter",
+            "turtledemo",
+            "_tkinter*",
+            "pkgconfig",
+            "libpython3.so",
+            "libpython3.13.so",
+        ),
+    )
     for path in inputs.rglob("*"):
         if not path.is_symlink():
             path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
@@ -111,7 +130,9 @@ def runpaths(trees: list[Path]) -> dict[str, str]:
     found = {}
     for tree in trees:
         for info in scan_tree(tree)[0]:
-            found[f"{tree.name}/{info.path.relative_to(tree)}"] = ":".join(info.runpath or info.rpath)
+            found[f"{tree.name}/{info.path.relative_to(tree)}"] = ":".join(
+                info.runpath or info.rpath
+            )
     return found
 
 
@@ -144,12 +165,18 @@ def main() -> int:
         reference.append(time.perf_counter() - start)
         assert runpaths(todo) == expected, "the reference made other run paths"
     ratio = statistics.median(mine) / statistics.median(reference)
-    print(f"  lockbox:   median {statistics.median(mine):.3f} s  runs "
-          f"{' '.join(f'{t:.3f}' for t in mine)}")
-    print(f"  reference: median {statistics.median(reference):.3f} s  runs "
-          f"{' '.join(f'{t:.3f}' for t in reference)}")
-    print(f"  ratio lockbox/reference: {ratio:.3f} (target <= {TARGET}) "
-          f"{'PASS' if ratio <= TARGET else 'FAIL'}")
+    print(
+        f"  lockbox:   median {statistics.median(mine):.3f} s  runs "
+        f"{' '.join(f'{t:.3f}' for t in mine)}"
+    )
+    print(
+        f"  reference: median {statistics.median(reference):.3f} s  runs "
+        f"{' '.join(f'{t:.3f}' for t in reference)}"
+    )
+    print(
+        f"  ratio lockbox/reference: {ratio:.3f} (target <= {TARGET}) "
+        f"{'PASS' if ratio <= TARGET else 'FAIL'}"
+    )
     return 0
 
 

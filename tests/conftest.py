@@ -46,7 +46,9 @@ def cli(capfd: pytest.CaptureFixture[str], tmp_path: Path) -> Callable[..., CliR
 def make_project(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     """Write a minimal uv project (pyproject.toml, an empty-dependency uv.lock, extra files)."""
 
-    def make(pyproject_extra: str = "", files: dict[str, str] | None = None, name: str = "demo") -> Path:
+    def make(
+        pyproject_extra: str = "", files: dict[str, str] | None = None, name: str = "demo"
+    ) -> Path:
         root = tmp_path / name
         root.mkdir(parents=True, exist_ok=True)
         (root / "pyproject.toml").write_text(
@@ -91,8 +93,9 @@ def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     import socket
     import time
 
-    htpasswd = subprocess.run(["htpasswd", "-Bbn", "lockbox", "s3cret"], capture_output=True,
-                              text=True, check=True).stdout
+    htpasswd = subprocess.run(
+        ["htpasswd", "-Bbn", "lockbox", "s3cret"], capture_output=True, text=True, check=True
+    ).stdout
     (tmp_path / "htpasswd").write_text(htpasswd)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -103,8 +106,11 @@ def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         f"http:\n  addr: 127.0.0.1:{port}\n"
         f"auth:\n  htpasswd:\n    realm: test\n    path: {tmp_path / 'htpasswd'}\n"
     )
-    server = subprocess.Popen(["docker-registry", "serve", tmp_path / "config.yml"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        ["docker-registry", "serve", tmp_path / "config.yml"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
             with socket.socket() as client:

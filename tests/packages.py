@@ -25,8 +25,13 @@ from functools import partial
 from pathlib import Path
 
 
-def write_wheel(directory: Path, name: str, version: str, files: Mapping[str, str | bytes],
-                requires: tuple[str, ...] = ()) -> Path:
+def write_wheel(
+    directory: Path,
+    name: str,
+    version: str,
+    files: Mapping[str, str | bytes],
+    requires: tuple[str, ...] = (),
+) -> Path:
     """A wheel ``name-version-py3-none-any.whl`` holding ``files`` (text or bytes)."""
     dist_info = f"{name}-{version}.dist-info"
     metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
@@ -164,8 +169,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
             return self.list_directory(self.directory, project, prefix="../../")
         return super().send_head()  # type: ignore[return-value]
 
-    def list_directory(self, path: str | os.PathLike[str], project: str | None = None,
-                       prefix: str = "") -> io.BytesIO | None:
+    def list_directory(
+        self, path: str | os.PathLike[str], project: str | None = None, prefix: str = ""
+    ) -> io.BytesIO | None:
         """A find-links page whose links carry each file's SHA-256, as real indexes do."""
         links = []
         for entry in sorted(Path(path).iterdir()):
@@ -207,11 +213,25 @@ def git_repository(directory: Path, name: str, version: str, module_text: str) -
     }
     for path, text in files.items():
         (directory / path).write_text(text)
-    git = ["git", "-c", "user.name=lockbox tests", "-c", "user.email=tests@lockbox.invalid",
-           "-c", "init.defaultBranch=main"]
+    git = [
+        "git",
+        "-c",
+        "user.name=lockbox tests",
+        "-c",
+        "user.email=tests@lockbox.invalid",
+        "-c",
+        "init.defaultBranch=main",
+    ]
     subprocess.run([*git, "init", "-q"], cwd=directory, check=True)
     subprocess.run([*git, "add", "."], cwd=directory, check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "release"], cwd=directory, check=True,
-                   env={"GIT_COMMITTER_DATE": "2020-01-01T00:00:00Z",
-                        "GIT_AUTHOR_DATE": "2020-01-01T00:00:00Z", "PATH": "/usr/bin:/bin"})
+    subprocess.run(
+        [*git, "commit", "-q", "-m", "release"],
+        cwd=directory,
+        check=True,
+        env={
+            "GIT_COMMITTER_DATE": "2020-01-01T00:00:00Z",
+            "GIT_AUTHOR_DATE": "2020-01-01T00:00:00Z",
+            "PATH": "/usr/bin:/bin",
+        },
+    )
     return f"git+file://{directory}"

@@ -136,8 +136,13 @@ def read_sources(project: Project, interpreter: Interpreter) -> Sources:
         members.append(member)
         paths += [root / "pyproject.toml"]
         for source, _ in member.modules:
-            paths.append(_inside(project, _relative(project, source),
-                                 f"{root / 'pyproject.toml'}: the module of {member.name}"))
+            paths.append(
+                _inside(
+                    project,
+                    _relative(project, source),
+                    f"{root / 'pyproject.toml'}: the module of {member.name}",
+                )
+            )
     for key in ("site-packages", "root"):
         for index, copy in enumerate(getattr(recipe, key.replace("-", "_"))):
             paths.append(_inside(project, copy.source, f"recipe app.{key}[{index}]"))
@@ -151,8 +156,10 @@ def read_sources(project: Project, interpreter: Interpreter) -> Sources:
 def _relative(project: Project, path: Path) -> str:
     relative = os.path.relpath(path, project.root)
     if relative.startswith(".."):
-        raise AssemblyError(f"{path} is outside the project {project.root}: lockbox "
-                            "assembles only what is inside it")
+        raise AssemblyError(
+            f"{path} is outside the project {project.root}: lockbox "
+            "assembles only what is inside it"
+        )
     return relative
 
 
@@ -213,8 +220,15 @@ def _ignored(name: str) -> bool:
     return any(fnmatch.fnmatch(name, pattern) for pattern in _IGNORED)
 
 
-def app_inputs(project: Project, deps: Entry, python: Entry, sources: Sources, store: Store,
-               libraries: HostLibraries, patchelf: Patchelf) -> dict[str, object]:
+def app_inputs(
+    project: Project,
+    deps: Entry,
+    python: Entry,
+    sources: Sources,
+    store: Store,
+    libraries: HostLibraries,
+    patchelf: Patchelf,
+) -> dict[str, object]:
     """Everything the application's bytes depend on: its store digest is made from this."""
     recipe = recipe_as_dict(project.recipe)
     recipe.pop("project", None)  # where the project is does not change what is built
@@ -232,16 +246,26 @@ def app_inputs(project: Project, deps: Entry, python: Entry, sources: Sources, s
     }
 
 
-def build_app(project: Project, store: Store, deps: Entry, interpreter: Interpreter,
-              progress: Progress = silent) -> AppResult:
+def build_app(
+    project: Project,
+    store: Store,
+    deps: Entry,
+    interpreter: Interpreter,
+    progress: Progress = silent,
+) -> AppResult:
     """Make (or find) the application of ``project`` in ``store`` from the layer ``deps``."""
     from lockbox.python import import_python
     from lockbox.relink import Patchelf
 
     patchelf = Patchelf.find(progress)
     sources = read_sources(project, interpreter)
-    python = import_python(interpreter, store, bundle=project.recipe.libraries.bundle,
-                           patchelf=patchelf, progress=progress)
+    python = import_python(
+        interpreter,
+        store,
+        bundle=project.recipe.libraries.bundle,
+        patchelf=patchelf,
+        progress=progress,
+    )
     libraries = application_libraries(project, deps, sources, store)
     inputs = app_inputs(project, deps, python.entry, sources, store, libraries, patchelf)
     name = project.app_name
@@ -254,32 +278,61 @@ def build_app(project: Project, store: Store, deps: Entry, interpreter: Interpre
     sandbox = _sandbox(progress)
     store.check_sealed(deps, python.entry)  # their files are linked into the application
     out = store.root / f"{inputs_digest('app', name, inputs)}-{name}"
-    bytecode = (deps_bytecode(store, deps, python, sandbox, progress)
-                if project.recipe.app.compile_bytecode else None)
+    bytecode = (
+        deps_bytecode(store, deps, python, sandbox, progress)
+        if project.recipe.app.compile_bytecode
+        else None
+    )
     with store.staging() as stage:
         content = stage / "content"
-        report = _assemble(project, sources, deps.path, interpreter, python, out, content,
-                           stage, sandbox, patchelf, link=True, hidden=[store.root],
-                           progress=progress, log=store.work_dir / "logs" / f"{out.name}.log",
-                           bytecode=bytecode, host=layer_libraries(store, deps))
+        report = _assemble(
+            project,
+            sources,
+            deps.path,
+            interpreter,
+            python,
+            out,
+            content,
+            stage,
+            sandbox,
+            patchelf,
+            link=True,
+            hidden=[store.root],
+            progress=progress,
+            log=store.work_dir / "logs" / f"{out.name}.log",
+            bytecode=bytecode,
+            host=layer_libraries(store, deps),
+        )
         uncovered = libraries.uncovered(library["from"] for library in report.bundled.values())
         if uncovered:
-            raise AssemblyError(f"lockbox bundled {', '.join(uncovered)} without counting them "
-                                "among the application's inputs: a bug of lockbox, please "
-                                "report it")
+            raise AssemblyError(
+                f"lockbox bundled {', '.join(uncovered)} without counting them "
+                "among the application's inputs: a bug of lockbox, please "
+                "report it"
+            )
         shared = share_libraries(store, content, report.bundled, name)
         # Rooted under its name, as the latest build of it: `lockbox gc` keeps it and what
         # it references (its layer, its interpreter) until another build takes the name.
-        entry = store.register(content, name=name, kind="app", inputs=inputs,
-                               references=[deps.path_name, python.entry.path_name,
-                                           *([bytecode.path_name] if bytecode else []),
-                                           *([shared.path_name] if shared else [])],
-                               metadata={"bundled": report.bundled}, root=name)
+        entry = store.register(
+            content,
+            name=name,
+            kind="app",
+            inputs=inputs,
+            references=[
+                deps.path_name,
+                python.entry.path_name,
+                *([bytecode.path_name] if bytecode else []),
+                *([shared.path_name] if shared else []),
+            ],
+            metadata={"bundled": report.bundled},
+            root=name,
+        )
     return AppResult(entry.path, entry, reused=False, report=report)
 
 
-def application_libraries(project: Project, deps: Entry, sources: Sources,
-                          store: Store) -> HostLibraries:
+def application_libraries(
+    project: Project, deps: Entry, sources: Sources, store: Store
+) -> HostLibraries:
     """The host libraries the application bundles (or links to): what the ELF files of its
     layer and of the project's sources need, resolved outside it (:mod:`lockbox.hostlibs`)."""
     from lockbox.hostlibs import entry_needs, file_needs, host_closure
@@ -287,9 +340,12 @@ def application_libraries(project: Project, deps: Entry, sources: Sources,
     needed = set(entry_needs(store, deps))
     for path, digest in sources.elf_files.items():
         needed.update(file_needs(store, Path(path), digest))
-    return host_closure(needed, store,
-                        recipe_paths=[project.root / p for p in project.recipe.libraries.paths],
-                        host=layer_libraries(store, deps))
+    return host_closure(
+        needed,
+        store,
+        recipe_paths=[project.root / p for p in project.recipe.libraries.paths],
+        host=layer_libraries(store, deps),
+    )
 
 
 def layer_libraries(store: Store, deps: Entry) -> Mapping[str, Path] | None:
@@ -298,8 +354,11 @@ def layer_libraries(store: Store, deps: Entry) -> Mapping[str, Path] | None:
     None, the host's loader cache."""
     from lockbox.buildroot import root_libraries
 
-    roots = [entry for entry in map(store.get, deps.references)
-             if entry is not None and entry.kind == "toolchain"]
+    roots = [
+        entry
+        for entry in map(store.get, deps.references)
+        if entry is not None and entry.kind == "toolchain"
+    ]
     return root_libraries(roots[0].path) if roots else None
 
 
@@ -326,8 +385,14 @@ def share_libraries(store: Store, content: Path, bundled: Iterable[str], name: s
     return entry
 
 
-def export_app(project: Project, store: Store, deps: Entry, interpreter: Interpreter,
-               to: Path, progress: Progress = silent) -> AppResult:
+def export_app(
+    project: Project,
+    store: Store,
+    deps: Entry,
+    interpreter: Interpreter,
+    to: Path,
+    progress: Progress = silent,
+) -> AppResult:
     """Assemble the application for the directory ``to`` and put it there. ``to`` must not
     exist, be empty, or hold an earlier export, which is replaced only on success."""
     from lockbox.python import import_python
@@ -336,16 +401,25 @@ def export_app(project: Project, store: Store, deps: Entry, interpreter: Interpr
     to = to.absolute()
     patchelf = Patchelf.find(progress)
     sources = read_sources(project, interpreter)
-    python = import_python(interpreter, store, bundle=project.recipe.libraries.bundle,
-                           patchelf=patchelf, progress=progress)
+    python = import_python(
+        interpreter,
+        store,
+        bundle=project.recipe.libraries.bundle,
+        patchelf=patchelf,
+        progress=progress,
+    )
     earlier = to.exists() and any(to.iterdir())
     if earlier and "lockbox-app" not in _read_text(to / "pyvenv.cfg"):
-        raise AssemblyError(f"{to} is not empty and is not an earlier export; "
-                            "choose another directory or empty it")
+        raise AssemblyError(
+            f"{to} is not empty and is not an earlier export; choose another directory or empty it"
+        )
     sandbox = _sandbox(progress)
     store.check_sealed(deps, python.entry)  # their files are copied into the export
-    bytecode = (deps_bytecode(store, deps, python, sandbox, progress)
-                if project.recipe.app.compile_bytecode else None)
+    bytecode = (
+        deps_bytecode(store, deps, python, sandbox, progress)
+        if project.recipe.app.compile_bytecode
+        else None
+    )
     to.parent.mkdir(parents=True, exist_ok=True)
     created = not to.exists()
     to.mkdir(exist_ok=True)  # the mount point of the sandbox's view of the output
@@ -357,9 +431,24 @@ def export_app(project: Project, store: Store, deps: Entry, interpreter: Interpr
         with work_beside(to) as work:
             log.unlink(missing_ok=True)
             content = work / "content"
-            report = _assemble(project, sources, deps.path, interpreter, python, to, content,
-                               work, sandbox, patchelf, link=False, hidden=[], progress=progress,
-                               log=log, bytecode=bytecode, host=layer_libraries(store, deps))
+            report = _assemble(
+                project,
+                sources,
+                deps.path,
+                interpreter,
+                python,
+                to,
+                content,
+                work,
+                sandbox,
+                patchelf,
+                link=False,
+                hidden=[],
+                progress=progress,
+                log=log,
+                bytecode=bytecode,
+                host=layer_libraries(store, deps),
+            )
             replace_tree(content, to)
             log.unlink(missing_ok=True)
     except BaseException:
@@ -384,11 +473,26 @@ def _sandbox(progress: Progress) -> Sandbox:
     return sandbox
 
 
-def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Interpreter,
-              python: PythonEntry, out: Path, content: Path, work: Path, sandbox: Sandbox,
-              patchelf: Patchelf, *, link: bool, hidden: Sequence[Path], progress: Progress,
-              log: Path, bytecode: Entry | None = None, checks: bool = True,
-              host: Mapping[str, Path] | None = None) -> AssemblyReport:
+def _assemble(
+    project: Project,
+    sources: Sources,
+    deps: Path,
+    interpreter: Interpreter,
+    python: PythonEntry,
+    out: Path,
+    content: Path,
+    work: Path,
+    sandbox: Sandbox,
+    patchelf: Patchelf,
+    *,
+    link: bool,
+    hidden: Sequence[Path],
+    progress: Progress,
+    log: Path,
+    bytecode: Entry | None = None,
+    checks: bool = True,
+    host: Mapping[str, Path] | None = None,
+) -> AssemblyReport:
     """Write the application that will live at ``out`` into ``content``, using ``work``.
     With ``link`` (a store entry) the layer is hardlinked and ``python`` is a link to the
     interpreter's entry; otherwise both are copied in, so the tree stands on its own.
@@ -407,8 +511,10 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
     site_relative = Path("lib") / f"python{version.major}.{version.minor}" / "site-packages"
     site = content / site_relative
     if not (deps / site_relative).is_dir():
-        raise AssemblyError(f"the dependency layer {deps} has no {site_relative}: it was made "
-                            f"for another interpreter than {interpreter.label}")
+        raise AssemblyError(
+            f"the dependency layer {deps} has no {site_relative}: it was made "
+            f"for another interpreter than {interpreter.label}"
+        )
     progress.info(f"assembling {project.app_name} for {out}")
     if link:
         _link_tree(deps, content)
@@ -428,9 +534,14 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
         for note in result.offsets:
             progress.warning(f"{patch}: {note}")
     for index, substitution in enumerate(recipe.substitute):
-        count = _substitute(source, substitution.file, substitution.replace,
-                            substitution.with_.replace("@out@", str(out)), substitution.expect,
-                            f"recipe app.substitute[{index}].file")
+        count = _substitute(
+            source,
+            substitution.file,
+            substitution.replace,
+            substitution.with_.replace("@out@", str(out)),
+            substitution.expect,
+            f"recipe app.substitute[{index}].file",
+        )
         report.substituted[substitution.file] = report.substituted.get(substitution.file, 0) + count
 
     own: list[Path] = []  # what the project puts into site-packages: compiled per build
@@ -438,32 +549,46 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
         installed = []
         for module, name in member.modules:
             relative = os.path.relpath(module, project.root)
-            _copy_new(source, relative, content, site_relative / name,
-                      f"{member.name}'s {relative}")
+            _copy_new(
+                source, relative, content, site_relative / name, f"{member.name}'s {relative}"
+            )
             installed += files_under(site, name)
             own.append(site / name)
         if member.root.resolve() == project.root.resolve():
             for index, copy in enumerate(recipe.site_packages):
-                _copy_new(source, copy.source, content, site_relative / copy.target,
-                          f"recipe app.site-packages[{index}]")
+                _copy_new(
+                    source,
+                    copy.source,
+                    content,
+                    site_relative / copy.target,
+                    f"recipe app.site-packages[{index}]",
+                )
                 installed += files_under(site, copy.target)
                 own.append(site / copy.target)
         write_dist_info(site, member, installed)
         report.members.append(f"{member.name} {member.version}")
     if not any(m.root.resolve() == project.root.resolve() for m in sources.members):
         for index, copy in enumerate(recipe.site_packages):
-            _copy_new(source, copy.source, content, site_relative / copy.target,
-                      f"recipe app.site-packages[{index}]")
+            _copy_new(
+                source,
+                copy.source,
+                content,
+                site_relative / copy.target,
+                f"recipe app.site-packages[{index}]",
+            )
             own.append(site / copy.target)
     for index, copy in enumerate(recipe.root):
         _copy_new(source, copy.source, content, Path(copy.target), f"recipe app.root[{index}]")
 
     for index, pattern in enumerate(recipe.delete):
-        matched = confined_glob(content, pattern, f"recipe app.delete[{index}]",
-                                within="the output")
+        matched = confined_glob(
+            content, pattern, f"recipe app.delete[{index}]", within="the output"
+        )
         if not matched:
-            raise AssemblyError(f"recipe app.delete[{index}]: {pattern!r} matches nothing in "
-                                "the output; remove it from the recipe or correct it")
+            raise AssemblyError(
+                f"recipe app.delete[{index}]: {pattern!r} matches nothing in "
+                "the output; remove it from the recipe or correct it"
+            )
         for path in matched:
             remove_tree(path)
             report.deleted.append(os.path.relpath(path, content))
@@ -486,8 +611,11 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
     env = {
         **REPRODUCIBLE_ENV,
         "PATH": f"{out}/bin:/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(inside), "TMPDIR": str(inside / "tmp"),
-        "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "VIRTUAL_ENV": str(out),
+        "HOME": str(inside),
+        "TMPDIR": str(inside / "tmp"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",
+        "VIRTUAL_ENV": str(out),
     }
     # What verification sees: the application at its final path, read-only, with what it
     # links to (the interpreter's entry; without bundling, each host library it links to,
@@ -495,12 +623,16 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
     shown: list[Path | tuple[Path, Path]] = [(content, out)]
     if link:
         shown.append(python.entry.path)
-    shown += [path for path in report.linked
-              if not any(path.is_relative_to(system) for system in SYSTEM_PATHS)]
+    shown += [
+        path
+        for path in report.linked
+        if not any(path.is_relative_to(system) for system in SYSTEM_PATHS)
+    ]
 
     def run_in_sandbox(argv: Sequence[str], cwd: Path) -> str:
-        command = sandbox.unprivileged(argv, cwd=cwd, env=env, hidden=hidden, read_only=shown,
-                                       scratch=[inside, inside / "tmp"])
+        command = sandbox.unprivileged(
+            argv, cwd=cwd, env=env, hidden=hidden, read_only=shown, scratch=[inside, inside / "tmp"]
+        )
         result = run(command, progress=progress)
         return result.stdout + result.stderr
 
@@ -521,14 +653,25 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
                 where = path if path.is_dir() else path.parent / "__pycache__"
                 where.mkdir(exist_ok=True)
                 writable.append((where, out / where.relative_to(content)))
-            argv = compileall_argv(out / "bin" / "python",
-                                   [out / path.relative_to(content) for path in targets])
+            argv = compileall_argv(
+                out / "bin" / "python", [out / path.relative_to(content) for path in targets]
+            )
             try:
-                run(sandbox.offline(argv, cwd=Path("/"), env=env, hidden=hidden,
-                                    read_only=shown, writable=writable), progress=progress)
+                run(
+                    sandbox.offline(
+                        argv,
+                        cwd=Path("/"),
+                        env=env,
+                        hidden=hidden,
+                        read_only=shown,
+                        writable=writable,
+                    ),
+                    progress=progress,
+                )
             except ToolFailed as error:
                 raise AssemblyError(
-                    f"compiling bytecode failed:\n{error.stdout}{error.stderr}") from None
+                    f"compiling bytecode failed:\n{error.stdout}{error.stderr}"
+                ) from None
 
     _readable(content)
     if not checks:
@@ -537,8 +680,9 @@ def _assemble(project: Project, sources: Sources, deps: Path, interpreter: Inter
 
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(f"verification of {project.app_name} at {out}\n", encoding="utf-8")
-    report.verified = [check.what for check in
-                       verify(project.recipe.verify, out, log, run_in_sandbox, progress)]
+    report.verified = [
+        check.what for check in verify(project.recipe.verify, out, log, run_in_sandbox, progress)
+    ]
     return report
 
 
@@ -557,8 +701,9 @@ def _readable(top: Path) -> None:
                 os.chmod(path, stat.S_IMODE(info.st_mode) | 0o444)
 
 
-def deps_bytecode(store: Store, deps: Entry, python: PythonEntry, sandbox: Sandbox,
-                  progress: Progress = silent) -> Entry:
+def deps_bytecode(
+    store: Store, deps: Entry, python: PythonEntry, sandbox: Sandbox, progress: Progress = silent
+) -> Entry:
     """The unchecked-hash ``.pyc`` files of the dependency layer ``deps`` for ``python``: a
     ``bytecode`` entry holding only ``__pycache__`` directories where the layer has them,
     made once (in the offline sandbox) and hardlinked into every application that uses
@@ -568,7 +713,11 @@ def deps_bytecode(store: Store, deps: Entry, python: PythonEntry, sandbox: Sandb
     from lockbox.run import run
 
     name = f"{deps.name}-bytecode"
-    inputs = {"deps": deps.nar_hash.sri, "python": python.entry.path_name, "lockbox": build_identity()}
+    inputs = {
+        "deps": deps.nar_hash.sri,
+        "python": python.entry.path_name,
+        "lockbox": build_identity(),
+    }
     existing = store.find_inputs("bytecode", name, inputs)
     if existing is not None:
         store.check_sealed(existing)
@@ -578,15 +727,25 @@ def deps_bytecode(store: Store, deps: Entry, python: PythonEntry, sandbox: Sandb
     with store.staging() as stage:
         tree = stage / "tree"
         _copy_tree(deps.path, tree, link=True)
-        argv = compileall_argv(python.entry.path / python.executable, [inside], strip=inside,
-                               prepend="/lockbox/deps")
+        argv = compileall_argv(
+            python.entry.path / python.executable, [inside], strip=inside, prepend="/lockbox/deps"
+        )
         try:
-            run(sandbox.offline(argv, cwd=Path("/"), env=BYTECODE_ENV, hidden=[store.root],
-                                writable=[(tree, inside)], read_only=[python.entry.path]),
-                progress=progress)
+            run(
+                sandbox.offline(
+                    argv,
+                    cwd=Path("/"),
+                    env=BYTECODE_ENV,
+                    hidden=[store.root],
+                    writable=[(tree, inside)],
+                    read_only=[python.entry.path],
+                ),
+                progress=progress,
+            )
         except ToolFailed as error:
-            raise AssemblyError("compiling the dependency layer's bytecode failed:\n"
-                                f"{error.stdout}{error.stderr}") from None
+            raise AssemblyError(
+                f"compiling the dependency layer's bytecode failed:\n{error.stdout}{error.stderr}"
+            ) from None
         content = stage / "content"
         content.mkdir()
         for directory, dirnames, _ in os.walk(tree):
@@ -598,9 +757,14 @@ def deps_bytecode(store: Store, deps: Entry, python: PythonEntry, sandbox: Sandb
         return store.register(content, name=name, kind="bytecode", inputs=inputs)
 
 
-def _link_libraries(project: Project, content: Path, report: AssemblyReport,
-                    patchelf: Patchelf, progress: Progress,
-                    host: Mapping[str, Path] | None = None) -> None:
+def _link_libraries(
+    project: Project,
+    content: Path,
+    report: AssemblyReport,
+    patchelf: Patchelf,
+    progress: Progress,
+    host: Mapping[str, Path] | None = None,
+) -> None:
     """Resolve what every ELF file of the application needs; bundle and relink."""
     from lockbox.elf import scan_tree
     from lockbox.libraries import resolve
@@ -611,36 +775,47 @@ def _link_libraries(project: Project, content: Path, report: AssemblyReport,
     for path in foreign:
         progress.warning(f"{os.path.relpath(path, content)} is for another machine; not relinked")
     progress.info(f"resolving the shared libraries of {len(elfs)} ELF files")
-    resolution = resolve(content, elfs, recipe_paths=[project.root / p for p in libraries.paths],
-                         ignore_missing=libraries.ignore_missing, host=host, progress=progress)
-    relinked = relink(content, resolution, patchelf, bundle=libraries.bundle,
-                      progress=progress)
+    resolution = resolve(
+        content,
+        elfs,
+        recipe_paths=[project.root / p for p in libraries.paths],
+        ignore_missing=libraries.ignore_missing,
+        host=host,
+        progress=progress,
+    )
+    relinked = relink(content, resolution, patchelf, bundle=libraries.bundle, progress=progress)
     packages = debian_packages(sorted(relinked.bundled.values()))
-    report.bundled = {name: {"from": source, "package": packages.get(source, "")}
-                      for name, source in sorted(relinked.bundled.items())}
+    report.bundled = {
+        name: {"from": source, "package": packages.get(source, "")}
+        for name, source in sorted(relinked.bundled.items())
+    }
     report.relinked = len(relinked.patched)
     if not libraries.bundle:
         report.linked = sorted(resolution.host)
     if relinked.bundled:
-        progress.info(f"bundled {len(relinked.bundled)} host libraries: "
-                      + ", ".join(sorted(relinked.bundled)))
+        progress.info(
+            f"bundled {len(relinked.bundled)} host libraries: "
+            + ", ".join(sorted(relinked.bundled))
+        )
 
 
-def _substitute(source: Path, file: str, old: str, new: str, expect: int | None,
-                key: str) -> int:
+def _substitute(source: Path, file: str, old: str, new: str, expect: int | None, key: str) -> int:
     path = confined(source, file, key, within="the application's sources")
     where = f"{key} {file}"
     if not path.is_file():
-        raise AssemblyError(f"{where}: the file is not among the application's sources "
-                            "(members, app.site-packages, app.root)")
+        raise AssemblyError(
+            f"{where}: the file is not among the application's sources "
+            "(members, app.site-packages, app.root)"
+        )
     text = path.read_text(encoding="utf-8")
     count = text.count(old)
     if count == 0:
-        raise AssemblyError(f"{where}: {old!r} was not found (after the patches); the source "
-                            "changed, so correct the recipe's pattern")
+        raise AssemblyError(
+            f"{where}: {old!r} was not found (after the patches); the source "
+            "changed, so correct the recipe's pattern"
+        )
     if expect is not None and count != expect:
-        raise AssemblyError(f"{where}: {old!r} occurs {count} times, the recipe expects "
-                            f"{expect}")
+        raise AssemblyError(f"{where}: {old!r} occurs {count} times, the recipe expects {expect}")
     with os.fdopen(open_for_writing(path), "w", encoding="utf-8") as stream:
         stream.write(text.replace(old, new))
     return count
@@ -652,8 +827,10 @@ def _copy_new(sources: Path, relative: str, content: Path, target: Path, key: st
     source = confined(sources, relative, key, within="the project", link_ok=True)
     destination = confined(content, str(target), key, within="the output")
     if os.path.lexists(destination):
-        raise AssemblyError(f"{key}: {relative} would replace {target}, which is already in "
-                            "the output (from the dependency layer or another member)")
+        raise AssemblyError(
+            f"{key}: {relative} would replace {target}, which is already in "
+            "the output (from the dependency layer or another member)"
+        )
     _copy_tree(source, destination, link=False)
 
 
@@ -668,8 +845,11 @@ def _copy_tree(source: Path, target: Path, *, link: bool, caches: bool = False) 
             return
         _copy_walk(source, target, link, caches)
     except OSError as error:
-        hint = ("; a symbolic link or a file is in the way, and lockbox writes through neither"
-                if error.errno in (errno.ELOOP, errno.ENOTDIR, errno.EEXIST) else "")
+        hint = (
+            "; a symbolic link or a file is in the way, and lockbox writes through neither"
+            if error.errno in (errno.ELOOP, errno.ENOTDIR, errno.EEXIST)
+            else ""
+        )
         raise AssemblyError(f"copying {source} to {target} failed: {error}{hint}") from None
 
 
@@ -679,8 +859,7 @@ def _copy_walk(source: Path, target: Path, link: bool, caches: bool) -> None:
         destination = os.path.normpath(os.path.join(target, relative))
         make_directory(Path(destination))  # never a link: what is written below stays here
         links = [d for d in dirnames if os.path.islink(os.path.join(directory, d))]
-        dirnames[:] = sorted(d for d in dirnames
-                             if (caches or not _ignored(d)) and d not in links)
+        dirnames[:] = sorted(d for d in dirnames if (caches or not _ignored(d)) and d not in links)
         for name in sorted(filenames + links):
             if caches or not _ignored(name):
                 path = os.path.join(directory, name)
@@ -708,9 +887,9 @@ def _copy_file(source: str, target: str, info: os.stat_result, link: bool) -> No
         os.link(source, target)
     else:
         mode = 0o755 if info.st_mode & stat.S_IXUSR else 0o644
-        with open(source, "rb") as reading, os.fdopen(open_for_writing(Path(target), mode),
-                                                      "wb") as writing:
+        with (
+            open(source, "rb") as reading,
+            os.fdopen(open_for_writing(Path(target), mode), "wb") as writing,
+        ):
             shutil.copyfileobj(reading, writing, 1 << 20)
             os.fchmod(writing.fileno(), mode)
-
-

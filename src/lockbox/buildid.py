@@ -22,11 +22,11 @@ def refresh_build_id(data: bytes) -> bytes:
     if location is None:
         return data
     offset, size = location
-    zeroed = data[:offset] + bytes(size) + data[offset + size:]
+    zeroed = data[:offset] + bytes(size) + data[offset + size :]
     digest = hashlib.sha1(zeroed).digest()
     while len(digest) < size:
         digest += hashlib.sha1(digest).digest()
-    return data[:offset] + digest[:size] + data[offset + size:]
+    return data[:offset] + digest[:size] + data[offset + size :]
 
 
 def _build_id_location(data: bytes) -> tuple[int, int] | None:
@@ -37,18 +37,18 @@ def _build_id_location(data: bytes) -> tuple[int, int] | None:
     order = "<" if data[5] == 1 else ">"
     try:
         if wide:
-            shoff, = struct.unpack_from(order + "Q", data, 0x28)
+            (shoff,) = struct.unpack_from(order + "Q", data, 0x28)
             shentsize, shnum = struct.unpack_from(order + "HH", data, 0x3A)
         else:
-            shoff, = struct.unpack_from(order + "I", data, 0x20)
+            (shoff,) = struct.unpack_from(order + "I", data, 0x20)
             shentsize, shnum = struct.unpack_from(order + "HH", data, 0x2E)
         for index in range(shnum):
             header = shoff + index * shentsize
             if wide:
-                sh_type, = struct.unpack_from(order + "I", data, header + 4)
+                (sh_type,) = struct.unpack_from(order + "I", data, header + 4)
                 sh_offset, sh_size = struct.unpack_from(order + "QQ", data, header + 0x18)
             else:
-                sh_type, = struct.unpack_from(order + "I", data, header + 4)
+                (sh_type,) = struct.unpack_from(order + "I", data, header + 4)
                 sh_offset, sh_size = struct.unpack_from(order + "II", data, header + 0x10)
             if sh_type != _NOTE_SECTION:
                 continue
@@ -68,7 +68,7 @@ def _find_in_notes(data: bytes, order: str, start: int, end: int) -> tuple[int, 
         desc_start = name_start + ((namesz + 3) & ~3)
         if desc_start + descsz > end:
             return None
-        if note_type == _NT_GNU_BUILD_ID and data[name_start:name_start + namesz] == b"GNU\0":
+        if note_type == _NT_GNU_BUILD_ID and data[name_start : name_start + namesz] == b"GNU\0":
             return desc_start, descsz
         position = desc_start + ((descsz + 3) & ~3)
     return None

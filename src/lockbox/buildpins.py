@@ -142,7 +142,8 @@ def write_pins(project: Project, pins: Mapping[str, str], hashes: Mapping[str, l
         raise BuildPinsMissing(
             f"the index publishes no hashes for {', '.join(missing)}: lockbox pins build "
             "dependencies only with their hashes; use an index that lists them (PyPI does; "
-            "a find-links page needs #sha256= fragments)")
+            "a find-links page needs #sha256= fragments)"
+        )
     path = project.root / "pyproject.toml"
     document = tomlkit.parse(path.read_text(encoding="utf-8"))
     tool = document.setdefault("tool", tomlkit.table())
@@ -159,8 +160,9 @@ def write_pins(project: Project, pins: Mapping[str, str], hashes: Mapping[str, l
     return path
 
 
-def write_manifest(project: Project, pins: Mapping[str, str],
-                   hashes: Mapping[str, list[str]]) -> None:
+def write_manifest(
+    project: Project, pins: Mapping[str, str], hashes: Mapping[str, list[str]]
+) -> None:
     """Record the pins in uv.lock's ``[manifest] build-constraints`` as ``uv lock`` would
     from pyproject.toml: written here rather than by ``uv lock``, which would resolve again
     and fetch every git source (not reachable from every machine that pins)."""
@@ -170,9 +172,11 @@ def write_manifest(project: Project, pins: Mapping[str, str],
 
     # Formatted and placed as uv does it, so that the next `uv lock` leaves the bytes (and
     # the layer's inputs, which hold uv.lock's digest) as they are.
-    lines = [f'    {{ name = {json.dumps(name)}, specifier = {json.dumps("==" + version)}, '
-             f'hashes = [{", ".join(map(json.dumps, sorted(hashes[name])))}] }},'
-             for name, version in sorted(pins.items())]
+    lines = [
+        f"    {{ name = {json.dumps(name)}, specifier = {json.dumps('==' + version)}, "
+        f"hashes = [{', '.join(map(json.dumps, sorted(hashes[name])))}] }},"
+        for name, version in sorted(pins.items())
+    ]
     constraints = "build-constraints = [\n" + "\n".join(lines) + "\n]\n"
     text = project.lock_path.read_text(encoding="utf-8")
     document = tomlkit.parse(text)
@@ -182,12 +186,20 @@ def write_manifest(project: Project, pins: Mapping[str, str],
         text = tomlkit.dumps(document)
     else:  # uv writes the manifest after the top-level keys, before the first package
         head, separator, rest = text.partition("\n[[package]]\n")
-        text = head.rstrip("\n") + "\n\n[manifest]\n" + constraints + "\n" + separator.lstrip("\n") + rest
+        text = (
+            head.rstrip("\n")
+            + "\n\n[manifest]\n"
+            + constraints
+            + "\n"
+            + separator.lstrip("\n")
+            + rest
+        )
     write_atomically(project.lock_path, text)
 
 
-def write_requirements(project: Project, built: list[str], pins: Mapping[str, str],
-                       found: Mapping[str, list[str]]) -> Path:
+def write_requirements(
+    project: Project, built: list[str], pins: Mapping[str, str], found: Mapping[str, list[str]]
+) -> Path:
     """Write what ``lock-build`` found into ``lockbox.inputs.toml``: the packages built from
     source and the build set pinned for them."""
     import tomlkit
@@ -200,18 +212,26 @@ def write_requirements(project: Project, built: list[str], pins: Mapping[str, st
         document = tomlkit.parse(path.read_text(encoding="utf-8"))
     else:
         document = tomlkit.document()
-        document.add(tomlkit.comment("Written by lockbox: what the dependency layer is built from."))
+        document.add(
+            tomlkit.comment("Written by lockbox: what the dependency layer is built from.")
+        )
     requirements = tomlkit.table()
-    requirements.add(tomlkit.comment(
-        "Written by `lockbox lock-build`: the packages built from source and the build set "
-        "pinned for them in [tool.uv] build-constraint-dependencies."))
+    requirements.add(
+        tomlkit.comment(
+            "Written by `lockbox lock-build`: the packages built from source and the build set "
+            "pinned for them in [tool.uv] build-constraint-dependencies."
+        )
+    )
     requirements["built"] = built
     requirements["pinned"] = dict(pins)
     conflicts = {name: versions for name, versions in found.items() if len(versions) > 1}
     if conflicts:
-        requirements.add(tomlkit.comment(
-            "Builds chose several versions of these; uv applies one pin to every build, so "
-            "the oldest is pinned."))
+        requirements.add(
+            tomlkit.comment(
+                "Builds chose several versions of these; uv applies one pin to every build, so "
+                "the oldest is pinned."
+            )
+        )
         requirements["chosen"] = conflicts
     document["build-requirements"] = requirements
     write_atomically(path, tomlkit.dumps(document), mode=0o644)
@@ -225,14 +245,15 @@ def pinned(project: Project) -> dict[str, dict[str, Any]]:
     except (OSError, tomllib.TOMLDecodeError):
         return {}
     return {
-        canonical_name(str(c.get("name"))): {"version": str(c.get("specifier", "")).removeprefix("=="),
-                                         "hashes": list(c.get("hashes", []))}
+        canonical_name(str(c.get("name"))): {
+            "version": str(c.get("specifier", "")).removeprefix("=="),
+            "hashes": list(c.get("hashes", [])),
+        }
         for c in manifest.get("build-constraints", [])
     }
 
 
-def check_pinned(project: Project, from_source: Iterable[str],
-                 progress: Progress = silent) -> bool:
+def check_pinned(project: Project, from_source: Iterable[str], progress: Progress = silent) -> bool:
     """Check, before building, that the build dependencies are pinned; return whether
     uv.lock pins any (then every build dependency must be pinned: the build runs with
     ``--require-build-hashes``).
@@ -250,20 +271,33 @@ def check_pinned(project: Project, from_source: Iterable[str],
             f"{', …' if len(sources) > 6 else ''}) but uv.lock pins none of their build "
             "dependencies, and builds run offline with only what is pinned: run `lockbox "
             "lock-build` in the project, review and commit the pins it writes to "
-            "pyproject.toml and uv.lock, then build again")
+            "pyproject.toml and uv.lock, then build again"
+        )
     return bool(pins)
 
 
 def hashes_argv(uv: Path, python: Path, config: Path | None) -> list[str]:
-    argv = [os.fspath(uv), "pip", "compile", "-", "--no-deps", "--generate-hashes",
-            "--no-header", "--no-annotate", "--python", os.fspath(python), "--quiet"]
+    argv = [
+        os.fspath(uv),
+        "pip",
+        "compile",
+        "-",
+        "--no-deps",
+        "--generate-hashes",
+        "--no-header",
+        "--no-annotate",
+        "--python",
+        os.fspath(python),
+        "--quiet",
+    ]
     if config is not None:
         argv += ["--config-file", os.fspath(config)]
     return argv
 
 
-def lock_build(project: Project, store: Store, tools: Tools,
-               progress: Progress = silent) -> dict[str, Any]:
+def lock_build(
+    project: Project, store: Store, tools: Tools, progress: Progress = silent
+) -> dict[str, Any]:
     """Find, pin and write the build set of ``project`` (see the module docstring)."""
     from lockbox.install import host_environment, install, uv_config
     from lockbox.interpreters import find_interpreter
@@ -272,15 +306,18 @@ def lock_build(project: Project, store: Store, tools: Tools,
     from lockbox.project import load_project
     from lockbox.run import run
 
-    interpreter = find_interpreter(project.recipe.python, project.requires_python,
-                                   progress=progress)
+    interpreter = find_interpreter(
+        project.recipe.python, project.requires_python, progress=progress
+    )
     plan = make_plan(project, read_lock(project.lock_path), interpreter)
     sources = plan.from_source() + [source.label for source in project.recipe.deps.extra_sources]
     if not sources:
         progress.info("nothing is built from source: no build dependencies to pin")
         return {"built": [], "pins": {}, "found": {}}
-    progress.info(f"building {len(sources)} packages from source, unpinned, one at a time, "
-                  "to find their build dependencies")
+    progress.info(
+        f"building {len(sources)} packages from source, unpinned, one at a time, "
+        "to find their build dependencies"
+    )
     lines: list[str] = []
     with store.staging() as stage:
         copy = copy_project(project, stage / "project")
@@ -292,17 +329,22 @@ def lock_build(project: Project, store: Store, tools: Tools,
     built, found = build_sets(lines)
     pins = choose(found)
     if not pins:
-        raise BuildPinsMissing("uv's log named no build dependencies: nothing to pin "
-                               "(was everything taken from uv's cache?)")
+        raise BuildPinsMissing(
+            "uv's log named no build dependencies: nothing to pin "
+            "(was everything taken from uv's cache?)"
+        )
     progress.info(f"asking the index for the hashes of {len(pins)} build dependencies")
     with store.staging() as stage:
         config = stage / "uv.toml"
         config.write_text(uv_config(project, {}, {}), encoding="utf-8")
         requested = "".join(f"{name}=={version}\n" for name, version in pins.items())
-        output = run(hashes_argv(tools.uv.executable, interpreter.executable, config),
-                     cwd=project.root, env={**host_environment(), "UV_PYTHON_DOWNLOADS": "never"},
-                     input=requested,
-                     progress=progress).stdout
+        output = run(
+            hashes_argv(tools.uv.executable, interpreter.executable, config),
+            cwd=project.root,
+            env={**host_environment(), "UV_PYTHON_DOWNLOADS": "never"},
+            input=requested,
+            progress=progress,
+        ).stdout
     hashes = parse_hashes(output)
     pyproject = (project.root / "pyproject.toml").read_bytes()
     written = write_pins(project, pins, hashes)

@@ -56,10 +56,14 @@ SECTION = "build-root"
 
 ARCHIVES = {
     # distribution → (archive, suites), (security archive, suites)
-    "bookworm": (("http://deb.debian.org/debian", ("bookworm", "bookworm-updates")),
-                 ("http://deb.debian.org/debian-security", ("bookworm-security",))),
-    "trixie": (("http://deb.debian.org/debian", ("trixie", "trixie-updates")),
-               ("http://deb.debian.org/debian-security", ("trixie-security",))),
+    "bookworm": (
+        ("http://deb.debian.org/debian", ("bookworm", "bookworm-updates")),
+        ("http://deb.debian.org/debian-security", ("bookworm-security",)),
+    ),
+    "trixie": (
+        ("http://deb.debian.org/debian", ("trixie", "trixie-updates")),
+        ("http://deb.debian.org/debian-security", ("trixie-security",)),
+    ),
 }
 """Where each supported Debian release's packages are fetched from when pinning."""
 
@@ -88,7 +92,8 @@ class PinnedPackagesGone(BuildRootError):
             "This is not a lockbox failure: Debian replaced these versions (a point release "
             "or a security update) and keeps no old ones. Re-pin the build root to what the "
             "archive offers now; the command shows every version change and the new "
-            f"deps.hash before it writes anything:\n    lockbox lock-toolchain {project_dir}")
+            f"deps.hash before it writes anything:\n    lockbox lock-toolchain {project_dir}"
+        )
 
 
 @dataclass(frozen=True, order=True)
@@ -133,8 +138,10 @@ class RootPins:
         return {
             "root": self.hash.sri if self.hash else "",
             "compilers": {},
-            "packages": {p.name: {"version": p.version, "digest": f"sha256:{p.sha256}"}
-                         for p in self.packages},
+            "packages": {
+                p.name: {"version": p.version, "digest": f"sha256:{p.sha256}"}
+                for p in self.packages
+            },
             "files": {},
         }
 
@@ -144,9 +151,17 @@ class RootPins:
             "hash": self.hash.sri if self.hash else "",
             "requested": list(self.requested),
             "implied": list(self.implied),
-            "packages": [{"name": p.name, "version": p.version, "architecture": p.architecture,
-                          "url": p.url, "sha256": p.sha256, "size": p.size}
-                         for p in self.packages],
+            "packages": [
+                {
+                    "name": p.name,
+                    "version": p.version,
+                    "architecture": p.architecture,
+                    "url": p.url,
+                    "sha256": p.sha256,
+                    "size": p.size,
+                }
+                for p in self.packages
+            ],
         }
 
 
@@ -169,7 +184,9 @@ def read_pins(data: Mapping[str, Any] | None, where: Path) -> RootPins | None:
     lists = {}
     for key in ("requested", "implied"):
         names = table.get(key, [])
-        if not isinstance(names, list) or not all(isinstance(n, str) and _NAME.match(n) for n in names):
+        if not isinstance(names, list) or not all(
+            isinstance(n, str) and _NAME.match(n) for n in names
+        ):
             fail(f"{key}: expected a list of Debian package names")
             names = []
         lists[key] = tuple(names)
@@ -186,15 +203,23 @@ def read_pins(data: Mapping[str, Any] | None, where: Path) -> RootPins | None:
             fail(f"{key}: expected a table")
             continue
         try:
-            package = DebPackage(str(raw["name"]), str(raw["version"]), str(raw["architecture"]),
-                                 str(raw["url"]), str(raw["sha256"]), int(raw["size"]))
+            package = DebPackage(
+                str(raw["name"]),
+                str(raw["version"]),
+                str(raw["architecture"]),
+                str(raw["url"]),
+                str(raw["sha256"]),
+                int(raw["size"]),
+            )
         except (KeyError, TypeError, ValueError) as error:
             fail(f"{key}: missing or invalid {error}")
             continue
-        for label, value, pattern in (("name", package.name, _NAME),
-                                      ("version", package.version, _VERSION),
-                                      ("architecture", package.architecture, _ARCH),
-                                      ("sha256", package.sha256, _SHA256)):
+        for label, value, pattern in (
+            ("name", package.name, _NAME),
+            ("version", package.version, _VERSION),
+            ("architecture", package.architecture, _ARCH),
+            ("sha256", package.sha256, _SHA256),
+        ):
             if not pattern.match(value):
                 fail(f"{key}.{label}: {value!r} is not valid")
         if urllib.parse.urlsplit(package.url).scheme not in ("http", "https"):
@@ -204,14 +229,18 @@ def read_pins(data: Mapping[str, Any] | None, where: Path) -> RootPins | None:
     if len(set(names)) != len(names):
         fail("packages: a package is listed twice")
     if problems:
-        raise BuildRootError(f"{where}: [{SECTION}] is not valid:\n" +
-                             "\n".join(f"  {problem}" for problem in problems) +
-                             "\nre-pin it with `lockbox lock-toolchain`")
-    return RootPins(str(distribution), lists["requested"], lists["implied"],
-                    tuple(sorted(packages)), declared)
+        raise BuildRootError(
+            f"{where}: [{SECTION}] is not valid:\n"
+            + "\n".join(f"  {problem}" for problem in problems)
+            + "\nre-pin it with `lockbox lock-toolchain`"
+        )
+    return RootPins(
+        str(distribution), lists["requested"], lists["implied"], tuple(sorted(packages)), declared
+    )
 
 
 # Pinning ----------------------------------------------------------------------------------------
+
 
 def host_distribution() -> str:
     """The codename of the host's Debian release (``bookworm``), the default distribution."""
@@ -230,35 +259,54 @@ class _Apt:
 
     def __init__(self, directory: Path, distribution: str, progress: Progress) -> None:
         if distribution not in ARCHIVES:
-            raise BuildRootError(f"unknown distribution {distribution!r}: lockbox pins build "
-                                 f"roots of {', '.join(sorted(ARCHIVES))}")
+            raise BuildRootError(
+                f"unknown distribution {distribution!r}: lockbox pins build "
+                f"roots of {', '.join(sorted(ARCHIVES))}"
+            )
         if not KEYRING.is_file():
-            raise BuildRootError(f"{KEYRING} is missing: install debian-archive-keyring "
-                                 "(apt-get install debian-archive-keyring)")
+            raise BuildRootError(
+                f"{KEYRING} is missing: install debian-archive-keyring "
+                "(apt-get install debian-archive-keyring)"
+            )
         self.progress = progress
         self.apt_get = which("apt-get", "lockbox pins build roots with Debian's apt")
         self.apt_cache = which("apt-cache", "lockbox pins build roots with Debian's apt")
-        for sub in ("lists/partial", "cache/archives/partial", "etc/sources.list.d",
-                    "etc/apt.conf.d", "etc/preferences.d", "etc/trusted.gpg.d"):
+        for sub in (
+            "lists/partial",
+            "cache/archives/partial",
+            "etc/sources.list.d",
+            "etc/apt.conf.d",
+            "etc/preferences.d",
+            "etc/trusted.gpg.d",
+        ):
             (directory / sub).mkdir(parents=True, exist_ok=True)
         (directory / "status").write_text("")
-        stanzas = [f"Types: deb\nURIs: {uri}\nSuites: {' '.join(suites)}\nComponents: main\n"
-                   f"Signed-By: {KEYRING}\n" for uri, suites in ARCHIVES[distribution]]
+        stanzas = [
+            f"Types: deb\nURIs: {uri}\nSuites: {' '.join(suites)}\nComponents: main\n"
+            f"Signed-By: {KEYRING}\n"
+            for uri, suites in ARCHIVES[distribution]
+        ]
         (directory / "etc/sources.list.d/lockbox.sources").write_text("\n".join(stanzas))
         architecture = run(["dpkg", "--print-architecture"]).stdout.strip() or "amd64"
         options = {
-            "Dir::Etc": directory / "etc", "Dir::Etc::SourceList": "/dev/null",
+            "Dir::Etc": directory / "etc",
+            "Dir::Etc::SourceList": "/dev/null",
             "Dir::Etc::SourceParts": directory / "etc/sources.list.d",
             "Dir::Etc::Parts": directory / "etc/apt.conf.d",
             "Dir::Etc::Preferences": "/dev/null",
             "Dir::Etc::PreferencesParts": directory / "etc/preferences.d",
             "Dir::Etc::Trusted": "/dev/null",
             "Dir::Etc::TrustedParts": directory / "etc/trusted.gpg.d",
-            "Dir::State": directory, "Dir::State::Lists": directory / "lists",
-            "Dir::State::status": directory / "status", "Dir::Cache": directory / "cache",
-            "APT::Architecture": architecture, "APT::Architectures::": architecture,
-            "APT::Install-Recommends": "false", "APT::Install-Suggests": "false",
-            "Debug::NoLocking": "true", "Acquire::ForceHash": "SHA256",
+            "Dir::State": directory,
+            "Dir::State::Lists": directory / "lists",
+            "Dir::State::status": directory / "status",
+            "Dir::Cache": directory / "cache",
+            "APT::Architecture": architecture,
+            "APT::Architectures::": architecture,
+            "APT::Install-Recommends": "false",
+            "APT::Install-Suggests": "false",
+            "Debug::NoLocking": "true",
+            "Acquire::ForceHash": "SHA256",
         }
         if os.getuid() != 0:
             options["APT::Sandbox::User"] = os.environ.get("USER", "nobody")
@@ -272,15 +320,24 @@ class _Apt:
 
     def _run(self, argv: list[object]) -> str:
         try:
-            return run(argv, env={"LC_ALL": "C.UTF-8", "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-                       progress=self.progress).stdout
+            return run(
+                argv,
+                env={"LC_ALL": "C.UTF-8", "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                progress=self.progress,
+            ).stdout
         except ToolFailed as error:
-            raise BuildRootError(f"apt failed while pinning the build root: "
-                                 f"{(error.stderr or error.stdout).strip()[-2000:]}") from None
+            raise BuildRootError(
+                f"apt failed while pinning the build root: "
+                f"{(error.stderr or error.stdout).strip()[-2000:]}"
+            ) from None
 
 
-def resolve(packages: Iterable[str], distribution: str, interpreter: Interpreter | None,
-            progress: Progress = silent) -> RootPins:
+def resolve(
+    packages: Iterable[str],
+    distribution: str,
+    interpreter: Interpreter | None,
+    progress: Progress = silent,
+) -> RootPins:
     """What the archive offers today for the build root of ``packages``: every package of
     the closure, pinned (its ``hash`` is None: the root has not been made yet)."""
     named = tuple(dict.fromkeys(packages))
@@ -294,16 +351,23 @@ def resolve(packages: Iterable[str], distribution: str, interpreter: Interpreter
         apt = _Apt(Path(temporary), distribution, progress)
         progress.info(f"reading the package index of Debian {distribution}")
         apt.get("update", "-qq")
-        essential = sorted(set(re.findall(r"^Package: (\S+)\n(?:[^\n]+\n)*?Essential: yes$",
-                                          apt.cache("dumpavail"), re.M)))
+        essential = sorted(
+            set(
+                re.findall(
+                    r"^Package: (\S+)\n(?:[^\n]+\n)*?Essential: yes$", apt.cache("dumpavail"), re.M
+                )
+            )
+        )
         implied = [name for name in dict.fromkeys([*implied, *essential]) if name not in named]
         requested = [*named, *implied]
         progress.info(f"resolving the build root: {len(requested)} packages asked for")
         try:
             plan = apt.get("install", "--print-uris", "-qq", *requested)
         except BuildRootError as error:
-            raise BuildRootError(f"{error}\n(is every name in deps.toolchain.packages a package "
-                                 f"of Debian {distribution}? `apt-cache policy NAME` shows it)") from None
+            raise BuildRootError(
+                f"{error}\n(is every name in deps.toolchain.packages a package "
+                f"of Debian {distribution}? `apt-cache policy NAME` shows it)"
+            ) from None
         simulated = apt.get("install", "-s", "-qq", *requested)
     versions = dict(re.findall(r"^Inst (\S+) \((\S+) ", simulated, re.M))
     pinned = []
@@ -314,8 +378,16 @@ def resolve(packages: Iterable[str], distribution: str, interpreter: Interpreter
         url, file_name, size, digest = match.groups()
         name, _, rest = file_name.partition("_")
         architecture = rest.rsplit("_", 1)[-1].removesuffix(".deb")
-        pinned.append(DebPackage(name, versions.get(name, rest.rsplit("_", 1)[0]),
-                                 architecture, url, digest, int(size)))
+        pinned.append(
+            DebPackage(
+                name,
+                versions.get(name, rest.rsplit("_", 1)[0]),
+                architecture,
+                url,
+                digest,
+                int(size),
+            )
+        )
     if not pinned:
         raise BuildRootError("apt resolved no package for the build root")
     return RootPins(distribution, named, tuple(implied), tuple(sorted(pinned)))
@@ -330,8 +402,13 @@ def interpreter_packages(interpreter: Interpreter) -> list[str]:
     from lockbox.toolchain import _dpkg_names, _owners
 
     prefix = interpreter.prefix.resolve()
-    elfs = [path for path in prefix.rglob("*") if path.is_file() and not path.is_symlink()
-            and (path.suffix == ".so" or ".so." in path.name or path.parent.name == "bin")]
+    elfs = [
+        path
+        for path in prefix.rglob("*")
+        if path.is_file()
+        and not path.is_symlink()
+        and (path.suffix == ".so" or ".so." in path.name or path.parent.name == "bin")
+    ]
     needed = files_needs(elfs)
     host = host_libraries()
     owners = _owners()
@@ -356,6 +433,7 @@ def changes(old: RootPins | None, new: RootPins) -> list[str]:
 
 # Making -----------------------------------------------------------------------------------------
 
+
 def deb_cache() -> Path:
     """Where fetched ``.deb`` files are kept for every store of the user:
     ``$XDG_CACHE_HOME/lockbox/debs`` (``~/.cache/lockbox/debs``). Each is checked against
@@ -364,8 +442,14 @@ def deb_cache() -> Path:
     return Path(base) / "lockbox" / "debs"
 
 
-def ensure_root(store: Store, pins: RootPins, sandbox: Sandbox, progress: Progress = silent,
-                *, project_dir: Path) -> Entry:
+def ensure_root(
+    store: Store,
+    pins: RootPins,
+    sandbox: Sandbox,
+    progress: Progress = silent,
+    *,
+    project_dir: Path,
+) -> Entry:
     """The build root of ``pins`` in ``store``: found by its pinned hash, or made from the
     pinned packages and checked against it. With no pinned hash (while pinning) the root
     made is registered under the hash it has."""
@@ -381,16 +465,30 @@ def ensure_root(store: Store, pins: RootPins, sandbox: Sandbox, progress: Progre
             return found
     debs = deb_cache()
     total = sum(p.size for p in pins.packages)
-    progress.info(f"making the build root: {len(pins.packages)} Debian packages of "
-                  f"{pins.distribution}, {total / 1e6:.1f} MB")
+    progress.info(
+        f"making the build root: {len(pins.packages)} Debian packages of "
+        f"{pins.distribution}, {total / 1e6:.1f} MB"
+    )
     try:
-        files = download_all([Download(p.url, p.sha256, f"{p.sha256[:16]}-{p.file_name}",
-                                       p.size, f"{p.name} {p.version}")
-                              for p in pins.packages], debs, progress)
+        files = download_all(
+            [
+                Download(
+                    p.url,
+                    p.sha256,
+                    f"{p.sha256[:16]}-{p.file_name}",
+                    p.size,
+                    f"{p.name} {p.version}",
+                )
+                for p in pins.packages
+            ],
+            debs,
+            progress,
+        )
     except DownloadGone as gone:
         by_url = {p.url: p for p in pins.packages}
-        raise PinnedPackagesGone([by_url[item.url] for item in gone.items if item.url in by_url],
-                                 project_dir) from None
+        raise PinnedPackagesGone(
+            [by_url[item.url] for item in gone.items if item.url in by_url], project_dir
+        ) from None
     with store.staging() as stage:
         tree = stage / "root"
         _unpack(tree, [files[p.sha256] for p in pins.packages], debs, sandbox, progress)
@@ -399,22 +497,35 @@ def ensure_root(store: Store, pins: RootPins, sandbox: Sandbox, progress: Progre
         nar = nar_hash(tree)
         if pins.hash is not None and nar.sha256 != pins.hash:
             raise HashMismatch(
-                "the build root", pins.hash.sri, nar.sha256.sri, None,
+                "the build root",
+                pins.hash.sri,
+                nar.sha256.sri,
+                None,
                 "every package was checked against its pinned SHA-256, so the files are the "
                 "pinned ones: unpacking them gave another tree (a different dpkg-deb or tar "
                 "on this machine, or a lockbox defect). `lockbox lock-toolchain --dry-run` "
-                "shows what the archive offers now")
-        entry = store.register(tree, name=pins.name, kind="toolchain", nar=nar, metadata={
-            "distribution": pins.distribution,
-            "packages": pins.versions(),
-        })
-    progress.info(f"build root: {len(pins.packages)} packages, {entry.nar_size / 1e6:.0f} MB "
-                  f"as NAR, {entry.nar_hash}")
+                "shows what the archive offers now",
+            )
+        entry = store.register(
+            tree,
+            name=pins.name,
+            kind="toolchain",
+            nar=nar,
+            metadata={
+                "distribution": pins.distribution,
+                "packages": pins.versions(),
+            },
+        )
+    progress.info(
+        f"build root: {len(pins.packages)} packages, {entry.nar_size / 1e6:.0f} MB "
+        f"as NAR, {entry.nar_hash}"
+    )
     return entry
 
 
-def _unpack(tree: Path, debs: Sequence[Path], directory: Path, sandbox: Sandbox,
-            progress: Progress) -> None:
+def _unpack(
+    tree: Path, debs: Sequence[Path], directory: Path, sandbox: Sandbox, progress: Progress
+) -> None:
     """Unpack ``debs`` into ``tree`` as dpkg would place their files (merged ``/usr``), with
     no maintainer script run, in the offline sandbox where only ``tree`` is writable."""
     tree.mkdir()
@@ -423,19 +534,29 @@ def _unpack(tree: Path, debs: Sequence[Path], directory: Path, sandbox: Sandbox,
     for link in ("bin", "sbin", "lib", "lib64"):
         (tree / link).symlink_to(f"usr/{link}")
     target = Path("/lockbox/root")
-    script = ('set -e; for deb in "$@"; do dpkg-deb --fsys-tarfile "$deb" | '
-              'tar -x --keep-directory-symlink --no-same-owner --no-same-permissions '
-              f'-C {target} || {{ echo "cannot unpack $deb" >&2; exit 1; }}; done')
+    script = (
+        'set -e; for deb in "$@"; do dpkg-deb --fsys-tarfile "$deb" | '
+        "tar -x --keep-directory-symlink --no-same-owner --no-same-permissions "
+        f'-C {target} || {{ echo "cannot unpack $deb" >&2; exit 1; }}; done'
+    )
     inside = Path("/lockbox/debs")
     argv = ["sh", "-c", script, "sh", *[str(inside / deb.name) for deb in debs]]
     progress.info(f"unpacking {len(debs)} packages (no maintainer scripts)")
     try:
-        run(sandbox.offline(argv, cwd=Path("/"), env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
-                            writable=[(tree, target)], read_only=[(directory, inside)]),
-            progress=progress)
+        run(
+            sandbox.offline(
+                argv,
+                cwd=Path("/"),
+                env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
+                writable=[(tree, target)],
+                read_only=[(directory, inside)],
+            ),
+            progress=progress,
+        )
     except ToolFailed as error:
-        raise BuildRootError(f"unpacking the build root's packages failed: "
-                             f"{error.stderr.strip()[-2000:]}") from None
+        raise BuildRootError(
+            f"unpacking the build root's packages failed: {error.stderr.strip()[-2000:]}"
+        ) from None
 
 
 def _finish(tree: Path) -> None:
@@ -490,7 +611,9 @@ def _inside(root: Path, path: Path) -> Path | None:
             return path
         target = os.readlink(path)
         path = root / target.lstrip("/") if target.startswith("/") else path.parent / target
-        path = root / os.path.normpath(path.relative_to(root)) if path.is_relative_to(root) else path
+        path = (
+            root / os.path.normpath(path.relative_to(root)) if path.is_relative_to(root) else path
+        )
         if not Path(os.path.normpath(path)).is_relative_to(root):
             return None
     return None
@@ -513,16 +636,21 @@ def pinned_root(project: Project) -> RootPins | None:
     pins = read_pins(read_committed(project), where)
     fix = f"pin it with `lockbox lock-toolchain {project.root}`"
     if pins is None or pins.hash is None:
-        raise BuildRootError(f"the recipe asks for a build root ([deps.toolchain]) but {where} "
-                             f"pins none: {fix}")
+        raise BuildRootError(
+            f"the recipe asks for a build root ([deps.toolchain]) but {where} pins none: {fix}"
+        )
     distribution = wanted.distribution or pins.distribution
     if distribution != pins.distribution:
-        raise BuildRootError(f"deps.toolchain.distribution is {distribution} but the build root "
-                             f"in {where} is of {pins.distribution}: {fix}")
+        raise BuildRootError(
+            f"deps.toolchain.distribution is {distribution} but the build root "
+            f"in {where} is of {pins.distribution}: {fix}"
+        )
     missing = [name for name in wanted.packages if name not in pins.requested]
     extra = [name for name in pins.requested if name not in wanted.packages]
     if missing or extra:
         moved = [*(f"+ {name}" for name in missing), *(f"- {name}" for name in extra)]
-        raise BuildRootError(f"deps.toolchain.packages changed since the build root in {where} "
-                             f"was pinned ({', '.join(moved)}): {fix}")
+        raise BuildRootError(
+            f"deps.toolchain.packages changed since the build root in {where} "
+            f"was pinned ({', '.join(moved)}): {fix}"
+        )
     return pins

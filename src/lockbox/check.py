@@ -44,8 +44,12 @@ if TYPE_CHECKING:
 KINDS = ("deps", "python", "bytecode", "app")
 """What is rebuilt, in order; each later one needs the earlier ones identical."""
 
-LABELS = {"deps": "dependency layer", "python": "interpreter entry",
-          "bytecode": "dependency layer's bytecode", "app": "application"}
+LABELS = {
+    "deps": "dependency layer",
+    "python": "interpreter entry",
+    "bytecode": "dependency layer's bytecode",
+    "app": "application",
+}
 """How the report names each kind."""
 
 EXPLAINED = 5
@@ -82,15 +86,24 @@ class Compared:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "kind": self.kind, "name": self.name, "same": self.same,
+            "kind": self.kind,
+            "name": self.name,
+            "same": self.same,
             "registered": {"hash": self.registered_hash, "path": str(self.registered_path)},
-            "rebuilt": ({"hash": self.rebuilt_hash, "path": str(self.rebuilt_path)}
-                        if self.rebuilt_hash else None),
+            "rebuilt": (
+                {"hash": self.rebuilt_hash, "path": str(self.rebuilt_path)}
+                if self.rebuilt_hash
+                else None
+            ),
             "error": self.error,
             "differences": [
-                {"path": change.path, "change": change.change, "detail": change.detail,
-                 "distribution": self.owners.get(change.path, ""),
-                 "explanation": self.explanations.get(change.path)}
+                {
+                    "path": change.path,
+                    "change": change.change,
+                    "detail": change.detail,
+                    "distribution": self.owners.get(change.path, ""),
+                    "explanation": self.explanations.get(change.path),
+                }
                 for change in self.differences
             ],
         }
@@ -111,7 +124,8 @@ class CheckReport:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "project": self.project, "ok": self.ok,
+            "project": self.project,
+            "ok": self.ok,
             "variations": {"applied": self.applied, "skipped": self.skipped},
             "entries": [entry.as_json() for entry in self.entries],
             "kept": str(self.kept) if self.kept else None,
@@ -130,13 +144,27 @@ class Built:
 
     def entries(self) -> list[tuple[str, Entry]]:
         """``(kind, entry)`` of each entry there is, in the order of :data:`KINDS`."""
-        return [(kind, entry) for kind, entry in (("deps", self.deps), ("python", self.python),
-                                                  ("bytecode", self.bytecode), ("app", self.app))
-                if entry is not None]
+        return [
+            (kind, entry)
+            for kind, entry in (
+                ("deps", self.deps),
+                ("python", self.python),
+                ("bytecode", self.bytecode),
+                ("app", self.app),
+            )
+            if entry is not None
+        ]
 
 
-def check(project: Project, store: Store, built: Built, variations: Iterable[str], *,
-          keep: bool = False, progress: Progress = silent) -> CheckReport:
+def check(
+    project: Project,
+    store: Store,
+    built: Built,
+    variations: Iterable[str],
+    *,
+    keep: bool = False,
+    progress: Progress = silent,
+) -> CheckReport:
     """Rebuild what ``built`` holds in a varied world and compare."""
     from lockbox.install import default_uv_cache, uv_cache_dir
     from lockbox.variations import scratch_name, varied_world
@@ -155,19 +183,26 @@ def check(project: Project, store: Store, built: Built, variations: Iterable[str
                 project_dir = root / f"project-{scratch_name()}"
                 progress.info(f"copying the project to {project_dir}")
                 _copy_project(project.root, project_dir)
-            _seed_uv_cache(uv_cache_dir(store, default_uv_cache(os.environ)),
-                           world.backing / "uv-cache")
+            _seed_uv_cache(
+                uv_cache_dir(store, default_uv_cache(os.environ)), world.backing / "uv-cache"
+            )
             spec = {
-                "recipe": str(project.recipe.source if project.recipe.source is not None
-                              and project.recipe.source.name == "lockbox.toml"
-                              else project.root),
+                "recipe": str(
+                    project.recipe.source
+                    if project.recipe.source is not None
+                    and project.recipe.source.name == "lockbox.toml"
+                    else project.root
+                ),
                 "project": str(project_dir),
                 "store": str(store.root),
                 "root": str(root),
                 "scratch": str(root / f"store-{scratch_name()}"),
                 "uv_cache": str(root / "uv-cache"),
-                "interpreter": str(_interpreter_path(built.python) if built.python
-                                   else _interpreter(project, progress).executable),
+                "interpreter": str(
+                    _interpreter_path(built.python)
+                    if built.python
+                    else _interpreter(project, progress).executable
+                ),
                 "bundle": project.recipe.libraries.bundle,
                 "registered": {kind: entry.path_name for kind, entry in built.entries()},
             }
@@ -175,13 +210,20 @@ def check(project: Project, store: Store, built: Built, variations: Iterable[str
             spec_file.write_text(json.dumps(spec, indent=2), encoding="utf-8")
             progress.info("rebuilding from scratch in the varied world")
             argv = world.argv([sys.executable, "-m", "lockbox.check", str(spec_file)])
-            process = run(argv, env=world.env, preexec=world.preexec, check=False,
-                          on_stderr_line=lambda line: _forward(line, progress))
+            process = run(
+                argv,
+                env=world.env,
+                preexec=world.preexec,
+                check=False,
+                on_stderr_line=lambda line: _forward(line, progress),
+            )
             result_file = work / "result.json"
             if not result_file.is_file():
-                raise CheckError(f"the rebuild stopped before it could report (exit code "
-                                 f"{process.returncode}): {process.stderr.strip()[-2000:]}\n"
-                                 f"its files are in {work}")
+                raise CheckError(
+                    f"the rebuild stopped before it could report (exit code "
+                    f"{process.returncode}): {process.stderr.strip()[-2000:]}\n"
+                    f"its files are in {work}"
+                )
             rebuilt = json.loads(result_file.read_text(encoding="utf-8"))
         applied, skipped = world.applied, world.skipped
         for kind, entry in built.entries():
@@ -235,19 +277,33 @@ def _interpreter(project: Project, progress: Progress) -> Interpreter:
 def _interpreter_path(python: Entry) -> Path:
     executable = python.inputs.get("executable")
     if not isinstance(executable, str):
-        raise CheckError(f"the interpreter entry {python.path} does not record which "
-                         "interpreter it was made from; rebuild it with this lockbox")
+        raise CheckError(
+            f"the interpreter entry {python.path} does not record which "
+            "interpreter it was made from; rebuild it with this lockbox"
+        )
     return Path(executable)
 
 
-_PROJECT_LEFT_OUT = {".git", ".venv", "node_modules", "__pycache__", ".mypy_cache",
-                     ".pytest_cache", ".ruff_cache", ".tox"}
+_PROJECT_LEFT_OUT = {
+    ".git",
+    ".venv",
+    "node_modules",
+    "__pycache__",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".tox",
+}
 
 
 def _copy_project(source: Path, target: Path) -> None:
     """Copy the project for a rebuild elsewhere, without what no build reads."""
-    shutil.copytree(source, target, symlinks=True,
-                    ignore=lambda _, names: [n for n in names if n in _PROJECT_LEFT_OUT])
+    shutil.copytree(
+        source,
+        target,
+        symlinks=True,
+        ignore=lambda _, names: [n for n in names if n in _PROJECT_LEFT_OUT],
+    )
 
 
 def _seed_uv_cache(cache: Path, seeded: Path) -> None:
@@ -283,7 +339,8 @@ def _explain_difference(compared: Compared, built: Built, progress: Progress) ->
     explained = [c for c in compared.differences if c.change == "changed"][:EXPLAINED]
     for change in explained:
         compared.explanations[change.path] = explain(
-            compared.registered_path / change.path, compared.rebuilt_path / change.path)
+            compared.registered_path / change.path, compared.rebuilt_path / change.path
+        )
 
 
 def _owner(path: str, index: dict[str, str], kind: str) -> str:
@@ -299,6 +356,7 @@ def _owner(path: str, index: dict[str, str], kind: str) -> str:
 
 # The rebuild: runs in the varied world, as `python -m lockbox.check SPEC` ---------------
 
+
 class _Stderr:
     """Progress of the rebuild, a line each on its standard error, which the check reads."""
 
@@ -313,8 +371,7 @@ class _Stderr:
         print(_WARNING + message.replace("\n", "\n  "), file=sys.stderr, flush=True)
 
 
-def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]],
-             progress: Progress) -> None:
+def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]], progress: Progress) -> None:
     """Rebuild each entry of :data:`KINDS` as ``spec`` says, recording into ``results``
     each one's NAR hash and tree (relative to the rebuild's root), or why it was not."""
     from lockbox.assemble import _assemble, _sandbox, deps_bytecode, layer_libraries, read_sources
@@ -333,8 +390,7 @@ def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]],
     project = load_project(Path(spec["recipe"]))
     interpreter = probe(Path(spec["interpreter"]), progress)
     copy = Path(spec["project"])
-    recipe = dataclasses.replace(project.recipe, python=str(interpreter.executable),
-                                 project=copy)
+    recipe = dataclasses.replace(project.recipe, python=str(interpreter.executable), project=copy)
     project = dataclasses.replace(project, root=copy, recipe=recipe)
     os.environ["LOCKBOX_UV_CACHE"] = spec["uv_cache"]
 
@@ -351,8 +407,9 @@ def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]],
         progress.info("the dependency layer, every sdist built again")
         deps = None
         try:
-            result = build_deps(project, scratch, lambda: Tools.find(os.environ, progress),
-                                progress)
+            result = build_deps(
+                project, scratch, lambda: Tools.find(os.environ, progress), progress
+            )
             deps = result.entry
             results["deps"] = {"hash": deps.nar_hash.sri, "tree": relative(deps.path)}
         except HashMismatch as mismatch:
@@ -362,10 +419,10 @@ def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]],
             return  # the dependency layer only
         progress.info("the interpreter entry")
         patchelf = Patchelf.find(progress)
-        python = import_python(interpreter, scratch, bundle=spec["bundle"], patchelf=patchelf,
-                               progress=progress)
-        results["python"] = {"hash": python.entry.nar_hash.sri,
-                             "tree": relative(python.entry.path)}
+        python = import_python(
+            interpreter, scratch, bundle=spec["bundle"], patchelf=patchelf, progress=progress
+        )
+        results["python"] = {"hash": python.entry.nar_hash.sri, "tree": relative(python.entry.path)}
         sandbox = _sandbox(progress)
         if "bytecode" in registered:
             if deps is None or not same("deps"):
@@ -373,14 +430,15 @@ def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]],
             else:
                 progress.info("the dependency layer's bytecode")
                 bytecode = deps_bytecode(scratch, deps, python, sandbox, progress)
-                results["bytecode"] = {"hash": bytecode.nar_hash.sri,
-                                       "tree": relative(bytecode.path)}
+                results["bytecode"] = {
+                    "hash": bytecode.nar_hash.sri,
+                    "tree": relative(bytecode.path),
+                }
         # The application is assembled from the registered entries once each rebuilt one
         # is proved identical; the first that is not says why it is not rebuilt.
         for kind in ("deps", "python", "bytecode"):
             if kind in registered and not same(kind):
-                reason = ("differs" if "hash" in results.get(kind, {})
-                          else "could not be rebuilt")
+                reason = "differs" if "hash" in results.get(kind, {}) else "could not be rebuilt"
                 results["app"] = {"error": f"not rebuilt: its {LABELS[kind]} {reason}"}
                 return
         app = registered["app"]
@@ -393,12 +451,25 @@ def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]],
         work.mkdir()
         # Not verified again: the registered application passed its [verify] table, which
         # writes nothing into the output; the rebuild compares bytes and runs no check.
-        _assemble(project, read_sources(project, interpreter), registered["deps"].path,
-                  interpreter, PythonEntry(registered_python, python.executable, reused=True),
-                  app.path, content, work, sandbox, patchelf, link=True, hidden=[store.root],
-                  progress=progress, log=root / "app-verify.log",
-                  bytecode=registered.get("bytecode"), checks=False,
-                  host=layer_libraries(store, registered["deps"]))
+        _assemble(
+            project,
+            read_sources(project, interpreter),
+            registered["deps"].path,
+            interpreter,
+            PythonEntry(registered_python, python.executable, reused=True),
+            app.path,
+            content,
+            work,
+            sandbox,
+            patchelf,
+            link=True,
+            hidden=[store.root],
+            progress=progress,
+            log=root / "app-verify.log",
+            bytecode=registered.get("bytecode"),
+            checks=False,
+            host=layer_libraries(store, registered["deps"]),
+        )
         results["app"] = {"hash": nar_hash(content).sha256.sri, "tree": relative(content)}
 
 
@@ -415,8 +486,7 @@ def main(argv: Sequence[str]) -> int:
         failed = next(kind for kind in KINDS if kind not in results)
         progress.warning(f"rebuilding the {LABELS[failed]} failed: {error}")
         results[failed] = {"error": f"the rebuild failed: {error}"}
-    (spec_file.parent / "result.json").write_text(json.dumps(results, indent=2),
-                                                   encoding="utf-8")
+    (spec_file.parent / "result.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     return 0
 
 

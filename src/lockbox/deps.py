@@ -65,8 +65,14 @@ def lock_digest(project: Project) -> Sha256:
     return Sha256(hashlib.sha256(project.lock_path.read_bytes()).digest())
 
 
-def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
-               progress: Progress = silent, *, root: RootPins | None = None) -> DepsResult:
+def build_deps(
+    project: Project,
+    store: Store,
+    find_tools: Callable[[], Tools],
+    progress: Progress = silent,
+    *,
+    root: RootPins | None = None,
+) -> DepsResult:
     """Make (or find) the dependency layer of ``project`` in ``store``.
 
     ``find_tools`` is called only when something must be built: a lookup needs no tools.
@@ -91,14 +97,18 @@ def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
             if answer is not None:
                 progress.info(f"dependency layer {declared} is in the store: {existing.path}")
                 return DepsResult(existing, None, reused=True, layer=None, record=answer)
-            progress.info(f"the store's layer {declared} was built from other inputs or "
-                          "another toolchain: building again to compare")
+            progress.info(
+                f"the store's layer {declared} was built from other inputs or "
+                "another toolchain: building again to compare"
+            )
         earlier = _declared_record(project, store, existing)
         if earlier is not None:
             moved = _moved_before_building(earlier, inputs, root)
             if moved:
-                progress.warning("inputs moved since deps.hash was declared:\n" +
-                                 "\n".join(f"  {line}" for line in moved))
+                progress.warning(
+                    "inputs moved since deps.hash was declared:\n"
+                    + "\n".join(f"  {line}" for line in moved)
+                )
 
     # What building takes is imported only now: a lookup must start as fast as a no-op
     # `uv sync`.
@@ -114,8 +124,9 @@ def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
     from lockbox.scrub import Scrubber
 
     lock = read_lock(project.lock_path)
-    interpreter = find_interpreter(project.recipe.python, project.requires_python,
-                                   progress=progress)
+    interpreter = find_interpreter(
+        project.recipe.python, project.requires_python, progress=progress
+    )
     plan = make_plan(project, lock, interpreter)
     from_source = plan.from_source()
     pinned = check_pinned(project, from_source, progress)
@@ -136,8 +147,17 @@ def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
         # BUILD_ROOT: the environment is built where the layer will be registered from.
         work = stage / "work"
         work.mkdir()
-        installed = install(project, plan, interpreter, store, work, tools, progress,
-                            require_build_hashes=pinned, system=system)
+        installed = install(
+            project,
+            plan,
+            interpreter,
+            store,
+            work,
+            tools,
+            progress,
+            require_build_hashes=pinned,
+            system=system,
+        )
         roots_list = build_roots(project, interpreter, store, tools.cache)
         if root is not None:
             used = root.record()
@@ -147,19 +167,27 @@ def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
                 toolchain.trace_files(installed.traces)
                 | toolchain.tool_files(installed.compilers.values()),
                 skip=[*roots_list, str(interpreter.prefix), str(interpreter.prefix.resolve())],
-                compilers=installed.compilers)
+                compilers=installed.compilers,
+            )
         else:
             used = {"compilers": {}, "packages": {}, "files": {}}
         record = make_record(
-            inputs, interpreter=str(interpreter.version), uv=str(tools.uv.version),
-            lockbox=__version__, packages=_installed_versions(project, plan),
-            build=build_set(project), toolchain=used, environment=installed.environment)
+            inputs,
+            interpreter=str(interpreter.version),
+            uv=str(tools.uv.version),
+            lockbox=__version__,
+            packages=_installed_versions(project, plan),
+            build=build_set(project),
+            toolchain=used,
+            environment=installed.environment,
+        )
         scrubber = Scrubber(roots_list)
         roots = hashlib.sha256("\n".join(r.decode() for r in scrubber.roots).encode()).hexdigest()
         content = stage / "content"
         progress.info("normalising and scrubbing the layer")
-        report = normalise(work / "venv", content, scrubber, progress,
-                           known=store.scanned_files(roots))
+        report = normalise(
+            work / "venv", content, scrubber, progress, known=store.scanned_files(roots)
+        )
         _report_scrub(report, progress)
         progress.info("hashing the layer")
         nar = nar_hash(content)
@@ -167,10 +195,16 @@ def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
             kept = store.keep_aside(content, name, nar.sha256)
             raise HashMismatch(
                 f"the dependency layer of {project.app_name}",
-                declared.sri, nar.sha256.sri, kept, _explain(earlier, record, drift),
+                declared.sri,
+                nar.sha256.sri,
+                kept,
+                _explain(earlier, record, drift),
             )
         entry = store.register(
-            content, name=name, kind="deps", nar=nar,
+            content,
+            name=name,
+            kind="deps",
+            nar=nar,
             # Built with it: the build root lives as long as the layer.
             references=[system.path_name] if system else [],
             metadata=_metadata(project, plan, interpreter, tools, report, record),
@@ -180,7 +214,7 @@ def build_deps(project: Project, store: Store, find_tools: Callable[[], Tools],
     if declared is None:
         progress.warning(
             f"the recipe declares no deps.hash; this build gave {entry.nar_hash}. "
-            f"Pin it with `lockbox lock-hash`, or add to [deps]: hash = \"{entry.nar_hash}\""
+            f'Pin it with `lockbox lock-hash`, or add to [deps]: hash = "{entry.nar_hash}"'
         )
     return DepsResult(entry, plan, reused=False, layer=report, record=record)
 
@@ -196,12 +230,16 @@ def stored_answer(store: Store, entry: Entry, key: str) -> Mapping[str, Any] | N
         return None
     used = recorded.get("toolchain", {})
     # A build root is content-addressed and part of ``key``: nothing of the host to check.
-    if not used.get("root") and summary({"toolchain": toolchain.current(used)}) != summary({"toolchain": used}):
+    if not used.get("root") and summary({"toolchain": toolchain.current(used)}) != summary(
+        {"toolchain": used}
+    ):
         return None
     return {**entry.inputs.get("record", {}), "toolchain": used}
 
 
-def _declared_record(project: Project, store: Store, existing: Entry | None) -> Mapping[str, Any] | None:
+def _declared_record(
+    project: Project, store: Store, existing: Entry | None
+) -> Mapping[str, Any] | None:
     """The record of the build that gave the declared hash: the committed file if it is
     about that hash, else what the store kept."""
     from lockbox.inputs import read_committed
@@ -215,8 +253,9 @@ def _declared_record(project: Project, store: Store, existing: Entry | None) -> 
     return None
 
 
-def _moved_before_building(earlier: Mapping[str, Any], inputs: Mapping[str, object],
-                           root: RootPins | None) -> list[str]:
+def _moved_before_building(
+    earlier: Mapping[str, Any], inputs: Mapping[str, object], root: RootPins | None
+) -> list[str]:
     """What visibly moved before anything is built: the inputs, and the recorded toolchain
     packages' versions on this machine (or in the build root)."""
     from lockbox.toolchain import installed_versions
@@ -234,26 +273,38 @@ def _moved_before_building(earlier: Mapping[str, Any], inputs: Mapping[str, obje
     return lines
 
 
-def _explain(earlier: Mapping[str, Any] | None, record: Mapping[str, Any],
-             drift: Callable[[Mapping[str, Any], Mapping[str, Any]], list[str]]) -> str:
+def _explain(
+    earlier: Mapping[str, Any] | None,
+    record: Mapping[str, Any],
+    drift: Callable[[Mapping[str, Any], Mapping[str, Any]], list[str]],
+) -> str:
     if earlier is None:
-        return ("no record of what the declared hash was built from (commit the "
-                "lockbox.inputs.toml `lockbox lock-hash` writes beside the recipe); if uv.lock "
-                "or the recipe changed on purpose, declare the new hash with `lockbox lock-hash`")
+        return (
+            "no record of what the declared hash was built from (commit the "
+            "lockbox.inputs.toml `lockbox lock-hash` writes beside the recipe); if uv.lock "
+            "or the recipe changed on purpose, declare the new hash with `lockbox lock-hash`"
+        )
     moved = drift(earlier, record)
     if not moved:
-        return ("no recorded input changed: the build is not reproducible here. "
-                "`lockbox check` rebuilds under varied conditions and shows what differs; "
-                "`lockbox diff` compares with the last good layer")
-    return ("what moved since the declared hash was built:\n" +
-            "\n".join(f"  {line}" for line in moved) +
-            "\nif the change is intended, declare the new hash with `lockbox lock-hash`; "
-            "`lockbox diff` shows what differs from the last good layer")
+        return (
+            "no recorded input changed: the build is not reproducible here. "
+            "`lockbox check` rebuilds under varied conditions and shows what differs; "
+            "`lockbox diff` compares with the last good layer"
+        )
+    return (
+        "what moved since the declared hash was built:\n"
+        + "\n".join(f"  {line}" for line in moved)
+        + "\nif the change is intended, declare the new hash with `lockbox lock-hash`; "
+        "`lockbox diff` shows what differs from the last good layer"
+    )
 
 
 def _installed_versions(project: Project, plan: Plan) -> dict[str, str]:
-    return {planned.package.name: planned.package.version for planned in plan.installed
-            if planned.form != "member" and planned.package.name not in project.recipe.deps.exclude}
+    return {
+        planned.package.name: planned.package.version
+        for planned in plan.installed
+        if planned.form != "member" and planned.package.name not in project.recipe.deps.exclude
+    }
 
 
 def _report_scrub(report: LayerReport, progress: Progress) -> None:
@@ -262,14 +313,22 @@ def _report_scrub(report: LayerReport, progress: Progress) -> None:
         for path, count in sorted(paths.items()):
             progress.debug(f"scrubbed {path} ×{count} in {file}")
     if scrub.found:
-        progress.info(f"scrubbed {scrub.occurrences} references to {len(scrub.paths)} "
-                      f"build paths in {scrub.files} files")
+        progress.info(
+            f"scrubbed {scrub.occurrences} references to {len(scrub.paths)} "
+            f"build paths in {scrub.files} files"
+        )
     else:
         progress.info("no build paths found in the layer")
 
 
-def _metadata(project: Project, plan: Plan, interpreter: Interpreter, tools: Tools,
-              report: LayerReport, record: Mapping[str, Any]) -> dict[str, object]:
+def _metadata(
+    project: Project,
+    plan: Plan,
+    interpreter: Interpreter,
+    tools: Tools,
+    report: LayerReport,
+    record: Mapping[str, Any],
+) -> dict[str, object]:
     from lockbox.inputs import summary
 
     tags = interpreter.tags

@@ -56,8 +56,9 @@ class _Failed(Exception):
     pass
 
 
-def download_all(items: Sequence[Download], directory: Path, progress: Progress = silent, *,
-                 jobs: int = 8) -> dict[str, Path]:
+def download_all(
+    items: Sequence[Download], directory: Path, progress: Progress = silent, *, jobs: int = 8
+) -> dict[str, Path]:
     """Download ``items`` into ``directory``; return each sha256 → the verified file."""
     unique = list({item.sha256.lower(): item for item in items}.values())
     failures: list[tuple[Download, str]] = []
@@ -76,8 +77,10 @@ def download_all(items: Sequence[Download], directory: Path, progress: Progress 
         else:
             wanted.append(item)
     size = sum(item.size or 0 for item in wanted)
-    progress.info(f"fetching {len(wanted)} files ({size / 1e6:.1f} MB); "
-                  f"{len(found)} of {len(unique)} were already there")
+    progress.info(
+        f"fetching {len(wanted)} files ({size / 1e6:.1f} MB); "
+        f"{len(found)} of {len(unique)} were already there"
+    )
     gone: list[Download] = []
     if wanted:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -90,8 +93,9 @@ def download_all(items: Sequence[Download], directory: Path, progress: Progress 
             else:
                 failures.append((item, str(outcome)))
     if failures:
-        raise DownloadFailed([*failures, *((item, "gone from the server (404/410)")
-                                           for item in gone)])
+        raise DownloadFailed(
+            [*failures, *((item, "gone from the server (404/410)") for item in gone)]
+        )
     if gone:
         raise DownloadGone(gone)
     return found
@@ -144,12 +148,15 @@ def _fetch(item: Download, directory: Path, progress: Progress) -> Path:
             resume = False  # the kept part may have been wrong: once more, whole
         if item.size is not None and received != item.size:
             raise _Failed(f"{item.name}: expected {item.size} bytes, got {received}")
-        raise _Failed(f"hash mismatch for {item.name}: expected sha256:{item.sha256.lower()}, "
-                      f"got sha256:{got}")
+        raise _Failed(
+            f"hash mismatch for {item.name}: expected sha256:{item.sha256.lower()}, "
+            f"got sha256:{got}"
+        )
 
 
-def _receive(item: Download, partial: Path, digest: hashlib._Hash,
-             resume: bool) -> tuple[int, bool]:
+def _receive(
+    item: Download, partial: Path, digest: hashlib._Hash, resume: bool
+) -> tuple[int, bool]:
     """Write ``item`` into ``partial``, continuing what is there when ``resume`` and the
     server supports ranges; return the file's size, ``digest`` having seen all of it, and
     whether a kept part was continued."""
@@ -159,8 +166,11 @@ def _receive(item: Download, partial: Path, digest: hashlib._Hash,
         request.add_header("Range", f"bytes={offset}-")
     try:
         with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:
-            ranged = (offset and response.status == 206
-                      and response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"))
+            ranged = (
+                offset
+                and response.status == 206
+                and response.headers.get("Content-Range", "").startswith(f"bytes {offset}-")
+            )
             with open(partial, "r+b" if ranged else "wb") as out:
                 if ranged:
                     while chunk := out.read(_CHUNK):

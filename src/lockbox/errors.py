@@ -222,8 +222,11 @@ class DownloadGone(LockboxError):
 
     def __str__(self) -> str:
         lines = [f"{len(self.items)} files are gone from where they were published (404/410):"]
-        lines += [f"  {getattr(item, 'label', '') or getattr(item, 'name', '')}: "
-                  f"{getattr(item, 'url', '')}" for item in self.items]
+        lines += [
+            f"  {getattr(item, 'label', '') or getattr(item, 'name', '')}: "
+            f"{getattr(item, 'url', '')}"
+            for item in self.items
+        ]
         lines.append("the index no longer serves them; nothing was added to the store")
         return "\n".join(lines)
 
@@ -238,8 +241,12 @@ class DownloadFailed(LockboxError):
 
     def __str__(self) -> str:
         lines = [f"could not download {len(self.failures)} files:"]
-        lines += [f"  {getattr(item, 'label', '') or getattr(item, 'name', '')} "
-                  f"({getattr(item, 'url', '')}): {reason}" for item, reason in self.failures]
-        lines.append("check the network, proxy settings and the index URLs; nothing was "
-                     "added to the store")
+        lines += [
+            f"  {getattr(item, 'label', '') or getattr(item, 'name', '')} "
+            f"({getattr(item, 'url', '')}): {reason}"
+            for item, reason in self.failures
+        ]
+        lines.append(
+            "check the network, proxy settings and the index URLs; nothing was added to the store"
+        )
         return "\n".join(lines)

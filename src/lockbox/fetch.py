@@ -78,8 +78,9 @@ class Fetched:
     """The recipe's extra sources, checked."""
 
 
-def fetch_dependencies(project: Project, plan: Plan, store: Store, work: Path,
-                       progress: Progress = silent) -> Fetched:
+def fetch_dependencies(
+    project: Project, plan: Plan, store: Store, work: Path, progress: Progress = silent
+) -> Fetched:
     """Fetch what a build of ``plan`` needs (module docstring) for the build in ``work``."""
     problems: list[str] = []
     items, by_name = _locked_items(project, plan, problems)
@@ -97,8 +98,9 @@ def fetch_dependencies(project: Project, plan: Plan, store: Store, work: Path,
     return Fetched(links, local, fetch_extra_sources(project, store, progress))
 
 
-def _locked_items(project: Project, plan: Plan,
-                  problems: list[str]) -> tuple[list[Download], dict[str, str]]:
+def _locked_items(
+    project: Project, plan: Plan, problems: list[str]
+) -> tuple[list[Download], dict[str, str]]:
     """The files uv.lock pins that the build installs; and, for URL sources, the package's
     name → the file's SHA-256."""
     items: list[Download] = []
@@ -110,10 +112,12 @@ def _locked_items(project: Project, plan: Plan,
         if package.source.kind == "path":  # a file in the project: read where it is
             continue
         if artifact.sha256 is None:
-            problems.append(f"{package.label}: uv.lock has no SHA-256 for {artifact.filename} "
-                            "(its index publishes none): lockbox fetches only by hash; use "
-                            "an index that publishes hashes (a find-links page needs "
-                            "#sha256= fragments)")
+            problems.append(
+                f"{package.label}: uv.lock has no SHA-256 for {artifact.filename} "
+                "(its index publishes none): lockbox fetches only by hash; use "
+                "an index that publishes hashes (a find-links page needs "
+                "#sha256= fragments)"
+            )
             continue
         url = artifact.url or (package.source.location if package.source.kind == "url" else None)
         if url is None and artifact.path is not None:
@@ -122,15 +126,23 @@ def _locked_items(project: Project, plan: Plan,
             problems.append(f"{package.label}: uv.lock gives no URL for {artifact.filename}")
             continue
         kind = "wheel" if artifact.filename.endswith(".whl") else "sdist"
-        items.append(Download(url, artifact.sha256.hex, artifact.filename, artifact.size,
-                              f"{package.label} ({kind})"))
+        items.append(
+            Download(
+                url,
+                artifact.sha256.hex,
+                artifact.filename,
+                artifact.size,
+                f"{package.label} ({kind})",
+            )
+        )
         if package.source.kind == "url":
             by_name[package.name] = artifact.sha256.hex
     return items, by_name
 
 
-def _pinned_items(project: Project, interpreter: Interpreter, problems: list[str],
-                  progress: Progress) -> list[Download]:
+def _pinned_items(
+    project: Project, interpreter: Interpreter, problems: list[str], progress: Progress
+) -> list[Download]:
     """The files of uv.lock's build pins that ``interpreter`` can use."""
     from lockbox.buildpins import pinned
 
@@ -141,9 +153,18 @@ def _pinned_items(project: Project, interpreter: Interpreter, problems: list[str
     progress.info(f"asking {', '.join(indexes)} for the files of {len(pins)} build pins")
     no_binary = project.uv.no_binary_packages
     with ThreadPoolExecutor(max_workers=8) as pool:
-        answers = list(pool.map(lambda name: _pinned_files(name, pins[name], indexes,
-                                                           name in no_binary or project.uv.no_binary,
-                                                           interpreter), sorted(pins)))
+        answers = list(
+            pool.map(
+                lambda name: _pinned_files(
+                    name,
+                    pins[name],
+                    indexes,
+                    name in no_binary or project.uv.no_binary,
+                    interpreter,
+                ),
+                sorted(pins),
+            )
+        )
     items: list[Download] = []
     for name, answer in zip(sorted(pins), answers):
         if isinstance(answer, str):
@@ -153,14 +174,21 @@ def _pinned_items(project: Project, interpreter: Interpreter, problems: list[str
     return items
 
 
-def _pinned_files(name: str, pin: Mapping[str, Any], indexes: Sequence[str], sdist_only: bool,
-                  interpreter: Interpreter) -> list[Download] | str:
+def _pinned_files(
+    name: str,
+    pin: Mapping[str, Any],
+    indexes: Sequence[str],
+    sdist_only: bool,
+    interpreter: Interpreter,
+) -> list[Download] | str:
     """The files of one build pin to fetch, or why there are none."""
     hashes = {str(h).removeprefix("sha256:").lower() for h in pin["hashes"]}
     label = f"{name} {pin['version']}"
     if not hashes:
-        return (f"the build pin {label} has no hashes: run `lockbox lock-build` to pin build "
-                "dependencies with their hashes")
+        return (
+            f"the build pin {label} has no hashes: run `lockbox lock-build` to pin build "
+            "dependencies with their hashes"
+        )
     asked = []
     for index in indexes:
         try:
@@ -172,19 +200,31 @@ def _pinned_files(name: str, pin: Mapping[str, Any], indexes: Sequence[str], sdi
         if not pinned_files:
             asked.append(f"{index} lists no file of {name} with a pinned hash")
             continue
-        wheels = [] if sdist_only else [
-            f for f in pinned_files if f.name.endswith(".whl") and _fits(f.name, interpreter)]
+        wheels = (
+            []
+            if sdist_only
+            else [f for f in pinned_files if f.name.endswith(".whl") and _fits(f.name, interpreter)]
+        )
         sdists = [f for f in pinned_files if f.name.endswith(_SDIST)]
         chosen = wheels or sdists
         if not chosen:
             asked.append(f"{index} has no file of {label} for {interpreter.abi} on this platform")
             continue
-        return [Download(f.url, f.sha256, f.name, f.size,
-                         f"{label} (build dependency, {'wheel' if f.name.endswith('.whl') else 'sdist'})")
-                for f in chosen]
-    return (f"the build pin {label}: " + "; ".join(asked) + " (an index that replaced a "
-            "pinned file is refused; to pin what it serves now, run `lockbox lock-build` and "
-            "review the change)")
+        return [
+            Download(
+                f.url,
+                f.sha256,
+                f.name,
+                f.size,
+                f"{label} (build dependency, {'wheel' if f.name.endswith('.whl') else 'sdist'})",
+            )
+            for f in chosen
+        ]
+    return (
+        f"the build pin {label}: " + "; ".join(asked) + " (an index that replaced a "
+        "pinned file is refused; to pin what it serves now, run `lockbox lock-build` and "
+        "review the change)"
+    )
 
 
 def _fits(filename: str, interpreter: Interpreter) -> bool:
@@ -232,8 +272,9 @@ def simple_files(index: str, project: str) -> list[IndexFile]:
     """The files ``index`` lists for ``project`` with their SHA-256 (PEP 691 JSON, or the
     PEP 503 HTML page with ``#sha256=`` fragments)."""
     url = f"{index.rstrip('/')}/{canonicalize_name(project)}/"
-    request = urllib.request.Request(url, headers={"Accept": _SIMPLE_ACCEPT,
-                                                   "User-Agent": "lockbox"})
+    request = urllib.request.Request(
+        url, headers={"Accept": _SIMPLE_ACCEPT, "User-Agent": "lockbox"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             kind = response.headers.get("Content-Type", "")
@@ -242,7 +283,9 @@ def simple_files(index: str, project: str) -> list[IndexFile]:
     except urllib.error.HTTPError as error:
         raise LockboxError(f"{url} answered HTTP {error.code}") from None
     except (OSError, ValueError) as error:
-        raise LockboxError(f"cannot read {url}: {getattr(error, 'reason', None) or error}") from None
+        raise LockboxError(
+            f"cannot read {url}: {getattr(error, 'reason', None) or error}"
+        ) from None
     files: list[IndexFile] = []
     if "json" in kind:
         try:
@@ -255,9 +298,14 @@ def simple_files(index: str, project: str) -> list[IndexFile]:
             digest = (entry.get("hashes") or {}).get("sha256")
             size = entry.get("size")
             if isinstance(digest, str) and isinstance(entry.get("url"), str):
-                files.append(IndexFile(str(entry.get("filename")),
-                                       urllib.parse.urljoin(url, entry["url"]), digest.lower(),
-                                       size if isinstance(size, int) else None))
+                files.append(
+                    IndexFile(
+                        str(entry.get("filename")),
+                        urllib.parse.urljoin(url, entry["url"]),
+                        digest.lower(),
+                        size if isinstance(size, int) else None,
+                    )
+                )
         return [f for f in files if _file_name_ok(f.name)]
     parser = _Links()
     parser.feed(body.decode("utf-8", "replace"))
@@ -267,8 +315,9 @@ def simple_files(index: str, project: str) -> list[IndexFile]:
         match = re.search(r"(?:^|&)sha256=([0-9a-fA-F]{64})", parts.fragment)
         name = urllib.parse.unquote(parts.path.rsplit("/", 1)[-1]) or text.strip()
         if match:
-            files.append(IndexFile(name, parts._replace(fragment="").geturl(),
-                                   match.group(1).lower()))
+            files.append(
+                IndexFile(name, parts._replace(fragment="").geturl(), match.group(1).lower())
+            )
     return [f for f in files if _file_name_ok(f.name)]
 
 
@@ -317,13 +366,21 @@ def _checkout(package: Any, directory: Path, progress: Progress) -> Path:
     progress.info(f"fetching {source.location} at {source.git_commit}")
     commit = checkout(source.location, source.git_commit, target, progress)
     if commit != source.git_commit:
-        raise FetchError([f"{package.label}: {source.location} at {source.git_commit} checked "
-                          f"out as {commit}: uv.lock pins a full commit; run `uv lock`"])
+        raise FetchError(
+            [
+                f"{package.label}: {source.location} at {source.git_commit} checked "
+                f"out as {commit}: uv.lock pins a full commit; run `uv lock`"
+            ]
+        )
     if source.subdirectory:
         inner = (target / source.subdirectory).resolve()
         if not inner.is_relative_to(target.resolve()) or not inner.is_dir():
-            raise FetchError([f"{package.label}: the subdirectory {source.subdirectory!r} "
-                              f"is not a directory of {source.location}"])
+            raise FetchError(
+                [
+                    f"{package.label}: the subdirectory {source.subdirectory!r} "
+                    f"is not a directory of {source.location}"
+                ]
+            )
         return inner
     return target
 
@@ -334,8 +391,10 @@ def fetch_extra_sources(project: Project, store: Store, progress: Progress) -> l
         return []
     from lockbox.sources import fetch
 
-    return [fetch(source, store.work_dir / "sources", progress)
-            for source in project.recipe.deps.extra_sources]
+    return [
+        fetch(source, store.work_dir / "sources", progress)
+        for source in project.recipe.deps.extra_sources
+    ]
 
 
 _REQUIREMENT_URL = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])? @ (\S+)", re.MULTILINE)
@@ -344,6 +403,7 @@ _REQUIREMENT_URL = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])? @ (\S
 def localise(requirements: str, local: Mapping[str, str]) -> str:
     """``requirements`` (``uv export`` output) with the URL of each package in ``local``
     (name → a ``file://`` URL of what was fetched for it) replaced."""
+
     def replace(match: re.Match[str]) -> str:
         name = canonicalize_name(match.group(1))
         if name not in local:

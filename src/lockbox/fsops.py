@@ -66,8 +66,9 @@ def step(what: str) -> None:
             sink.write(f"{os.getpid()} {_steps} {what}\n")
     if kill_at and _steps == int(kill_at):
         os.kill(os.getpid(), signal.SIGKILL)
-    if stop_at and (_steps == int(stop_at) if stop_at.isdigit()
-                    else fnmatch.fnmatchcase(what, stop_at)):
+    if stop_at and (
+        _steps == int(stop_at) if stop_at.isdigit() else fnmatch.fnmatchcase(what, stop_at)
+    ):
         os.environ.pop(STOP_AT_STEP)  # once: the first match
         os.kill(os.getpid(), signal.SIGSTOP)
 
@@ -85,8 +86,13 @@ def _renameat2() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
         function = libc.renameat2
     except (OSError, AttributeError):
         return None
-    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                         ctypes.c_uint]
+    function.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
     function.restype = ctypes.c_int
     return function
 
@@ -98,8 +104,10 @@ def exchange(first: Path, second: Path) -> None:
     if function is None:
         raise OSError(errno.ENOSYS, "renameat2 is not available", str(first))
     step(f"exchange {second.name}")
-    if function(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second),
-                _RENAME_EXCHANGE) != 0:
+    if (
+        function(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE)
+        != 0
+    ):
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), str(first), None, str(second))
 
@@ -121,7 +129,9 @@ _TOKEN_DIGITS = 32
 
 
 def _work_pattern(target: Path) -> re.Pattern[str]:
-    return re.compile(rf"\.{re.escape(target.name)}{re.escape(_WORK_MARK)}[0-9a-f]{{{_TOKEN_DIGITS}}}")
+    return re.compile(
+        rf"\.{re.escape(target.name)}{re.escape(_WORK_MARK)}[0-9a-f]{{{_TOKEN_DIGITS}}}"
+    )
 
 
 @contextlib.contextmanager
@@ -174,8 +184,9 @@ def remove_leftovers(target: Path) -> list[Path]:
             continue
         path = target.parent / name
         try:
-            descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-                                 | os.O_CLOEXEC | os.O_NONBLOCK)
+            descriptor = os.open(
+                path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+            )
         except OSError:  # a symlink, a file, or gone
             continue
         try:

@@ -73,8 +73,10 @@ class HostLibraries:
         bundles them, name → path when it only links to them."""
         if not bundle:
             return dict(sorted(self.found.items()))
-        return {name: None if path is None else {"path": path, "sha256": self.digests[path]}
-                for name, path in sorted(self.found.items())}
+        return {
+            name: None if path is None else {"path": path, "sha256": self.digests[path]}
+            for name, path in sorted(self.found.items())
+        }
 
     def uncovered(self, bundled: Iterable[str]) -> list[str]:
         """The host files among ``bundled`` these inputs do not cover (none, unless the
@@ -82,8 +84,13 @@ class HostLibraries:
         return sorted(set(bundled) - set(self.digests))
 
 
-def host_closure(needed: Iterable[str], store: Store, *, recipe_paths: Sequence[Path] = (),
-                 host: Mapping[str, Path] | None = None) -> HostLibraries:
+def host_closure(
+    needed: Iterable[str],
+    store: Store,
+    *,
+    recipe_paths: Sequence[Path] = (),
+    host: Mapping[str, Path] | None = None,
+) -> HostLibraries:
     """Resolve ``needed`` outside the output, and what the libraries found need."""
     host = host_libraries() if host is None else host
     found: dict[str, str | None] = {}
@@ -98,8 +105,9 @@ def host_closure(needed: Iterable[str], store: Store, *, recipe_paths: Sequence[
         found[name] = None if library is None else str(library.path)
         if library is None:
             continue
-        consulted += [str(directory / name) for directory in recipe_paths
-                      if os.path.lexists(directory / name)]
+        consulted += [
+            str(directory / name) for directory in recipe_paths if os.path.lexists(directory / name)
+        ]
         consulted += [*([str(host[name])] if name in host else []), str(library.path)]
         if str(library.path) not in digests:
             digest = file_sha256(library.path)
@@ -112,6 +120,7 @@ def host_closure(needed: Iterable[str], store: Store, *, recipe_paths: Sequence[
 def entry_needs(store: Store, entry: Entry) -> tuple[str, ...]:
     """What the ELF files of the store entry ``entry`` that this machine loads need
     (entries never change)."""
+
     def read() -> tuple[str, ...]:
         from lockbox.elf import scan_tree
 

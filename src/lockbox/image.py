@@ -109,7 +109,9 @@ class _Member:
     """Mode to record instead of the file's own."""
 
 
-def base_files(progress: Progress = silent) -> tuple[list[tuple[str, Path | None, str]], dict[str, str]]:
+def base_files(
+    progress: Progress = silent,
+) -> tuple[list[tuple[str, Path | None, str]], dict[str, str]]:
     """The glibc family and loader of this host: (image path, host file or None for a
     symlink, symlink target) and the Debian packages they come from, with versions."""
     from lockbox.elf import read_elf
@@ -117,8 +119,10 @@ def base_files(progress: Progress = silent) -> tuple[list[tuple[str, Path | None
 
     listing = run(["dpkg-query", "-L", "libc6"], check=False).stdout.split()
     if not listing:
-        raise ImageError("cannot list the files of Debian's libc6 (dpkg-query -L libc6): the "
-                         "image's base of glibc is taken from a Debian host")
+        raise ImageError(
+            "cannot list the files of Debian's libc6 (dpkg-query -L libc6): the "
+            "image's base of glibc is taken from a Debian host"
+        )
     version = run(["dpkg-query", "-W", "-f", "${Version}", "libc6"]).stdout.strip()
     files: dict[str, tuple[str, Path | None, str]] = {}
     for name in listing:
@@ -157,8 +161,13 @@ def base_members(base: Sequence[tuple[str, Path | None, str]]) -> list[_Member]:
         else:
             members.append(_Member(name, source, os.stat(source)))
     members.append(_Member("tmp"))
-    members.append(_Member("etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\n"
-                           b"nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"))
+    members.append(
+        _Member(
+            "etc/passwd",
+            data=b"root:x:0:0:root:/root:/bin/sh\n"
+            b"nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        )
+    )
     members.append(_Member("etc/group", data=b"root:x:0:\nnogroup:x:65534:\n"))
     return members
 
@@ -173,9 +182,12 @@ def application_members(app: Entry, linked: Sequence[Entry]) -> list[_Member]:
     entries' (hardlinked from it in the store: the dependency layer, its bytecode, the
     bundled libraries) becomes a symbolic link to that entry's file, which its own layer
     holds."""
-    origins = {(info.st_dev, info.st_ino): path
-               for entry in linked for path, info in _walk(entry.path)
-               if stat.S_ISREG(info.st_mode)}
+    origins = {
+        (info.st_dev, info.st_ino): path
+        for entry in linked
+        for path, info in _walk(entry.path)
+        if stat.S_ISREG(info.st_mode)
+    }
     members = []
     for path, info in _walk(app.path):
         origin = origins.get((info.st_dev, info.st_ino)) if stat.S_ISREG(info.st_mode) else None
@@ -194,8 +206,9 @@ def _walk(top: Path | str) -> Iterator[tuple[str, os.stat_result]]:
     while stack:
         directory = stack.pop()
         with os.scandir(directory) as scan:
-            found = sorted((entry.name, entry.path, entry.stat(follow_symlinks=False))
-                           for entry in scan)
+            found = sorted(
+                (entry.name, entry.path, entry.stat(follow_symlinks=False)) for entry in scan
+            )
         below = []
         for _, path, info in found:
             yield path, info
@@ -214,8 +227,9 @@ class _Sink:
         self.blob = hashlib.sha256() if compress else self.diff
         self.size = 0
         # wbits 31: a gzip stream whose header is written with time 0 and no name.
-        self.compressor = (isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, 31)
-                           if compress else None)
+        self.compressor = (
+            isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, 31) if compress else None
+        )
 
     def write(self, data: bytes | bytearray) -> None:
         self.diff.update(data)
@@ -233,13 +247,20 @@ class _Sink:
             self._emit(self.compressor.flush())
 
 
-def write_layer(members: Iterable[_Member], out: BinaryIO, compress: bool) -> tuple[str, str, int, int]:
+def write_layer(
+    members: Iterable[_Member], out: BinaryIO, compress: bool
+) -> tuple[str, str, int, int]:
     """Write one layer; returns its blob digest, diff id, blob size and entry count."""
     sink = _Sink(out, compress)
     entries = _with_parents(members)
     _write_tar(entries, sink.write)
     sink.finish()
-    return f"sha256:{sink.blob.hexdigest()}", f"sha256:{sink.diff.hexdigest()}", sink.size, len(entries)
+    return (
+        f"sha256:{sink.blob.hexdigest()}",
+        f"sha256:{sink.diff.hexdigest()}",
+        sink.size,
+        len(entries),
+    )
 
 
 def _write_tar(entries: Mapping[str, _Member], write: Callable[[bytearray], object]) -> None:
@@ -269,7 +290,9 @@ def _write_tar(entries: Mapping[str, _Member], write: Callable[[bytearray], obje
             kind, mode, link = b"2", 0o777, member.link
         elif member.source is None or info is None or stat.S_ISDIR(info.st_mode):
             kind, link = b"5", ""
-            mode = 0o1777 if name == "tmp" else 0o755 if info is None else stat.S_IMODE(info.st_mode)
+            mode = (
+                0o1777 if name == "tmp" else 0o755 if info is None else stat.S_IMODE(info.st_mode)
+            )
         elif stat.S_ISLNK(info.st_mode):
             kind, mode, link = b"2", 0o777, os.readlink(member.source)
         else:
@@ -307,7 +330,7 @@ def tar_header(name: str, mode: int, size: int, kind: bytes, link: str = "") -> 
     per file of the closure and ``TarInfo.tobuf`` costs as much as reading the file."""
     raw = name.encode("utf-8", "surrogateescape")
     raw_link = link.encode("utf-8", "surrogateescape")
-    if not raw.isascii() or not raw_link.isascii() or size >= 8 ** 11:
+    if not raw.isascii() or not raw_link.isascii() or size >= 8**11:
         info = tarfile.TarInfo(name)
         info.mtime, info.mode, info.size, info.type, info.linkname = MTIME, mode, size, kind, link
         info.uid = info.gid = 0
@@ -333,14 +356,14 @@ def tar_header(name: str, mode: int, size: int, kind: bytes, link: str = "") -> 
 
 def _ustar(name: bytes, mode: int, size: int, mtime: int, kind: bytes, link: bytes) -> bytes:
     header = bytearray(tarfile.BLOCKSIZE)
-    header[0:len(name)] = name
+    header[0 : len(name)] = name
     header[100:108] = b"%07o\0" % (mode & 0o7777)
     header[108:124] = b"0000000\x000000000\x00"
     header[124:136] = b"%011o\0" % size
     header[136:148] = b"%011o\0" % mtime
     header[148:156] = b"        "
     header[156:157] = kind
-    header[157:157 + len(link)] = link
+    header[157 : 157 + len(link)] = link
     header[257:265] = b"ustar\x0000"
     header[148:156] = b"%06o\0 " % sum(header)
     return bytes(header)
@@ -413,19 +436,26 @@ class _BaseBlobs:
         self.members: dict[str, tarfile.TarInfo] = {}
         if path.is_dir():
             if not self._regular(("oci-layout",)):
-                raise self.error(f"{path} is not an OCI image layout (no oci-layout file)",
-                                 "give a directory written by skopeo, umoci or lockbox")
+                raise self.error(
+                    f"{path} is not an OCI image layout (no oci-layout file)",
+                    "give a directory written by skopeo, umoci or lockbox",
+                )
         elif path.is_file():
             try:
                 self.archive = tarfile.open(path)
-                self.members = {member.name.removeprefix("./"): member
-                                for member in self.archive.getmembers()}
+                self.members = {
+                    member.name.removeprefix("./"): member for member in self.archive.getmembers()
+                }
             except (tarfile.TarError, EOFError, OSError) as error:
-                raise self.error(f"{path} is not an OCI archive: {error}",
-                                 "give an archive written by skopeo or lockbox (oci-archive)") from None
+                raise self.error(
+                    f"{path} is not an OCI archive: {error}",
+                    "give an archive written by skopeo or lockbox (oci-archive)",
+                ) from None
         else:
-            raise self.error("no such OCI image layout or archive",
-                             "give the path of a directory or archive, with :TAG if it holds several")
+            raise self.error(
+                "no such OCI image layout or archive",
+                "give the path of a directory or archive, with :TAG if it holds several",
+            )
 
     def error(self, what: str, hint: str = "") -> ImageError:
         message = f"--base {self.reference}: {what}"
@@ -450,18 +480,24 @@ class _BaseBlobs:
                 directory = below
             descriptor = os.open(parts[-1], flags, dir_fd=directory)
         except FileNotFoundError:
-            raise self.error(f"{name} is missing from {self.path}",
-                             "the image is incomplete: copy it again (skopeo copy)") from None
+            raise self.error(
+                f"{name} is missing from {self.path}",
+                "the image is incomplete: copy it again (skopeo copy)",
+            ) from None
         except OSError as error:
-            raise self.error(f"{self.path / name} cannot be read: {error.strerror}"
-                             " (a symbolic link or not a regular file?)",
-                             "an image layout holds its files and blobs themselves") from None
+            raise self.error(
+                f"{self.path / name} cannot be read: {error.strerror}"
+                " (a symbolic link or not a regular file?)",
+                "an image layout holds its files and blobs themselves",
+            ) from None
         finally:
             os.close(directory)
         if not stat.S_ISREG(os.fstat(descriptor).st_mode):
             os.close(descriptor)
-            raise self.error(f"{self.path / name} is not a regular file",
-                             "an image layout holds its files and blobs themselves")
+            raise self.error(
+                f"{self.path / name} is not a regular file",
+                "an image layout holds its files and blobs themselves",
+            )
         return descriptor
 
     def _raw(self, name: str) -> BinaryIO:
@@ -469,18 +505,23 @@ class _BaseBlobs:
             return os.fdopen(self._open(name.split("/")), "rb")
         member = self.members.get(name)
         if member is None:
-            raise self.error(f"{name} is missing from {self.path}",
-                             "the archive is incomplete: write it again (skopeo copy)")
+            raise self.error(
+                f"{name} is missing from {self.path}",
+                "the archive is incomplete: write it again (skopeo copy)",
+            )
         if not member.isreg():
-            raise self.error(f"{name} in {self.path} is not a regular file",
-                             "an OCI archive holds its blobs themselves, not links")
+            raise self.error(
+                f"{name} in {self.path} is not a regular file",
+                "an OCI archive holds its blobs themselves, not links",
+            )
         extracted = self.archive.extractfile(member)
         assert extracted is not None
         return extracted  # type: ignore[return-value]
 
     def open(self, descriptor: Descriptor) -> BinaryIO:
-        return _CheckedBlob(self._raw(f"blobs/sha256/{descriptor.digest.split(':')[1]}"),
-                            descriptor, self)
+        return _CheckedBlob(
+            self._raw(f"blobs/sha256/{descriptor.digest.split(':')[1]}"), descriptor, self
+        )
 
     def check_present(self, descriptor: Descriptor) -> None:
         """That the blob is there, a regular file of the descriptor's size (its bytes are
@@ -496,15 +537,18 @@ class _BaseBlobs:
             with self._raw(f"blobs/sha256/{descriptor.digest.split(':')[1]}"):
                 size = self.members[f"blobs/sha256/{descriptor.digest.split(':')[1]}"].size
         if size != descriptor.size:
-            raise self.error(f"blob {descriptor.digest} has {size} bytes, its descriptor says "
-                             f"{descriptor.size}",
-                             "the image is damaged or was tampered with: copy it again")
+            raise self.error(
+                f"blob {descriptor.digest} has {size} bytes, its descriptor says {descriptor.size}",
+                "the image is damaged or was tampered with: copy it again",
+            )
 
     def document(self, descriptor: Descriptor) -> dict[str, object]:
         """A JSON blob (manifest, index, config), checked, as a JSON object."""
         if descriptor.size > _DOCUMENT_LIMIT:
-            raise self.error(f"{descriptor.digest} is {descriptor.size} bytes, too large for "
-                             f"a {descriptor.media_type}")
+            raise self.error(
+                f"{descriptor.digest} is {descriptor.size} bytes, too large for "
+                f"a {descriptor.media_type}"
+            )
         with self.open(descriptor) as blob:
             data = _read_all(blob, self)
         return self.parse(data, descriptor.digest)
@@ -520,11 +564,13 @@ class _BaseBlobs:
         try:
             value = json.loads(data)
         except (ValueError, RecursionError) as error:
-            raise self.error(f"{name} is not JSON ({error})",
-                             "the image is damaged: copy it again (skopeo copy)") from None
+            raise self.error(
+                f"{name} is not JSON ({error})", "the image is damaged: copy it again (skopeo copy)"
+            ) from None
         if not isinstance(value, dict):
-            raise self.error(f"{name} is not a JSON object",
-                             "the image is damaged: copy it again (skopeo copy)")
+            raise self.error(
+                f"{name} is not a JSON object", "the image is damaged: copy it again (skopeo copy)"
+            )
         return value
 
 
@@ -546,26 +592,34 @@ class _CheckedBlob(io.RawIOBase):
         try:
             data = self.raw.read(want) if want > 0 else b""
         except (OSError, tarfile.TarError, EOFError) as error:
-            raise self.blobs.error(f"blob {self.descriptor.digest} cannot be read: {error}",
-                                   "the image is damaged: copy it again (skopeo copy)") from None
+            raise self.blobs.error(
+                f"blob {self.descriptor.digest} cannot be read: {error}",
+                "the image is damaged: copy it again (skopeo copy)",
+            ) from None
         self.seen += len(data)
         self.hash.update(data)
         if self.seen > self.descriptor.size:
-            raise self.blobs.error(f"blob {self.descriptor.digest} is larger than the "
-                                   f"{self.descriptor.size} bytes its descriptor says",
-                                   "the image is damaged or was tampered with: copy it again")
+            raise self.blobs.error(
+                f"blob {self.descriptor.digest} is larger than the "
+                f"{self.descriptor.size} bytes its descriptor says",
+                "the image is damaged or was tampered with: copy it again",
+            )
         if not data:
             got = f"sha256:{self.hash.hexdigest()}"
             if self.seen != self.descriptor.size:
-                raise self.blobs.error(f"blob {self.descriptor.digest} has {self.seen} bytes, "
-                                       f"its descriptor says {self.descriptor.size}",
-                                       "the image is damaged or was tampered with: copy it again")
+                raise self.blobs.error(
+                    f"blob {self.descriptor.digest} has {self.seen} bytes, "
+                    f"its descriptor says {self.descriptor.size}",
+                    "the image is damaged or was tampered with: copy it again",
+                )
             if got != self.descriptor.digest:
-                raise self.blobs.error(f"blob {self.descriptor.digest} does not match its "
-                                       f"digest (its bytes hash to {got})",
-                                       "the image is damaged or was tampered with: copy it again")
+                raise self.blobs.error(
+                    f"blob {self.descriptor.digest} does not match its "
+                    f"digest (its bytes hash to {got})",
+                    "the image is damaged or was tampered with: copy it again",
+                )
             return 0
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         return len(data)
 
     def close(self) -> None:
@@ -587,8 +641,9 @@ def _read_all(file: BinaryIO, blobs: _BaseBlobs) -> bytes:
     return b"".join(chunks)
 
 
-def _descriptor(value: object, where: str, blobs: _BaseBlobs,
-                media_types: Iterable[str]) -> Descriptor:
+def _descriptor(
+    value: object, where: str, blobs: _BaseBlobs, media_types: Iterable[str]
+) -> Descriptor:
     """A descriptor read from ``where``, its digest, size and media type checked."""
     if not isinstance(value, dict):
         raise blobs.error(f"{where} is not a descriptor (a JSON object)")
@@ -596,19 +651,30 @@ def _descriptor(value: object, where: str, blobs: _BaseBlobs,
     if not isinstance(digest, str):
         raise blobs.error(f"{where} has no digest")
     algorithm = digest.partition(":")[0]
-    if ":" in digest and algorithm != "sha256" and re.fullmatch(r"[a-z0-9]+([+._-][a-z0-9]+)*", algorithm):
-        raise blobs.error(f"{where}: digest {digest[:80]!r} uses {algorithm}; lockbox reads only "
-                          "sha256 digests", "copy the image with skopeo, which writes sha256")
+    if (
+        ":" in digest
+        and algorithm != "sha256"
+        and re.fullmatch(r"[a-z0-9]+([+._-][a-z0-9]+)*", algorithm)
+    ):
+        raise blobs.error(
+            f"{where}: digest {digest[:80]!r} uses {algorithm}; lockbox reads only sha256 digests",
+            "copy the image with skopeo, which writes sha256",
+        )
     if not DIGEST.fullmatch(digest):
-        raise blobs.error(f"{where}: {digest[:80]!r} is not a digest (sha256: and 64 lowercase "
-                          "hexadecimal digits)", "the image is damaged or was tampered with")
+        raise blobs.error(
+            f"{where}: {digest[:80]!r} is not a digest (sha256: and 64 lowercase "
+            "hexadecimal digits)",
+            "the image is damaged or was tampered with",
+        )
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise blobs.error(f"{where}: the size of {digest} is not a count of bytes")
     allowed = sorted(media_types)
     if media_type not in allowed:
-        raise blobs.error(f"{where}: {digest} has media type {str(media_type)[:80]!r}, expected "
-                          f"{' or '.join(allowed)}",
-                          "give an OCI image (skopeo copy --format oci converts one)")
+        raise blobs.error(
+            f"{where}: {digest} has media type {str(media_type)[:80]!r}, expected "
+            f"{' or '.join(allowed)}",
+            "give an OCI image (skopeo copy --format oci converts one)",
+        )
     return Descriptor(media_type, digest, size)
 
 
@@ -623,42 +689,63 @@ def read_base(reference: str) -> BaseImage:
     index = blobs.index()
     manifests = index.get("manifests")
     if not isinstance(manifests, list):
-        raise blobs.error("index.json has no list of manifests",
-                          "give an OCI image layout or archive")
+        raise blobs.error(
+            "index.json has no list of manifests", "give an OCI image layout or archive"
+        )
     if tag:
-        manifests = [m for m in manifests if isinstance(m, dict)
-                     and isinstance(m.get("annotations"), dict)
-                     and m["annotations"].get("org.opencontainers.image.ref.name") == tag]
+        manifests = [
+            m
+            for m in manifests
+            if isinstance(m, dict)
+            and isinstance(m.get("annotations"), dict)
+            and m["annotations"].get("org.opencontainers.image.ref.name") == tag
+        ]
     if len(manifests) != 1:
-        raise blobs.error(f"expected one image{f' tagged {tag}' if tag else ''}, found "
-                          f"{len(manifests)}", "name the tag as PATH:TAG")
+        raise blobs.error(
+            f"expected one image{f' tagged {tag}' if tag else ''}, found {len(manifests)}",
+            "name the tag as PATH:TAG",
+        )
     descriptor = _descriptor(manifests[0], "index.json", blobs, (MANIFEST, INDEX))
     manifest = blobs.document(descriptor)
     if descriptor.media_type == INDEX:  # an index of platforms: take this machine's
         arch = _architecture()
         listed = manifest.get("manifests")
-        chosen = [m for m in listed if isinstance(m, dict) and isinstance(m.get("platform"), dict)
-                  and m["platform"].get("architecture") == arch] if isinstance(listed, list) else []
+        chosen = (
+            [
+                m
+                for m in listed
+                if isinstance(m, dict)
+                and isinstance(m.get("platform"), dict)
+                and m["platform"].get("architecture") == arch
+            ]
+            if isinstance(listed, list)
+            else []
+        )
         if not chosen:
             raise blobs.error(f"no image for {arch} in the index {descriptor.digest}")
         descriptor = _descriptor(chosen[0], f"index {descriptor.digest}", blobs, (MANIFEST,))
         manifest = blobs.document(descriptor)
     where = f"manifest {descriptor.digest}"
     if manifest.get("mediaType", descriptor.media_type) != descriptor.media_type:
-        raise blobs.error(f"{where} says it is a {str(manifest.get('mediaType'))[:80]!r}, its "
-                          f"descriptor a {descriptor.media_type}")
+        raise blobs.error(
+            f"{where} says it is a {str(manifest.get('mediaType'))[:80]!r}, its "
+            f"descriptor a {descriptor.media_type}"
+        )
     config_descriptor = _descriptor(manifest.get("config"), f"{where}: config", blobs, (CONFIG,))
     layer_list = manifest.get("layers")
     if not isinstance(layer_list, list):
         raise blobs.error(f"{where} has no list of layers")
-    layers = tuple(_descriptor(layer, f"{where}: layer {number}", blobs, BASE_LAYERS)
-                   for number, layer in enumerate(layer_list))
+    layers = tuple(
+        _descriptor(layer, f"{where}: layer {number}", blobs, BASE_LAYERS)
+        for number, layer in enumerate(layer_list)
+    )
     config = blobs.document(config_descriptor)
     where = f"config {config_descriptor.digest}"
     rootfs = config.get("rootfs")
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-    if not isinstance(diff_ids, list) or not all(isinstance(d, str) and DIGEST.fullmatch(d)
-                                                 for d in diff_ids):
+    if not isinstance(diff_ids, list) or not all(
+        isinstance(d, str) and DIGEST.fullmatch(d) for d in diff_ids
+    ):
         raise blobs.error(f"{where} has no list of sha256 diff_ids in rootfs")
     if len(diff_ids) != len(layers):
         raise blobs.error(f"{where} names {len(diff_ids)} layers, its manifest {len(layers)}")
@@ -682,11 +769,23 @@ def _architecture() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
-def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Mapping[str, str],
-               *, bytecode: Entry | None = None, libraries: Entry | None = None,
-               layout: Path | None = None, archive: Path | None = None, compress: bool = True,
-               tag: str = "latest", base_image: BaseImage | None = None,
-               store: Store | None = None, progress: Progress = silent) -> ImageResult:
+def make_image(
+    app: Entry,
+    python: Entry,
+    deps: Entry,
+    recipe: Image,
+    labels: Mapping[str, str],
+    *,
+    bytecode: Entry | None = None,
+    libraries: Entry | None = None,
+    layout: Path | None = None,
+    archive: Path | None = None,
+    compress: bool = True,
+    tag: str = "latest",
+    base_image: BaseImage | None = None,
+    store: Store | None = None,
+    progress: Progress = silent,
+) -> ImageResult:
     """Write the image of ``app`` (with the entries it references: its interpreter, its
     dependency layer, that layer's ``bytecode`` and its bundled ``libraries``) as an OCI
     layout at ``layout``, an archive at ``archive``, or both (from one set of blobs). With
@@ -724,8 +823,10 @@ def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Ma
         cache = _LayerCache(store.derived_dir(entry), compress, store.work_dir) if store else None
         layer = cache.take(name, blobs) if cache else None
         if layer is not None:
-            progress.info(f"layer {name}: {layer.files} entries, {layer.size / 1e6:.1f} MB "
-                          "(kept from an earlier image)")
+            progress.info(
+                f"layer {name}: {layer.files} entries, {layer.size / 1e6:.1f} MB "
+                "(kept from an earlier image)"
+            )
             return layer
         layer = write(name, lambda: entry_members(entry))
         if cache:
@@ -743,10 +844,15 @@ def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Ma
         # is planned by the thread that writes it but the application's, planned here
         # meanwhile; the longest go first, the short ones fill the gaps at the end.
         with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
-            futures = {name: pool.submit(write_entry, name, entry)
-                       for name, entry in (("python", python), ("deps", deps))}
-            linked = {name: entry for name, entry in (("libraries", libraries),
-                                                      ("bytecode", bytecode)) if entry}
+            futures = {
+                name: pool.submit(write_entry, name, entry)
+                for name, entry in (("python", python), ("deps", deps))
+            }
+            linked = {
+                name: entry
+                for name, entry in (("libraries", libraries), ("bytecode", bytecode))
+                if entry
+            }
             for name, entry in linked.items():
                 futures[name] = pool.submit(write_entry, name, entry)
             members = application_members(app, [deps, *linked.values()])
@@ -758,35 +864,46 @@ def make_image(app: Entry, python: Entry, deps: Entry, recipe: Image, labels: Ma
         if base_image is not None:
             layers = _base_layers(base_image, blobs) + layers
             # The digest names the base; its local path would make the image path-dependent.
-            labels = {**labels,
-                      "org.opencontainers.image.base.digest": base_image.manifest_digest}
+            labels = {**labels, "org.opencontainers.image.base.digest": base_image.manifest_digest}
         config = _config(app, recipe, labels, packages, layers, base_image)
         config_digest = _write_blob(blobs, config)
         manifest = {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": config_digest, "size": len(config)},
-            "layers": [{"mediaType": layer.media_type, "digest": layer.digest,
-                        "size": layer.size} for layer in layers],
-            "annotations": {"org.opencontainers.image.created": CREATED,
-                            **{k: v for k, v in labels.items()
-                               if k.startswith("org.opencontainers.image.")}},
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}
+                for layer in layers
+            ],
+            "annotations": {
+                "org.opencontainers.image.created": CREATED,
+                **{k: v for k, v in labels.items() if k.startswith("org.opencontainers.image.")},
+            },
         }
         manifest_bytes = _canonical(manifest)
         manifest_digest = _write_blob(blobs, manifest_bytes)
         index = {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "digest": manifest_digest, "size": len(manifest_bytes),
-                           "annotations": {"org.opencontainers.image.ref.name": tag}}],
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": manifest_digest,
+                    "size": len(manifest_bytes),
+                    "annotations": {"org.opencontainers.image.ref.name": tag},
+                }
+            ],
         }
         (tree / "index.json").write_bytes(_canonical(index))
         (tree / "oci-layout").write_bytes(_canonical({"imageLayoutVersion": "1.0.0"}))
         if archive is not None:
-            archive_work = (work if layout is None
-                            else stack.enter_context(work_beside(archive.absolute())))
+            archive_work = (
+                work if layout is None else stack.enter_context(work_beside(archive.absolute()))
+            )
             temporary = archive_work / "archive.tar"
             with open(temporary, "wb", buffering=_CHUNK) as out:
                 _write_layout_archive(tree, out)
@@ -812,29 +929,57 @@ def _base_layers(base: BaseImage, blobs: Path) -> list[Layer]:
                 while chunk := source.read(_CHUNK):
                     out.write(chunk)
             os.replace(temporary, target)
-        layers.append(Layer(f"base {number}", descriptor.digest, diff_id, descriptor.size,
-                            descriptor.media_type, 0))
+        layers.append(
+            Layer(
+                f"base {number}",
+                descriptor.digest,
+                diff_id,
+                descriptor.size,
+                descriptor.media_type,
+                0,
+            )
+        )
     return layers
 
 
-def _config(app: Entry, recipe: Image, labels: Mapping[str, str], packages: Mapping[str, str],
-            layers: Sequence[Layer], base: BaseImage | None = None) -> bytes:
+def _config(
+    app: Entry,
+    recipe: Image,
+    labels: Mapping[str, str],
+    packages: Mapping[str, str],
+    layers: Sequence[Layer],
+    base: BaseImage | None = None,
+) -> bytes:
     out = str(app.path)
 
     def fill(words: Iterable[str]) -> list[str]:
         return [word.replace("@out@", out) for word in words]
 
-    inherited = dict(str(item).split("=", 1) for item in (base.config.get("Env") or [])  # type: ignore[union-attr]
-                     if "=" in str(item)) if base is not None else {}
+    inherited = (
+        dict(
+            str(item).split("=", 1)
+            for item in (base.config.get("Env") or [])  # type: ignore[union-attr]
+            if "=" in str(item)
+        )
+        if base is not None
+        else {}
+    )
     path = inherited.pop("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env = {**inherited, "PATH": f"{out}/bin:{path}", "PYTHONDONTWRITEBYTECODE": "1",
-           "LANG": "C.UTF-8", "VIRTUAL_ENV": out, **recipe.env}
+    env = {
+        **inherited,
+        "PATH": f"{out}/bin:{path}",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "LANG": "C.UTF-8",
+        "VIRTUAL_ENV": out,
+        **recipe.env,
+    }
     if base is not None:
         labels = {**(base.config.get("Labels") or {}), **labels}  # type: ignore[dict-item]
     all_labels = {**labels, **recipe.labels, "org.opencontainers.image.created": CREATED}
     if packages:
         all_labels["org.lockbox.base.packages"] = ", ".join(
-            f"{k}={v}" for k, v in sorted(packages.items()))
+            f"{k}={v}" for k, v in sorted(packages.items())
+        )
     config: dict[str, object] = {
         "Entrypoint": fill(recipe.entrypoint) or [f"{out}/bin/python"],
         "Env": [f"{key}={value.replace('@out@', out)}" for key, value in env.items()],
@@ -845,15 +990,19 @@ def _config(app: Entry, recipe: Image, labels: Mapping[str, str], packages: Mapp
         config["Cmd"] = fill(recipe.cmd)
     if recipe.user:
         config["User"] = recipe.user
-    return _canonical({
-        "created": CREATED,
-        "architecture": _architecture(),
-        "os": "linux",
-        "config": config,
-        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
-        "history": [{"created": CREATED, "created_by": f"lockbox: {layer.name} layer"}
-                    for layer in layers],
-    })
+    return _canonical(
+        {
+            "created": CREATED,
+            "architecture": _architecture(),
+            "os": "linux",
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
+            "history": [
+                {"created": CREATED, "created_by": f"lockbox: {layer.name} layer"}
+                for layer in layers
+            ],
+        }
+    )
 
 
 def _canonical(value: object) -> bytes:
@@ -902,8 +1051,14 @@ class _LayerCache:
                 return None
             target = blobs / record["digest"].split(":")[1]
             _link_or_copy(self.blob, target)
-            return Layer(name, record["digest"], record["diff_id"], record["size"],
-                         record["media_type"], record["files"])
+            return Layer(
+                name,
+                record["digest"],
+                record["diff_id"],
+                record["size"],
+                record["media_type"],
+                record["files"],
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -917,8 +1072,13 @@ class _LayerCache:
                 temporary = work / "blob"
                 _link_or_copy(blobs / layer.digest.split(":")[1], temporary)
                 rename(temporary, self.blob)
-                record = {"digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size,
-                          "media_type": layer.media_type, "files": layer.files}
+                record = {
+                    "digest": layer.digest,
+                    "diff_id": layer.diff_id,
+                    "size": layer.size,
+                    "media_type": layer.media_type,
+                    "files": layer.files,
+                }
                 records.write(self.meta, self.place, json.dumps(record).encode())
         except OSError:
             pass
@@ -984,15 +1144,18 @@ def _copy_range(source: int, target: int, size: int) -> None:
 def _check_layout_target(target: Path) -> None:
     """``target`` may be replaced by a layout: it is missing or an earlier layout."""
     if os.path.lexists(target) and not (target / "oci-layout").is_file():
-        raise ImageError(f"{target} exists and is not an OCI image layout; choose another "
-                         "directory or remove it")
+        raise ImageError(
+            f"{target} exists and is not an OCI image layout; choose another directory or remove it"
+        )
 
 
 def _check_archive_target(target: Path) -> None:
     """``target`` may be replaced by an archive: it is missing or not a directory."""
     if target.is_dir():
-        raise ImageError(f"{target} is a directory; -o names the archive file to write "
-                         "(--layout writes a directory)")
+        raise ImageError(
+            f"{target} is a directory; -o names the archive file to write "
+            "(--layout writes a directory)"
+        )
 
 
 @dataclass(frozen=True)
@@ -1005,12 +1168,25 @@ class Skopeo:
     def find(cls) -> Skopeo:
         from lockbox.run import which
 
-        return cls(which("skopeo", "install skopeo (Debian: apt-get install skopeo); lockbox "
-                                   "pushes images with it"))
+        return cls(
+            which(
+                "skopeo",
+                "install skopeo (Debian: apt-get install skopeo); lockbox pushes images with it",
+            )
+        )
 
-    def push(self, layout: Path, tag: str, reference: str, digest: str, *,
-             authfile: Path | None = None, tls_verify: bool = True,
-             timeout: float = REGISTRY_TIMEOUT, progress: Progress = silent) -> None:
+    def push(
+        self,
+        layout: Path,
+        tag: str,
+        reference: str,
+        digest: str,
+        *,
+        authfile: Path | None = None,
+        tls_verify: bool = True,
+        timeout: float = REGISTRY_TIMEOUT,
+        progress: Progress = silent,
+    ) -> None:
         """Copy the image ``tag`` of the OCI layout ``layout`` to ``reference``
         (``registry/repository:tag``), then read back the manifest the registry now gives
         for ``reference`` and check that it is the one pushed (its sha256 is ``digest``): a
@@ -1021,8 +1197,11 @@ class Skopeo:
         argv: list[str | os.PathLike[str]] = ["copy", "--quiet"]
         if authfile is not None:
             argv += ["--dest-authfile", authfile]
-        argv += [f"--dest-tls-verify={'true' if tls_verify else 'false'}",
-                 f"oci:{layout}:{tag}", destination]
+        argv += [
+            f"--dest-tls-verify={'true' if tls_verify else 'false'}",
+            f"oci:{layout}:{tag}",
+            destination,
+        ]
         self._run(argv, reference, "pushing to", timeout, progress)
         argv = ["inspect", "--raw"]
         if authfile is not None:
@@ -1031,33 +1210,50 @@ class Skopeo:
         raw = self._run(argv, reference, "reading back the manifest of", timeout, progress)
         got = f"sha256:{hashlib.sha256(raw.encode()).hexdigest()}"
         if got != digest:
-            raise ImageError(f"the registry of {reference} did not keep the image pushed: it "
-                             f"answers with a manifest whose digest is {got}, expected {digest}\n"
-                             "check the registry (and that nothing else pushes to this tag), "
-                             "then push again")
+            raise ImageError(
+                f"the registry of {reference} did not keep the image pushed: it "
+                f"answers with a manifest whose digest is {got}, expected {digest}\n"
+                "check the registry (and that nothing else pushes to this tag), "
+                "then push again"
+            )
 
-    def _run(self, argv: Sequence[str | os.PathLike[str]], reference: str, doing: str,
-             timeout: float, progress: Progress) -> str:
+    def _run(
+        self,
+        argv: Sequence[str | os.PathLike[str]],
+        reference: str,
+        doing: str,
+        timeout: float,
+        progress: Progress,
+    ) -> str:
         from lockbox.errors import ToolFailed
         from lockbox.run import run
 
         # skopeo's own timeout lets it report where it was; lockbox's own, a little later,
         # holds if skopeo does not stop.
         try:
-            return run([self.executable, "--command-timeout", f"{timeout:g}s", *argv],
-                       progress=progress, timeout=timeout + 10).stdout
+            return run(
+                [self.executable, "--command-timeout", f"{timeout:g}s", *argv],
+                progress=progress,
+                timeout=timeout + 10,
+            ).stdout
         except ToolFailed as error:
             text = error.stderr.strip().splitlines()[-1] if error.stderr.strip() else str(error)
             lowered = text.lower()
             if error.returncode == -9 or "context deadline exceeded" in lowered:
-                raise ImageError(f"{doing} {reference} took longer than {timeout:g} s: the "
-                                 f"registry does not answer ({text})\ncheck the registry's "
-                                 "address, or allow longer with --timeout SECONDS") from None
+                raise ImageError(
+                    f"{doing} {reference} took longer than {timeout:g} s: the "
+                    f"registry does not answer ({text})\ncheck the registry's "
+                    "address, or allow longer with --timeout SECONDS"
+                ) from None
             if "unauthorized" in lowered or "authentication required" in lowered:
-                raise ImageError(f"the registry refused the credentials for {reference}: {text}\n"
-                                 "log in first (`skopeo login REGISTRY`) or pass --authfile "
-                                 "with a docker/podman auth file") from None
+                raise ImageError(
+                    f"the registry refused the credentials for {reference}: {text}\n"
+                    "log in first (`skopeo login REGISTRY`) or pass --authfile "
+                    "with a docker/podman auth file"
+                ) from None
             if "http response to https client" in lowered:
-                raise ImageError(f"{reference}: the registry speaks plain HTTP; pass "
-                                 "--no-tls-verify if that is intended") from None
+                raise ImageError(
+                    f"{reference}: the registry speaks plain HTTP; pass "
+                    "--no-tls-verify if that is intended"
+                ) from None
             raise ImageError(f"{doing} {reference} failed: {text}") from None

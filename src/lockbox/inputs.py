@@ -34,20 +34,41 @@ INPUTS_FILE = "lockbox.inputs.toml"
 
 # Variables that reach the builds and change what compilers produce; the rest (PATH, HOME,
 # proxies, lockbox's own settings) are recorded but not compared.
-_COMPARED_VARIABLES = ("CC", "CXX", "PKG_CONFIG_PATH", "LIBRARY_PATH", "CPATH",
-                       "SOURCE_DATE_EPOCH", "PYTHONHASHSEED", "TZ", "LC_ALL")
+_COMPARED_VARIABLES = (
+    "CC",
+    "CXX",
+    "PKG_CONFIG_PATH",
+    "LIBRARY_PATH",
+    "CPATH",
+    "SOURCE_DATE_EPOCH",
+    "PYTHONHASHSEED",
+    "TZ",
+    "LC_ALL",
+)
 # Settings of [tool.uv] that describe the project rather than how uv installs it.
-_PROJECT_ONLY_UV_KEYS = frozenset({
-    "sources", "workspace", "managed", "package", "default-groups", "dependency-groups",
-    "dev-dependencies", "conflicts", "build-backend", "environments", "required-environments",
-})
+_PROJECT_ONLY_UV_KEYS = frozenset(
+    {
+        "sources",
+        "workspace",
+        "managed",
+        "package",
+        "default-groups",
+        "dependency-groups",
+        "dev-dependencies",
+        "conflicts",
+        "build-backend",
+        "environments",
+        "required-environments",
+    }
+)
 
 
 def uv_settings(project: Project) -> dict[str, Any]:
     """The project's uv settings that change how uv installs: ``[tool.uv]`` without the
     project-only keys, then a ``uv.toml`` beside it (which takes precedence)."""
     settings: dict[str, Any] = {
-        key: value for key, value in project.pyproject.get("tool", {}).get("uv", {}).items()
+        key: value
+        for key, value in project.pyproject.get("tool", {}).get("uv", {}).items()
         if key not in _PROJECT_ONLY_UV_KEYS
     }
     uv_toml = project.root / "uv.toml"
@@ -66,12 +87,15 @@ def deps_inputs(project: Project, root: RootPins | None = None) -> dict[str, obj
         "groups": sorted(deps.groups),
         "extras": sorted(deps.extras),
         "exclude": sorted(deps.exclude),
-        "build": {name: {"env": dict(sorted(env.env.items())), "path": list(env.path)}
-                  for name, env in sorted(deps.build.items())},
+        "build": {
+            name: {"env": dict(sorted(env.env.items())), "path": list(env.path)}
+            for name, env in sorted(deps.build.items())
+        },
         "extra-sources": [f"{s.label} {s.hash.sri}" for s in deps.extra_sources],
         "uv-settings": _condensed(_plain(uv_settings(project))),
-        "environment": {name: os.environ[name] for name in _COMPARED_VARIABLES[:5]
-                        if name in os.environ},
+        "environment": {
+            name: os.environ[name] for name in _COMPARED_VARIABLES[:5] if name in os.environ
+        },
     }
     if root is not None:
         inputs["build-root"] = root.hash.sri if root.hash else ""
@@ -91,6 +115,7 @@ def _plain(value: Any) -> Any:
 def _condensed(settings: dict[str, Any]) -> dict[str, Any]:
     """``settings`` with each pin's list of hashes (40 for a package with many wheels) made
     one digest: the record stays readable, and a changed hash still changes it."""
+
     def condense(pin: Any) -> Any:
         if isinstance(pin, Mapping) and isinstance(pin.get("hashes"), list):
             text = "\n".join(sorted(map(str, pin["hashes"])))
@@ -98,8 +123,12 @@ def _condensed(settings: dict[str, Any]) -> dict[str, Any]:
             return f"{pin.get('requirement')} ({len(pin['hashes'])} hashes, {digest})"
         return pin
 
-    return {key: [condense(pin) for pin in value] if key.startswith("build-constraint")
-            and isinstance(value, list) else value for key, value in settings.items()}
+    return {
+        key: [condense(pin) for pin in value]
+        if key.startswith("build-constraint") and isinstance(value, list)
+        else value
+        for key, value in settings.items()
+    }
 
 
 def inputs_key(inputs: Mapping[str, object]) -> str:
@@ -118,9 +147,17 @@ def build_set(project: Project) -> dict[str, str]:
     return dict(sorted(pins.items()))
 
 
-def make_record(inputs: Mapping[str, object], *, interpreter: str, uv: str, lockbox: str,
-                packages: Mapping[str, str], build: Mapping[str, str],
-                toolchain: Mapping[str, object], environment: Mapping[str, str]) -> dict[str, object]:
+def make_record(
+    inputs: Mapping[str, object],
+    *,
+    interpreter: str,
+    uv: str,
+    lockbox: str,
+    packages: Mapping[str, str],
+    build: Mapping[str, str],
+    toolchain: Mapping[str, object],
+    environment: Mapping[str, str],
+) -> dict[str, object]:
     """A build's full record (see the module docstring)."""
     return {
         "inputs": dict(inputs),
@@ -143,6 +180,7 @@ def summary(record: Mapping[str, Any]) -> dict[str, Any]:
 
 # The committed file ---------------------------------------------------------------------------
 
+
 def inputs_file(project: Project) -> Path:
     source = project.recipe.source or project.root / "pyproject.toml"
     return source.parent / INPUTS_FILE
@@ -157,8 +195,9 @@ def read_committed(project: Project) -> dict[str, Any] | None:
         return None
 
 
-def write_committed(project: Project, nar_hash: str, record: Mapping[str, Any],
-                    root: RootPins | None = None) -> Path:
+def write_committed(
+    project: Project, nar_hash: str, record: Mapping[str, Any], root: RootPins | None = None
+) -> Path:
     """Write the record of the declared hash, keeping the build-dependency section that
     ``lockbox lock-build`` owns and the build root's pins (``lockbox lock-toolchain``),
     or writing ``root``'s."""
@@ -167,11 +206,17 @@ def write_committed(project: Project, nar_hash: str, record: Mapping[str, Any],
     path = inputs_file(project)
     previous = read_committed(project) or {}
     document = tomlkit.document()
-    document.add(tomlkit.comment(
-        "Written by `lockbox lock-hash`: what the declared deps.hash was built from. "
-        "Commit it with the hash;"))
-    document.add(tomlkit.comment(
-        "on a mismatch lockbox compares it with the build's inputs and names what moved."))
+    document.add(
+        tomlkit.comment(
+            "Written by `lockbox lock-hash`: what the declared deps.hash was built from. "
+            "Commit it with the hash;"
+        )
+    )
+    document.add(
+        tomlkit.comment(
+            "on a mismatch lockbox compares it with the build's inputs and names what moved."
+        )
+    )
     document["hash"] = nar_hash
     for key, value in summary(record).items():
         document[key] = _plain(value)
@@ -191,10 +236,13 @@ def write_committed(project: Project, nar_hash: str, record: Mapping[str, Any],
 
 # Drift -------------------------------------------------------------------------------------------
 
+
 def drift(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """One line per input that differs between two records (or summaries)."""
-    files = {name: package.get("files", {}) for name, package
-             in new.get("toolchain", {}).get("packages", {}).items()}
+    files = {
+        name: package.get("files", {})
+        for name, package in new.get("toolchain", {}).get("packages", {}).items()
+    }
     old, new = summary(old), summary(new)
     lines: list[str] = []
     old_inputs, new_inputs = old.get("inputs", {}), new.get("inputs", {})
@@ -203,13 +251,23 @@ def drift(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
         lines += [f"uv.lock: {change}" for change in changes] or ["uv.lock changed"]
     else:
         lines += [f"installed: {change}" for change in changes]
-    for key, label in (("build-root", "build root"), ("python", "python"), ("groups", "deps.groups"),
-                       ("extras", "deps.extras"), ("exclude", "deps.exclude"),
-                       ("build", "deps.build"), ("extra-sources", "deps.extra-sources"),
-                       ("uv-settings", "[tool.uv]"), ("environment", "environment")):
+    for key, label in (
+        ("build-root", "build root"),
+        ("python", "python"),
+        ("groups", "deps.groups"),
+        ("extras", "deps.extras"),
+        ("exclude", "deps.exclude"),
+        ("build", "deps.build"),
+        ("extra-sources", "deps.extra-sources"),
+        ("uv-settings", "[tool.uv]"),
+        ("environment", "environment"),
+    ):
         if old_inputs.get(key) != new_inputs.get(key):
             lines.append(f"{label}: {_show(old_inputs.get(key))} → {_show(new_inputs.get(key))}")
-    lines += [f"build set: {c}" for c in version_changes(old.get("build-set", {}), new.get("build-set", {}))]
+    lines += [
+        f"build set: {c}"
+        for c in version_changes(old.get("build-set", {}), new.get("build-set", {}))
+    ]
     for key in ("interpreter", "uv", "lockbox"):
         if old.get(key) and old.get(key) != new.get(key):
             lines.append(f"{key}: {old.get(key)} → {new.get(key)}")
@@ -222,8 +280,9 @@ def drift(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _toolchain_drift(old: Mapping[str, Any], new: Mapping[str, Any],
-                     files: Mapping[str, Mapping[str, object]]) -> list[str]:
+def _toolchain_drift(
+    old: Mapping[str, Any], new: Mapping[str, Any], files: Mapping[str, Mapping[str, object]]
+) -> list[str]:
     from lockbox.toolchain import modified_files
 
     lines = []
@@ -233,12 +292,16 @@ def _toolchain_drift(old: Mapping[str, Any], new: Mapping[str, Any],
         if before is None:
             lines.append(f"toolchain: + {name} {after['version']} (the build now reads its files)")
         elif after is None:
-            lines.append(f"toolchain: - {name} {before['version']} (the build no longer reads its files)")
+            lines.append(
+                f"toolchain: - {name} {before['version']} (the build no longer reads its files)"
+            )
         elif before["version"] != after["version"]:
             lines.append(f"{name} {before['version']} → {after['version']}")
         elif before.get("digest") != after.get("digest"):
             changed = modified_files(name, files.get(name, {}))
-            where = f": {', '.join(changed[:5])} differ from what the package ships" if changed else ""
+            where = (
+                f": {', '.join(changed[:5])} differ from what the package ships" if changed else ""
+            )
             lines.append(f"{name} {after['version']}: the files the build read changed{where}")
     for label in sorted(set(old.get("compilers", {})) | set(new.get("compilers", {}))):
         a, b = old.get("compilers", {}).get(label), new.get("compilers", {}).get(label)
@@ -247,7 +310,13 @@ def _toolchain_drift(old: Mapping[str, Any], new: Mapping[str, Any],
     old_files, new_files = old.get("files", {}), new.get("files", {})
     for path in sorted(set(old_files) | set(new_files)):
         if old_files.get(path) != new_files.get(path):
-            state = "added" if path not in old_files else "removed" if path not in new_files else "changed"
+            state = (
+                "added"
+                if path not in old_files
+                else "removed"
+                if path not in new_files
+                else "changed"
+            )
             lines.append(f"toolchain file {path} {state}")
     return lines
 

@@ -81,7 +81,9 @@ def cache_key(project: Project, system: str | None = None) -> str:
     from lockbox import toolchain
     from lockbox.buildpins import pinned
 
-    build = {name: [dict(env.env), list(env.path)] for name, env in project.recipe.deps.build.items()}
+    build = {
+        name: [dict(env.env), list(env.path)] for name, env in project.recipe.deps.build.items()
+    }
     text = json.dumps([system or toolchain.fingerprint(), pinned(project), build], sort_keys=True)
     return "k" + hashlib.sha256(text.encode()).hexdigest()[:15]
 
@@ -105,11 +107,19 @@ class Installed:
     """The directory of the compiles' dependency lists (:mod:`lockbox.toolchain`)."""
 
 
-def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store, work: Path,
-            tools: Tools, progress: Progress = silent, *,
-            require_build_hashes: bool = False,
-            discovery: list[str] | None = None,
-            system: Entry | None = None) -> Installed:
+def install(
+    project: Project,
+    plan: Plan,
+    interpreter: Interpreter,
+    store: Store,
+    work: Path,
+    tools: Tools,
+    progress: Progress = silent,
+    *,
+    require_build_hashes: bool = False,
+    discovery: list[str] | None = None,
+    system: Entry | None = None,
+) -> Installed:
     """Install the locked third-party packages into ``work/venv``, ``work`` being a
     directory in one of ``store``'s staging areas.
 
@@ -139,17 +149,20 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
         "UV_NO_PROGRESS": "1",
         "TMPDIR": str(inside / "tmp"),
         **REPRODUCIBLE_ENV,
-        "RUSTFLAGS": _join(os.environ.get("RUSTFLAGS"), " ".join(
-            f"--remap-path-prefix={old}={new}" for old, new in _path_maps(interpreter, cache)
-        )),
+        "RUSTFLAGS": _join(
+            os.environ.get("RUSTFLAGS"),
+            " ".join(
+                f"--remap-path-prefix={old}={new}" for old, new in _path_maps(interpreter, cache)
+            ),
+        ),
     }
-    wrappers, compilers = _compiler_wrappers(work, inside, interpreter, cache,
-                                             host=system is None)
+    wrappers, compilers = _compiler_wrappers(work, inside, interpreter, cache, host=system is None)
     env.update(wrappers)
     if discovery is not None:
         (work / "uv-cache").mkdir()
-        env.update(UV_CACHE_DIR=str(inside / "uv-cache"), UV_LINK_MODE="copy",
-                   UV_CONCURRENT_BUILDS="1")
+        env.update(
+            UV_CACHE_DIR=str(inside / "uv-cache"), UV_LINK_MODE="copy", UV_CONCURRENT_BUILDS="1"
+        )
     config = None
     # `lockbox check`'s clock reaches every build backend, but not uv: uv checks TLS
     # certificates, which a clock a year ahead fails.
@@ -187,17 +200,29 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
 
     def run_uv(argv: list[str], explain: Callable[[str], Exception] | None = None) -> None:
         sandboxed = tools.sandbox.wrap(
-            argv, root=store.work_dir, cwd=project.root, keep=visible,
+            argv,
+            root=store.work_dir,
+            cwd=project.root,
+            keep=visible,
             binds=[(tools.cache, CACHE)] if tools.cache else [],
             read_only=[*shown, *(_mounted_in_root(interpreter, tools) if system else [])],
-            network=discovery is not None, system=system.path if system else None)
+            network=discovery is not None,
+            system=system.path if system else None,
+        )
+
         def on_line(line: str) -> None:
             if discovery is not None:
                 discovery.append(line)
             _forward_uv_line(line, progress)
 
-        tools.uv.sync(sandboxed, cwd=project.root, env=env, progress=progress, on_line=on_line,
-                      explain=explain)
+        tools.uv.sync(
+            sandboxed,
+            cwd=project.root,
+            env=env,
+            progress=progress,
+            on_line=on_line,
+            explain=explain,
+        )
 
     old_umask = os.umask(0o022)
     try:
@@ -208,23 +233,46 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
 
             extra = fetch_extra_sources(project, store, progress)
             if extra:
-                run_uv(tools.uv.pip_install_argv(
-                    inside / "venv" / "bin" / "python",
-                    [BUILD_ROOT / path.relative_to(store.work_dir) for path in extra],
-                    config_file=request.config_file, verbose=True))
+                run_uv(
+                    tools.uv.pip_install_argv(
+                        inside / "venv" / "bin" / "python",
+                        [BUILD_ROOT / path.relative_to(store.work_dir) for path in extra],
+                        config_file=request.config_file,
+                        verbose=True,
+                    )
+                )
         else:
-            _install_offline(project, store, work, request, fetched, env, variables, tools,
-                             run_uv, require_build_hashes, progress)
+            _install_offline(
+                project,
+                store,
+                work,
+                request,
+                fetched,
+                env,
+                variables,
+                tools,
+                run_uv,
+                require_build_hashes,
+                progress,
+            )
     finally:
         os.umask(old_umask)
     # Recorded as every build saw them, less what differs per build or per host: the
     # staging directory's random name, where the host keeps its programs, credentials.
     # The cache's part is named by a digest of this machine's toolchain (cache_key).
-    withheld = {name for name in env if "proxy" in name.lower()} | {"PATH", "HOME", "USER", "LOGNAME"}
+    withheld = {name for name in env if "proxy" in name.lower()} | {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+    }
     return Installed(
-        environment={name: "(host)" if name in withheld else
-                     value.replace(str(inside), "<stage>").replace(str(cache), "<cache>")
-                     for name, value in sorted(env.items())},
+        environment={
+            name: "(host)"
+            if name in withheld
+            else value.replace(str(inside), "<stage>").replace(str(cache), "<cache>")
+            for name, value in sorted(env.items())
+        },
         compilers=compilers,
         traces=work / "trace",
     )
@@ -233,8 +281,12 @@ def install(project: Project, plan: Plan, interpreter: Interpreter, store: Store
 def _mounted_in_root(interpreter: Interpreter, tools: Tools) -> list[Path]:
     """What of the host a build root shows besides the project: the interpreter's prefix
     (where its executable is, and where that link leads) and uv."""
-    paths = {interpreter.prefix, interpreter.prefix.resolve(), tools.uv.executable,
-             tools.uv.executable.resolve()}
+    paths = {
+        interpreter.prefix,
+        interpreter.prefix.resolve(),
+        tools.uv.executable,
+        tools.uv.executable.resolve(),
+    }
     return sorted(path for path in paths if path.exists())
 
 
@@ -244,8 +296,11 @@ def _named_paths(project: Project, plan: Plan) -> list[Path]:
     find-links directories) and the recipe's build ``path`` directories. The sandbox shows
     them wherever they are (a fresh ``/tmp`` would hide one there)."""
     root = project.root.resolve()
-    found = {(root / path).resolve() for build in project.recipe.deps.build.values()
-             for path in build.path}
+    found = {
+        (root / path).resolve()
+        for build in project.recipe.deps.build.values()
+        for path in build.path
+    }
     for planned in plan.installed:
         location = planned.package.source.location
         if location.startswith("file://"):
@@ -255,11 +310,19 @@ def _named_paths(project: Project, plan: Plan) -> list[Path]:
     return sorted(path for path in found if path.exists() and not path.is_relative_to(root))
 
 
-def _install_offline(project: Project, store: Store, work: Path, request: SyncRequest,
-                     fetched: Fetched, env: Mapping[str, str],
-                     variables: Mapping[str, Mapping[str, str]], tools: Tools,
-                     run_uv: Callable[..., None], require_build_hashes: bool,
-                     progress: Progress) -> None:
+def _install_offline(
+    project: Project,
+    store: Store,
+    work: Path,
+    request: SyncRequest,
+    fetched: Fetched,
+    env: Mapping[str, str],
+    variables: Mapping[str, Mapping[str, str]],
+    tools: Tools,
+    run_uv: Callable[..., None],
+    require_build_hashes: bool,
+    progress: Progress,
+) -> None:
     """The build step, every command without network: check that uv.lock is up to date
     (``uv lock --check``, what ``uv sync --locked`` checks), export what ``uv sync`` would
     install as requirements with hashes, and install exactly that into a new environment
@@ -272,32 +335,50 @@ def _install_offline(project: Project, store: Store, work: Path, request: SyncRe
     run_uv(tools.uv.lock_check_argv(request), explain_lock_check)
     run_uv(tools.uv.export_argv(request, inside / "exported.txt"))
     # URL and git sources are installed from what was fetched for them.
-    links = {name: (FETCHED / path.relative_to(fetched.links) if path.is_relative_to(fetched.links)
-                    else inside / path.relative_to(work)).as_uri()
-             for name, path in fetched.local.items()}
+    links = {
+        name: (
+            FETCHED / path.relative_to(fetched.links)
+            if path.is_relative_to(fetched.links)
+            else inside / path.relative_to(work)
+        ).as_uri()
+        for name, path in fetched.local.items()
+    }
     (work / "requirements.txt").write_text(
-        localise((work / "exported.txt").read_text(encoding="utf-8"), links), encoding="utf-8")
+        localise((work / "exported.txt").read_text(encoding="utf-8"), links), encoding="utf-8"
+    )
     pins = pinned(project)
     constraints = None
     if pins:
         constraints = work / "build-constraints.txt"
-        constraints.write_text("".join(
-            f"{name}=={pin['version']}" + "".join(f" --hash={h}" for h in pin["hashes"]) + "\n"
-            for name, pin in sorted(pins.items())), encoding="utf-8")
-    (work / "uv-offline.toml").write_text(uv_config(
-        project, project.recipe.deps.build, env, variables, offline=True), encoding="utf-8")
+        constraints.write_text(
+            "".join(
+                f"{name}=={pin['version']}" + "".join(f" --hash={h}" for h in pin["hashes"]) + "\n"
+                for name, pin in sorted(pins.items())
+            ),
+            encoding="utf-8",
+        )
+    (work / "uv-offline.toml").write_text(
+        uv_config(project, project.recipe.deps.build, env, variables, offline=True),
+        encoding="utf-8",
+    )
     offline = OfflineInstall(
-        links=FETCHED, config_file=inside / "uv-offline.toml",
+        links=FETCHED,
+        config_file=inside / "uv-offline.toml",
         build_constraints=inside / "build-constraints.txt" if constraints else None,
-        require_build_hashes=require_build_hashes)
+        require_build_hashes=require_build_hashes,
+    )
     python = inside / "venv" / "bin" / "python"
     run_uv(tools.uv.venv_argv(request.python, inside / "venv"))
     run_uv(tools.uv.pip_sync_argv(python, inside / "requirements.txt", offline))
     if fetched.extra:
         progress.info(f"installing {len(fetched.extra)} extra sources")
-        run_uv(tools.uv.pip_install_argv(
-            python, [BUILD_ROOT / path.relative_to(store.work_dir) for path in fetched.extra],
-            offline))
+        run_uv(
+            tools.uv.pip_install_argv(
+                python,
+                [BUILD_ROOT / path.relative_to(store.work_dir) for path in fetched.extra],
+                offline,
+            )
+        )
 
 
 _WRAPPER = """\
@@ -323,8 +404,9 @@ RECIPE_CXXFLAGS = "LOCKBOX_CXXFLAGS"
 _WRAPPER_VARIABLES = {"CFLAGS": RECIPE_CFLAGS, "CXXFLAGS": RECIPE_CXXFLAGS}
 
 
-def _compiler_wrappers(work: Path, inside: Path, interpreter: Interpreter,
-                       cache: Path, host: bool = True) -> tuple[dict[str, str], dict[str, str]]:
+def _compiler_wrappers(
+    work: Path, inside: Path, interpreter: Interpreter, cache: Path, host: bool = True
+) -> tuple[dict[str, str], dict[str, str]]:
     """``CC`` and ``CXX`` pointing at wrappers of the compilers the builds would use (the
     environment's, else the interpreter's), keeping their extra words (``-pthread``).
 
@@ -340,17 +422,31 @@ def _compiler_wrappers(work: Path, inside: Path, interpreter: Interpreter,
     maps = " ".join(_prefix_maps(interpreter, cache))
     variables = {}
     compilers = {}
-    for variable, wrapper, default, extra in (("CC", "cc", "gcc", RECIPE_CFLAGS),
-                                              ("CXX", "c++", "g++", RECIPE_CXXFLAGS)):
-        configured = ((os.environ.get(variable) if host else None)
-                      or interpreter.sysconfig.get(variable) or default)
+    for variable, wrapper, default, extra in (
+        ("CC", "cc", "gcc", RECIPE_CFLAGS),
+        ("CXX", "c++", "g++", RECIPE_CXXFLAGS),
+    ):
+        configured = (
+            (os.environ.get(variable) if host else None)
+            or interpreter.sysconfig.get(variable)
+            or default
+        )
         if configured == "None":
             configured = default
         compiler, _, words = configured.partition(" ")
         path = directory / wrapper
-        link_trace = '-Wl,--dependency-file="$trace.ld"' if host and _linker_traces(compiler) else ""
-        path.write_text(_WRAPPER.format(compiler=compiler, extra=extra, maps=maps,
-                                        trace=inside / "trace", link_trace=link_trace))
+        link_trace = (
+            '-Wl,--dependency-file="$trace.ld"' if host and _linker_traces(compiler) else ""
+        )
+        path.write_text(
+            _WRAPPER.format(
+                compiler=compiler,
+                extra=extra,
+                maps=maps,
+                trace=inside / "trace",
+                link_trace=link_trace,
+            )
+        )
         path.chmod(0o755)
         variables[variable] = _join(str(inside / "bin" / wrapper), words)
         compilers[wrapper] = compiler
@@ -367,8 +463,9 @@ def _linker_traces(compiler: str) -> bool:
 
 def _forward_uv_line(line: str, progress: Progress) -> None:
     text = line.strip()
-    if text.startswith(("Building", "Built", "Installed", "Prepared", "Downloading",
-                        "Resolved", "Using")):
+    if text.startswith(
+        ("Building", "Built", "Installed", "Prepared", "Downloading", "Resolved", "Using")
+    ):
         progress.info(f"uv: {text}")
     elif text:
         progress.debug(f"uv: {text}")
@@ -378,11 +475,34 @@ def host_environment() -> dict[str, str]:
     """What the build keeps of lockbox's own environment: where programs and libraries
     are, proxies and certificates; not the user's uv settings, which uv.lock and the
     project already fix."""
-    keep = ("PATH", "HOME", "USER", "LOGNAME", "http_proxy", "https_proxy", "no_proxy",
-            "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "SSL_CERT_FILE",
-            "SSL_CERT_DIR", "PKG_CONFIG_PATH", "LIBRARY_PATH", "CPATH", "CC", "CXX",
-            "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX", "UV_EXTRA_INDEX_URL",
-            "UV_FIND_LINKS", "UV_HTTP_TIMEOUT", "UV_NATIVE_TLS", "UV_OFFLINE")
+    keep = (
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "PKG_CONFIG_PATH",
+        "LIBRARY_PATH",
+        "CPATH",
+        "CC",
+        "CXX",
+        "UV_INDEX_URL",
+        "UV_DEFAULT_INDEX",
+        "UV_INDEX",
+        "UV_EXTRA_INDEX_URL",
+        "UV_FIND_LINKS",
+        "UV_HTTP_TIMEOUT",
+        "UV_NATIVE_TLS",
+        "UV_OFFLINE",
+    )
     return {name: os.environ[name] for name in keep if name in os.environ}
 
 
@@ -403,11 +523,14 @@ def _path_maps(interpreter: Interpreter, cache: Path) -> list[tuple[str, str]]:
 def _prefix_maps(interpreter: Interpreter, cache: Path) -> list[str]:
     # -ffile-prefix-map covers __FILE__ and debug info. GCC applies the last matching
     # option, so the more specific prefix (the cache, inside the build root) comes last.
-    return [f"-ffile-prefix-map={old}={new}" for old, new in reversed(_path_maps(interpreter, cache))]
+    return [
+        f"-ffile-prefix-map={old}={new}" for old, new in reversed(_path_maps(interpreter, cache))
+    ]
 
 
-def build_roots(project: Project, interpreter: Interpreter, store: Store,
-                cache: Path | None) -> list[str]:
+def build_roots(
+    project: Project, interpreter: Interpreter, store: Store, cache: Path | None
+) -> list[str]:
     """Every directory whose paths must not survive in the layer: the sandbox's build root
     and the names the prefix maps gave the cache and the build root (followed by uv's
     random directory names), the store's working directory and the cache as the host sees
@@ -419,15 +542,28 @@ def build_roots(project: Project, interpreter: Interpreter, store: Store,
     return sorted(roots)
 
 
-_INDEX_KEYS = ("index", "index-url", "extra-index-url", "find-links", "no-index",
-               "index-strategy", "keyring-provider", "allow-insecure-host")
+_INDEX_KEYS = (
+    "index",
+    "index-url",
+    "extra-index-url",
+    "find-links",
+    "no-index",
+    "index-strategy",
+    "keyring-provider",
+    "allow-insecure-host",
+)
 """uv settings that name where packages come from: not given to the offline build, which
 installs from the fetched files only."""
 
 
-def uv_config(project: Project, build: Mapping[str, BuildEnv], env: Mapping[str, str],
-              extra: Mapping[str, Mapping[str, str]] | None = None, *,
-              offline: bool = False) -> str:
+def uv_config(
+    project: Project,
+    build: Mapping[str, BuildEnv],
+    env: Mapping[str, str],
+    extra: Mapping[str, Mapping[str, str]] | None = None,
+    *,
+    offline: bool = False,
+) -> str:
     """A uv.toml with the project's own uv settings plus each package's build variables.
 
     uv reads no project settings at all once it is given a configuration file, so the
@@ -444,7 +580,8 @@ def uv_config(project: Project, build: Mapping[str, BuildEnv], env: Mapping[str,
     if offline:
         settings = {key: value for key, value in settings.items() if key not in _INDEX_KEYS}
     variables: dict[str, dict[str, str]] = {
-        package: dict(values) for package, values in settings.get("extra-build-variables", {}).items()
+        package: dict(values)
+        for package, values in settings.get("extra-build-variables", {}).items()
     }
     for package, package_env in sorted(build.items()):
         mine = variables.setdefault(package, {})

@@ -108,8 +108,9 @@ class Interpreter:
         platforms = list(tags.platform_tags())
         return (
             *tags.cpython_tags(python_version, abis=[self.abi], platforms=platforms),
-            *tags.compatible_tags(python_version, f"cp{python_version[0]}{python_version[1]}",
-                                  platforms),
+            *tags.compatible_tags(
+                python_version, f"cp{python_version[0]}{python_version[1]}", platforms
+            ),
         )
 
     @cached_property
@@ -154,8 +155,8 @@ def parse_request(request: str) -> SpecifierSet:
         return SpecifierSet(text)
     except InvalidSpecifier:
         raise InterpreterNotFound(
-            f"python = {request!r} is neither a version (\"3.13\"), a version specifier "
-            "(\">=3.12,<3.14\") nor a path to an interpreter"
+            f'python = {request!r} is neither a version ("3.13"), a version specifier '
+            '(">=3.12,<3.14") nor a path to an interpreter'
         ) from None
 
 
@@ -188,7 +189,8 @@ def _search_dirs(environ: Mapping[str, str]) -> tuple[list[Path], list[Path]]:
     """The ``PATH`` directories searched for ``python3*``, and the roots (pyenv's versions,
     uv's managed Pythons) whose ``*/bin/python3`` are candidates."""
     path_dirs = [
-        Path(directory) for directory in environ.get("PATH", "").split(os.pathsep)
+        Path(directory)
+        for directory in environ.get("PATH", "").split(os.pathsep)
         # pyenv shims re-dispatch; pyenv's versions are listed instead
         if directory and "shims" not in Path(directory).parts
     ]
@@ -244,15 +246,17 @@ def find_interpreter(
     found: list[Interpreter] = []
     for path in candidate_paths(os.environ if environ is None else environ):
         hint = _version_in_path(path)
-        if hint is not None and not (wanted.contains(hint, prereleases=True)
-                                     and allowed.contains(hint, prereleases=True)):
+        if hint is not None and not (
+            wanted.contains(hint, prereleases=True) and allowed.contains(hint, prereleases=True)
+        ):
             continue  # an install named after another version: no need to run it
         try:
             found.append(probe(path, progress))
         except InterpreterNotFound as error:
             progress.debug(f"skipping {path}: {error}")
     matching = [
-        interpreter for interpreter in found
+        interpreter
+        for interpreter in found
         if wanted.contains(interpreter.version, prereleases=True)
         and allowed.contains(interpreter.version, prereleases=True)
         and not interpreter.free_threaded
@@ -261,12 +265,17 @@ def find_interpreter(
         best = max(matching, key=lambda interpreter: interpreter.version)
         progress.debug(f"using {best.label} at {best.executable}")
         return best
-    asked = " and ".join(
-        text for text in (
-            f"python = {request!r}" if request is not None else "",
-            f"requires-python {requires_python!r}" if requires_python else "",
-        ) if text
-    ) or "any CPython"
+    asked = (
+        " and ".join(
+            text
+            for text in (
+                f"python = {request!r}" if request is not None else "",
+                f"requires-python {requires_python!r}" if requires_python else "",
+            )
+            if text
+        )
+        or "any CPython"
+    )
     seen = ", ".join(f"{i.version} ({i.executable})" for i in found) or "none"
     raise InterpreterNotFound(
         f"no CPython on this machine matches {asked}; found: {seen}. Install a matching "

@@ -96,8 +96,13 @@ def site_packages_of(venv: Path) -> Path:
     return found[0]
 
 
-def normalise(venv: Path, out: Path, scrubber: Scrubber, progress: Progress = silent,
-              known: Mapping[tuple[int, int, int], str] | None = None) -> LayerReport:
+def normalise(
+    venv: Path,
+    out: Path,
+    scrubber: Scrubber,
+    progress: Progress = silent,
+    known: Mapping[tuple[int, int, int], str] | None = None,
+) -> LayerReport:
     """Turn ``venv``'s site-packages into the layer ``out`` (which must not exist, and be on
     the same file system): the directory is moved, then normalised in place. A file is
     replaced (never changed in place: uv may have hardlinked it from its cache) only when
@@ -122,9 +127,11 @@ def normalise(venv: Path, out: Path, scrubber: Scrubber, progress: Progress = si
         report.distributions.append(
             _write_record(target_site, dist_info, owned, record_lines, report)
         )
-    progress.debug(f"layer: {report.files} files, {report.bytes} bytes, "
-                   f"{len(report.distributions)} distributions; {report.known} files known "
-                   "clean from earlier builds were not read")
+    progress.debug(
+        f"layer: {report.files} files, {report.bytes} bytes, "
+        f"{len(report.distributions)} distributions; {report.known} files known "
+        "clean from earlier builds were not read"
+    )
     return report
 
 
@@ -132,10 +139,15 @@ def _count(report: LayerReport, reason: str) -> None:
     report.dropped[reason] = report.dropped.get(reason, 0) + 1
 
 
-def _normalise_directory(directory: str | Path, relative: str, scrubber: Scrubber, report: LayerReport,
-                         record_lines: dict[str, tuple[str, str]],
-                         records: dict[str, list[str]],
-                         known: Mapping[tuple[int, int, int], str]) -> None:
+def _normalise_directory(
+    directory: str | Path,
+    relative: str,
+    scrubber: Scrubber,
+    report: LayerReport,
+    record_lines: dict[str, tuple[str, str]],
+    records: dict[str, list[str]],
+    known: Mapping[tuple[int, int, int], str],
+) -> None:
     with os.scandir(directory) as scan:
         entries = sorted(scan, key=lambda entry: entry.name)
     in_dist_info = relative.endswith(".dist-info/") and relative.count("/") == 1
@@ -148,8 +160,9 @@ def _normalise_directory(directory: str | Path, relative: str, scrubber: Scrubbe
                 _count(report, "__pycache__ directories")
                 remove_tree(Path(entry.path))
                 continue
-            _normalise_directory(entry.path, path + "/", scrubber, report, record_lines, records,
-                                 known)
+            _normalise_directory(
+                entry.path, path + "/", scrubber, report, record_lines, records, known
+            )
         elif stat.S_ISLNK(info.st_mode):
             link = os.readlink(entry.path)
             scrubbed, found = scrubber.scrub(os.fsencode(link))
@@ -187,8 +200,14 @@ def _normalise_directory(directory: str | Path, relative: str, scrubber: Scrubbe
             raise LayerError(f"{entry.path} is not a file, directory or symlink")
 
 
-def _dropped(name: str, relative: str, in_dist_info: bool, path: str, report: LayerReport,
-             records: dict[str, list[str]]) -> bool:
+def _dropped(
+    name: str,
+    relative: str,
+    in_dist_info: bool,
+    path: str,
+    report: LayerReport,
+    records: dict[str, list[str]],
+) -> bool:
     """Whether a file leaves the layer; a RECORD is read (to be rewritten) as it goes."""
     if name.endswith(".pyc"):
         _count(report, "*.pyc files")
@@ -243,8 +262,13 @@ def _is_local_url(path: str) -> bool:
     return isinstance(url, str) and url.startswith("file:")
 
 
-def _write_record(target_site: Path, dist_info: str, owned: set[str],
-                  record_lines: dict[str, tuple[str, str]], report: LayerReport) -> Distribution:
+def _write_record(
+    target_site: Path,
+    dist_info: str,
+    owned: set[str],
+    record_lines: dict[str, tuple[str, str]],
+    report: LayerReport,
+) -> Distribution:
     """Write ``dist_info``'s RECORD: the files it owned that are still there, and its own
     directory's, with final hashes and sizes, sorted."""
     record = f"{dist_info}/RECORD"
@@ -255,9 +279,11 @@ def _write_record(target_site: Path, dist_info: str, owned: set[str],
     writer.writerow((record, "", ""))
     (target_site / record).write_text(buffer.getvalue(), encoding="utf-8")
     metadata_path = target_site / dist_info / "METADATA"
-    metadata = HeaderParser().parsestr(
-        metadata_path.read_text(encoding="utf-8", errors="replace")
-    ) if metadata_path.is_file() else {}
+    metadata = (
+        HeaderParser().parsestr(metadata_path.read_text(encoding="utf-8", errors="replace"))
+        if metadata_path.is_file()
+        else {}
+    )
     name = str(metadata.get("Name") or dist_info.split("-")[0])
     version = str(metadata.get("Version") or dist_info.removesuffix(".dist-info").split("-")[-1])
     report.files += 1

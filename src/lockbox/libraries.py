@@ -38,13 +38,29 @@ if TYPE_CHECKING:
     # files, and importing pyelftools costs more than the rest of it.
     from lockbox.elf import ElfInfo
 
-GLIBC_FAMILY = frozenset({
-    "libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1",
-    "libutil.so.1", "libresolv.so.2", "libnsl.so.1", "libanl.so.1", "libmvec.so.1",
-    "libBrokenLocale.so.1", "libc_malloc_debug.so.0", "libthread_db.so.1",
-    "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1", "ld-linux.so.2", "ld-linux-armhf.so.3",
-    "ld64.so.2", "ld64.so.1",
-})
+GLIBC_FAMILY = frozenset(
+    {
+        "libc.so.6",
+        "libm.so.6",
+        "libdl.so.2",
+        "libpthread.so.0",
+        "librt.so.1",
+        "libutil.so.1",
+        "libresolv.so.2",
+        "libnsl.so.1",
+        "libanl.so.1",
+        "libmvec.so.1",
+        "libBrokenLocale.so.1",
+        "libc_malloc_debug.so.0",
+        "libthread_db.so.1",
+        "ld-linux-x86-64.so.2",
+        "ld-linux-aarch64.so.1",
+        "ld-linux.so.2",
+        "ld-linux-armhf.so.3",
+        "ld64.so.2",
+        "ld64.so.1",
+    }
+)
 """Sonames left to the dynamic loader: the libraries glibc itself ships (Debian's ``libc6``)
 and the loaders. It is manylinux's policy list without the libraries that are not part of
 glibc (``libgcc_s``, ``libstdc++``, ``libcrypt``, X11, GL), which are bundled like any other:
@@ -62,14 +78,19 @@ class UnsatisfiedLibraries(LockboxError):
 
     def __str__(self) -> str:
         count = len(self.missing)
-        lines = [f"{count} {'dependency' if count == 1 else 'dependencies'} could not be "
-                 "satisfied:"]
+        lines = [
+            f"{count} {'dependency' if count == 1 else 'dependencies'} could not be satisfied:"
+        ]
         for name, wanted in self.missing.items():
-            shown = ", ".join(wanted[:3]) + (f" and {len(wanted) - 3} more" if len(wanted) > 3 else "")
+            shown = ", ".join(wanted[:3]) + (
+                f" and {len(wanted) - 3} more" if len(wanted) > 3 else ""
+            )
             lines.append(f"  {name} wanted by {shown}")
-        lines.append("install the packages that provide them on the build machine, name "
-                     "their directories in the recipe's [libraries] paths, or accept their "
-                     "absence with [libraries] ignore-missing = [\"<soname pattern>\"]")
+        lines.append(
+            "install the packages that provide them on the build machine, name "
+            "their directories in the recipe's [libraries] paths, or accept their "
+            'absence with [libraries] ignore-missing = ["<soname pattern>"]'
+        )
         return "\n".join(lines)
 
 
@@ -103,8 +124,9 @@ def host_libraries() -> dict[str, Path]:
     """The host's ldconfig cache for this machine's word size: soname → path."""
     from lockbox.run import run
 
-    ldconfig = next((p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig") if os.path.exists(p)),
-                    "ldconfig")
+    ldconfig = next(
+        (p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig") if os.path.exists(p)), "ldconfig"
+    )
     listing = run([ldconfig, "-p"], check=False).stdout
     wide = os.uname().machine in ("x86_64", "aarch64", "ppc64le", "s390x")
     found: dict[str, Path] = {}
@@ -117,8 +139,15 @@ def host_libraries() -> dict[str, Path]:
     return found
 
 
-def resolve(root: Path, elfs: Iterable[ElfInfo], *, recipe_paths: Sequence[Path] = (), ignore_missing: Sequence[str] = (),
-            host: Mapping[str, Path] | None = None, progress: Progress = silent) -> Resolution:
+def resolve(
+    root: Path,
+    elfs: Iterable[ElfInfo],
+    *,
+    recipe_paths: Sequence[Path] = (),
+    ignore_missing: Sequence[str] = (),
+    host: Mapping[str, Path] | None = None,
+    progress: Progress = silent,
+) -> Resolution:
     """Resolve the needs of ``elfs`` (files under ``root``) and, transitively, of every
     library found outside ``root``. Raises :class:`UnsatisfiedLibraries` unless every
     missing name matches an ``ignore_missing`` pattern."""
@@ -142,8 +171,9 @@ def resolve(root: Path, elfs: Iterable[ElfInfo], *, recipe_paths: Sequence[Path]
                 progress.debug(f"{name} -> not found (wanted by {label})")
                 result.missing.setdefault(name, []).append(label)
                 continue
-            progress.debug(f"{name} -> found in {found.path.parent} ({found.where}), "
-                           f"wanted by {label}")
+            progress.debug(
+                f"{name} -> found in {found.path.parent} ({found.where}), wanted by {label}"
+            )
             resolved.append(found)
             if found.where in ("recipe", "host") and found.path not in seen_outside:
                 seen_outside.add(found.path)
@@ -156,8 +186,10 @@ def resolve(root: Path, elfs: Iterable[ElfInfo], *, recipe_paths: Sequence[Path]
         if any(fnmatch.fnmatch(name, pattern) for pattern in ignore_missing):
             result.ignored[name] = result.missing.pop(name)
     for name, wanted in sorted(result.ignored.items()):
-        progress.warning(f"{name} is not found (wanted by {', '.join(wanted[:3])}); "
-                         "ignored as the recipe's ignore-missing allows")
+        progress.warning(
+            f"{name} is not found (wanted by {', '.join(wanted[:3])}); "
+            "ignored as the recipe's ignore-missing allows"
+        )
     if result.missing:
         raise UnsatisfiedLibraries(result.missing)
     return result
@@ -167,15 +199,24 @@ def origin_directories(info: ElfInfo, origin: Path) -> list[tuple[str, Path]]:
     """The ``$ORIGIN``-relative entries of a file's run path, each with the directory it
     names when the file is in the directory ``origin``."""
     origin = str(origin)
-    return [(entry, Path(os.path.normpath(entry.replace("${ORIGIN}", origin)
-                                          .replace("$ORIGIN", origin))))
-            for entry in info.runpath or info.rpath
-            if entry.startswith(("$ORIGIN", "${ORIGIN}"))]
+    return [
+        (
+            entry,
+            Path(os.path.normpath(entry.replace("${ORIGIN}", origin).replace("$ORIGIN", origin))),
+        )
+        for entry in info.runpath or info.rpath
+        if entry.startswith(("$ORIGIN", "${ORIGIN}"))
+    ]
 
 
-def _find(name: str, info: ElfInfo, root: Path, in_output: Mapping[str, Path],
-          recipe_paths: Sequence[Path],
-          host: Mapping[str, Path]) -> Found | None:
+def _find(
+    name: str,
+    info: ElfInfo,
+    root: Path,
+    in_output: Mapping[str, Path],
+    recipe_paths: Sequence[Path],
+    host: Mapping[str, Path],
+) -> Found | None:
     for _, directory in origin_directories(info, info.path.parent):
         candidate = directory / name
         if candidate.is_relative_to(root) and candidate.exists():
@@ -203,7 +244,6 @@ def _index(elfs: Iterable[ElfInfo]) -> dict[str, Path]:
         if info.soname:
             index.setdefault(info.soname, info.path)
     return index
-
 
 
 def dependents(root: Path, name: str) -> list[list[str]]:

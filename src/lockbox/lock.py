@@ -36,7 +36,13 @@ SUPPORTED_VERSION = 1
 
 SourceKind = Literal["registry", "git", "url", "path", "directory", "editable", "virtual"]
 SOURCE_KINDS: tuple[SourceKind, ...] = (
-    "registry", "git", "url", "path", "directory", "editable", "virtual"
+    "registry",
+    "git",
+    "url",
+    "path",
+    "directory",
+    "editable",
+    "virtual",
 )
 
 
@@ -209,8 +215,14 @@ def _dotted(key: Sequence[str | int]) -> str:
 
 
 def _kind(value: object) -> str:
-    names = {str: "a string", int: "an integer", bool: "a boolean", list: "an array",
-             dict: "a table", float: "a float"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        bool: "a boolean",
+        list: "an array",
+        dict: "a table",
+        float: "a float",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -332,8 +344,9 @@ class _LockReader:
 
     def source(self, raw: object, key: Key) -> Source | None:
         if not isinstance(raw, dict):
-            self.problem(key, f"expected a source table such as {{ registry = \"…\" }}, "
-                              f"got {_kind(raw)}")
+            self.problem(
+                key, f'expected a source table such as {{ registry = "…" }}, got {_kind(raw)}'
+            )
             return None
         kinds = [kind for kind in SOURCE_KINDS if kind in raw]
         if len(kinds) != 1:
@@ -385,8 +398,10 @@ class _LockReader:
         raw_hash = raw.get("hash")
         if raw_hash is not None:
             if not isinstance(raw_hash, str) or not raw_hash.startswith("sha256:"):
-                self.problem(key + ("hash",), f"expected sha256:<hex>, got {raw_hash!r}; "
-                                              "lockbox pins artifacts by SHA-256")
+                self.problem(
+                    key + ("hash",),
+                    f"expected sha256:<hex>, got {raw_hash!r}; lockbox pins artifacts by SHA-256",
+                )
             else:
                 try:
                     sha256 = Sha256(bytes.fromhex(raw_hash.removeprefix("sha256:")))
@@ -420,7 +435,7 @@ class _LockReader:
 
     def dependency(self, raw: object, key: Key) -> Dependency | None:
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
-            self.problem(key, "expected a table with a name, like { name = \"…\" }")
+            self.problem(key, 'expected a table with a name, like { name = "…" }')
             return None
         name = raw["name"]
         extras = raw.get("extra", [])
@@ -477,8 +492,10 @@ class _LockReader:
             edges: list[tuple[Key, Dependency]] = [
                 (key + ("dependencies", i), d) for i, d in enumerate(package.dependencies)
             ]
-            for table, groups in (("optional-dependencies", package.optional_dependencies),
-                                  ("dev-dependencies", package.dependency_groups)):
+            for table, groups in (
+                ("optional-dependencies", package.optional_dependencies),
+                ("dev-dependencies", package.dependency_groups),
+            ):
                 for group, deps in groups.items():
                     edges += [(key + (table, group, i), d) for i, d in enumerate(deps)]
             for edge_key, dependency in edges:

@@ -22,8 +22,14 @@ from lockbox.errors import AssemblyError
 from lockbox.hashes import record_hash
 from lockbox.recipe import canonical_name
 
-_NEEDS_BACKEND = ("version", "dependencies", "optional-dependencies", "scripts", "gui-scripts",
-                  "entry-points")
+_NEEDS_BACKEND = (
+    "version",
+    "dependencies",
+    "optional-dependencies",
+    "scripts",
+    "gui-scripts",
+    "entry-points",
+)
 """Fields lockbox reads from pyproject.toml; any of them declared dynamic needs a backend."""
 
 
@@ -56,8 +62,10 @@ def read_member(root: Path, pyproject: Mapping[str, Any], *, modules: bool = Tru
     where = root / "pyproject.toml"
     project = pyproject.get("project")
     if not isinstance(project, Mapping) or not isinstance(project.get("name"), str):
-        raise AssemblyError(f"{where}: no [project] table with a name; lockbox installs "
-                            "workspace members from their static metadata")
+        raise AssemblyError(
+            f"{where}: no [project] table with a name; lockbox installs "
+            "workspace members from their static metadata"
+        )
     name: str = project["name"]
     dynamic = [field for field in project.get("dynamic", ()) if field in _NEEDS_BACKEND]
     if dynamic:
@@ -82,8 +90,7 @@ def _modules(root: Path, pyproject: Mapping[str, Any], name: str) -> Iterable[tu
     if "module-name" in uv_backend or "module-root" in uv_backend:
         module = uv_backend.get("module-name", name.replace("-", "_").replace(".", "_"))
         module_root = uv_backend.get("module-root", "src")
-        return _listed(root, [f"{module_root}/{module}".lstrip("/")], name,
-                       "tool.uv.build-backend")
+        return _listed(root, [f"{module_root}/{module}".lstrip("/")], name, "tool.uv.build-backend")
     flit = tool.get("flit", {}).get("module", {})
     if "name" in flit:
         return _default(root, name, flit["name"])
@@ -92,8 +99,9 @@ def _modules(root: Path, pyproject: Mapping[str, Any], name: str) -> Iterable[tu
     if isinstance(packages, list):
         base = setuptools.get("package-dir", {}).get("", "")
         tops = sorted({package.split(".")[0] for package in packages})
-        return _listed(root, [f"{base}/{top}".lstrip("/") for top in tops], name,
-                       "tool.setuptools.packages")
+        return _listed(
+            root, [f"{base}/{top}".lstrip("/") for top in tops], name, "tool.setuptools.packages"
+        )
     return _default(root, name, name.replace("-", "_").replace(".", "_"))
 
 
@@ -106,8 +114,9 @@ def _listed(root: Path, entries: Sequence[str], name: str, key: str) -> list[tup
         if not path.exists() and path.with_suffix(".py").is_file():
             path = path.with_suffix(".py")
         if not path.exists():
-            raise AssemblyError(f"{root / 'pyproject.toml'}: {key} names {entry!r}, which "
-                                f"does not exist in {root}")
+            raise AssemblyError(
+                f"{root / 'pyproject.toml'}: {key} names {entry!r}, which does not exist in {root}"
+            )
         found.append((path, path.name))
     # Subpackages listed beside their parent are already inside it.
     kept = [(p, n) for p, n in found if not any(p != q and q in p.parents for q, _ in found)]
@@ -115,8 +124,12 @@ def _listed(root: Path, entries: Sequence[str], name: str, key: str) -> list[tup
 
 
 def _default(root: Path, name: str, module: str) -> list[tuple[Path, str]]:
-    for candidate in (root / "src" / module, root / module,
-                      root / "src" / f"{module}.py", root / f"{module}.py"):
+    for candidate in (
+        root / "src" / module,
+        root / module,
+        root / "src" / f"{module}.py",
+        root / f"{module}.py",
+    ):
         if candidate.exists():
             return [(candidate, candidate.name)]
     raise AssemblyError(
@@ -143,8 +156,8 @@ def _metadata(project: Mapping[str, Any]) -> str:
 def _with_extra(requirement: str, extra: str) -> str:
     if ";" in requirement:
         head, marker = requirement.split(";", 1)
-        return f"{head.strip()}; ({marker.strip()}) and extra == \"{extra}\""
-    return f"{requirement}; extra == \"{extra}\""
+        return f'{head.strip()}; ({marker.strip()}) and extra == "{extra}"'
+    return f'{requirement}; extra == "{extra}"'
 
 
 def _entry_points(project: Mapping[str, Any]) -> str:
@@ -194,4 +207,3 @@ def files_under(site_packages: Path, top: str) -> list[str]:
         relative = PurePosixPath(Path(directory).relative_to(site_packages))
         found += [str(relative / name) for name in files]
     return sorted(found)
-

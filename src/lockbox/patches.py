@@ -21,8 +21,10 @@ from lockbox.errors import LockboxError
 from lockbox.paths import PathError, confined
 
 _HUNK = re.compile(rb"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
-_REGENERATE = ("the patch was written for a different version of this file; "
-               "regenerate it against the current source")
+_REGENERATE = (
+    "the patch was written for a different version of this file; "
+    "regenerate it against the current source"
+)
 
 
 class PatchError(LockboxError):
@@ -97,14 +99,17 @@ def apply_patch(
         try:
             target = confined(root, path, where, within="the tree")
         except PathError as error:
-            raise PatchError(f"{where}: {path} is a symbolic link or leads out of the tree: "
-                             f"{error.reason}") from None
+            raise PatchError(
+                f"{where}: {path} is a symbolic link or leads out of the tree: {error.reason}"
+            ) from None
         known = pending.get(path)
         original = b"" if section.create else known if known is not None else _read(target, where)
         result = _apply_hunks(original, section, path, label, offsets)
         if section.delete and result:
-            raise PatchError(f"{where}: cannot delete {path}: it has content the patch does not "
-                             f"remove\n{_REGENERATE}")
+            raise PatchError(
+                f"{where}: cannot delete {path}: it has content the patch does not "
+                f"remove\n{_REGENERATE}"
+            )
         pending[path] = None if section.delete else result
         hunks += len(section.hunks)
     for path, content in pending.items():
@@ -127,7 +132,9 @@ def _parse(data: bytes, label: str, strip: int) -> list[_FilePatch]:
             git = (text.rstrip(b"\r\n").decode("utf-8", "replace"), index + 1)
         elif git is not None and text.startswith((b"rename from ", b"copy from ", b"old mode ")):
             raise PatchError(f"{where}: renames, copies and mode changes are not supported")
-        elif text.startswith(b"--- ") and b"".join(lines[index + 1:index + 2]).startswith(b"+++ "):
+        elif text.startswith(b"--- ") and b"".join(lines[index + 1 : index + 2]).startswith(
+            b"+++ "
+        ):
             old, old_epoch = _name(text[4:], label, index + 1, strip)
             new, new_epoch = _name(lines[index + 1][4:], label, index + 2, strip)
             if old is None and new is None:
@@ -177,8 +184,9 @@ def _parse_hunk(lines: list[bytes], index: int, label: str) -> tuple[_Hunk, int]
         elif len(old) == old_count and len(new) == new_count:
             # More hunk lines than the header counts; "--- " starts the next file and
             # "-- " is the signature line git format-patch ends with.
-            if text[:1] in (b" ", b"+") or (text[:1] == b"-" and text[:4] != b"--- "
-                                             and text[:3] != b"-- "):
+            if text[:1] in (b" ", b"+") or (
+                text[:1] == b"-" and text[:4] != b"--- " and text[:3] != b"-- "
+            ):
                 raise _miscount(label, index + 1, header, old_count, new_count)
             break
         elif text[:1] == b" " or text in (b"\n", b"\r\n"):  # an empty line: context, space trimmed
@@ -258,7 +266,7 @@ def _find(lines: tuple[bytes, ...], old: tuple[bytes, ...], want: int, floor: in
     last = len(lines) - len(old)
     for delta in range(max(want - floor, last - want) + 1):
         for at in (want + delta, want - delta) if delta else (want,):
-            if floor <= at <= last and lines[at:at + len(old)] == old:
+            if floor <= at <= last and lines[at : at + len(old)] == old:
                 return at
     return None
 
@@ -268,10 +276,12 @@ def _mismatch(
 ) -> PatchError:
     """The error for a hunk that matches nowhere: its first line that differs at ``want``."""
     want = min(max(want, 0), len(lines))
-    where = (f"{label}: hunk {number} of {path} ({hunk.header}, patch line {hunk.line}) "
-             "does not apply")
-    differs = next((i for i, line in enumerate(hunk.old)
-                    if lines[want + i:want + i + 1] != (line,)), None)
+    where = (
+        f"{label}: hunk {number} of {path} ({hunk.header}, patch line {hunk.line}) does not apply"
+    )
+    differs = next(
+        (i for i, line in enumerate(hunk.old) if lines[want + i : want + i + 1] != (line,)), None
+    )
     if differs is None:  # it matches only where an earlier hunk of the file already applied
         return PatchError(f"{where}: its lines overlap hunk {number - 1}\n{_REGENERATE}")
     expected = hunk.old[differs]
@@ -279,8 +289,10 @@ def _mismatch(
     shown = _show(expected), "<end of file>" if actual is None else _show(actual)
     if shown[0] == shown[1]:  # they differ only in line endings or invisible bytes
         shown = repr(expected), repr(actual)
-    return PatchError(f"{where}: expected at line {want + differs + 1}:\n    {shown[0]}\n"
-                      f"  found:\n    {shown[1]}\n{_REGENERATE}")
+    return PatchError(
+        f"{where}: expected at line {want + differs + 1}:\n    {shown[0]}\n"
+        f"  found:\n    {shown[1]}\n{_REGENERATE}"
+    )
 
 
 def _show(line: bytes) -> str:
@@ -288,14 +300,18 @@ def _show(line: bytes) -> str:
 
 
 def _miscount(label: str, line: int, header: str, old: int, new: int) -> PatchError:
-    return PatchError(f"{label}: patch line {line}: hunk does not match its header {header} "
-                      f"({old} old and {new} new lines); the patch is malformed or was edited "
-                      "by hand")
+    return PatchError(
+        f"{label}: patch line {line}: hunk does not match its header {header} "
+        f"({old} old and {new} new lines); the patch is malformed or was edited "
+        "by hand"
+    )
 
 
 def _no_hunks(label: str, header: str, line: int) -> PatchError:
-    return PatchError(f"{label}: patch line {line}: {header} changes no content; "
-                      "renames, copies, mode changes and empty files are not supported")
+    return PatchError(
+        f"{label}: patch line {line}: {header} changes no content; "
+        "renames, copies, mode changes and empty files are not supported"
+    )
 
 
 def _split(data: bytes) -> list[bytes]:

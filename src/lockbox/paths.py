@@ -57,8 +57,7 @@ def relative_parts(relative: str, key: str, *, within: str) -> tuple[str, ...]:
     return parts
 
 
-def confined(root: Path, relative: str, key: str, *, within: str,
-             link_ok: bool = False) -> Path:
+def confined(root: Path, relative: str, key: str, *, within: str, link_ok: bool = False) -> Path:
     """``root / relative``, once checked to stay inside ``root``.
 
     ``relative`` must be relative, without ``..``, and none of its existing components may
@@ -76,10 +75,11 @@ def confined(root: Path, relative: str, key: str, *, within: str,
         except FileNotFoundError:
             break
         except OSError as error:
-            raise PathError(key, relative, f"cannot be read in {within}: "
-                            f"{error.strerror}") from None
+            raise PathError(
+                key, relative, f"cannot be read in {within}: {error.strerror}"
+            ) from None
         last = index == len(parts) - 1
-        shown = "/".join(parts[:index + 1])
+        shown = "/".join(parts[: index + 1])
         if stat.S_ISLNK(info.st_mode) and not (last and link_ok):
             raise PathError(key, relative, _through_link(path, shown, root, within))
         if not last and not stat.S_ISDIR(info.st_mode):
@@ -122,8 +122,7 @@ def confined_glob(root: Path, pattern: str, key: str, *, within: str) -> list[Pa
 def open_for_writing(path: Path, mode: int = 0o644) -> int:
     """A descriptor of ``path`` opened for writing (created or truncated), refusing to
     write through a symbolic link at ``path`` (``O_NOFOLLOW``)."""
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                   mode)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
 
 
 def make_directory(path: Path) -> None:
@@ -133,16 +132,19 @@ def make_directory(path: Path) -> None:
         os.mkdir(path)
     except FileExistsError:
         if not stat.S_ISDIR(os.lstat(path).st_mode):
-            raise NotADirectoryError(errno.ENOTDIR, "it exists and is not a directory",
-                                     str(path)) from None
+            raise NotADirectoryError(
+                errno.ENOTDIR, "it exists and is not a directory", str(path)
+            ) from None
 
 
 def _through_link(path: Path, shown: str, root: Path, within: str) -> str:
     target = os.readlink(path)
     resolved = Path(os.path.normpath(path.parent / target))
     leaves = "" if resolved.is_relative_to(root) else f", which leads out of {within}"
-    return (f"goes through {shown}, a symbolic link to {target}{leaves}; lockbox follows "
-            "no symbolic link in the paths it is given")
+    return (
+        f"goes through {shown}, a symbolic link to {target}{leaves}; lockbox follows "
+        "no symbolic link in the paths it is given"
+    )
 
 
 def _magic(part: str) -> bool:
@@ -154,16 +156,20 @@ def _matches(directory: Path, pattern: str, *, directories_only: bool) -> list[P
         entries = list(os.scandir(directory))
     except (FileNotFoundError, NotADirectoryError):
         return []
-    return [directory / entry.name for entry in entries
-            if fnmatch.fnmatchcase(entry.name, pattern)
-            and (not directories_only or entry.is_dir(follow_symlinks=False))]
+    return [
+        directory / entry.name
+        for entry in entries
+        if fnmatch.fnmatchcase(entry.name, pattern)
+        and (not directories_only or entry.is_dir(follow_symlinks=False))
+    ]
 
 
 def _directories(top: Path) -> list[Path]:
     """``top`` and every directory below it, links to directories not followed."""
     found = [top]
     for directory, dirnames, _ in os.walk(top):
-        dirnames[:] = [name for name in dirnames
-                       if not os.path.islink(os.path.join(directory, name))]
+        dirnames[:] = [
+            name for name in dirnames if not os.path.islink(os.path.join(directory, name))
+        ]
         found += [Path(directory, name) for name in dirnames]
     return found

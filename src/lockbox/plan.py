@@ -106,19 +106,24 @@ def make_plan(project: Project, lock: Lock, interpreter: Interpreter) -> Plan:
     exclude = {canonicalize_name(name) for name in deps.exclude}
     for name in sorted(exclude - locked_names):
         problems.append(f"recipe deps.exclude names {name!r}, which uv.lock does not contain")
-    for name in sorted((project.uv.no_binary_packages | project.uv.no_build_packages)
-                       - locked_names):
+    for name in sorted(
+        (project.uv.no_binary_packages | project.uv.no_build_packages) - locked_names
+    ):
         warnings.append(f"[tool.uv] names {name!r}, which uv.lock does not contain")
     if problems:
         raise PlanError(problems)
 
     walk = _Walk(lock, interpreter, exclude)
-    walk.visit(root, tuple(canonicalize_name(e) for e in deps.extras),
-               groups=tuple(canonicalize_name(g) for g in deps.groups))
+    walk.visit(
+        root,
+        tuple(canonicalize_name(e) for e in deps.extras),
+        groups=tuple(canonicalize_name(g) for g in deps.groups),
+    )
     installed = []
     for identity, package in walk.reached.items():
-        planned = _classify(package, tuple(sorted(walk.extras[identity])), project, interpreter,
-                            problems)
+        planned = _classify(
+            package, tuple(sorted(walk.extras[identity])), project, interpreter, problems
+        )
         if planned is not None:
             installed.append(planned)
     if problems:
@@ -131,18 +136,21 @@ def make_plan(project: Project, lock: Lock, interpreter: Interpreter) -> Plan:
 def _root_package(project: Project, lock: Lock) -> Package:
     candidates = [p for p in lock.named(project.name) if p.source.is_local]
     if not candidates:
-        raise PlanError([
-            f"{lock.path} has no entry for the project {project.name!r}; it was made for "
-            f"another project or is stale. Run `uv lock` in {project.root}"
-        ])
+        raise PlanError(
+            [
+                f"{lock.path} has no entry for the project {project.name!r}; it was made for "
+                f"another project or is stale. Run `uv lock` in {project.root}"
+            ]
+        )
     return candidates[0]
 
 
 class _Walk:
     """A walk over the dependency edges from one root, evaluating markers (or not)."""
 
-    def __init__(self, lock: Lock, interpreter: Interpreter | None,
-                 exclude: Iterable[str] = ()) -> None:
+    def __init__(
+        self, lock: Lock, interpreter: Interpreter | None, exclude: Iterable[str] = ()
+    ) -> None:
         self.interpreter = interpreter
         self.exclude = set(exclude)
         self.by_name: dict[str, list[Package]] = {}
@@ -154,12 +162,14 @@ class _Walk:
         self.blocked: dict[NormalizedName, Dependency] = {}
         """Packages an edge led to whose marker is false here: the last such edge."""
 
-    def visit(self, package: Package, extras: tuple[str, ...],
-              groups: tuple[str, ...] = ()) -> None:
+    def visit(
+        self, package: Package, extras: tuple[str, ...], groups: tuple[str, ...] = ()
+    ) -> None:
         stack: list[tuple[Package, str | None]] = [(package, None)]
         stack += [(package, extra) for extra in extras]
-        group_edges = [edge for group in groups
-                       for edge in package.dependency_groups.get(group, ())]
+        group_edges = [
+            edge for group in groups for edge in package.dependency_groups.get(group, ())
+        ]
         while stack:
             current, extra = stack.pop()
             identity = _identity(current)
@@ -177,8 +187,11 @@ class _Walk:
                 active.add(extra)
                 edges = current.optional_dependencies.get(extra, ())
             for edge in edges:
-                if (self.interpreter is not None and edge.marker is not None
-                        and not self.interpreter.evaluate(edge.marker, extra or "")):
+                if (
+                    self.interpreter is not None
+                    and edge.marker is not None
+                    and not self.interpreter.evaluate(edge.marker, extra or "")
+                ):
                     self.blocked[edge.name] = edge
                     continue
                 if edge.name in self.exclude:
@@ -189,8 +202,13 @@ class _Walk:
                 stack += [(target, name) for name in edge.extras]
 
 
-def _classify(package: Package, extras: tuple[str, ...], project: Project,
-              interpreter: Interpreter, problems: list[str]) -> Planned | None:
+def _classify(
+    package: Package,
+    extras: tuple[str, ...],
+    project: Project,
+    interpreter: Interpreter,
+    problems: list[str],
+) -> Planned | None:
     source = package.source
     if source.kind in ("editable", "virtual"):
         return Planned(package, "member", None, extras=extras)
@@ -214,15 +232,20 @@ def _classify(package: Package, extras: tuple[str, ...], project: Project,
         reason = "it publishes no wheels"
     if package.sdist is None:
         if no_binary:
-            problems.append(f"{package.label}: {reason} asks for a build from source, but "
-                            "uv.lock has no sdist for it; drop it from that setting")
+            problems.append(
+                f"{package.label}: {reason} asks for a build from source, but "
+                "uv.lock has no sdist for it; drop it from that setting"
+            )
         else:
-            problems.append(f"{package.label}: {reason}, and uv.lock has no sdist to build; "
-                            f"lock for an interpreter it supports or exclude it")
+            problems.append(
+                f"{package.label}: {reason}, and uv.lock has no sdist to build; "
+                f"lock for an interpreter it supports or exclude it"
+            )
         return None
     if no_build:
-        problems.append(f"{package.label}: {reason}, but [tool.uv] no-build forbids building "
-                        "it from source")
+        problems.append(
+            f"{package.label}: {reason}, but [tool.uv] no-build forbids building it from source"
+        )
         return None
     form: Form = "sdist" if source.kind == "registry" else source.kind  # type: ignore[assignment]
     return Planned(package, form, package.sdist, reason if form == "sdist" else "", extras)
@@ -239,7 +262,9 @@ def best_wheel(wheels: Iterable[Artifact], interpreter: Interpreter) -> Artifact
     return best[1] if best else None
 
 
-def _skipped(lock: Lock, interpreter: Interpreter, root: Package, walk: _Walk) -> tuple[Skipped, ...]:
+def _skipped(
+    lock: Lock, interpreter: Interpreter, root: Package, walk: _Walk
+) -> tuple[Skipped, ...]:
     """Why each locked package not installed is left out: excluded by the recipe, needed
     only by extras or dependency groups not asked for, not for this platform, or needed
     only by other workspace members."""
@@ -268,8 +293,11 @@ def _skipped(lock: Lock, interpreter: Interpreter, root: Package, walk: _Walk) -
             reason = "only in " + " and ".join(wanted_by)
         elif identity in anywhere.reached:
             edge = blocked.get(package.name)
-            reason = (f"not for this platform ({edge.marker})" if edge is not None
-                      else "needed only by packages that are not for this platform")
+            reason = (
+                f"not for this platform ({edge.marker})"
+                if edge is not None
+                else "needed only by packages that are not for this platform"
+            )
         elif package.name in lock.members:
             reason = "workspace member the project does not depend on"
         else:

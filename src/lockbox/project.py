@@ -93,9 +93,7 @@ def load_project(target: Path) -> Project:
         raise ProjectError(f"{target} does not exist")
     if target.is_file():
         if target.name != RECIPE_FILE:
-            raise ProjectError(
-                f"{target} is a file; give a project directory or a {RECIPE_FILE}"
-            )
+            raise ProjectError(f"{target} is a file; give a project directory or a {RECIPE_FILE}")
         recipe_file: Path | None = target
         base = target.parent
     else:
@@ -112,9 +110,7 @@ def load_project(target: Path) -> Project:
 
     pyproject_path = root / "pyproject.toml"
     if not pyproject_path.is_file():
-        raise ProjectError(
-            f"{root} has no pyproject.toml; point lockbox at a uv project directory"
-        )
+        raise ProjectError(f"{root} has no pyproject.toml; point lockbox at a uv project directory")
     pyproject, pyproject_text = read_toml(pyproject_path)
     embedded = pyproject.get("tool", {}).get("lockbox")
     if recipe is not None and embedded is not None:
@@ -125,8 +121,11 @@ def load_project(target: Path) -> Project:
     if recipe is None:
         if embedded is not None:
             recipe = parse_recipe(
-                embedded, file=pyproject_path, text=pyproject_text,
-                prefix=("tool", "lockbox"), base=root,
+                embedded,
+                file=pyproject_path,
+                text=pyproject_text,
+                prefix=("tool", "lockbox"),
+                base=root,
             )
         else:
             recipe = Recipe(source=None, project=root)
@@ -138,8 +137,13 @@ def load_project(target: Path) -> Project:
         raise ProjectError(
             f"{root} has no uv.lock; create it with `uv lock` in {root} and commit it"
         )
-    consulted = (target, base / RECIPE_FILE, *([recipe_file] if recipe_file else []),
-                 pyproject_path, root / "uv.lock")
+    consulted = (
+        target,
+        base / RECIPE_FILE,
+        *([recipe_file] if recipe_file else []),
+        pyproject_path,
+        root / "uv.lock",
+    )
     return Project(
         root=root,
         name=canonical_name(project_table["name"]),

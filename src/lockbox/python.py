@@ -83,8 +83,9 @@ def installation_identity(interpreter: Interpreter) -> dict[str, object]:
     }
 
 
-def python_inputs(identity: Mapping[str, object], bundle: bool, libraries: HostLibraries,
-                  patchelf: Patchelf) -> dict[str, object]:
+def python_inputs(
+    identity: Mapping[str, object], bundle: bool, libraries: HostLibraries, patchelf: Patchelf
+) -> dict[str, object]:
     """Everything the entry's bytes depend on, from the installation's ``identity``: its
     store digest is made from this."""
     return {
@@ -95,15 +96,17 @@ def python_inputs(identity: Mapping[str, object], bundle: bool, libraries: HostL
     }
 
 
-def interpreter_libraries(interpreter: Interpreter, identity: Mapping[str, object],
-                          store: Store) -> HostLibraries:
+def interpreter_libraries(
+    interpreter: Interpreter, identity: Mapping[str, object], store: Store
+) -> HostLibraries:
     """The host libraries the entry of ``interpreter`` bundles (or links to). What its ELF
     files need is read once per installation (as its ``identity`` stands for it)."""
     from lockbox.hostlibs import cached_needs, files_needs, host_closure
 
     key = inputs_digest("python", f"python-{interpreter.version}", identity)
-    needed = cached_needs(store, f"python-{key}",
-                          lambda: files_needs(installation_files(interpreter)))
+    needed = cached_needs(
+        store, f"python-{key}", lambda: files_needs(installation_files(interpreter))
+    )
     return host_closure(needed, store)
 
 
@@ -128,8 +131,14 @@ def fingerprint_paths(interpreter: Interpreter) -> list[Path]:
     return [interpreter.executable, *_libpython(interpreter)]
 
 
-def import_python(interpreter: Interpreter, store: Store, *, bundle: bool = True,
-                  patchelf: Patchelf | None = None, progress: Progress = silent) -> PythonEntry:
+def import_python(
+    interpreter: Interpreter,
+    store: Store,
+    *,
+    bundle: bool = True,
+    patchelf: Patchelf | None = None,
+    progress: Progress = silent,
+) -> PythonEntry:
     """The ``python`` entry of ``interpreter`` in ``store``, made if it is not there."""
     from lockbox.relink import Patchelf
 
@@ -138,14 +147,19 @@ def import_python(interpreter: Interpreter, store: Store, *, bundle: bool = True
     name = f"python-{version}"
     stdlib = Path(interpreter.paths.get("stdlib", ""))
     if not (stdlib / "os.py").is_file():
-        raise PythonImportError(f"{interpreter.executable}: its standard library is not at "
-                                f"{stdlib}; lockbox imports CPython installs with a lib/{short}")
+        raise PythonImportError(
+            f"{interpreter.executable}: its standard library is not at "
+            f"{stdlib}; lockbox imports CPython installs with a lib/{short}"
+        )
     patchelf = Patchelf.find(progress) if patchelf is None else patchelf
     identity = installation_identity(interpreter)
     libraries = interpreter_libraries(interpreter, identity, store)
     inputs = python_inputs(identity, bundle, libraries, patchelf)
-    consulted = (*map(str, fingerprint_paths(interpreter)), *libraries.consulted,
-                 str(patchelf.executable))
+    consulted = (
+        *map(str, fingerprint_paths(interpreter)),
+        *libraries.consulted,
+        str(patchelf.executable),
+    )
     existing = store.find_inputs("python", name, inputs)
     if existing is not None:
         return PythonEntry(existing, f"bin/{short}", reused=True, consulted=consulted)
@@ -164,8 +178,7 @@ def import_python(interpreter: Interpreter, store: Store, *, bundle: bool = True
         (content / "lib").mkdir()
         for library in _libpython(interpreter):
             shutil.copyfile(library, content / "lib" / library.name)
-        shutil.copytree(stdlib, content / "lib" / short, symlinks=True,
-                        ignore=_ignore(stdlib))
+        shutil.copytree(stdlib, content / "lib" / short, symlinks=True, ignore=_ignore(stdlib))
         (content / "lib" / short / "site-packages").mkdir()
         elfs, foreign = scan_tree(content)
         for path in foreign:
@@ -174,15 +187,20 @@ def import_python(interpreter: Interpreter, store: Store, *, bundle: bool = True
         report = relink(content, resolution, patchelf, bundle=bundle, progress=progress)
         uncovered = libraries.uncovered(report.bundled.values())
         if uncovered:
-            raise PythonImportError(f"lockbox bundled {', '.join(uncovered)} without counting "
-                                    "them among the interpreter entry's inputs: a bug of "
-                                    "lockbox, please report it")
+            raise PythonImportError(
+                f"lockbox bundled {', '.join(uncovered)} without counting "
+                "them among the interpreter entry's inputs: a bug of "
+                "lockbox, please report it"
+            )
         _compile_bytecode(content / "bin" / short, content / "lib" / short, progress)
         packages = debian_packages(sorted(report.bundled.values()))
-        metadata = {"bundled": {name: {"from": source, "package": packages.get(source, "")}
-                                for name, source in sorted(report.bundled.items())}}
-        entry = store.register(content, name=name, kind="python", inputs=inputs,
-                               metadata=metadata)
+        metadata = {
+            "bundled": {
+                name: {"from": source, "package": packages.get(source, "")}
+                for name, source in sorted(report.bundled.items())
+            }
+        }
+        entry = store.register(content, name=name, kind="python", inputs=inputs, metadata=metadata)
     progress.info(f"interpreter entry {entry.path} ({len(report.bundled)} libraries bundled)")
     return PythonEntry(entry, f"bin/{short}", reused=False, consulted=consulted)
 
@@ -194,13 +212,20 @@ def _compile_bytecode(python: Path, stdlib: Path, progress: Progress) -> None:
     from lockbox.run import run
 
     progress.info("compiling the standard library's bytecode")
-    run(compileall_argv(python, [stdlib], strip=stdlib.parent.parent, prepend="/lockbox/python"),
-        env={**BYTECODE_ENV, **check_variables()}, progress=progress)
+    run(
+        compileall_argv(python, [stdlib], strip=stdlib.parent.parent, prepend="/lockbox/python"),
+        env={**BYTECODE_ENV, **check_variables()},
+        progress=progress,
+    )
 
 
-def compileall_argv(python: str | os.PathLike[str], targets: Sequence[str | os.PathLike[str]],
-                    *, strip: str | os.PathLike[str] | None = None,
-                    prepend: str | None = None) -> list[str]:
+def compileall_argv(
+    python: str | os.PathLike[str],
+    targets: Sequence[str | os.PathLike[str]],
+    *,
+    strip: str | os.PathLike[str] | None = None,
+    prepend: str | None = None,
+) -> list[str]:
     """The command with which ``python`` writes unchecked-hash ``.pyc`` files (checked by
     nothing, valid in a read-only tree, the same bytes on every rebuild) for ``targets``,
     rewriting any that are there (``-f``). With ``strip`` and ``prepend``, the source paths
@@ -208,15 +233,27 @@ def compileall_argv(python: str | os.PathLike[str], targets: Sequence[str | os.P
     are compiled; CPython puts the real path in when it loads a ``.pyc`` anyway. Python
     starts without ``site`` (``-S``): no ``.pth`` file of the packages being compiled, nor
     any code one names, runs."""
-    argv = [os.fspath(python), "-S", "-m", "compileall", "-q", "-f", "-j", "0",
-            "--invalidation-mode", "unchecked-hash"]
+    argv = [
+        os.fspath(python),
+        "-S",
+        "-m",
+        "compileall",
+        "-q",
+        "-f",
+        "-j",
+        "0",
+        "--invalidation-mode",
+        "unchecked-hash",
+    ]
     if strip is not None and prepend is not None:
         argv += ["-s", os.fspath(strip), "-p", prepend]
     return argv + [os.fspath(target) for target in targets]
 
 
 BYTECODE_ENV: Mapping[str, str] = {
-    **REPRODUCIBLE_ENV, "PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1",
+    **REPRODUCIBLE_ENV,
+    "PATH": "/usr/bin:/bin",
+    "PYTHONNOUSERSITE": "1",
     # Otherwise the interpreter caches what compileall itself imports, with timestamps.
     "PYTHONDONTWRITEBYTECODE": "1",
 }
@@ -238,4 +275,5 @@ def _ignore(stdlib: Path) -> Callable[[str, list[str]], set[str]]:
     def ignore(directory: str, names: list[str]) -> set[str]:
         patterns = _LEFT_OUT + (_LEFT_OUT_AT_TOP if Path(directory) == stdlib else ())
         return {name for name in names if any(fnmatch.fnmatch(name, p) for p in patterns)}
+
     return ignore

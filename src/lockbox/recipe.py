@@ -21,6 +21,7 @@ from lockbox.hashes import Sha256
 from lockbox.paths import PathError, confined, relative_parts
 from lockbox.tomlpos import locate
 
+
 def canonical_name(name: str) -> str:
     """A package name in its normalised form (PEP 503): ``Psycopg_C`` is ``psycopg-c``.
 
@@ -213,9 +214,7 @@ class _Reader:
         full = self.prefix + path
         dotted = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in full)
         dotted = dotted.replace(".[", "[")
-        self.problems.append(
-            Problem(self.file, dotted, locate(self.text, full), message)
-        )
+        self.problems.append(Problem(self.file, dotted, locate(self.text, full), message))
 
     def table(self, data: object, path: KeyPath, allowed: Sequence[str]) -> dict[str, Any]:
         if not isinstance(data, dict):
@@ -285,8 +284,14 @@ class _Reader:
 
 
 def _kind(value: object) -> str:
-    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
-             list: "an array", dict: "a table"}
+    names = {
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        list: "an array",
+        dict: "a table",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -322,8 +327,10 @@ def parse_recipe(
     name = reader.string(top, (), "name")
     python = reader.string(top, (), "python")
     if python is not None and "/" in python and not Path(python).exists():
-        reader.problem(("python",), f"{python} does not exist; give a version such as "
-                       "\"3.13\" or the path of an interpreter")
+        reader.problem(
+            ("python",),
+            f'{python} does not exist; give a version such as "3.13" or the path of an interpreter',
+        )
     recipe = Recipe(
         source=file,
         project=project,
@@ -343,8 +350,9 @@ def parse_recipe(
 
 def _deps(reader: _Reader, data: object) -> Deps:
     path: KeyPath = ("deps",)
-    table = reader.table(data, path, ("hash", "groups", "extras", "exclude", "build",
-                                      "extra-sources", "toolchain"))
+    table = reader.table(
+        data, path, ("hash", "groups", "extras", "exclude", "build", "extra-sources", "toolchain")
+    )
     declared = None
     text = reader.string(table, path, "hash")
     if text is not None:
@@ -398,8 +406,10 @@ def _toolchain(reader: _Reader, data: object) -> Toolchain:
     from lockbox.buildroot import ARCHIVES
 
     if distribution is not None and distribution not in ARCHIVES:
-        reader.problem(path + ("distribution",), f"{distribution!r} is not one of "
-                       f"{', '.join(sorted(ARCHIVES))}")
+        reader.problem(
+            path + ("distribution",),
+            f"{distribution!r} is not one of {', '.join(sorted(ARCHIVES))}",
+        )
     return Toolchain(packages=packages, distribution=distribution)
 
 
@@ -422,14 +432,19 @@ def _extra_sources(reader: _Reader, data: object) -> tuple[ExtraSource, ...]:
         if url is not None and not url.startswith(("https://", "http://", "file://")):
             reader.problem(where + ("url",), "expected an http(s):// or file:// URL")
         if git is not None and (rev is None or not _COMMIT.match(rev)):
-            reader.problem(where + ("rev",) if rev else where,
-                           "a git source needs rev, the full commit (40 hex digits)")
+            reader.problem(
+                where + ("rev",) if rev else where,
+                "a git source needs rev, the full commit (40 hex digits)",
+            )
         if url is not None and rev is not None:
             reader.problem(where + ("rev",), "rev belongs to a git source, not to url")
         declared = None
         if text is None:
-            reader.problem(where, "hash is required: an extra source is pinned by it "
-                           "(sha256 of the file for url, NAR hash of the checkout for git)")
+            reader.problem(
+                where,
+                "hash is required: an extra source is pinned by it "
+                "(sha256 of the file for url, NAR hash of the checkout for git)",
+            )
         else:
             try:
                 declared = Sha256.parse(text)
@@ -481,7 +496,8 @@ def _copies(reader: _Reader, table: Mapping[str, Any], path: KeyPath, key: str) 
 def _app(reader: _Reader, data: object) -> App:
     path: KeyPath = ("app",)
     table = reader.table(
-        data, path,
+        data,
+        path,
         ("site-packages", "root", "delete", "patches", "substitute", "compile-bytecode"),
     )
     patches = reader.strings(table, path, "patches")
@@ -503,7 +519,9 @@ def _app(reader: _Reader, data: object) -> App:
         if not isinstance(new, str):
             reader.problem(where + ("with",), "missing: the replacement text (a string)")
         expect = spec.get("expect")
-        if expect is not None and (not isinstance(expect, int) or isinstance(expect, bool) or expect < 1):
+        if expect is not None and (
+            not isinstance(expect, int) or isinstance(expect, bool) or expect < 1
+        ):
             reader.problem(where + ("expect",), f"expected a positive integer, got {expect!r}")
             expect = None
         if file is not None:
@@ -573,9 +591,11 @@ def _image(reader: _Reader, data: object) -> Image:
 
 def recipe_as_dict(recipe: Recipe) -> dict[str, Any]:
     """The resolved recipe in its TOML shape, every default written out."""
+
     def copies(items: tuple[Copy, ...]) -> list[Any]:
-        return [c.source if c.source == c.target else {"from": c.source, "to": c.target}
-                for c in items]
+        return [
+            c.source if c.source == c.target else {"from": c.source, "to": c.target} for c in items
+        ]
 
     deps: dict[str, Any] = {
         "groups": list(recipe.deps.groups),
@@ -589,9 +609,16 @@ def recipe_as_dict(recipe: Recipe) -> dict[str, Any]:
         for name, env in sorted(recipe.deps.build.items())
     }
     deps["extra-sources"] = [
-        {key: value for key, value in (("url", source.url), ("git", source.git),
-                                       ("rev", source.rev), ("hash", source.hash.sri))
-         if value is not None}
+        {
+            key: value
+            for key, value in (
+                ("url", source.url),
+                ("git", source.git),
+                ("rev", source.rev),
+                ("hash", source.hash.sri),
+            )
+            if value is not None
+        }
         for source in recipe.deps.extra_sources
     ]
     if recipe.deps.toolchain is not None:

@@ -51,8 +51,12 @@ def read_key(meta: str) -> bytes | None:
         info = os.fstat(fd)
         if info.st_size != _KEY_BYTES or not (info.st_mode & 0o170000 == 0o100000):
             return None
-        if info.st_uid != uid or info.st_mode & 0o077 or directory.st_uid != uid \
-                or directory.st_mode & 0o022:
+        if (
+            info.st_uid != uid
+            or info.st_mode & 0o077
+            or directory.st_uid != uid
+            or directory.st_mode & 0o022
+        ):
             return None
         key = os.read(fd, _KEY_BYTES + 1)
     except OSError:
@@ -71,8 +75,9 @@ def store_key(meta: str) -> bytes | None:
     path = os.path.join(meta, KEY)
     aside = f"{path}.{os.getpid()}.{os.urandom(6).hex()}"
     try:
-        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
+        fd = os.open(
+            aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
     except OSError:
         return None
     try:
@@ -120,7 +125,7 @@ def verified(key: bytes | None, place: str, data: bytes) -> bytes | None:
     body, line = data[:cut], data[cut:-1]
     if not line.startswith(_TAG):
         return None
-    if not hmac.compare_digest(line[len(_TAG):], _mac(key, place, body)):
+    if not hmac.compare_digest(line[len(_TAG) :], _mac(key, place, body)):
         return None
     return body
 
@@ -162,8 +167,9 @@ def write(meta: str, place: str, body: bytes) -> bool:
         key = store_key(meta)
         if key is None:
             return False
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                     | os.O_CLOEXEC, 0o644)
+        fd = os.open(
+            temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+        )
         with os.fdopen(fd, "wb") as file:
             file.write(sign(key, place, body))
         os.replace(temporary, path)
@@ -206,7 +212,8 @@ def _seal_lines(directory: str, prefix: str, lines: list[str]) -> None:
     for name in os.listdir(directory):
         path = f"{directory}/{name}"
         info = lstat(path)
-        lines.append(f"{prefix}{name}\0{info.st_ino}\0{info.st_size}\0{info.st_mtime_ns}\0"
-                     f"{info.st_mode:o}\n")
+        lines.append(
+            f"{prefix}{name}\0{info.st_ino}\0{info.st_size}\0{info.st_mtime_ns}\0{info.st_mode:o}\n"
+        )
         if info.st_mode & 0o170000 == 0o040000:
             _seal_lines(path, f"{prefix}{name}/", lines)

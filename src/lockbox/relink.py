@@ -43,17 +43,21 @@ class Patchelf:
 
     @classmethod
     def find(cls, progress: Progress = silent) -> Patchelf:
-        executable = which("patchelf", "install patchelf (Debian: apt-get install patchelf); "
-                                       "lockbox rewrites run paths of ELF files with it")
+        executable = which(
+            "patchelf",
+            "install patchelf (Debian: apt-get install patchelf); "
+            "lockbox rewrites run paths of ELF files with it",
+        )
         version = run([executable, "--version"], progress=progress).stdout.split()[-1]
         return cls(executable, version)
 
-    def set_runpath(self, files: Sequence[Path], runpath: str,
-                    progress: Progress = silent) -> None:
+    def set_runpath(self, files: Sequence[Path], runpath: str, progress: Progress = silent) -> None:
         """Give every file of ``files`` the run path ``runpath`` (``DT_RUNPATH``)."""
         for start in range(0, len(files), _BATCH):
-            run([self.executable, "--set-rpath", runpath, *files[start:start + _BATCH]],
-                progress=progress)
+            run(
+                [self.executable, "--set-rpath", runpath, *files[start : start + _BATCH]],
+                progress=progress,
+            )
 
 
 @dataclass
@@ -64,8 +68,14 @@ class RelinkReport:
     """Files (relative to the output) whose run path was rewritten."""
 
 
-def relink(root: Path, resolution: Resolution, patchelf: Patchelf, *, bundle: bool = True,
-           progress: Progress = silent) -> RelinkReport:
+def relink(
+    root: Path,
+    resolution: Resolution,
+    patchelf: Patchelf,
+    *,
+    bundle: bool = True,
+    progress: Progress = silent,
+) -> RelinkReport:
     """Bundle (or link to) what ``resolution`` found outside ``root`` and set run paths."""
     report = RelinkReport()
     lib_dir = root / "lib"
@@ -104,10 +114,14 @@ def relink(root: Path, resolution: Resolution, patchelf: Patchelf, *, bundle: bo
     return report
 
 
-def _runpath(file: Path, info: ElfInfo, needs: Sequence[Found], root: Path,
-             lib_dir: Path, bundle: bool) -> str:
-    entries = [entry for entry, directory in origin_directories(info, file.parent)
-               if directory.is_relative_to(root)]
+def _runpath(
+    file: Path, info: ElfInfo, needs: Sequence[Found], root: Path, lib_dir: Path, bundle: bool
+) -> str:
+    entries = [
+        entry
+        for entry, directory in origin_directories(info, file.parent)
+        if directory.is_relative_to(root)
+    ]
     for found in needs:
         if found.where == "output":
             directory = found.path.parent
@@ -146,7 +160,7 @@ def debian_packages(files: Sequence[str]) -> dict[str, str]:
         # Merged /usr: dpkg may have the file under either spelling.
         for old, new in (("/lib/", "/usr/lib/"), ("/usr/lib/", "/lib/")):
             if name.startswith(old):
-                candidates[new + name[len(old):]] = name
+                candidates[new + name[len(old) :]] = name
     listing = run(["dpkg", "-S", *candidates], check=False).stdout
     owners: dict[str, str] = {}
     for line in listing.splitlines():

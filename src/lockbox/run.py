@@ -57,21 +57,32 @@ def run(
     try:
         if on_stderr_line is None:
             process = subprocess.run(
-                args, cwd=cwd, env=dict(env) if env is not None else None, input=input,
+                args,
+                cwd=cwd,
+                env=dict(env) if env is not None else None,
+                input=input,
                 stdin=subprocess.DEVNULL if input is None else None,
-                capture_output=True, text=True, errors="replace", check=False,
-                preexec_fn=preexec, timeout=timeout,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                check=False,
+                preexec_fn=preexec,
+                timeout=timeout,
             )
             returncode, stdout, stderr = process.returncode, process.stdout, process.stderr
         else:
-            returncode, stdout, stderr = _run_streaming(args, cwd, env, input, on_stderr_line,
-                                                        preexec, timeout)
+            returncode, stdout, stderr = _run_streaming(
+                args, cwd, env, input, on_stderr_line, preexec, timeout
+            )
     except subprocess.TimeoutExpired as expired:
         returncode, stdout, stderr = -9, _text(expired.stdout), _text(expired.stderr)
         stderr += f"\n(killed after {timeout} s)"
     except FileNotFoundError as error:
-        if cwd is not None and error.filename is not None and \
-                os.fspath(error.filename) == os.fspath(cwd):
+        if (
+            cwd is not None
+            and error.filename is not None
+            and os.fspath(error.filename) == os.fspath(cwd)
+        ):
             raise ToolFailed(args, -1, "", f"the working directory {cwd} does not exist") from None
         raise ToolMissing(f"{args[0]} is not installed or not on PATH") from None
     result = Completed(args, returncode, stdout, stderr)
@@ -83,8 +94,10 @@ def run(
 def shown(args: Sequence[str]) -> str:
     """A command line as a shell would take it back, each multi-line argument cut at its
     first line."""
-    return " ".join(shlex.quote(arg.split("\n", 1)[0]) + " …" if "\n" in arg
-                    else shlex.quote(arg) for arg in args)
+    return " ".join(
+        shlex.quote(arg.split("\n", 1)[0]) + " …" if "\n" in arg else shlex.quote(arg)
+        for arg in args
+    )
 
 
 def _run_streaming(
@@ -97,9 +110,15 @@ def _run_streaming(
     timeout: float | None,
 ) -> tuple[int, str, str]:
     process = subprocess.Popen(
-        args, cwd=cwd, env=dict(env) if env is not None else None, preexec_fn=preexec,
+        args,
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        preexec_fn=preexec,
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
     )
     assert process.stdout is not None and process.stderr is not None
     stdout_chunks: list[str] = []
@@ -113,9 +132,13 @@ def _run_streaming(
     # Both pipes are drained by threads, so neither can fill up and block, and a timeout
     # holds even while a killed command's children keep the pipes open (the pipes are then
     # left to those threads, which end when the children do).
-    readers = [threading.Thread(target=lambda: stdout_chunks.append(process.stdout.read()),  # type: ignore[union-attr]
-                                daemon=True),
-               threading.Thread(target=read_stderr, daemon=True)]
+    readers = [
+        threading.Thread(
+            target=lambda: stdout_chunks.append(process.stdout.read()),  # type: ignore[union-attr]
+            daemon=True,
+        ),
+        threading.Thread(target=read_stderr, daemon=True),
+    ]
     for reader in readers:
         reader.start()
     try:

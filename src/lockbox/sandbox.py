@@ -60,7 +60,10 @@ SOURCE_DATE_EPOCH = "315532800"
 """The time every phase tells builds it is: 1980-01-01, the earliest a zip file (a wheel) holds."""
 
 REPRODUCIBLE_ENV: Mapping[str, str] = {
-    "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PYTHONHASHSEED": "0", "TZ": "UTC", "LC_ALL": "C.UTF-8",
+    "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
+    "PYTHONHASHSEED": "0",
+    "TZ": "UTC",
+    "LC_ALL": "C.UTF-8",
 }
 """What every command lockbox builds with is told, whatever the caller's environment says."""
 
@@ -99,8 +102,11 @@ def check_variables() -> dict[str, str]:
 
 @functools.cache
 def _setpriv() -> Path:
-    return which("setpriv", "install util-linux (Debian: apt-get install util-linux); lockbox "
-                 "changes to an unprivileged user with it to run verification")
+    return which(
+        "setpriv",
+        "install util-linux (Debian: apt-get install util-linux); lockbox "
+        "changes to an unprivileged user with it to run verification",
+    )
 
 
 def _setenv(variables: Mapping[str, str]) -> list[str]:
@@ -116,21 +122,28 @@ class Sandbox:
     @classmethod
     def find(cls, progress: Progress = silent) -> Sandbox:
         executable = which(
-            "bwrap", "install bubblewrap (Debian: apt-get install bubblewrap); "
+            "bwrap",
+            "install bubblewrap (Debian: apt-get install bubblewrap); "
             "lockbox runs builds in it so that build paths do not depend on the machine",
         )
         try:
             run([executable, "--dev-bind", "/", "/", "--", "true"], progress=progress)
         except ToolFailed as error:
-            raise ToolFailed(error.argv, error.returncode, error.stdout,
-                             error.stderr + "\nbubblewrap cannot create namespaces here; "
-                             "enable unprivileged user namespaces or run as root") from None
+            raise ToolFailed(
+                error.argv,
+                error.returncode,
+                error.stdout,
+                error.stderr + "\nbubblewrap cannot create namespaces here; "
+                "enable unprivileged user namespaces or run as root",
+            ) from None
         return cls(executable)
 
     def check_offline(self, progress: Progress = silent) -> None:
         """Fail clearly unless both offline sandboxes can be made here."""
-        for command in (self.offline(["true"], cwd=Path("/"), env={}),
-                        self.unprivileged(["true"], cwd=Path("/"), env={})):
+        for command in (
+            self.offline(["true"], cwd=Path("/"), env={}),
+            self.unprivileged(["true"], cwd=Path("/"), env={}),
+        ):
             try:
                 run(command, progress=progress)
             except ToolFailed as error:
@@ -142,10 +155,16 @@ class Sandbox:
                     "namespaces (sysctl kernel.unprivileged_userns_clone=1)"
                 ) from None
 
-    def offline(self, argv: Sequence[str | os.PathLike[str]], *, cwd: Path,
-                env: Mapping[str, str], writable: Sequence[tuple[Path, Path]] = (),
-                hidden: Sequence[Path] = (),
-                read_only: Sequence[Path | tuple[Path, Path]] = ()) -> list[str]:
+    def offline(
+        self,
+        argv: Sequence[str | os.PathLike[str]],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        writable: Sequence[tuple[Path, Path]] = (),
+        hidden: Sequence[Path] = (),
+        read_only: Sequence[Path | tuple[Path, Path]] = (),
+    ) -> list[str]:
         """``argv``, one of lockbox's own commands, run offline in the system's paths
         (module docstring) as the caller without capabilities: each of ``hidden`` an empty
         tmpfs, then each of ``read_only`` (a path, or ``(host, inside)``) mounted
@@ -159,10 +178,16 @@ class Sandbox:
         command += ["--chdir", os.fspath(cwd), "--"]
         return command + [os.fspath(arg) for arg in argv]
 
-    def unprivileged(self, argv: Sequence[str | os.PathLike[str]], *, cwd: Path,
-                     env: Mapping[str, str], hidden: Sequence[Path] = (),
-                     read_only: Sequence[Path | tuple[Path, Path]] = (),
-                     scratch: Sequence[Path] = ()) -> list[str]:
+    def unprivileged(
+        self,
+        argv: Sequence[str | os.PathLike[str]],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        hidden: Sequence[Path] = (),
+        read_only: Sequence[Path | tuple[Path, Path]] = (),
+        scratch: Sequence[Path] = (),
+    ) -> list[str]:
         """``argv``, which runs code lockbox does not vouch for, run offline in the system's
         paths (module docstring) as :data:`VERIFY_UID` with no capabilities: each of
         ``hidden`` an empty tmpfs, then each of ``read_only`` mounted read-only; nothing is
@@ -184,21 +209,47 @@ class Sandbox:
         setpriv = _setpriv()
         if not any(setpriv.is_relative_to(path) for path in SYSTEM_PATHS):
             command += ["--ro-bind", os.fspath(setpriv), os.fspath(setpriv)]
-        command += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
-                    "--cap-add", "CAP_SETPCAP", "--",
-                    os.fspath(setpriv), f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-                    "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+        command += [
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "CAP_SETUID",
+            "--cap-add",
+            "CAP_SETGID",
+            "--cap-add",
+            "CAP_SETPCAP",
+            "--",
+            os.fspath(setpriv),
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+        ]
         return command + [os.fspath(arg) for arg in argv]
 
-    def _offline(self, hidden: Sequence[Path], read_only: Sequence[Path | tuple[Path, Path]],
-                 later: Sequence[Path]) -> list[str]:
+    def _offline(
+        self,
+        hidden: Sequence[Path],
+        read_only: Sequence[Path | tuple[Path, Path]],
+        later: Sequence[Path],
+    ) -> list[str]:
         """The namespaces and mounts both offline sandboxes start with; the directories
         that mounts (these, and the ``later`` ones the caller adds) are made in are made
         searchable by anyone first (bubblewrap would make them root's only)."""
         command = [
             os.fspath(self.executable),
-            "--unshare-net", "--unshare-ipc", "--unshare-uts", "--hostname", HOSTNAME,
-            "--unshare-pid", "--new-session", "--die-with-parent", "--clearenv",
+            "--unshare-net",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--hostname",
+            HOSTNAME,
+            "--unshare-pid",
+            "--new-session",
+            "--die-with-parent",
+            "--clearenv",
         ]
         for path in SYSTEM_PATHS:
             if os.path.islink(path):
@@ -216,8 +267,9 @@ class Sandbox:
         def parents(target: Path) -> list[str]:
             words: list[str] = []
             for parent in reversed(target.parents):
-                if parent in made or any(parent.is_relative_to(mount)
-                                         for mount in there if mount != target):
+                if parent in made or any(
+                    parent.is_relative_to(mount) for mount in there if mount != target
+                ):
                     continue
                 made.add(parent)
                 words += ["--perms", "0755", "--dir", os.fspath(parent)]
@@ -234,10 +286,18 @@ class Sandbox:
             made.add(path)
         return command
 
-    def wrap(self, argv: Sequence[str | os.PathLike[str]], *, root: Path, cwd: Path,
-             keep: Sequence[Path], binds: Sequence[tuple[Path, Path]] = (),
-             read_only: Sequence[Path | tuple[Path, Path]] = (),
-             network: bool = True, system: Path | None = None) -> list[str]:
+    def wrap(
+        self,
+        argv: Sequence[str | os.PathLike[str]],
+        *,
+        root: Path,
+        cwd: Path,
+        keep: Sequence[Path],
+        binds: Sequence[tuple[Path, Path]] = (),
+        read_only: Sequence[Path | tuple[Path, Path]] = (),
+        network: bool = True,
+        system: Path | None = None,
+    ) -> list[str]:
         """``argv`` run with ``root`` (the store's working directory) mounted at
         :data:`BUILD_ROOT`, of which only the paths of ``keep`` (the build's staging area,
         the uv cache, fetched sources) are visible, each ``(host, inside)`` of ``binds``
@@ -271,22 +331,44 @@ class Sandbox:
                 elif path.is_dir():
                     command += ["--ro-bind", os.fspath(path), f"/{part}"]
         command += [
-            "--dev", "/dev",
-            "--proc", "/proc", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-            "--hostname", HOSTNAME, *([] if network else ["--unshare-net"]),
-            "--cap-drop", "ALL", "--new-session", "--die-with-parent",
-            "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--hostname",
+            HOSTNAME,
+            *([] if network else ["--unshare-net"]),
+            "--cap-drop",
+            "ALL",
+            "--new-session",
+            "--die-with-parent",
+            "--tmpfs",
+            "/tmp",
+            "--tmpfs",
+            "/var/tmp",
             *(_private_run() if system is None else ["--tmpfs", "/run"]),
             # The store's entries, even where a fresh /tmp hid them; its records hidden.
-            "--ro-bind", os.fspath(root.parent), os.fspath(root.parent),
-            "--tmpfs", os.fspath(root),
-            "--dir", os.fspath(BUILD_ROOT),
-            "--bind", os.fspath(root), os.fspath(BUILD_ROOT),
+            "--ro-bind",
+            os.fspath(root.parent),
+            os.fspath(root.parent),
+            "--tmpfs",
+            os.fspath(root),
+            "--dir",
+            os.fspath(BUILD_ROOT),
+            "--bind",
+            os.fspath(root),
+            os.fspath(BUILD_ROOT),
         ]
         for path in _hidden_beside(root, keep):
             inside = BUILD_ROOT / path.relative_to(root)
-            command += (["--tmpfs", os.fspath(inside)] if path.is_dir()
-                        else ["--ro-bind", "/dev/null", os.fspath(inside)])
+            command += (
+                ["--tmpfs", os.fspath(inside)]
+                if path.is_dir()
+                else ["--ro-bind", "/dev/null", os.fspath(inside)]
+            )
         for host, inside in binds:
             (root / inside.relative_to(BUILD_ROOT)).mkdir(parents=True, exist_ok=True)
             command += ["--bind", os.fspath(host), os.fspath(inside)]

@@ -36,8 +36,9 @@ class Script:
     distribution: str
 
 
-def write_environment(out_host: Path, executable: str, interpreter: Interpreter,
-                      app_name: str) -> None:
+def write_environment(
+    out_host: Path, executable: str, interpreter: Interpreter, app_name: str
+) -> None:
     """``bin/python*`` links and ``pyvenv.cfg`` in ``out_host``, whose ``python`` is the
     interpreter's entry and ``executable`` the interpreter's path inside it."""
     bin_dir = out_host / "bin"
@@ -47,9 +48,7 @@ def write_environment(out_host: Path, executable: str, interpreter: Interpreter,
     for alias in ("python3", f"python{version.major}.{version.minor}"):
         (bin_dir / alias).symlink_to("python")
     (out_host / "pyvenv.cfg").write_text(
-        "include-system-site-packages = false\n"
-        f"version = {version}\n"
-        f"lockbox-app = {app_name}\n",
+        f"include-system-site-packages = false\nversion = {version}\nlockbox-app = {app_name}\n",
         encoding="utf-8",
     )
     # An application in the store is immutable, but root writes anywhere: without this,
@@ -57,7 +56,8 @@ def write_environment(out_host: Path, executable: str, interpreter: Interpreter,
     site = out_host / "lib" / f"python{version.major}.{version.minor}" / "site-packages"
     site.mkdir(parents=True, exist_ok=True)
     (site / "_lockbox_read_only.pth").write_text(
-        "import sys; sys.dont_write_bytecode = True\n", encoding="utf-8")
+        "import sys; sys.dont_write_bytecode = True\n", encoding="utf-8"
+    )
 
 
 def entry_point_scripts(site_packages: Path) -> list[Script]:
@@ -82,8 +82,9 @@ def entry_point_scripts(site_packages: Path) -> list[Script]:
                 match = _ENTRY.match(value)
                 if match is None or not match.group("attr") or "/" in name:
                     continue
-                scripts.append(Script(name, match.group("module"), match.group("attr"),
-                                      distribution))
+                scripts.append(
+                    Script(name, match.group("module"), match.group("attr"), distribution)
+                )
     return scripts
 
 
@@ -101,8 +102,8 @@ def write_scripts(out_host: Path, scripts: list[Script]) -> dict[str, list[str]]
             _TRAMPOLINE
             + "import sys\n"
             + f"from {script.module} import {head}\n"
-            + "if __name__ == \"__main__\":\n"
-            + "    sys.argv[0] = sys.argv[0].removesuffix(\".exe\")\n"
+            + 'if __name__ == "__main__":\n'
+            + '    sys.argv[0] = sys.argv[0].removesuffix(".exe")\n'
             + f"    sys.exit({script.attribute}())\n",
             encoding="utf-8",
         )

@@ -49,8 +49,10 @@ def fetch(source: ExtraSource, directory: Path, progress: Progress = silent) -> 
         if _hash(source, found) == source.hash:
             progress.debug(f"extra source {source.label} is fetched already: {found}")
             return found
-        progress.warning(f"the kept copy of the extra source {source.label} no longer has "
-                         "its declared hash; fetching it again")
+        progress.warning(
+            f"the kept copy of the extra source {source.label} no longer has "
+            "its declared hash; fetching it again"
+        )
         remove_tree(final)
     temporary = directory / f".{uuid.uuid4().hex}-{name}"
     try:
@@ -59,8 +61,10 @@ def fetch(source: ExtraSource, directory: Path, progress: Progress = silent) -> 
             temporary.mkdir()
             got = _download(source.url, temporary / name)
             what = f"the extra source {source.url}"
-            fix = ("if the file changed on purpose, put its SHA-256 in the recipe's "
-                   "deps.extra-sources hash")
+            fix = (
+                "if the file changed on purpose, put its SHA-256 in the recipe's "
+                "deps.extra-sources hash"
+            )
         else:
             progress.info(f"fetching {source.git} at {source.rev}")
             _clone(source, temporary, progress)
@@ -68,8 +72,10 @@ def fetch(source: ExtraSource, directory: Path, progress: Progress = silent) -> 
 
             got = nar_hash(temporary).sha256
             what = f"the extra source {source.git} at {source.rev}"
-            fix = ("the hash of a git source is the NAR hash of the checkout without .git "
-                   "(`lockbox hash DIR`); correct the recipe's deps.extra-sources hash")
+            fix = (
+                "the hash of a git source is the NAR hash of the checkout without .git "
+                "(`lockbox hash DIR`); correct the recipe's deps.extra-sources hash"
+            )
         if got != source.hash:
             raise HashMismatch(what, source.hash.sri, got.sri, None, fix)
         os.rename(temporary, final)
@@ -115,8 +121,10 @@ def _download(url: str, target: Path) -> Sha256:
                 digest.update(chunk)
                 out.write(chunk)
     except (OSError, ValueError) as error:
-        raise SourceError(f"cannot download the extra source {url}: {error}; check the URL "
-                          "and the network (the dependency phase may use it)") from None
+        raise SourceError(
+            f"cannot download the extra source {url}: {error}; check the URL "
+            "and the network (the dependency phase may use it)"
+        ) from None
     return Sha256(digest.digest())
 
 
@@ -134,11 +142,10 @@ def checkout(repository: str, rev: str, target: Path, progress: Progress = silen
 
     git = ["git", "-c", "advice.detachedHead=false"]
     try:
-        run([*git, "clone", "--quiet", "--no-checkout", repository, str(target)],
-            progress=progress)
-        run([*git, "-C", str(target), "checkout", "--quiet", "--detach", rev],
-            progress=progress)
+        run([*git, "clone", "--quiet", "--no-checkout", repository, str(target)], progress=progress)
+        run([*git, "-C", str(target), "checkout", "--quiet", "--detach", rev], progress=progress)
         return run([*git, "-C", str(target), "rev-parse", "HEAD"], progress=progress).stdout.strip()
     except ToolFailed as error:
-        raise SourceError(f"cannot check out {repository} at {rev}: "
-                          f"{error.stderr.strip()}") from None
+        raise SourceError(
+            f"cannot check out {repository} at {rev}: {error.stderr.strip()}"
+        ) from None

@@ -334,8 +334,11 @@ class Store:
         except BlockingIOError:
             # A refused conversion has dropped the shared lock: nothing is held meanwhile.
             others = _lock_holders(fd)
-            what = f"{others} other lockbox command{'s' if others != 1 else ''}" if others \
+            what = (
+                f"{others} other lockbox command{'s' if others != 1 else ''}"
+                if others
                 else "other lockbox commands"
+            )
             self.progress.info(f"waiting for {what} using the store at {self.root} to finish")
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:
@@ -362,8 +365,10 @@ class Store:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as error:
-            raise StoreError(f"cannot lock {path}: {error.strerror}; lockbox made no such "
-                             "file there: move it out of the store") from None
+            raise StoreError(
+                f"cannot lock {path}: {error.strerror}; lockbox made no such "
+                "file there: move it out of the store"
+            ) from None
         try:
             try:
                 fcntl.flock(fd, operation)
@@ -374,7 +379,9 @@ class Store:
         finally:
             os.close(fd)
 
-    def _entry_lock(self, path_name: str, blocking: bool = True) -> contextlib.AbstractContextManager[bool]:
+    def _entry_lock(
+        self, path_name: str, blocking: bool = True
+    ) -> contextlib.AbstractContextManager[bool]:
         flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
         return self._flock(self._meta / "locks" / f"{path_name}.lock", flags)
 
@@ -401,8 +408,9 @@ class Store:
         try:
             relative = path.relative_to(self.root)
         except ValueError:
-            raise StoreError(f"refusing to remove {path}: it is outside the store at {self.root}") \
-                from None
+            raise StoreError(
+                f"refusing to remove {path}: it is outside the store at {self.root}"
+            ) from None
         if not relative.parts:
             raise StoreError(f"refusing to remove the store {self.root} itself")
         current = self.root
@@ -422,7 +430,8 @@ class Store:
         try:
             references = json.loads(str(refs))
             if not isinstance(references, list) or not all(
-                    isinstance(ref, str) and is_path_name(ref) for ref in references):
+                isinstance(ref, str) and is_path_name(ref) for ref in references
+            ):
                 raise ValueError("a reference is not the path name of an entry")
             return Entry(
                 path=self.root / path_name,
@@ -698,8 +707,14 @@ class Store:
                 self._db.execute(
                     f"INSERT INTO entries ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        path_name, kind, name, nar.sha256.sri, nar.size, addressing,
-                        canonical_json(dict(recorded_inputs)), json.dumps(list(refs)),
+                        path_name,
+                        kind,
+                        name,
+                        nar.sha256.sri,
+                        nar.size,
+                        addressing,
+                        canonical_json(dict(recorded_inputs)),
+                        json.dumps(list(refs)),
                         entry.created,
                     ),
                 )
@@ -755,13 +770,16 @@ class Store:
         """Record what ``entry``'s tree looks like now that it is sealed and in place."""
         seal = records.tree_seal(str(entry.path))
         with self._db:
-            self._db.execute("INSERT OR REPLACE INTO seals (path_name, seal) VALUES (?, ?)",
-                             (entry.path_name, seal))
+            self._db.execute(
+                "INSERT OR REPLACE INTO seals (path_name, seal) VALUES (?, ?)",
+                (entry.path_name, seal),
+            )
 
     def seal(self, entry: Entry) -> str | None:
         """The seal recorded for ``entry`` (:func:`lockbox.records.tree_seal`), if any."""
-        row = self._db.execute("SELECT seal FROM seals WHERE path_name = ?",
-                               (entry.path_name,)).fetchone()
+        row = self._db.execute(
+            "SELECT seal FROM seals WHERE path_name = ?", (entry.path_name,)
+        ).fetchone()
         return str(row[0]) if row else None
 
     def check_sealed(self, *entries: Entry) -> None:
@@ -787,9 +805,11 @@ class Store:
             recorded = self.seal(entry)
             if recorded == found:
                 continue
-            self.progress.debug(f"re-hashing {entry.path_name}: its files changed status "
-                                "since it was registered" if recorded else
-                                f"re-hashing {entry.path_name}, registered without a seal")
+            self.progress.debug(
+                f"re-hashing {entry.path_name}: its files changed status since it was registered"
+                if recorded
+                else f"re-hashing {entry.path_name}, registered without a seal"
+            )
             nar = nar_hash(entry.path).sha256
             if nar != entry.nar_hash:
                 raise StoreCorrupted(self._corruption(entry, nar))
@@ -799,16 +819,19 @@ class Store:
         """What to say of ``entry``, whose content hashes to ``found`` now."""
         changed = _unsealed_files(entry.path)
         if changed:
-            shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more"
-                                               if len(changed) > 10 else "")
+            shown = ", ".join(changed[:10]) + (
+                f" and {len(changed) - 10} more" if len(changed) > 10 else ""
+            )
             which = f"changed since: {shown}"
         else:
             which = "no file shows which changed (its mtime and mode were put back)"
-        return (f"the store entry {entry.path} is corrupted: it was registered with NAR hash "
-                f"{entry.nar_hash}, its content now hashes to {found}; {which}. Nothing was "
-                "used from it. Run `lockbox store verify` to check the whole store, then "
-                "`lockbox store verify --repair` to remove the corrupted entries and what needs "
-                "them, and build again")
+        return (
+            f"the store entry {entry.path} is corrupted: it was registered with NAR hash "
+            f"{entry.nar_hash}, its content now hashes to {found}; {which}. Nothing was "
+            "used from it. Run `lockbox store verify` to check the whole store, then "
+            "`lockbox store verify --repair` to remove the corrupted entries and what needs "
+            "them, and build again"
+        )
 
     def remove_corrupted(self, corrupted: Iterable[Entry]) -> list[Entry]:
         """Remove ``corrupted`` entries (and the entries that reference them, which hardlink
@@ -824,8 +847,11 @@ class Store:
             doomed = {entry.path_name for entry in corrupted if entry.path_name in every}
             grew = True
             while grew:
-                needing = {name for name, entry in every.items()
-                           if name not in doomed and doomed.intersection(entry.references)}
+                needing = {
+                    name
+                    for name, entry in every.items()
+                    if name not in doomed and doomed.intersection(entry.references)
+                }
                 grew = bool(needing)
                 doomed |= needing
             fsops.step("forget shortcuts")
@@ -856,8 +882,7 @@ class Store:
             found = nar_hash(entry.path).sha256
             if found != entry.nar_hash:
                 corrupted.append((entry, found))
-        return VerifyReport(len(entries), tuple(corrupted), tuple(missing),
-                            tuple(self.unknown()))
+        return VerifyReport(len(entries), tuple(corrupted), tuple(missing), tuple(self.unknown()))
 
     def live(self) -> set[str]:
         """Path names reachable from the roots through references."""
@@ -930,7 +955,9 @@ class Store:
                 # Under the lock: its writer is gone, and has committed or never will.
                 if got:
                     if self.get(path_name) is None and os.path.lexists(self.root / path_name):
-                        self.progress.debug(f"removing unregistered leftover {self.root / path_name}")
+                        self.progress.debug(
+                            f"removing unregistered leftover {self.root / path_name}"
+                        )
                         self.remove(self.root / path_name)
                     self._drop_pending(path_name)
 
@@ -941,14 +968,24 @@ class Store:
         They are never removed; ``lockbox store verify`` reports them."""
         registered = self._registered()
         pending = self._meta / "pending"
-        placing = {name for name in os.listdir(pending)
-                   if is_path_name(name) and _is_plain_file(pending / name)}
-        found = [child for child in sorted(self.root.iterdir())
-                 if child.name != _META_DIR and child.name not in registered | placing]
+        placing = {
+            name
+            for name in os.listdir(pending)
+            if is_path_name(name) and _is_plain_file(pending / name)
+        }
+        found = [
+            child
+            for child in sorted(self.root.iterdir())
+            if child.name != _META_DIR and child.name not in registered | placing
+        ]
         tmp = self._meta / "tmp"
-        found += [tmp / name for name in sorted(os.listdir(tmp))
-                  if not _TOKEN.fullmatch(name.removesuffix(".lock"))
-                  or name.endswith(".lock") and not _is_plain_file(tmp / name)]
+        found += [
+            tmp / name
+            for name in sorted(os.listdir(tmp))
+            if not _TOKEN.fullmatch(name.removesuffix(".lock"))
+            or name.endswith(".lock")
+            and not _is_plain_file(tmp / name)
+        ]
         found += [pending / name for name in sorted(os.listdir(pending)) if name not in placing]
         return found
 
@@ -978,8 +1015,12 @@ def _claim(root: Path) -> None:
             return
         names = sorted(os.listdir(root))
         meta = root / _META_DIR
-        if _META_DIR in names and not meta.is_symlink() and meta.is_dir() \
-                and _is_plain_file(meta / "db.sqlite"):
+        if (
+            _META_DIR in names
+            and not meta.is_symlink()
+            and meta.is_dir()
+            and _is_plain_file(meta / "db.sqlite")
+        ):
             # A store made before stores had a marker: its database says it is one. Taking
             # it over removes nothing: only what a pending record proves is ever removed.
             staged = meta / f".{_MARKER}.{uuid.uuid4().hex}"
@@ -1017,18 +1058,22 @@ def _check_owner(path: Path) -> None:
     directory) must be a directory of the user running lockbox that no one else may write."""
     info = os.lstat(path)
     if not stat.S_ISDIR(info.st_mode):
-        raise StoreError(f"{path} is not a directory; choose another place for the store "
-                         "with --store or LOCKBOX_STORE")
+        raise StoreError(
+            f"{path} is not a directory; choose another place for the store "
+            "with --store or LOCKBOX_STORE"
+        )
     if info.st_uid != os.geteuid():
         raise StoreError(
             f"{path} belongs to user {info.st_uid}, not to the user running lockbox "
             f"({os.geteuid()}): another user could change what lockbox builds and runs; "
-            "use a store of your own with --store or LOCKBOX_STORE")
+            "use a store of your own with --store or LOCKBOX_STORE"
+        )
     if info.st_mode & 0o022:
         raise StoreError(
             f"{path} can be written by other users (mode {stat.S_IMODE(info.st_mode):o}), who "
             f"could change what lockbox builds and runs; make it yours alone "
-            f"(chmod go-w {path}) or choose another store")
+            f"(chmod go-w {path}) or choose another store"
+        )
 
 
 def _read_marker(root: Path) -> bool:
@@ -1075,8 +1120,9 @@ def _lock_holders(fd: int) -> int:
             lines = locks.readlines()
     except OSError:
         return 0
-    return sum(1 for line in lines
-               if "->" not in line and "FLOCK" in line and wanted in line.split())
+    return sum(
+        1 for line in lines if "->" not in line and "FLOCK" in line and wanted in line.split()
+    )
 
 
 def _copy_tree(source: Path, destination: Path) -> None:
@@ -1106,7 +1152,9 @@ def _seal(top: Path) -> None:
     The top directory stays writable until it is renamed, because moving a directory
     rewrites its ``..``."""
     for directory, dirnames, filenames in os.walk(top, topdown=False):
-        for filename in filenames + [d for d in dirnames if os.path.islink(os.path.join(directory, d))]:
+        for filename in filenames + [
+            d for d in dirnames if os.path.islink(os.path.join(directory, d))
+        ]:
             path = os.path.join(directory, filename)
             info = os.lstat(path)
             if stat.S_ISREG(info.st_mode):

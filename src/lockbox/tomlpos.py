@@ -76,20 +76,22 @@ def locate(text: str, path: KeyPath) -> int | None:
         if not line or line.startswith("#"):
             continue
         if line.startswith("[["):
-            keys = _split_keys(line[2:line.find("]]")])
+            keys = _split_keys(line[2 : line.find("]]")])
             if keys is not None:
                 base = _with_array_indexes(tuple(keys), array_counts)
                 index = array_counts.get(base, -1) + 1
                 array_counts[base] = index
                 # Nested tables restart their counters under a new array element.
-                for key in [k for k in array_counts if len(k) > len(base) and k[: len(base)] == base]:
+                for key in [
+                    k for k in array_counts if len(k) > len(base) and k[: len(base)] == base
+                ]:
                     del array_counts[key]
                 table = base + (index,)
                 consider(base, number)
                 consider(table, number)
             continue
         if line.startswith("["):
-            keys = _split_keys(line[1:line.find("]")])
+            keys = _split_keys(line[1 : line.find("]")])
             if keys is not None:
                 table = _with_array_indexes(tuple(keys), array_counts)
                 consider(table, number)

@@ -52,8 +52,13 @@ def tool_files(compilers: Iterable[str]) -> set[str]:
     assembler and the linker, as absolute paths."""
     found: set[str] = set()
     for compiler in compilers:
-        for query in ([], ["-print-prog-name=cc1"], ["-print-prog-name=cc1plus"],
-                      ["-print-prog-name=as"], ["-print-prog-name=ld"]):
+        for query in (
+            [],
+            ["-print-prog-name=cc1"],
+            ["-print-prog-name=cc1plus"],
+            ["-print-prog-name=as"],
+            ["-print-prog-name=ld"],
+        ):
             if not query:
                 name = compiler
             else:
@@ -119,7 +124,9 @@ def file_state(path: str) -> FileState | None:
     return FileState(digest, st.st_size, st.st_mtime_ns)
 
 
-def record(paths: Iterable[str], skip: Iterable[str], compilers: Mapping[str, str]) -> dict[str, object]:
+def record(
+    paths: Iterable[str], skip: Iterable[str], compilers: Mapping[str, str]
+) -> dict[str, object]:
     """The toolchain record of a build that read ``paths`` (files under ``skip`` — the
     build's own directories, the interpreter — are not the toolchain):
 
@@ -127,8 +134,13 @@ def record(paths: Iterable[str], skip: Iterable[str], compilers: Mapping[str, st
     "files": {path: [sha256, size, mtime_ns]}}}, "files": {path: [sha256, size, mtime_ns]}}``
     """
     prefixes = tuple(p.rstrip("/") + "/" for p in skip)
-    wanted = sorted({os.path.normpath(p) for p in paths
-                     if os.path.isabs(p) and not os.path.normpath(p).startswith(prefixes)})
+    wanted = sorted(
+        {
+            os.path.normpath(p)
+            for p in paths
+            if os.path.isabs(p) and not os.path.normpath(p).startswith(prefixes)
+        }
+    )
     owners = _owners()
     versions = installed_versions()
     packages: dict[str, dict[str, object]] = {}
@@ -182,7 +194,7 @@ def _owners() -> dict[str, str]:
     if not DPKG_INFO.is_dir():
         return owners
     for listing in DPKG_INFO.glob("*.list"):
-        package = listing.name[:-len(".list")].split(":")[0]
+        package = listing.name[: -len(".list")].split(":")[0]
         with open(listing, encoding="utf-8", errors="surrogateescape") as handle:
             for line in handle:
                 owners[line.rstrip("\n")] = package
@@ -197,13 +209,19 @@ def installed_versions() -> dict[str, str]:
         return {}
     versions = {}
     for stanza in text.split("\n\n"):
-        fields = dict(_field(line) for line in stanza.splitlines() if ": " in line and not line.startswith(" "))
+        fields = dict(
+            _field(line)
+            for line in stanza.splitlines()
+            if ": " in line and not line.startswith(" ")
+        )
         if fields.get("Status", "").endswith(" installed") and "Package" in fields:
             versions[fields["Package"]] = fields.get("Version", "")
     return versions
 
 
-_TOOLCHAIN_PACKAGE = re.compile(r"-dev$|^(gcc|g\+\+|cpp|binutils|libc6|libgcc|libstdc\+\+|clang|llvm)")
+_TOOLCHAIN_PACKAGE = re.compile(
+    r"-dev$|^(gcc|g\+\+|cpp|binutils|libc6|libgcc|libstdc\+\+|clang|llvm)"
+)
 
 
 def fingerprint() -> str:
@@ -218,8 +236,12 @@ def fingerprint() -> str:
         if _TOOLCHAIN_PACKAGE.search(name):
             digest.update(f"{name}={version}\n".encode())
     try:
-        listings = sorted(name for name in os.listdir(DPKG_INFO) if name.endswith(".list")
-                          and _TOOLCHAIN_PACKAGE.search(name[:-len(".list")].split(":")[0]))
+        listings = sorted(
+            name
+            for name in os.listdir(DPKG_INFO)
+            if name.endswith(".list")
+            and _TOOLCHAIN_PACKAGE.search(name[: -len(".list")].split(":")[0])
+        )
     except OSError:
         listings = []
     for listing in listings:
@@ -230,8 +252,11 @@ def fingerprint() -> str:
                     info = os.lstat(path)
                 except OSError:
                     continue
-                digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\n"
-                              .encode("utf-8", "surrogateescape"))
+                digest.update(
+                    f"{path}\0{info.st_size}\0{info.st_mtime_ns}\n".encode(
+                        "utf-8", "surrogateescape"
+                    )
+                )
     return digest.hexdigest()
 
 
@@ -248,9 +273,14 @@ def current(recorded: Mapping[str, object]) -> dict[str, object]:
     packages: dict[str, dict[str, object]] = {}
     for name, package in dict(recorded.get("packages", {})).items():  # type: ignore[call-overload]
         files = {path: _restat(path, state) for path, state in package.get("files", {}).items()}
-        packages[name] = {"version": versions.get(name, ""), "files": files,
-                          "digest": files_digest(files)}
-    unowned = {path: _restat(path, state) for path, state in dict(recorded.get("files", {})).items()}  # type: ignore[call-overload]
+        packages[name] = {
+            "version": versions.get(name, ""),
+            "files": files,
+            "digest": files_digest(files),
+        }
+    unowned = {
+        path: _restat(path, state) for path, state in dict(recorded.get("files", {})).items()
+    }  # type: ignore[call-overload]
     return {"compilers": recorded.get("compilers", {}), "packages": packages, "files": unowned}
 
 
@@ -287,10 +317,13 @@ def summary(recorded: Mapping[str, object]) -> dict[str, object]:
     return {
         **root,
         "compilers": dict(recorded.get("compilers", {})),  # type: ignore[call-overload]
-        "packages": {name: {"version": p["version"], "digest": p["digest"]}
-                     for name, p in dict(recorded.get("packages", {})).items()},  # type: ignore[call-overload]
-        "files": {path: state if isinstance(state, str) else state[0]
-                  for path, state in files.items()},
+        "packages": {
+            name: {"version": p["version"], "digest": p["digest"]}
+            for name, p in dict(recorded.get("packages", {})).items()
+        },  # type: ignore[call-overload]
+        "files": {
+            path: state if isinstance(state, str) else state[0] for path, state in files.items()
+        },
     }
 
 

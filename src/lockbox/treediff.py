@@ -138,9 +138,21 @@ def explain(old: Path, new: Path, *, context: int = 16) -> str:
 
     diffoscope = shutil.which("diffoscope")
     if diffoscope is not None:
-        process = run([diffoscope, "--no-progress", "--text", "-", "--max-text-report-size",
-                       "20000", "--exclude-directory-metadata=yes", old, new],
-                      check=False, timeout=120)
+        process = run(
+            [
+                diffoscope,
+                "--no-progress",
+                "--text",
+                "-",
+                "--max-text-report-size",
+                "20000",
+                "--exclude-directory-metadata=yes",
+                old,
+                new,
+            ],
+            check=False,
+            timeout=120,
+        )
         if process.returncode == 1 and process.stdout.strip():
             lines = process.stdout.splitlines()
             cut = lines[:DIFFOSCOPE_LINES]
@@ -162,17 +174,28 @@ def builtin_explain(old: Path, new: Path, *, context: int = 16, lines: int = 12)
         pass
     else:
         if "\0" not in text_before and "\0" not in text_after:
-            diff = list(difflib.unified_diff(text_before.splitlines(), text_after.splitlines(),
-                                             "registered", "rebuilt", n=1, lineterm=""))
+            diff = list(
+                difflib.unified_diff(
+                    text_before.splitlines(),
+                    text_after.splitlines(),
+                    "registered",
+                    "rebuilt",
+                    n=1,
+                    lineterm="",
+                )
+            )
             shown = diff[:lines]
             if len(diff) > len(shown):
                 shown.append(f"… {len(diff) - len(shown)} more diff lines")
             return "\n".join(shown)
-    offset = next((i for i, (a, b) in enumerate(zip(before, after)) if a != b),
-                  min(len(before), len(after)))
+    offset = next(
+        (i for i, (a, b) in enumerate(zip(before, after)) if a != b), min(len(before), len(after))
+    )
     count = sum(a != b for a, b in zip(before, after)) + abs(len(before) - len(after))
     start = max(0, offset - context // 2)
-    return (f"binary: {count} bytes differ, the first at offset {offset:#x} "
-            f"(sizes {len(before)} and {len(after)})\n"
-            f"  registered {start:#08x}: {before[start:start + context].hex(' ')}\n"
-            f"  rebuilt    {start:#08x}: {after[start:start + context].hex(' ')}")
+    return (
+        f"binary: {count} bytes differ, the first at offset {offset:#x} "
+        f"(sizes {len(before)} and {len(after)})\n"
+        f"  registered {start:#08x}: {before[start : start + context].hex(' ')}\n"
+        f"  rebuilt    {start:#08x}: {after[start : start + context].hex(' ')}"
+    )

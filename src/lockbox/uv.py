@@ -17,7 +17,12 @@ from pathlib import Path
 from packaging.version import Version
 
 from lockbox.errors import (
-    ArtifactMismatch, BuildFailed, LockOutdated, NetworkError, ToolFailed, ToolMissing,
+    ArtifactMismatch,
+    BuildFailed,
+    LockOutdated,
+    NetworkError,
+    ToolFailed,
+    ToolMissing,
 )
 from lockbox.progress import Progress, silent
 from lockbox.run import run, which
@@ -27,24 +32,41 @@ MINIMUM_VERSION = Version("0.8.0")
 
 # (pattern in a failed build's log, what to do). The seed build met each of these.
 BUILD_HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"pg_config"),
-     "pg_config was not found: install libpq-dev (Debian), or put the directory holding "
-     "pg_config in the recipe's deps.build.<package>.path"),
-    (re.compile(r"krb5-config"),
-     "krb5-config was not found: install libkrb5-dev (Debian)"),
-    (re.compile(r"xmlsec1-config|xmlsec1 is not installed|xmlsec/xmlsec\.h|Could not find xmlsec"),
-     "the xmlsec library is missing: install libxmlsec1-dev (Debian)"),
-    (re.compile(r"libxml/\S+\.h|xml2-config"),
-     "the libxml2 headers are missing: install libxml2-dev (Debian)"),
-    (re.compile(r"libxslt/\S+\.h|xslt-config"),
-     "the libxslt headers are missing: install libxslt1-dev (Debian)"),
-    (re.compile(r"gss_acquire_cred_impersonate_name"),
-     "gssapi needs its extension header: set deps.build.gssapi.env.CFLAGS = "
-     "\"-include gssapi/gssapi_ext.h\" in the recipe"),
-    (re.compile(r"Python\.h: No such file"),
-     "the interpreter's headers are missing: use a Python built with its headers (python3-dev)"),
-    (re.compile(r"(?:gcc|cc|g\+\+)\S*: (?:command )?not found|error: command '\S*(?:gcc|cc)' failed: No such file"),
-     "no C compiler: install build-essential (Debian)"),
+    (
+        re.compile(r"pg_config"),
+        "pg_config was not found: install libpq-dev (Debian), or put the directory holding "
+        "pg_config in the recipe's deps.build.<package>.path",
+    ),
+    (re.compile(r"krb5-config"), "krb5-config was not found: install libkrb5-dev (Debian)"),
+    (
+        re.compile(
+            r"xmlsec1-config|xmlsec1 is not installed|xmlsec/xmlsec\.h|Could not find xmlsec"
+        ),
+        "the xmlsec library is missing: install libxmlsec1-dev (Debian)",
+    ),
+    (
+        re.compile(r"libxml/\S+\.h|xml2-config"),
+        "the libxml2 headers are missing: install libxml2-dev (Debian)",
+    ),
+    (
+        re.compile(r"libxslt/\S+\.h|xslt-config"),
+        "the libxslt headers are missing: install libxslt1-dev (Debian)",
+    ),
+    (
+        re.compile(r"gss_acquire_cred_impersonate_name"),
+        "gssapi needs its extension header: set deps.build.gssapi.env.CFLAGS = "
+        '"-include gssapi/gssapi_ext.h" in the recipe',
+    ),
+    (
+        re.compile(r"Python\.h: No such file"),
+        "the interpreter's headers are missing: use a Python built with its headers (python3-dev)",
+    ),
+    (
+        re.compile(
+            r"(?:gcc|cc|g\+\+)\S*: (?:command )?not found|error: command '\S*(?:gcc|cc)' failed: No such file"
+        ),
+        "no C compiler: install build-essential (Debian)",
+    ),
 )
 _MISSING_HEADER = re.compile(r"fatal error: (\S+\.h): No such file or directory")
 _FAILED_BUILD = re.compile(r"Failed to build `([^`@= ]+)")
@@ -56,12 +78,17 @@ _NETWORK = re.compile(
 )
 _UNPINNED_BUILD = re.compile(r"no trusted hash was provided for: `([^`]+)`")
 _HASH_MISMATCH = re.compile(
-    r"Hash mismatch for `([^`]+)`\s*Expected:\s*(sha256:[0-9a-f]+)\s*Computed:\s*(sha256:[0-9a-f]+)")
+    r"Hash mismatch for `([^`]+)`\s*Expected:\s*(sha256:[0-9a-f]+)\s*Computed:\s*(sha256:[0-9a-f]+)"
+)
 _STALE_LOCK = re.compile(r"needs to be updated, but `--(?:locked|check)` was provided")
-_UNRESOLVED = re.compile(r"No solution found when resolving dependencies|"
-                         r"Packages were unavailable because the network was disabled")
+_UNRESOLVED = re.compile(
+    r"No solution found when resolving dependencies|"
+    r"Packages were unavailable because the network was disabled"
+)
 _NOT_FETCHED = re.compile(r"Because (\S+) was not found in the provided package locations")
-_OFFLINE = re.compile(r"Network connectivity is disabled|not found in the cache|offline mode", re.IGNORECASE)
+_OFFLINE = re.compile(
+    r"Network connectivity is disabled|not found in the cache|offline mode", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -100,8 +127,14 @@ class OfflineInstall:
     """Refuse any build dependency ``build_constraints`` does not pin with a hash."""
 
     def argv(self) -> list[str]:
-        argv = ["--offline", "--no-index", "--find-links", os.fspath(self.links),
-                "--config-file", os.fspath(self.config_file)]
+        argv = [
+            "--offline",
+            "--no-index",
+            "--find-links",
+            os.fspath(self.links),
+            "--config-file",
+            os.fspath(self.config_file),
+        ]
         if self.build_constraints is not None:
             argv += ["--build-constraints", os.fspath(self.build_constraints)]
         if self.require_build_hashes:
@@ -118,25 +151,34 @@ class Uv:
 
     @classmethod
     def find(cls, progress: Progress = silent) -> Uv:
-        executable = which("uv", "install it with `pip install uv` or from https://docs.astral.sh/uv/")
+        executable = which(
+            "uv", "install it with `pip install uv` or from https://docs.astral.sh/uv/"
+        )
         output = run([executable, "--version"], progress=progress).stdout.split()
         try:
             version = Version(output[1])
         except (IndexError, ValueError):
-            raise ToolMissing(f"{executable} does not look like uv: `uv --version` said "
-                              f"{' '.join(output)!r}") from None
+            raise ToolMissing(
+                f"{executable} does not look like uv: `uv --version` said {' '.join(output)!r}"
+            ) from None
         if version < MINIMUM_VERSION:
-            raise ToolMissing(f"uv {version} at {executable} is too old; lockbox needs uv "
-                              f"{MINIMUM_VERSION} or newer (`pip install -U uv`)")
+            raise ToolMissing(
+                f"uv {version} at {executable} is too old; lockbox needs uv "
+                f"{MINIMUM_VERSION} or newer (`pip install -U uv`)"
+            )
         return cls(executable, version)
 
     def sync_argv(self, request: SyncRequest) -> list[str]:
         """The ``uv sync`` command line that installs the locked dependencies, and no
         workspace member, into the environment ``UV_PROJECT_ENVIRONMENT`` names."""
         argv = [
-            os.fspath(self.executable), "sync", "--frozen" if request.frozen else "--locked",
-            "--no-install-project", "--no-install-workspace",
-            "--python", os.fspath(request.python),
+            os.fspath(self.executable),
+            "sync",
+            "--frozen" if request.frozen else "--locked",
+            "--no-install-project",
+            "--no-install-workspace",
+            "--python",
+            os.fspath(request.python),
         ]
         if "dev" not in request.groups:
             argv.append("--no-dev")
@@ -154,8 +196,14 @@ class Uv:
     def lock_check_argv(self, request: SyncRequest) -> list[str]:
         """The ``uv lock --check`` command line that fails unless uv.lock is up to date
         with the project, without the network (what ``--locked`` checks)."""
-        argv = [os.fspath(self.executable), "lock", "--check", "--offline",
-                "--python", os.fspath(request.python)]
+        argv = [
+            os.fspath(self.executable),
+            "lock",
+            "--check",
+            "--offline",
+            "--python",
+            os.fspath(request.python),
+        ]
         if request.config_file is not None:
             argv += ["--config-file", os.fspath(request.config_file)]
         return argv
@@ -164,9 +212,18 @@ class Uv:
         """The ``uv export`` command line that writes what ``uv sync`` would install of
         uv.lock — no workspace member, the request's groups and extras, less its
         exclusions — to ``output`` as a requirements file with hashes."""
-        argv = [os.fspath(self.executable), "export", "--frozen", "--offline",
-                "--no-emit-project", "--no-emit-workspace", "--no-header", "--no-annotate",
-                "--output-file", os.fspath(output)]
+        argv = [
+            os.fspath(self.executable),
+            "export",
+            "--frozen",
+            "--offline",
+            "--no-emit-project",
+            "--no-emit-workspace",
+            "--no-header",
+            "--no-annotate",
+            "--output-file",
+            os.fspath(output),
+        ]
         if "dev" not in request.groups:
             argv.append("--no-dev")
         argv += [arg for group in request.groups for arg in ("--group", group)]
@@ -176,23 +233,41 @@ class Uv:
 
     def venv_argv(self, python: Path, venv: Path) -> list[str]:
         """The ``uv venv`` command line that makes an empty environment at ``venv``."""
-        return [os.fspath(self.executable), "venv", "--python", os.fspath(python),
-                os.fspath(venv)]
+        return [os.fspath(self.executable), "venv", "--python", os.fspath(python), os.fspath(venv)]
 
     def pip_sync_argv(self, python: Path, requirements: Path, offline: OfflineInstall) -> list[str]:
         """The ``uv pip sync`` command line that installs exactly ``requirements`` (hashes
         checked) for ``python``, from ``offline``'s files only."""
-        return [os.fspath(self.executable), "pip", "sync", "--python", os.fspath(python),
-                *offline.argv(), os.fspath(requirements)]
+        return [
+            os.fspath(self.executable),
+            "pip",
+            "sync",
+            "--python",
+            os.fspath(python),
+            *offline.argv(),
+            os.fspath(requirements),
+        ]
 
-    def pip_install_argv(self, python: Path, paths: Sequence[Path],
-                         offline: OfflineInstall | None = None, *,
-                         config_file: Path | None = None, verbose: bool = False) -> list[str]:
+    def pip_install_argv(
+        self,
+        python: Path,
+        paths: Sequence[Path],
+        offline: OfflineInstall | None = None,
+        *,
+        config_file: Path | None = None,
+        verbose: bool = False,
+    ) -> list[str]:
         """The ``uv pip install`` command line that installs the distributions at
         ``paths`` (archives or source trees), and nothing they require, for ``python``:
         from ``offline``'s files, or else with the network and ``config_file``."""
-        argv = [os.fspath(self.executable), "pip", "install", "--no-deps",
-                "--python", os.fspath(python)]
+        argv = [
+            os.fspath(self.executable),
+            "pip",
+            "install",
+            "--no-deps",
+            "--python",
+            os.fspath(python),
+        ]
         if offline is not None:
             argv += offline.argv()
         elif config_file is not None:
@@ -214,8 +289,9 @@ class Uv:
         """Run a (possibly sandboxed) ``uv`` command line; return uv's report. A failure
         is raised as what ``explain`` (by default :func:`explain_failure`) reads in it."""
         try:
-            return run(argv, cwd=cwd, env=env, progress=progress,
-                       on_stderr_line=on_line or progress.debug).stderr
+            return run(
+                argv, cwd=cwd, env=env, progress=progress, on_stderr_line=on_line or progress.debug
+            ).stderr
         except ToolFailed as error:
             raise (explain or explain_failure)(error.stdout + error.stderr) from None
 
@@ -249,7 +325,8 @@ def explain_failure(output: str) -> Exception:
         return BuildPinsMissing(
             f"the build dependency {unpinned.group(1)}{by} is not pinned in uv.lock's "
             "manifest: run `lockbox lock-build` to refresh the build pins, review and "
-            "commit them, then build again")
+            "commit them, then build again"
+        )
     missing = _NOT_FETCHED.search(output)
     if missing and "build-system.requires" in output:
         from lockbox.buildpins import BuildPinsMissing
@@ -260,26 +337,33 @@ def explain_failure(output: str) -> Exception:
             f"the build dependency {missing.group(1)}{by} was not fetched: builds run with "
             "no network, from the files fetched before, and those are the locked packages "
             "and uv.lock's build pins. Run `lockbox lock-build` to pin the build "
-            "dependencies, review and commit the pins, then build again")
+            "dependencies, review and commit the pins, then build again"
+        )
     mismatch = _HASH_MISMATCH.search(output)
     if mismatch:
         build = "build-system.requires" in output or "build dependencies" in output
-        what, pins, again = (("build dependency", "uv.lock's build pins", "`lockbox lock-build`")
-                             if build else ("package", "uv.lock", "`uv lock`"))
+        what, pins, again = (
+            ("build dependency", "uv.lock's build pins", "`lockbox lock-build`")
+            if build
+            else ("package", "uv.lock", "`uv lock`")
+        )
         return ArtifactMismatch(
             f"the index served the {what} {mismatch.group(1)} with bytes {pins} do not list "
             f"(expected {mismatch.group(2)}, got {mismatch.group(3)}): the artifact was "
             "replaced, or another index answered. Nothing was added to the store; if the "
-            f"change is legitimate, pin it again with {again} and review the new hashes")
+            f"change is legitimate, pin it again with {again} and review the new hashes"
+        )
     built = _FAILED_BUILD.search(output)
     if built:
         package = built.group(1)
-        tail = "\n".join(output[built.start():].strip().splitlines()[-40:])
+        tail = "\n".join(output[built.start() :].strip().splitlines()[-40:])
         hints = [hint for pattern, hint in BUILD_HINTS if pattern.search(output)]
         header = _MISSING_HEADER.search(output)
         if header and not hints:
-            hints.append(f"the header {header.group(1)} is missing: install the Debian -dev "
-                         "package that provides it (`apt-file search` finds it)")
+            hints.append(
+                f"the header {header.group(1)} is missing: install the Debian -dev "
+                "package that provides it (`apt-file search` finds it)"
+            )
         return BuildFailed(package, tail, hints)
     if _OFFLINE.search(output) or missing:
         lines = [line.strip() for line in output.splitlines() if line.strip()]
@@ -287,13 +371,15 @@ def explain_failure(output: str) -> Exception:
         return NetworkError(
             "the build step needed something that was not fetched before it (it runs with "
             "no network):\n" + detail + "\nevery package must be in uv.lock and every build "
-            "dependency pinned by `lockbox lock-build`; nothing was added to the store")
+            "dependency pinned by `lockbox lock-build`; nothing was added to the store"
+        )
     if _NETWORK.search(output):
         lines = [line.strip() for line in output.splitlines() if line.strip()]
         detail = "\n".join(f"  {line}" for line in lines[-8:])
         return NetworkError(
-            "the dependency phase could not download what uv.lock pins:\n" + detail +
-            "\ncheck the network, proxy settings and the index URLs in uv.lock; "
+            "the dependency phase could not download what uv.lock pins:\n"
+            + detail
+            + "\ncheck the network, proxy settings and the index URLs in uv.lock; "
             "nothing was added to the store"
         )
     lines = output.strip().splitlines()

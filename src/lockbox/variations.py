@@ -39,8 +39,18 @@ from pathlib import Path
 from lockbox.errors import LockboxError, ToolFailed
 from lockbox.progress import Progress, silent
 
-VARIATIONS = ("build-path", "time", "umask", "tz", "locale", "hostname", "user", "env",
-              "cpus", "file-order")
+VARIATIONS = (
+    "build-path",
+    "time",
+    "umask",
+    "tz",
+    "locale",
+    "hostname",
+    "user",
+    "env",
+    "cpus",
+    "file-order",
+)
 """Every variation, in the order they are applied and reported."""
 
 CLOCK_OFFSET = "+397d"
@@ -51,9 +61,11 @@ UID = 4321
 USER = "lockbox-varied"
 EXTRA_ENV = {"LOCKBOX_VARIED": "1", "CFLAGS_UNUSED": "-O0", "XDG_RUNTIME_DIR": "/nonexistent"}
 """Variables added to the rebuild's environment (none of them may change a build)."""
-FAKETIME_LIBRARIES = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-                      "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-                      "/usr/lib/faketime/libfaketime.so.1")
+FAKETIME_LIBRARIES = (
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/faketime/libfaketime.so.1",
+)
 
 
 class VariationError(LockboxError):
@@ -65,8 +77,9 @@ def parse_variations(skipped: Iterable[str]) -> tuple[str, ...]:
     names = {name.strip() for item in skipped for name in item.split(",") if name.strip()}
     unknown = sorted(names - set(VARIATIONS))
     if unknown:
-        raise VariationError(f"no variation named {', '.join(unknown)}; the variations are "
-                             f"{', '.join(VARIATIONS)}")
+        raise VariationError(
+            f"no variation named {', '.join(unknown)}; the variations are {', '.join(VARIATIONS)}"
+        )
     return tuple(name for name in VARIATIONS if name not in names)
 
 
@@ -101,8 +114,9 @@ class World:
 
 
 @contextlib.contextmanager
-def varied_world(enabled: Iterable[str], work: Path, environ: Mapping[str, str],
-                 progress: Progress = silent) -> Iterator[World]:
+def varied_world(
+    enabled: Iterable[str], work: Path, environ: Mapping[str, str], progress: Progress = silent
+) -> Iterator[World]:
     """The world for a rebuild writing under ``work`` (made here), the caller's environment
     being ``environ``. A ``disorderfs`` mount is undone on exit; what was written stays in
     :attr:`World.backing`."""
@@ -119,14 +133,17 @@ def varied_world(enabled: Iterable[str], work: Path, environ: Mapping[str, str],
     if "time" in enabled:
         library = next((path for path in FAKETIME_LIBRARIES if os.path.exists(path)), None)
         if library is None:
-            world.skipped["time"] = ("libfaketime is not installed (Debian: apt-get install "
-                                     "faketime)")
+            world.skipped["time"] = (
+                "libfaketime is not installed (Debian: apt-get install faketime)"
+            )
         else:
             # Not lockbox's own process, nor uv: only what they start to build.
             clock = {"LD_PRELOAD": library, "FAKETIME": CLOCK_OFFSET}
             env[CHECK_ENV] = json.dumps(clock, sort_keys=True)
-            world.applied["time"] = (f"clock {CLOCK_OFFSET} (libfaketime) for every build "
-                                     "command, SOURCE_DATE_EPOCH kept")
+            world.applied["time"] = (
+                f"clock {CLOCK_OFFSET} (libfaketime) for every build "
+                "command, SOURCE_DATE_EPOCH kept"
+            )
     if "umask" in enabled:
         current = os.umask(0o022)
         os.umask(current)
@@ -153,8 +170,9 @@ def varied_world(enabled: Iterable[str], work: Path, environ: Mapping[str, str],
         world.prefix = _bubblewrap(namespaces, world, progress)
     if "env" in enabled:
         env.update(EXTRA_ENV)
-        world.applied["env"] = (f"{len(EXTRA_ENV)} extra variables "
-                                f"({', '.join(EXTRA_ENV)}), order reversed")
+        world.applied["env"] = (
+            f"{len(EXTRA_ENV)} extra variables ({', '.join(EXTRA_ENV)}), order reversed"
+        )
     if "cpus" in enabled:
         available = os.sched_getaffinity(0)
         if len(available) < 2:
@@ -176,8 +194,9 @@ def varied_world(enabled: Iterable[str], work: Path, environ: Mapping[str, str],
                 try:
                     stack.enter_context(_disorderfs(backing, view, progress))
                 except ToolFailed as error:
-                    world.skipped["file-order"] = (f"disorderfs could not mount: "
-                                                   f"{error.stderr.strip() or error}")
+                    world.skipped["file-order"] = (
+                        f"disorderfs could not mount: {error.stderr.strip() or error}"
+                    )
                 else:
                     world.directory = view
                     world.applied["file-order"] = "directory entries shuffled (disorderfs)"
@@ -191,15 +210,23 @@ def _bubblewrap(namespaces: list[str], world: World, progress: Progress) -> list
     from lockbox.sandbox import Sandbox
 
     sandbox = Sandbox.find(progress)
-    prefix = [os.fspath(sandbox.executable), "--dev-bind", "/", "/", *namespaces,
-              "--die-with-parent", "--"]
+    prefix = [
+        os.fspath(sandbox.executable),
+        "--dev-bind",
+        "/",
+        "/",
+        *namespaces,
+        "--die-with-parent",
+        "--",
+    ]
     probe = run([*prefix, "true"], check=False, progress=progress)
     if probe.returncode != 0:
         for name in ("hostname", "user"):
             if name in world.applied:
                 del world.applied[name]
-                world.skipped[name] = ("bubblewrap cannot make the namespace here: "
-                                       f"{probe.stderr.strip()}")
+                world.skipped[name] = (
+                    f"bubblewrap cannot make the namespace here: {probe.stderr.strip()}"
+                )
         return []
     return prefix
 
@@ -224,9 +251,18 @@ def _disorderfs(backing: Path, view: Path, progress: Progress) -> Iterator[None]
 
     # Shuffled, not reversed: a fixed reversal could agree with some other fixed order.
     # multi-user: the varied user (another uid) may use the mount too.
-    run(["disorderfs", "--shuffle-dirents=yes", "--reverse-dirents=no",
-         "--multi-user=yes", "-q", os.fspath(backing), os.fspath(view)],
-        progress=progress)
+    run(
+        [
+            "disorderfs",
+            "--shuffle-dirents=yes",
+            "--reverse-dirents=no",
+            "--multi-user=yes",
+            "-q",
+            os.fspath(backing),
+            os.fspath(view),
+        ],
+        progress=progress,
+    )
     try:
         yield
     finally:

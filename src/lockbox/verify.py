@@ -41,8 +41,9 @@ Runner = Callable[[Sequence[str], Path], str]
 """Runs a command (in the sandbox) in a directory; returns its output or raises ToolFailed."""
 
 
-def verify(verify: Verify, out: Path, log: Path, run_in_sandbox: Runner,
-           progress: Progress = silent) -> list[Check]:
+def verify(
+    verify: Verify, out: Path, log: Path, run_in_sandbox: Runner, progress: Progress = silent
+) -> list[Check]:
     """Run every import and command of ``verify`` against the application at ``out``,
     appending their output to ``log``."""
     python = os.fspath(out / "bin" / "python")
@@ -61,8 +62,9 @@ def verify(verify: Verify, out: Path, log: Path, run_in_sandbox: Runner,
             except ToolFailed as error:
                 text = (error.stdout + error.stderr).rstrip()
                 sink.write(text + f"\n(exit code {error.returncode})\n")
-                raise VerificationFailed(f"{what} (exit code {error.returncode})", text,
-                                         log) from None
+                raise VerificationFailed(
+                    f"{what} (exit code {error.returncode})", text, log
+                ) from None
             sink.write(output.rstrip() + "\n")
             if what.startswith("import "):
                 progress.info(f"  {(output.strip().splitlines() or [''])[-1]}")  # version, file

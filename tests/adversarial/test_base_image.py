@@ -30,8 +30,11 @@ LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
 def lockbox(*args: str | Path, store: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lockbox", "--store", str(store), *map(str, args)],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "lockbox", "--store", str(store), *map(str, args)],
+        capture_output=True,
+        text=True,
+    )
 
 
 def _layer_bytes() -> bytes:
@@ -53,9 +56,12 @@ class Base:
         self.layer_data = _layer_bytes()
         self.layer = self.blob(self.layer_data, LAYER)
         diff_id = "sha256:" + hashlib.sha256(gzip.decompress(self.layer_data)).hexdigest()
-        self.config = {"architecture": "amd64", "os": "linux",
-                       "config": {"Env": ["FROM_BASE=yes"]},
-                       "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
+        self.config = {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Env": ["FROM_BASE=yes"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }
         self.manifest: dict[str, object] = {}
         self.write()
 
@@ -67,19 +73,34 @@ class Base:
     def write(self, layers: list[dict[str, object]] | None = None) -> None:
         """(Re)write config, manifest and index, the manifest with ``layers``."""
         config = self.blob(json.dumps(self.config).encode(), CONFIG)
-        self.manifest = {"schemaVersion": 2, "mediaType": MANIFEST, "config": config,
-                         "layers": layers if layers is not None else [self.layer]}
+        self.manifest = {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "config": config,
+            "layers": layers if layers is not None else [self.layer],
+        }
         self.write_index(self.blob(json.dumps(self.manifest).encode(), MANIFEST))
 
     def write_index(self, *manifests: dict[str, object]) -> None:
-        index = {"schemaVersion": 2, "manifests": [
-            {**m, "annotations": {"org.opencontainers.image.ref.name": "v1"}} for m in manifests]}
+        index = {
+            "schemaVersion": 2,
+            "manifests": [
+                {**m, "annotations": {"org.opencontainers.image.ref.name": "v1"}} for m in manifests
+            ],
+        }
         (self.root / "index.json").write_text(json.dumps(index))
 
-    def archive(self, path: Path, replace: Callable[[tarfile.TarInfo], tarfile.TarInfo] | None = None) -> Path:
+    def archive(
+        self, path: Path, replace: Callable[[tarfile.TarInfo], tarfile.TarInfo] | None = None
+    ) -> Path:
         with tarfile.open(path, "w") as tar:
-            for name in ("oci-layout", "index.json", "blobs", "blobs/sha256",
-                         *(f"blobs/sha256/{n}" for n in sorted(os.listdir(self.root / "blobs" / "sha256")))):
+            for name in (
+                "oci-layout",
+                "index.json",
+                "blobs",
+                "blobs/sha256",
+                *(f"blobs/sha256/{n}" for n in sorted(os.listdir(self.root / "blobs" / "sha256"))),
+            ):
                 info = tar.gettarinfo(self.root / name, name)
                 if replace is not None:
                     info = replace(info)
@@ -125,7 +146,11 @@ def test_another_algorithm_is_named(base: Base, digest: str) -> None:
 
 def test_uppercase_or_short_digests_are_refused(base: Base) -> None:
     hexdigits = str(base.layer["digest"]).split(":")[1]
-    for digest in (f"sha256:{hexdigits.upper()}", f"sha256:{hexdigits[:-1]}", f"sha256:{hexdigits}\n"):
+    for digest in (
+        f"sha256:{hexdigits.upper()}",
+        f"sha256:{hexdigits[:-1]}",
+        f"sha256:{hexdigits}\n",
+    ):
         base.write([{**base.layer, "digest": digest}])
         refused(base.root, "is not a digest")
 
@@ -190,8 +215,18 @@ def test_a_config_naming_fewer_layers_is_refused(base: Base) -> None:
     refused(base.root, "names 0 layers, its manifest 1")
 
 
-@pytest.mark.parametrize("text", ["", "not json", "[]", '{"manifests": 5}', '{"manifests": [5]}',
-                                  '{"manifests": [{"digest": 5}]}', "[" * 100000])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "not json",
+        "[]",
+        '{"manifests": 5}',
+        '{"manifests": [5]}',
+        '{"manifests": [{"digest": 5}]}',
+        "[" * 100000,
+    ],
+)
 def test_garbage_index_json_is_an_image_error(base: Base, text: str) -> None:
     (base.root / "index.json").write_text(text)
     refused(base.root, "index.json")
@@ -206,7 +241,9 @@ def test_an_archive_whose_blob_is_a_link_member_is_refused(base: Base, tmp_path:
         return info
 
     refused(base.archive(tmp_path / "base.tar", link), "not a regular file")
-    assert read_base(str(base.archive(tmp_path / "good.tar"))).layers[0].digest == f"sha256:{digest}"
+    assert (
+        read_base(str(base.archive(tmp_path / "good.tar"))).layers[0].digest == f"sha256:{digest}"
+    )
 
 
 def test_a_truncated_archive_is_an_image_error(base: Base, tmp_path: Path) -> None:
@@ -216,16 +253,41 @@ def test_a_truncated_archive_is_an_image_error(base: Base, tmp_path: Path) -> No
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-2, 2**70) | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers(-2, 2**70)
+    | st.text(max_size=8)
     | st.sampled_from(["sha256:" + "0" * 64, "sha256:../x", MANIFEST, CONFIG, LAYER]),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-        st.sampled_from(["manifests", "digest", "size", "mediaType", "config", "layers",
-                         "rootfs", "diff_ids", "annotations", "Env", "Labels", "platform"]),
-        inner, max_size=4),
-    max_leaves=12)
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "manifests",
+                    "digest",
+                    "size",
+                    "mediaType",
+                    "config",
+                    "layers",
+                    "rootfs",
+                    "diff_ids",
+                    "annotations",
+                    "Env",
+                    "Labels",
+                    "platform",
+                ]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(document=JSON)
 def test_any_index_json_gives_a_base_or_an_image_error(base: Base, document: object) -> None:
     (base.root / "index.json").write_text(json.dumps(document))
@@ -235,7 +297,9 @@ def test_any_index_json_gives_a_base_or_an_image_error(base: Base, document: obj
         pass
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(document=JSON)
 def test_any_manifest_gives_a_base_or_an_image_error(base: Base, document: object) -> None:
     base.write_index(base.blob(json.dumps(document).encode(), MANIFEST))
@@ -247,6 +311,7 @@ def test_any_manifest_gives_a_base_or_an_image_error(base: Base, document: objec
 
 # Through the command line, over a small project built once for the module.
 
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("demo")
@@ -254,10 +319,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     project.mkdir()
     (project / "pyproject.toml").write_text(
         '[project]\nname = "demo"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n'
-        'dependencies = []\n\n[tool.lockbox]\npython = "3.12"\n')
+        'dependencies = []\n\n[tool.lockbox]\npython = "3.12"\n'
+    )
     (project / "uv.lock").write_text(
         'version = 1\nrevision = 3\nrequires-python = ">=3.11"\n\n[[package]]\nname = "demo"\n'
-        'version = "0.1.0"\nsource = { virtual = "." }\n')
+        'version = "0.1.0"\nsource = { virtual = "." }\n'
+    )
     store = root / "store"
     built = lockbox("build", project, store=store)
     assert built.returncode == 0, built.stderr
@@ -272,21 +339,24 @@ def test_a_climbing_digest_writes_nothing_outside(demo: tuple[Path, Path], tmp_p
     base = Base(top / "a" / "b" / "base")
     (top / "pwned").write_bytes(base.layer_data)
     base.write([{**base.layer, "digest": "sha256:../../../../../pwned"}])
-    result = lockbox("image", project, "--base", base.root, "--layout", top / "out" / "layout",
-                     store=store)
+    result = lockbox(
+        "image", project, "--base", base.root, "--layout", top / "out" / "layout", store=store
+    )
     assert result.returncode == 1, result.stderr
     assert "is not a digest" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "pwned").exists()
 
 
-def test_a_layer_whose_bytes_lie_is_refused_and_leaves_nothing(demo: tuple[Path, Path],
-                                                               tmp_path: Path) -> None:
+def test_a_layer_whose_bytes_lie_is_refused_and_leaves_nothing(
+    demo: tuple[Path, Path], tmp_path: Path
+) -> None:
     project, store = demo
     base = Base(tmp_path / "base")
     path = base.root / "blobs" / "sha256" / str(base.layer["digest"]).split(":")[1]
     path.write_bytes(bytes(len(base.layer_data)))
-    result = lockbox("image", project, "--base", base.root, "--layout", tmp_path / "out" / "layout",
-                     store=store)
+    result = lockbox(
+        "image", project, "--base", base.root, "--layout", tmp_path / "out" / "layout", store=store
+    )
     assert result.returncode == 1, result.stderr
     assert "does not match its digest" in result.stderr and "Traceback" not in result.stderr
     assert os.listdir(tmp_path / "out") == []
@@ -304,8 +374,9 @@ def test_a_garbage_index_through_the_command_line(demo: tuple[Path, Path], tmp_p
 def test_a_valid_base_goes_under_the_closure(demo: tuple[Path, Path], tmp_path: Path) -> None:
     project, store = demo
     base = Base(tmp_path / "base")
-    result = lockbox("image", project, "--base", f"{base.root}:v1", "--layout", tmp_path / "out",
-                     store=store)
+    result = lockbox(
+        "image", project, "--base", f"{base.root}:v1", "--layout", tmp_path / "out", store=store
+    )
     assert result.returncode == 0, result.stderr
     index = json.loads((tmp_path / "out" / "index.json").read_text())
     digest = index["manifests"][0]["digest"].split(":")[1]

@@ -26,15 +26,20 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.parametrize("target", ["absolute", "dotdot"])
 def test_a_package_cannot_write_through_a_link_another_one_shipped(
-        tmp_path: Path, archive: tuple[str, Path], target: str) -> None:
+    tmp_path: Path, archive: tuple[str, Path], target: str
+) -> None:
     base, served = archive
     outside = tmp_path / "outside"
     outside.mkdir()
     link = str(outside) if target == "absolute" else "../../../../../../../../../../" + str(outside)
     first = make_deb(served, "linker", "1", {}, {"usr/share/escape": link})
     second = make_deb(served, "writer", "1", {"usr/share/escape/planted": "owned\n"})
-    pins = RootPins("bookworm", ("linker", "writer"), (),
-                    (pin(first, base, "linker", "1"), pin(second, base, "writer", "1")))
+    pins = RootPins(
+        "bookworm",
+        ("linker", "writer"),
+        (),
+        (pin(first, base, "linker", "1"), pin(second, base, "writer", "1")),
+    )
     with Store.open(tmp_path / "store") as store:
         try:
             entry = ensure_root(store, pins, Sandbox.find(), project_dir=tmp_path)

@@ -82,8 +82,11 @@ class Attack:
 
 
 def lockbox(*args: str | Path, store: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lockbox", "--store", str(store), *map(str, args)],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "lockbox", "--store", str(store), *map(str, args)],
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -112,11 +115,17 @@ def attack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attack]:
     tcp.listen()
     tcp.setblocking(False)
     sleeper = subprocess.Popen(["sleep", "600"])
-    plan = {"decoy": str(decoy), "entry_file": str(entry / "file"),
-            "database": str(store / ".lockbox" / "db.sqlite"), "store": str(store),
-            "records": str(store / ".lockbox" / "shortcuts"), "other_stage": str(other),
-            "sleeper": sleeper.pid, "socket": str(sockets / "socket"),
-            "port": tcp.getsockname()[1]}
+    plan = {
+        "decoy": str(decoy),
+        "entry_file": str(entry / "file"),
+        "database": str(store / ".lockbox" / "db.sqlite"),
+        "store": str(store),
+        "records": str(store / ".lockbox" / "shortcuts"),
+        "other_stage": str(other),
+        "sleeper": sleeper.pid,
+        "socket": str(sockets / "socket"),
+        "port": tcp.getsockname()[1],
+    }
     index = root / "index"
     index.mkdir()
     write_sdist(index, "lbt_probe", "1.0", {"setup.py": _SETUP.format(plan=json.dumps(plan))})
@@ -124,7 +133,8 @@ def attack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attack]:
         with serve(index) as url:
             project = root / "app"
             project.mkdir()
-            (project / "pyproject.toml").write_text(textwrap.dedent(f"""\
+            (project / "pyproject.toml").write_text(
+                textwrap.dedent(f"""\
                 [project]
                 name = "app"
                 version = "0.1.0"
@@ -136,9 +146,15 @@ def attack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attack]:
 
                 [tool.lockbox]
                 python = "3.12"
-                """))
-            subprocess.run(["uv", "lock", "--python", str(PYTHON)], cwd=project, check=True,
-                           capture_output=True, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+                """)
+            )
+            subprocess.run(
+                ["uv", "lock", "--python", str(PYTHON)],
+                cwd=project,
+                check=True,
+                capture_output=True,
+                env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
+            )
             # Another build's staging area, as if one ran beside this one.
             other.mkdir(parents=True)
             (other / "secret").write_text("another build")
@@ -162,8 +178,15 @@ def attack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attack]:
             connected = True
         except BlockingIOError:
             connected = False
-        yield Attack(json.loads(namespace["FOUND"]), decoy, entry / "file",
-                     store / ".lockbox" / "db.sqlite", sleeper, store, connected)
+        yield Attack(
+            json.loads(namespace["FOUND"]),
+            decoy,
+            entry / "file",
+            store / ".lockbox" / "db.sqlite",
+            sleeper,
+            store,
+            connected,
+        )
     finally:
         sleeper.kill()
         listener.close()
@@ -173,11 +196,23 @@ def attack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attack]:
         sockets.rmdir()
 
 
-@pytest.mark.parametrize("name", [
-    "read_records", "read_records_inside", "read_other_staging", "read_other_staging_inside",
-    "signal_host", "proc_root", "remount", "var_tmp_socket", "store_entry", "store_root",
-    "connect_host", "resolve_name",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "read_records",
+        "read_records_inside",
+        "read_other_staging",
+        "read_other_staging_inside",
+        "signal_host",
+        "proc_root",
+        "remount",
+        "var_tmp_socket",
+        "store_entry",
+        "store_root",
+        "connect_host",
+        "resolve_name",
+    ],
+)
 def test_the_build_cannot(attack: Attack, name: str) -> None:
     outcome, detail = attack.found[name]
     assert outcome == "refused", f"{name}: {detail}"

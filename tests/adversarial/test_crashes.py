@@ -48,14 +48,23 @@ PROJECT = {
 }
 
 
-def lockbox(store: Path, *args: str | Path, env: dict[str, str] | None = None,
-            ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lockbox", "--store", str(store),
-                           *map(str, args)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
+def lockbox(
+    store: Path,
+    *args: str | Path,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lockbox", "--store", str(store), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
 
 
-def steps_of(store: Path, *args: str | Path, log: Path) -> tuple[list[str], subprocess.CompletedProcess[str]]:
+def steps_of(
+    store: Path, *args: str | Path, log: Path
+) -> tuple[list[str], subprocess.CompletedProcess[str]]:
     """The names of the steps the command takes (in the lockbox process itself)."""
     log.unlink(missing_ok=True)
     result = lockbox(store, *args, env={"LOCKBOX_STEPS_LOG": str(log)})
@@ -155,8 +164,9 @@ def test_a_build_killed_at_any_step(stores: Stores) -> None:
     assert {"pending", "rename", "register", "settled", "root"} <= {s.split()[0] for s in steps}
     for k in sample(steps):
         copy_store(stores.base, stores.store)
-        killed = lockbox(stores.store, "build", stores.project,
-                         env={"LOCKBOX_KILL_AFTER_STEP": str(k)})
+        killed = lockbox(
+            stores.store, "build", stores.project, env={"LOCKBOX_KILL_AFTER_STEP": str(k)}
+        )
         assert killed.returncode == -9, f"step {k} ({steps[k - 1]}): {killed.stderr}"
         assert_clean_after_crash(stores.store)
         assert listing(stores.project) == project
@@ -191,14 +201,32 @@ def test_creating_a_store_and_adding_to_it_killed_at_every_step(tmp_path: Path) 
     source = make_tree(tmp_path / "src")
     outside = listing(tmp_path)
     store = tmp_path / "store"
-    steps, added = steps_of(store, "store", "add", source, "--name", "demo", "--root", "keep",
-                            log=tmp_path.parent / f"{tmp_path.name}.steps")
+    steps, added = steps_of(
+        store,
+        "store",
+        "add",
+        source,
+        "--name",
+        "demo",
+        "--root",
+        "keep",
+        log=tmp_path.parent / f"{tmp_path.name}.steps",
+    )
     expected = registered(store)
     assert steps[:2] == ["rename .lockbox", "create database"]
     for k in range(1, len(steps) + 1):
         remove_tree(store)
-        killed = lockbox(store, "store", "add", source, "--name", "demo", "--root", "keep",
-                         env={"LOCKBOX_KILL_AFTER_STEP": str(k)})
+        killed = lockbox(
+            store,
+            "store",
+            "add",
+            source,
+            "--name",
+            "demo",
+            "--root",
+            "keep",
+            env={"LOCKBOX_KILL_AFTER_STEP": str(k)},
+        )
         assert killed.returncode == -9, f"step {k} ({steps[k - 1]}): {killed.stderr}"
         assert_clean_after_crash(store)
         again = lockbox(store, "store", "add", source, "--name", "demo", "--root", "keep")

@@ -36,9 +36,24 @@ def test_running_out_of_space_fails_cleanly_and_the_store_verifies(tmp_path: Pat
     mount.mkdir()
     script = _SCRIPT.format(python=sys.executable)
     # A private mount namespace: the small file system disappears with the process.
-    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
-                           "sh", mount, small, big], capture_output=True, text=True,
-                          cwd=Path(__file__).parents[2])
+    done = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            mount,
+            small,
+            big,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
     out = done.stdout
     assert "add=1" in out, out + done.stderr
     assert "verify=0" in out, out

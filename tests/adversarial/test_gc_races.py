@@ -60,8 +60,12 @@ def holder(tmp_path: Path) -> Iterator[tuple[Path, Path, subprocess.Popen[str]]]
     root = tmp_path / "store"
     with Store.open(root) as store:
         entry = store.add_tree(make_tree(tmp_path / "src"), name="demo", kind="source")
-    process = subprocess.Popen([sys.executable, "-c", HOLD, str(root), entry.path_name],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(root), entry.path_name],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert read_line(process.stdout, 30) == "open\n"
     yield root, entry.path, process
     process.kill()
@@ -70,8 +74,9 @@ def holder(tmp_path: Path) -> Iterator[tuple[Path, Path, subprocess.Popen[str]]]
 
 def test_gc_waits_until_no_other_command_has_the_store_open(holder) -> None:  # type: ignore[no-untyped-def]
     root, entry, process = holder
-    gc = subprocess.Popen(lockbox(root, "gc"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+    gc = subprocess.Popen(
+        lockbox(root, "gc"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         line = read_line(gc.stderr, 30)
         assert "waiting for 1 other lockbox command using the store" in line, line
@@ -91,8 +96,9 @@ def test_gc_waits_until_no_other_command_has_the_store_open(holder) -> None:  # 
 def test_gc_gives_up_after_its_timeout_with_a_message(holder) -> None:  # type: ignore[no-untyped-def]
     root, entry, _process = holder
     started = time.monotonic()
-    gc = subprocess.run(lockbox(root, "gc", "--timeout", "0.5"), capture_output=True, text=True,
-                        timeout=60)
+    gc = subprocess.run(
+        lockbox(root, "gc", "--timeout", "0.5"), capture_output=True, text=True, timeout=60
+    )
     assert gc.returncode == 1
     assert "still have the store" in gc.stderr and "Traceback" not in gc.stderr
     assert time.monotonic() - started < 20
@@ -100,7 +106,8 @@ def test_gc_gives_up_after_its_timeout_with_a_message(holder) -> None:  # type: 
 
 
 def test_gc_through_a_second_store_of_the_same_process_is_refused_not_a_deadlock(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     root = tmp_path / "store"
     with Store.open(root) as store:
         entry = store.add_tree(make_tree(tmp_path / "src"), name="demo", kind="source")
@@ -109,8 +116,9 @@ def test_gc_through_a_second_store_of_the_same_process_is_refused_not_a_deadlock
         assert entry.path.exists()
         assert store.gc(timeout=5).removed == (entry,)
         # Its shared lock is back: a collection elsewhere waits for it.
-        other = subprocess.run(lockbox(root, "gc", "--timeout", "0.3"), capture_output=True,
-                               text=True, timeout=60)
+        other = subprocess.run(
+            lockbox(root, "gc", "--timeout", "0.3"), capture_output=True, text=True, timeout=60
+        )
         assert other.returncode == 1, other.stderr
 
 
@@ -157,12 +165,18 @@ def held(tmp_path_factory: pytest.TempPathFactory) -> Held:
         (project / relative).write_text(textwrap.dedent(content))
     store = root / "store"
     env = {**os.environ, "LOCKBOX_STOP_AT_STEP": "settled *-python-*"}
-    build = subprocess.Popen(lockbox(store, "build", project), env=env, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    build = subprocess.Popen(
+        lockbox(store, "build", project),
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_stopped(build.pid)
-        gc = subprocess.Popen(lockbox(store, "gc"), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+        gc = subprocess.Popen(
+            lockbox(store, "gc"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         gc_waited = "waiting for" in read_line(gc.stderr, 60)
         time.sleep(0.5)
         gc_waited = gc_waited and gc.poll() is None
@@ -170,9 +184,13 @@ def held(tmp_path_factory: pytest.TempPathFactory) -> Held:
         os.kill(build.pid, signal.SIGCONT)
     out, err = build.communicate(timeout=600)
     gc_out, gc_err = gc.communicate(timeout=600)
-    return Held(store, project,
-                subprocess.CompletedProcess(build.args, build.returncode, out, err),
-                subprocess.CompletedProcess(gc.args, gc.returncode, gc_out, gc_err), gc_waited)
+    return Held(
+        store,
+        project,
+        subprocess.CompletedProcess(build.args, build.returncode, out, err),
+        subprocess.CompletedProcess(gc.args, gc.returncode, gc_out, gc_err),
+        gc_waited,
+    )
 
 
 def test_gc_during_a_build_waits_and_the_build_succeeds(held: Held) -> None:
@@ -181,11 +199,11 @@ def test_gc_during_a_build_waits_and_the_build_succeeds(held: Held) -> None:
     assert held.gc.returncode == 0, held.gc.stderr
     app = Path(held.build.stdout.strip().splitlines()[-1])
     assert app.is_dir()
-    ran = subprocess.run([app / "bin" / "python", "-c", "print(6 * 7)"], capture_output=True,
-                         text=True, timeout=60)
+    ran = subprocess.run(
+        [app / "bin" / "python", "-c", "print(6 * 7)"], capture_output=True, text=True, timeout=60
+    )
     assert ran.stdout == "42\n", ran.stderr
-    verify = subprocess.run(lockbox(held.store, "store", "verify"), capture_output=True,
-                            text=True)
+    verify = subprocess.run(lockbox(held.store, "store", "verify"), capture_output=True, text=True)
     assert verify.returncode == 0 and "unknown" not in verify.stderr, verify.stderr
 
 
@@ -217,9 +235,18 @@ def test_the_push_scratch_survives_another_command_opening_the_store(held: Held)
     registry = SilentRegistry()
     tmp = held.store / ".lockbox" / "tmp"
     push = subprocess.Popen(
-        lockbox(held.store, "image", held.project, "--push",
-                f"docker://127.0.0.1:{registry.port}/demo:latest", "--no-tls-verify"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lockbox(
+            held.store,
+            "image",
+            held.project,
+            "--push",
+            f"docker://127.0.0.1:{registry.port}/demo:latest",
+            "--no-tls-verify",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         layouts: list[Path] = []
@@ -229,8 +256,9 @@ def test_the_push_scratch_survives_another_command_opening_the_store(held: Held)
         assert layouts, push.communicate(timeout=5) if push.poll() is not None else "no layout"
         while registry.held == [] and time.monotonic() < deadline:  # skopeo is pushing
             time.sleep(0.1)
-        listed = subprocess.run(lockbox(held.store, "store", "ls"), capture_output=True,
-                                text=True, timeout=60)
+        listed = subprocess.run(
+            lockbox(held.store, "store", "ls"), capture_output=True, text=True, timeout=60
+        )
         assert listed.returncode == 0, listed.stderr
         assert layouts[0].is_file() and push.poll() is None
     finally:
@@ -238,7 +266,6 @@ def test_the_push_scratch_survives_another_command_opening_the_store(held: Held)
         push.wait()
         registry.close()
     # Its process is gone: the next open removes its staging area, and only that.
-    verify = subprocess.run(lockbox(held.store, "store", "verify"), capture_output=True,
-                            text=True)
+    verify = subprocess.run(lockbox(held.store, "store", "verify"), capture_output=True, text=True)
     assert verify.returncode == 0, verify.stderr
     assert list(tmp.iterdir()) == []

@@ -32,8 +32,11 @@ PROBE = "import rec_dep, sys; print(rec_dep.VALUE, sys.prefix)"
 
 def lockbox(*args: str | Path, store: Path) -> subprocess.CompletedProcess[str]:
     """The real command line, shortcut included (``python -m lockbox``)."""
-    return subprocess.run([sys.executable, "-m", "lockbox", "--store", str(store),
-                           *map(str, args)], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "lockbox", "--store", str(store), *map(str, args)],
+        capture_output=True,
+        text=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,11 @@ class Built:
 
     @property
     def deps(self) -> Path:
-        found = [path for path in self.store.iterdir()
-                 if path.name.endswith(f"-{self.project.name}-deps")]
+        found = [
+            path
+            for path in self.store.iterdir()
+            if path.name.endswith(f"-{self.project.name}-deps")
+        ]
         assert len(found) == 1, found
         return found[0]
 
@@ -58,15 +64,20 @@ class Built:
 def settle(*trees: Path) -> None:
     """Wait until nothing in ``trees`` changed in the last two seconds: a run records its
     lookup only then."""
-    newest = max(max(info.st_mtime, info.st_ctime) for tree in trees
-                 for path in [tree, *tree.rglob("*")] for info in (path.lstat(),))
+    newest = max(
+        max(info.st_mtime, info.st_ctime)
+        for tree in trees
+        for path in [tree, *tree.rglob("*")]
+        for info in (path.lstat(),)
+    )
     time.sleep(max(0.0, newest + 2.1 - time.time()))
 
 
 def write_project(root: Path, name: str, url: str) -> Path:
     project = root / name
     project.mkdir()
-    (project / "pyproject.toml").write_text(textwrap.dedent(f"""\
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent(f"""\
         [project]
         name = "{name}"
         version = "1.0.0"
@@ -78,9 +89,15 @@ def write_project(root: Path, name: str, url: str) -> Path:
 
         [tool.lockbox]
         python = "3.12"
-        """))
-    subprocess.run(["uv", "lock", "--python", str(PYTHON)], cwd=project, check=True,
-                   capture_output=True, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+        """)
+    )
+    subprocess.run(
+        ["uv", "lock", "--python", str(PYTHON)],
+        cwd=project,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
+    )
     return project
 
 
@@ -122,8 +139,9 @@ def make_built(index: tuple[Path, str], root: Path, store: Path, name: str = "re
 
 
 @pytest.fixture
-def built(index: tuple[Path, str], shared: Path, tmp_path: Path,
-          request: pytest.FixtureRequest) -> Built:
+def built(
+    index: tuple[Path, str], shared: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Built:
     """The project of this test, in the shared store."""
     name = "rec" + "".join(c for c in request.node.name if c.isalnum())[-40:].lower()
     return make_built(index, tmp_path, shared, name)
@@ -169,7 +187,8 @@ def store_verify(store: Path) -> subprocess.CompletedProcess[str]:
 
 # (1) an edited record never makes `run` start another program -----------------------------
 def test_an_edited_shortcut_record_does_not_run_another_program(
-        built: Built, tmp_path: Path) -> None:
+    built: Built, tmp_path: Path
+) -> None:
     record = recorded_run(built)
     text = record.read_text()
     fake, marker = decoy(tmp_path)
@@ -183,41 +202,43 @@ def test_an_edited_shortcut_record_does_not_run_another_program(
             record.write_text(variant)
             result = run_probe(built)
             assert not marker.exists()
-            assert (result.returncode, result.stdout) == (0, f"dep {built.app}\n"), \
-                result.stderr
+            assert (result.returncode, result.stdout) == (0, f"dep {built.app}\n"), result.stderr
     assert store_verify(built.store).returncode == 0
 
 
 # (2) a damaged, extended or foreign record is no record ----------------------------------
-@pytest.mark.parametrize("damages", [("append", "flip", "truncate"),
-                                     ("other project", "other store")])
+@pytest.mark.parametrize(
+    "damages", [("append", "flip", "truncate"), ("other project", "other store")]
+)
 def test_a_damaged_or_foreign_record_is_ignored(
-        built: Built, index: tuple[Path, str], tmp_path: Path, damages: tuple[str, ...]) -> None:
+    built: Built, index: tuple[Path, str], tmp_path: Path, damages: tuple[str, ...]
+) -> None:
     record = recorded_run(built)
     for damage in damages:
         damaged(built, index, tmp_path, record, damage)
 
 
-def damaged(built: Built, index: tuple[Path, str], tmp_path: Path, record: Path,
-            damage: str) -> None:
+def damaged(
+    built: Built, index: tuple[Path, str], tmp_path: Path, record: Path, damage: str
+) -> None:
     data = record.read_bytes()
     fake, marker = decoy(tmp_path)
     if damage == "append":
         record.write_bytes(data + f"result {fake}\nend\n".encode())
     elif damage == "flip":
         at = data.index(b"\nresult ") + len(b"\nresult ") + 3
-        record.write_bytes(data[:at] + bytes([data[at] ^ 1]) + data[at + 1:])
+        record.write_bytes(data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :])
     elif damage == "truncate":
-        record.write_bytes(data[:data.index(b"\nend\n")])
+        record.write_bytes(data[: data.index(b"\nend\n")])
     else:
         # A valid record of a run elsewhere — another project in this store, or this
         # project in another store — made to name this command: copied over this one.
         if damage == "other project":
-            other = make_built(index, tmp_path / "elsewhere", built.store, built.project.name
-                               + "x")
+            other = make_built(index, tmp_path / "elsewhere", built.store, built.project.name + "x")
         else:
-            other = make_built(index, tmp_path / "faraway", tmp_path / "other-store",
-                               built.project.name)
+            other = make_built(
+                index, tmp_path / "faraway", tmp_path / "other-store", built.project.name
+            )
         record.write_text(adapt(recorded_run(other).read_text(), other, built, fake))
     result = run_probe(built)
     assert not marker.exists()
@@ -238,8 +259,12 @@ def adapt(text: str, other: Built, built: Built, result: Path) -> str:
     with ``result``: every path and signature in it rewritten, its signature line kept."""
     from lockbox.cli.shortcut import signature
 
-    for old, new in ((other.project, built.project), (other.store, built.store),
-                     (other.app.name, built.app.name), (other.deps.name, built.deps.name)):
+    for old, new in (
+        (other.project, built.project),
+        (other.store, built.store),
+        (other.app.name, built.app.name),
+        (other.deps.name, built.deps.name),
+    ):
         text = text.replace(str(old), str(new))
     lines = []
     for line in text.splitlines():
@@ -273,7 +298,8 @@ def corrupt(path: Path, data: bytes, *, keep_mtime: bool) -> None:
 
 @pytest.mark.parametrize("what", ["app", "deps"])
 def test_a_changed_file_of_an_entry_stops_build_and_run(
-        own: Built, tmp_path: Path, what: str) -> None:
+    own: Built, tmp_path: Path, what: str
+) -> None:
     built = own
     recorded_run(built)
     marker = tmp_path / "corrupt-ran"
@@ -285,8 +311,11 @@ def test_a_changed_file_of_an_entry_stops_build_and_run(
         # The layer's file: the application hardlinks it, so both change.
         target = next(built.deps.rglob("rec_dep/__init__.py"))
         corrupt(target, evil.encode(), keep_mtime=False)
-    commands = [("build", built.project), ("run", built.project, "--", "python", "-c", PROBE),
-                 ("-v", "run", built.project, "--", "python", "-c", PROBE)]
+    commands = [
+        ("build", built.project),
+        ("run", built.project, "--", "python", "-c", PROBE),
+        ("-v", "run", built.project, "--", "python", "-c", PROBE),
+    ]
     for args in commands:  # the shortcut's answer, then the full lookup's: neither uses it
         result = lockbox(*args, store=built.store)
         assert result.returncode == 1, result.stdout + result.stderr
@@ -426,8 +455,9 @@ def test_the_key_is_the_owners_alone_and_made_once(tmp_path: Path) -> None:
     assert not [path for path in key.parent.iterdir() if path.name.startswith("key.")]
 
 
-@pytest.mark.parametrize("change", ["key readable by others", "key of another user",
-                                    "directory writable by others"])
+@pytest.mark.parametrize(
+    "change", ["key readable by others", "key of another user", "directory writable by others"]
+)
 def test_a_key_another_user_could_have_planted_signs_nothing(tmp_path: Path, change: str) -> None:
     from lockbox import records
     from lockbox.store import Store

@@ -20,8 +20,12 @@ import pytest
 
 
 def lockbox(*args: str | Path, store: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lockbox", "--store", str(store), *map(str, args)],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "lockbox", "--store", str(store), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +35,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     project.mkdir()
     (project / "pyproject.toml").write_text(
         '[project]\nname = "demo"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n'
-        'dependencies = []\n\n[tool.lockbox]\npython = "3.12"\n')
+        'dependencies = []\n\n[tool.lockbox]\npython = "3.12"\n'
+    )
     (project / "uv.lock").write_text(
         'version = 1\nrevision = 3\nrequires-python = ">=3.11"\n\n[[package]]\nname = "demo"\n'
-        'version = "0.1.0"\nsource = { virtual = "." }\n')
+        'version = "0.1.0"\nsource = { virtual = "." }\n'
+    )
     store = root / "store"
     built = lockbox("image", project, "--layout", root / "layout", store=store)
     assert built.returncode == 0, built.stderr
@@ -104,22 +110,40 @@ def silent_registry() -> Iterator[str]:
 
 
 def test_a_registry_answering_junk_does_not_make_the_push_succeed(
-        demo: tuple[Path, Path], junk_registry: str) -> None:
+    demo: tuple[Path, Path], junk_registry: str
+) -> None:
     project, store = demo
-    result = lockbox("image", project, "--push", f"{junk_registry}/team/demo:1", "--no-tls-verify",
-                     "--timeout", "60", store=store)
+    result = lockbox(
+        "image",
+        project,
+        "--push",
+        f"{junk_registry}/team/demo:1",
+        "--no-tls-verify",
+        "--timeout",
+        "60",
+        store=store,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert junk_registry in result.stderr
     assert "@sha256:" not in result.stdout  # no digest reported as pushed
 
 
-def test_a_registry_that_never_answers_is_given_up_on(demo: tuple[Path, Path],
-                                                      silent_registry: str) -> None:
+def test_a_registry_that_never_answers_is_given_up_on(
+    demo: tuple[Path, Path], silent_registry: str
+) -> None:
     project, store = demo
     started = time.monotonic()
-    result = lockbox("image", project, "--push", f"{silent_registry}/team/demo:1", "--no-tls-verify",
-                     "--timeout", "3", store=store)
+    result = lockbox(
+        "image",
+        project,
+        "--push",
+        f"{silent_registry}/team/demo:1",
+        "--no-tls-verify",
+        "--timeout",
+        "3",
+        store=store,
+    )
     took = time.monotonic() - started
     assert result.returncode == 1, result.stderr
     assert "took longer than 3 s" in result.stderr and "--timeout" in result.stderr
@@ -133,18 +157,39 @@ def test_a_bad_timeout_is_refused(demo: tuple[Path, Path]) -> None:
     assert result.returncode == 2 and "above 0" in result.stderr
 
 
-def test_a_real_registry_takes_the_push_and_gives_it_back(demo: tuple[Path, Path],
-                                                          registry: tuple[str, Path]) -> None:
+def test_a_real_registry_takes_the_push_and_gives_it_back(
+    demo: tuple[Path, Path], registry: tuple[str, Path]
+) -> None:
     project, store = demo
     host, auth = registry
-    result = lockbox("-v", "image", project, "--push", f"{host}/team/demo:1", "--authfile", auth,
-                     "--no-tls-verify", store=store)
+    result = lockbox(
+        "-v",
+        "image",
+        project,
+        "--push",
+        f"{host}/team/demo:1",
+        "--authfile",
+        auth,
+        "--no-tls-verify",
+        store=store,
+    )
     assert result.returncode == 0, result.stderr
     reference, _, digest = result.stdout.strip().rpartition("@")
     assert reference == f"{host}/team/demo:1" and digest.startswith("sha256:")
     assert "inspect --raw" in result.stderr  # the manifest was read back
-    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", "--authfile", auth,
-                          f"docker://{host}/team/demo:1"], capture_output=True, check=True).stdout
+    raw = subprocess.run(
+        [
+            "skopeo",
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--authfile",
+            auth,
+            f"docker://{host}/team/demo:1",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     import hashlib
 
     assert f"sha256:{hashlib.sha256(raw).hexdigest()}" == digest

@@ -23,11 +23,16 @@ import pytest
 from lockbox.fsops import KILL_AFTER_STEP, STEPS_LOG, remove_leftovers, work_beside
 
 
-def lockbox(*args: str | Path, store: Path, env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lockbox", "--store", str(store), *map(str, args)],
-                          capture_output=True, text=True, env={**os.environ, **(env or {})},
-                          timeout=600)
+def lockbox(
+    *args: str | Path, store: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lockbox", "--store", str(store), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
 
 
 def project(root: Path, marker: str) -> Path:
@@ -36,10 +41,12 @@ def project(root: Path, marker: str) -> Path:
     (root / "pyproject.toml").write_text(
         '[project]\nname = "demo"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n'
         'dependencies = []\n\n[tool.lockbox]\npython = "3.12"\n\n'
-        '[tool.lockbox.app]\nroot = ["marker.txt"]\n')
+        '[tool.lockbox.app]\nroot = ["marker.txt"]\n'
+    )
     (root / "uv.lock").write_text(
         'version = 1\nrevision = 3\nrequires-python = ">=3.11"\n\n[[package]]\nname = "demo"\n'
-        'version = "0.1.0"\nsource = { virtual = "." }\n')
+        'version = "0.1.0"\nsource = { virtual = "." }\n'
+    )
     (root / "marker.txt").write_text(marker)
     return root
 
@@ -91,8 +98,14 @@ def strangers(parent: Path, name: str) -> Iterator[Path]:
     yield longer
 
 
-def kill_at_every_step(command: list[str | Path], target: Path, old: dict[str, str],
-                       restore: Path, store: Path, tmp_path: Path) -> dict[str, str]:
+def kill_at_every_step(
+    command: list[str | Path],
+    target: Path,
+    old: dict[str, str],
+    restore: Path,
+    store: Path,
+    tmp_path: Path,
+) -> dict[str, str]:
     """Run ``command`` once to count its steps, then kill it at each over the old tree;
     the target is always the old or the new tree. Returns the new tree's snapshot."""
     log = tmp_path / "steps"
@@ -111,8 +124,9 @@ def kill_at_every_step(command: list[str | Path], target: Path, old: dict[str, s
     return new
 
 
-def assert_clean_after_a_run(command: list[str | Path], target: Path, new: dict[str, str],
-                             store: Path) -> None:
+def assert_clean_after_a_run(
+    command: list[str | Path], target: Path, new: dict[str, str], store: Path
+) -> None:
     parent = target.parent
     debris = [p for p in parent.iterdir() if p.name.startswith(f".{target.name}.lockbox-")]
     assert debris, "the kills left nothing to clear away"
@@ -134,8 +148,9 @@ def assert_clean_after_a_run(command: list[str | Path], target: Path, new: dict[
     assert left == sorted([target.name, *(p.name for p in planted + [held] if p.parent == parent)])
 
 
-def test_a_killed_export_leaves_the_old_or_the_new_export(demo: tuple[Path, Path, Path],
-                                                          tmp_path: Path) -> None:
+def test_a_killed_export_leaves_the_old_or_the_new_export(
+    demo: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
     old_project, new_project, store = demo
     target = tmp_path / "exports" / "demo"
     first = lockbox("export", old_project, "--to", target, store=store)
@@ -149,8 +164,9 @@ def test_a_killed_export_leaves_the_old_or_the_new_export(demo: tuple[Path, Path
     assert_clean_after_a_run(command, target, new, store)
 
 
-def test_a_killed_image_leaves_the_old_or_the_new_layout(demo: tuple[Path, Path, Path],
-                                                         tmp_path: Path) -> None:
+def test_a_killed_image_leaves_the_old_or_the_new_layout(
+    demo: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
     old_project, new_project, store = demo
     target = tmp_path / "images" / "layout"
     first = lockbox("image", old_project, "--layout", target, store=store)
@@ -163,8 +179,9 @@ def test_a_killed_image_leaves_the_old_or_the_new_layout(demo: tuple[Path, Path,
     assert_clean_after_a_run(command, target, new, store)
 
 
-def test_a_killed_archive_leaves_the_old_or_the_new_archive(demo: tuple[Path, Path, Path],
-                                                            tmp_path: Path) -> None:
+def test_a_killed_archive_leaves_the_old_or_the_new_archive(
+    demo: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
     old_project, new_project, store = demo
     target = tmp_path / "archives" / "demo.tar"
     first = lockbox("image", old_project, "-o", target, store=store)
@@ -200,8 +217,9 @@ def test_leftovers_are_removed_only_when_their_lock_is_free(tmp_path: Path) -> N
     assert not dead.exists()
 
 
-def test_a_killed_image_leaves_no_debris_among_the_kept_layers(demo: tuple[Path, Path, Path],
-                                                               tmp_path: Path) -> None:
+def test_a_killed_image_leaves_no_debris_among_the_kept_layers(
+    demo: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
     _, new_project, store = demo
     command: list[str | Path] = ["image", new_project, "-o", tmp_path / "x.tar"]
 

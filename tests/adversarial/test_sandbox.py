@@ -37,8 +37,11 @@ SITE = "lib/python3.12/site-packages"
 
 
 def lockbox(*args: str | Path, store: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lockbox", "--store", str(store),
-                           *map(str, args)], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "lockbox", "--store", str(store), *map(str, args)],
+        capture_output=True,
+        text=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -68,9 +71,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             (base / "sbxapp").mkdir()
             (base / "sbxapp" / "__init__.py").write_text("VALUE = 2\n")
             (base / "pyproject.toml").write_text(pyproject(url, libraries, [], []))
-            subprocess.run(["uv", "lock", "--python", str(PYTHON)], cwd=base, check=True,
-                           capture_output=True,
-                           env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+            subprocess.run(
+                ["uv", "lock", "--python", str(PYTHON)],
+                cwd=base,
+                check=True,
+                capture_output=True,
+                env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
+            )
             store = root / "store"
             built = lockbox("build", base, store=store)
             assert built.returncode == 0, built.stderr
@@ -109,8 +116,15 @@ def pyproject(url: str, libraries: Path, imports: list[str], commands: list[list
         """)
 
 
-def variant(world: World, tmp_path: Path, script: str, *, imports: tuple[str, ...] = (),
-            package: str = "VALUE = 2\n", commands: list[list[str]] | None = None) -> Path:
+def variant(
+    world: World,
+    tmp_path: Path,
+    script: str,
+    *,
+    imports: tuple[str, ...] = (),
+    package: str = "VALUE = 2\n",
+    commands: list[list[str]] | None = None,
+) -> Path:
     """A copy of the project whose verification imports ``imports`` and runs ``script``
     with ``sh`` (or runs ``commands``), its package being ``package``."""
     project = tmp_path / "sbxapp"
@@ -119,8 +133,11 @@ def variant(world: World, tmp_path: Path, script: str, *, imports: tuple[str, ..
     text = (world.base / "pyproject.toml").read_text()
     head, _ = text.split("[tool.lockbox.verify]", 1)
     (project / "pyproject.toml").write_text(
-        head + "[tool.lockbox.verify]\n" + f"imports = {json.dumps(list(imports))}\n"
-        + f"commands = {json.dumps(commands or [['sh', '-c', script]])}\n")
+        head
+        + "[tool.lockbox.verify]\n"
+        + f"imports = {json.dumps(list(imports))}\n"
+        + f"commands = {json.dumps(commands or [['sh', '-c', script]])}\n"
+    )
     return project
 
 
@@ -145,12 +162,15 @@ def build(world: World, project: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_remounting_the_root_read_write_writes_nothing_on_the_host(
-        world: World, tmp_path: Path) -> None:
+    world: World, tmp_path: Path
+) -> None:
     decoy = world.host / "remount-decoy"
     decoy.write_text("original\n")
     python = Path(entries(world, "python")[0]["path"])
-    script = (f"mount -o remount,rw / ; echo pwned > {decoy} ; "
-              f"mount -o remount,bind,rw {python} ; echo pwned > {python}/planted ; exit 0")
+    script = (
+        f"mount -o remount,rw / ; echo pwned > {decoy} ; "
+        f"mount -o remount,bind,rw {python} ; echo pwned > {python}/planted ; exit 0"
+    )
     built = build(world, variant(world, tmp_path, script))
     assert built.returncode == 0, built.stderr
     assert decoy.read_text() == "original\n"
@@ -163,8 +183,10 @@ def test_the_host_root_is_not_reachable_through_proc(world: World, tmp_path: Pat
     decoy.write_text("original\n")
     target = f"/proc/{os.getpid()}/root{decoy}"
     planted = world.host / "proc-planted"
-    script = (f"echo pwned > {target} ; echo pwned > /proc/{os.getpid()}/root{planted} ; "
-              f"echo pwned > /proc/1/root{decoy} ; exit 0")
+    script = (
+        f"echo pwned > {target} ; echo pwned > /proc/{os.getpid()}/root{planted} ; "
+        f"echo pwned > /proc/1/root{decoy} ; exit 0"
+    )
     built = build(world, variant(world, tmp_path, script))
     assert built.returncode == 0, built.stderr
     assert decoy.read_text() == "original\n"
@@ -179,8 +201,10 @@ def test_host_processes_cannot_be_seen_or_signalled(world: World, tmp_path: Path
     helper = subprocess.Popen(["sleep", "600"])
     try:
         seen = world.host / "signal-seen"
-        script = (f"kill -STOP {helper.pid} ; kill -0 {helper.pid} && touch {seen} ; "
-                  f"[ -e /proc/{helper.pid} ] && touch {seen} ; exit 0")
+        script = (
+            f"kill -STOP {helper.pid} ; kill -0 {helper.pid} && touch {seen} ; "
+            f"[ -e /proc/{helper.pid} ] && touch {seen} ; exit 0"
+        )
         built = build(world, variant(world, tmp_path, script))
         assert built.returncode == 0, built.stderr
         assert helper.poll() is None
@@ -197,8 +221,10 @@ def test_host_processes_cannot_be_seen_or_signalled(world: World, tmp_path: Path
 def listeners(world: World) -> Iterator[tuple[list[Path], list[bytes]]]:
     """Unix sockets, writable by anyone, listening in the module's /var/tmp directory and
     directly in /var/tmp; what connects to them is recorded."""
-    paths = [world.host / "listener.sock",
-             Path(tempfile.mktemp(prefix="lockbox-test-", suffix=".sock", dir="/var/tmp"))]
+    paths = [
+        world.host / "listener.sock",
+        Path(tempfile.mktemp(prefix="lockbox-test-", suffix=".sock", dir="/var/tmp")),
+    ]
     received: list[bytes] = []
     servers = []
     for path in paths:
@@ -219,6 +245,7 @@ def listeners(world: World) -> Iterator[tuple[list[Path], list[bytes]]]:
                     continue
                 with connection:
                     received.append(connection.recv(100) or b"connected")
+
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
@@ -231,15 +258,18 @@ def listeners(world: World) -> Iterator[tuple[list[Path], list[bytes]]]:
             path.unlink(missing_ok=True)
 
 
-def test_host_unix_sockets_are_out_of_reach(world: World, tmp_path: Path,
-                                            listeners: tuple[list[Path], list[bytes]]) -> None:
+def test_host_unix_sockets_are_out_of_reach(
+    world: World, tmp_path: Path, listeners: tuple[list[Path], list[bytes]]
+) -> None:
     paths, received = listeners
-    connect = ("import socket, sys\n"
-               "for path in sys.argv[1:]:\n"
-               "    try:\n"
-               "        s = socket.socket(socket.AF_UNIX); s.connect(path); s.send(b'pwned')\n"
-               "    except OSError as e:\n"
-               "        print(path, e)\n")
+    connect = (
+        "import socket, sys\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n"
+        "        s = socket.socket(socket.AF_UNIX); s.connect(path); s.send(b'pwned')\n"
+        "    except OSError as e:\n"
+        "        print(path, e)\n"
+    )
     project = variant(world, tmp_path, "", commands=[["python", "-c", connect, *map(str, paths)]])
     built = build(world, project)
     assert built.returncode == 0, built.stderr
@@ -248,15 +278,18 @@ def test_host_unix_sockets_are_out_of_reach(world: World, tmp_path: Path,
 
 
 def test_the_dependency_layer_cannot_be_changed_through_the_application(
-        world: World, tmp_path: Path) -> None:
+    world: World, tmp_path: Path
+) -> None:
     deps = Path(entries(world, "deps")[0]["path"])
     python = Path(entries(world, "python")[0]["path"])
     module = deps / SITE / "sbxdep.py"
     before = nar_hash(deps).sha256.sri, nar_hash(python).sha256.sri
     through = f"$VIRTUAL_ENV/{SITE}/sbxdep.py"
-    script = (f"chmod u+w {through} ; echo 'VALUE = 666' >> {through} ; "
-              f"chmod u+w $VIRTUAL_ENV/python/bin/* ; "
-              f"for f in $VIRTUAL_ENV/python/bin/*; do echo pwned >> $f ; done ; exit 0")
+    script = (
+        f"chmod u+w {through} ; echo 'VALUE = 666' >> {through} ; "
+        f"chmod u+w $VIRTUAL_ENV/python/bin/* ; "
+        f"for f in $VIRTUAL_ENV/python/bin/*; do echo pwned >> $f ; done ; exit 0"
+    )
     built = build(world, variant(world, tmp_path, script))
     assert built.returncode == 0, built.stderr
     assert module.read_text() == "VALUE = 1\n"
@@ -265,15 +298,19 @@ def test_the_dependency_layer_cannot_be_changed_through_the_application(
 
 
 def test_what_verification_writes_is_not_part_of_the_entry(world: World, tmp_path: Path) -> None:
-    package = ("import os, sys\n"
-               "for name in ('planted-by-import', 'lib/planted-by-import'):\n"
-               "    try:\n"
-               "        open(os.path.join(sys.prefix, name), 'w').write('x')\n"
-               "    except OSError:\n"
-               "        pass\n"
-               "VALUE = 3\n")
-    script = ("echo x > $VIRTUAL_ENV/planted ; mkdir $VIRTUAL_ENV/planted-dir ; "
-              "echo x > $VIRTUAL_ENV/bin/planted ; exit 0")
+    package = (
+        "import os, sys\n"
+        "for name in ('planted-by-import', 'lib/planted-by-import'):\n"
+        "    try:\n"
+        "        open(os.path.join(sys.prefix, name), 'w').write('x')\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "VALUE = 3\n"
+    )
+    script = (
+        "echo x > $VIRTUAL_ENV/planted ; mkdir $VIRTUAL_ENV/planted-dir ; "
+        "echo x > $VIRTUAL_ENV/bin/planted ; exit 0"
+    )
     built = build(world, variant(world, tmp_path, script, imports=("sbxapp",), package=package))
     assert built.returncode == 0, built.stderr
     app = app_path(built)
@@ -291,19 +328,25 @@ def test_root_only_files_cannot_be_read(world: World, tmp_path: Path) -> None:
     # unreadable.
     shadow = Path("/etc/shadow")
     assert shadow.exists() and not shadow.stat().st_mode & 0o004
-    script = (f"[ -e {shadow} ] || exit 5 ; "
-              + " ; ".join(f"if cat {path} >/dev/null 2>&1; then echo read {path}; exit 1; fi"
-                           for path in (secret, shadow, f"/proc/{os.getpid()}/root{secret}"))
-              + " ; exit 0")
+    script = (
+        f"[ -e {shadow} ] || exit 5 ; "
+        + " ; ".join(
+            f"if cat {path} >/dev/null 2>&1; then echo read {path}; exit 1; fi"
+            for path in (secret, shadow, f"/proc/{os.getpid()}/root{secret}")
+        )
+        + " ; exit 0"
+    )
     built = build(world, variant(world, tmp_path, script))
     assert built.returncode == 0, built.stderr
 
 
 def test_a_hostile_failing_verification_registers_nothing(world: World, tmp_path: Path) -> None:
     before = [e["path"] for e in entries(world, "app")]
-    script = ("echo x > $VIRTUAL_ENV/planted ; "
-              f"chmod u+w $VIRTUAL_ENV/{SITE}/sbxdep.py ; "
-              f"echo 'VALUE = 666' >> $VIRTUAL_ENV/{SITE}/sbxdep.py ; exit 3")
+    script = (
+        "echo x > $VIRTUAL_ENV/planted ; "
+        f"chmod u+w $VIRTUAL_ENV/{SITE}/sbxdep.py ; "
+        f"echo 'VALUE = 666' >> $VIRTUAL_ENV/{SITE}/sbxdep.py ; exit 3"
+    )
     built = build(world, variant(world, tmp_path, script))
     assert built.returncode != 0
     assert "verification failed: sh -c" in built.stderr and "(exit code 3)" in built.stderr
@@ -317,8 +360,9 @@ def test_a_hostile_failing_verification_registers_nothing(world: World, tmp_path
 def test_an_export_is_verified_read_only_too(world: World, tmp_path: Path) -> None:
     script = "echo x > $VIRTUAL_ENV/planted ; python -c 'import sbxdep'"
     target = tmp_path / "exported"
-    exported = lockbox("export", variant(world, tmp_path, script), "--to", target,
-                       store=world.store)
+    exported = lockbox(
+        "export", variant(world, tmp_path, script), "--to", target, store=world.store
+    )
     assert exported.returncode == 0, exported.stderr
     assert not (target / "planted").exists()
     assert_store_verifies(world)

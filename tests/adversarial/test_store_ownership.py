@@ -43,7 +43,8 @@ def run(capfd: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str]
 
 
 def test_an_existing_folder_is_refused_and_left_alone(
-        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     folder = tmp_path / "photos"
     make_tree(folder / "2024")
     (folder / "notes.txt").write_text("keep me\n")
@@ -91,9 +92,18 @@ def test_an_emptied_database_deletes_nothing(tmp_path: Path) -> None:
     assert entry.path.exists()
 
 
-@pytest.mark.parametrize("path_name", ["../victim", "../../victim", "/tmp/victim",
-                                        "0000000000000000000000000000000a-x/../../victim",
-                                        "", ".lockbox", "not-a-digest-name"])
+@pytest.mark.parametrize(
+    "path_name",
+    [
+        "../victim",
+        "../../victim",
+        "/tmp/victim",
+        "0000000000000000000000000000000a-x/../../victim",
+        "",
+        ".lockbox",
+        "not-a-digest-name",
+    ],
+)
 def test_a_row_naming_a_path_outside_is_a_corrupt_database(tmp_path: Path, path_name: str) -> None:
     root = tmp_path / "a" / "store"
     Store.open(root).close()
@@ -103,7 +113,8 @@ def test_a_row_naming_a_path_outside_is_a_corrupt_database(tmp_path: Path, path_
     with sqlite3.connect(root / ".lockbox" / "db.sqlite") as db:
         db.execute(
             "INSERT INTO entries VALUES (?, 'source', 'x', ?, 0, 'content', '{}', '[]', '')",
-            (path_name, "sha256-" + "A" * 43 + "="))
+            (path_name, "sha256-" + "A" * 43 + "="),
+        )
     with Store.open(root) as store:
         with pytest.raises(StoreError, match="corrupt") as raised:
             store.gc()
@@ -118,8 +129,9 @@ def test_a_reference_naming_a_path_outside_is_a_corrupt_database(tmp_path: Path)
     with Store.open(root) as store:
         entry = store.add_tree(make_tree(tmp_path / "src"), name="demo", kind="source")
     with sqlite3.connect(root / ".lockbox" / "db.sqlite") as db:
-        db.execute("UPDATE entries SET refs = ? WHERE path_name = ?",
-                   ('["../victim"]', entry.path_name))
+        db.execute(
+            "UPDATE entries SET refs = ? WHERE path_name = ?", ('["../victim"]', entry.path_name)
+        )
     with Store.open(root) as store, pytest.raises(StoreError, match="corrupt"):
         store.entries()
 
@@ -165,11 +177,16 @@ def test_remove_tree_does_not_follow_a_symlink_swapped_in_for_a_directory(tmp_pa
 
 
 def test_unknown_files_are_reported_and_left_alone(
-        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     root = tmp_path / "store"
     Store.open(root).close()
-    strays = [root / "0000000000000000000000000000000a-demo", root / "README",
-              root / ".lockbox" / "tmp" / "not-a-token", root / ".lockbox" / "tmp" / "x.lock"]
+    strays = [
+        root / "0000000000000000000000000000000a-demo",
+        root / "README",
+        root / ".lockbox" / "tmp" / "not-a-token",
+        root / ".lockbox" / "tmp" / "x.lock",
+    ]
     make_tree(strays[0])
     strays[1].write_text("hello\n")
     make_tree(strays[2])
@@ -184,8 +201,9 @@ def test_unknown_files_are_reported_and_left_alone(
     assert code == 0, err
     assert all(os.path.lexists(stray) for stray in strays)
     after = listing(root)
-    assert {k: v for k, v in after.items() if not k.startswith(".lockbox/")} == \
-        {k: v for k, v in before.items() if not k.startswith(".lockbox/")}
+    assert {k: v for k, v in after.items() if not k.startswith(".lockbox/")} == {
+        k: v for k, v in before.items() if not k.startswith(".lockbox/")
+    }
 
 
 def test_a_dead_writers_entry_is_removed_only_with_its_pending_record(tmp_path: Path) -> None:
@@ -269,7 +287,8 @@ def test_locks_that_are_not_files_are_reported_not_followed(tmp_path: Path) -> N
 
 
 def test_a_store_made_before_markers_is_taken_over_without_removing_anything(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     root = tmp_path / "store"
     with Store.open(root) as store:
         entry = store.add_tree(make_tree(tmp_path / "src"), name="demo", kind="source")
@@ -291,8 +310,9 @@ def test_a_marker_of_another_format_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("where", ["root", ".lockbox"])
-def test_a_store_another_user_can_write_is_refused(tmp_path: Path, where: str,
-                                                   capfd: pytest.CaptureFixture[str]) -> None:
+def test_a_store_another_user_can_write_is_refused(
+    tmp_path: Path, where: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     root = tmp_path / "store"
     Store.open(root).close()
     os.chmod(root if where == "root" else root / ".lockbox", 0o777)
@@ -302,8 +322,9 @@ def test_a_store_another_user_can_write_is_refused(tmp_path: Path, where: str,
     assert "Traceback" not in err and listing(root) == before
 
 
-def test_a_store_of_another_user_is_refused(tmp_path: Path,
-                                            capfd: pytest.CaptureFixture[str]) -> None:
+def test_a_store_of_another_user_is_refused(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     root = tmp_path / "store"
     Store.open(root).close()
     os.chown(root, 65534, 65534)

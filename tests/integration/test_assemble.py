@@ -32,7 +32,8 @@ PYTHON = find_interpreter("3.12", None).executable
 def lockbox(*args: str | Path, store: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "lockbox", "--store", str(store), *map(str, args)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
 
 
@@ -135,7 +136,8 @@ def make_project(root: Path, url: str, needlib: Path, recipe: str = RECIPE) -> P
         path = project / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text))
-    (project / "pyproject.toml").write_text(textwrap.dedent(f"""\
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent(f"""\
         [project]
         name = "asm"
         version = "2.0.0"
@@ -159,9 +161,16 @@ def make_project(root: Path, url: str, needlib: Path, recipe: str = RECIPE) -> P
         [tool.uv.workspace]
         members = ["packages/tools", "packages/plain"]
 
-        """) + textwrap.dedent(recipe))
-    subprocess.run(["uv", "lock", "--python", str(PYTHON)], cwd=project, check=True,
-                   capture_output=True, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+        """)
+        + textwrap.dedent(recipe)
+    )
+    subprocess.run(
+        ["uv", "lock", "--python", str(PYTHON)],
+        cwd=project,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
+    )
     return project
 
 
@@ -170,14 +179,20 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     root = tmp_path_factory.mktemp("assemble")
     index = root / "index"
     index.mkdir()
-    write_wheel(index, "asm_alpha", "1.0", {
-        "asm_alpha.py": "VALUE = 'alpha'\ndef main():\n    print('alpha script')\n",
-        "asm_alpha-1.0.dist-info/entry_points.txt": "[console_scripts]\nasm-alpha = asm_alpha:main\n",
-    })
+    write_wheel(
+        index,
+        "asm_alpha",
+        "1.0",
+        {
+            "asm_alpha.py": "VALUE = 'alpha'\ndef main():\n    print('alpha script')\n",
+            "asm_alpha-1.0.dist-info/entry_points.txt": "[console_scripts]\nasm-alpha = asm_alpha:main\n",
+        },
+    )
     needlib = root / "needlib"
     native = build_native(root, needlib)
-    write_wheel(index, "asm_native", "1.0", {"asm_native/__init__.py": "",
-                                             "asm_native/_helper.so": native})
+    write_wheel(
+        index, "asm_native", "1.0", {"asm_native/__init__.py": "", "asm_native/_helper.so": native}
+    )
     with serve(index) as url:
         project = make_project(root, url, needlib)
         store = root / "store"
@@ -193,18 +208,43 @@ def build_native(root: Path, needlib: Path) -> bytes:
     needlib.mkdir()
     (work / "need.c").write_text("int need(void) { return 42; }\n")
     (work / "helper.c").write_text("int need(void);\nint helper(void) { return need(); }\n")
-    subprocess.run(["cc", "-shared", "-fPIC", "-Wl,-soname,libneed.so.1", "-o",
-                    needlib / "libneed.so.1", work / "need.c"], check=True)
-    subprocess.run(["cc", "-shared", "-fPIC", "-o", work / "helper.so", work / "helper.c",
-                    f"-L{needlib}", "-l:libneed.so.1"], check=True)
+    subprocess.run(
+        [
+            "cc",
+            "-shared",
+            "-fPIC",
+            "-Wl,-soname,libneed.so.1",
+            "-o",
+            needlib / "libneed.so.1",
+            work / "need.c",
+        ],
+        check=True,
+    )
+    subprocess.run(
+        [
+            "cc",
+            "-shared",
+            "-fPIC",
+            "-o",
+            work / "helper.so",
+            work / "helper.c",
+            f"-L{needlib}",
+            "-l:libneed.so.1",
+        ],
+        check=True,
+    )
     return (work / "helper.so").read_bytes()
 
 
 def readelf_runpath(path: Path) -> str:
-    dynamic = subprocess.run(["readelf", "-d", path], capture_output=True, text=True,
-                             check=True).stdout
-    found = [line.split("[")[1].rstrip("]") for line in dynamic.splitlines()
-             if "(RUNPATH)" in line or "(RPATH)" in line]
+    dynamic = subprocess.run(
+        ["readelf", "-d", path], capture_output=True, text=True, check=True
+    ).stdout
+    found = [
+        line.split("[")[1].rstrip("]")
+        for line in dynamic.splitlines()
+        if "(RUNPATH)" in line or "(RPATH)" in line
+    ]
     return found[0] if found else ""
 
 
@@ -234,10 +274,17 @@ def test_layout_is_a_virtual_environment_with_members_and_their_metadata(app: Ap
     config = (app.path / "pyvenv.cfg").read_text()
     assert "include-system-site-packages = false" in config and "home" not in config
     probe = subprocess.run(
-        [python, "-c", "import sys, importlib.metadata as m; print(sys.prefix); "
-         "print(m.version('asm-tools'), m.version('asm-plain'), m.version('asm'), m.version('asm-alpha')); "
-         "print(m.requires('asm-tools')); print(sorted(e.name for e in m.entry_points(group='console_scripts')))"],
-        capture_output=True, text=True, check=True, env={"PATH": "/usr/bin"},
+        [
+            python,
+            "-c",
+            "import sys, importlib.metadata as m; print(sys.prefix); "
+            "print(m.version('asm-tools'), m.version('asm-plain'), m.version('asm'), m.version('asm-alpha')); "
+            "print(m.requires('asm-tools')); print(sorted(e.name for e in m.entry_points(group='console_scripts')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin"},
     ).stdout.splitlines()
     assert probe[0] == str(app.path)
     assert probe[1] == "1.2.0 0.3.0 2.0.0 1.0"
@@ -250,11 +297,17 @@ def test_layout_is_a_virtual_environment_with_members_and_their_metadata(app: Ap
 
 
 def test_entry_point_scripts_of_members_and_dependencies_run(app: App) -> None:
-    tool = subprocess.run([app.path / "bin" / "asm-tool"], capture_output=True, text=True,
-                          check=True, env={"PATH": "/usr/bin"})
+    tool = subprocess.run(
+        [app.path / "bin" / "asm-tool"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin"},
+    )
     assert tool.stdout.split() == ["asm-tool", "1.2.0", str(app.path)]
-    alpha = subprocess.run([app.path / "bin" / "asm-alpha"], capture_output=True, text=True,
-                           check=True)
+    alpha = subprocess.run(
+        [app.path / "bin" / "asm-alpha"], capture_output=True, text=True, check=True
+    )
     assert alpha.stdout == "alpha script\n"
 
 
@@ -273,7 +326,9 @@ def test_verification_ran_each_import_and_command(app: App) -> None:
         assert f"verifying: {what}" in app.output.stderr
 
 
-def test_an_unchanged_rebuild_is_a_lookup_and_a_source_change_is_not(app: App, tmp_path: Path) -> None:
+def test_an_unchanged_rebuild_is_a_lookup_and_a_source_change_is_not(
+    app: App, tmp_path: Path
+) -> None:
     again = lockbox("build", app.project, store=app.store)
     assert again.returncode == 0, again.stderr
     assert Path(again.stdout.strip()) == app.path
@@ -285,8 +340,9 @@ def test_run_uses_the_built_application(app: App) -> None:
     result = lockbox("run", app.project, "--", "python", "manage.py", "check", store=app.store)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"manage {app.path}/data check\n"
-    failing = lockbox("run", app.project, "--", "python", "-c", "raise SystemExit(7)",
-                      store=app.store)
+    failing = lockbox(
+        "run", app.project, "--", "python", "-c", "raise SystemExit(7)", store=app.store
+    )
     assert failing.returncode == 7
     # Run as root, it imported modules without bytecode: none was written into the entry.
     assert not list(app.path.rglob("__pycache__"))
@@ -294,14 +350,29 @@ def test_run_uses_the_built_application(app: App) -> None:
     assert verified.returncode == 0, verified.stderr
 
 
-def traced(*args: str | Path, store: Path, env: dict[str, str] | None = None,
-           wrapper: Sequence[str | Path] = ()) -> tuple[subprocess.CompletedProcess[str], bool]:
+def traced(
+    *args: str | Path,
+    store: Path,
+    env: dict[str, str] | None = None,
+    wrapper: Sequence[str | Path] = (),
+) -> tuple[subprocess.CompletedProcess[str], bool]:
     """Run lockbox (under the command ``wrapper``, if given) and tell whether it was
     answered by the shortcut: whether it got by without importing how projects are read."""
     result = subprocess.run(
-        [*map(str, wrapper), sys.executable, "-X", "importtime", "-m", "lockbox", "--store",
-         str(store), *map(str, args)],
-        capture_output=True, text=True, env={**os.environ, **(env or {})},
+        [
+            *map(str, wrapper),
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "lockbox",
+            "--store",
+            str(store),
+            *map(str, args),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
     lines = result.stderr.splitlines(keepends=True)
     imported = {line.split("|")[-1].strip() for line in lines if line.startswith("import time:")}
@@ -312,8 +383,11 @@ def traced(*args: str | Path, store: Path, env: dict[str, str] | None = None,
 def settle(project: Path) -> None:
     """Wait until nothing in ``project`` changed in the last two seconds: a run records its
     lookup only then (a change in the same clock tick could go unnoticed otherwise)."""
-    newest = max(max(info.st_mtime, info.st_ctime)
-                 for path in [project, *project.rglob("*")] for info in (path.lstat(),))
+    newest = max(
+        max(info.st_mtime, info.st_ctime)
+        for path in [project, *project.rglob("*")]
+        for info in (path.lstat(),)
+    )
     time.sleep(max(0.0, newest + 2.1 - time.time()))
 
 
@@ -331,7 +405,8 @@ def pinned(app: App, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
 
 
 def test_a_repeated_build_or_run_is_answered_from_the_record_of_its_lookup(
-        app: App, pinned: tuple[Path, Path]) -> None:
+    app: App, pinned: tuple[Path, Path]
+) -> None:
     project, path = pinned
     settle(project)
     looked_up, quick = traced("build", project, store=app.store)
@@ -341,22 +416,36 @@ def test_a_repeated_build_or_run_is_answered_from_the_record_of_its_lookup(
     answered, quick = traced("build", project, store=app.store)
     assert quick
     assert (answered.returncode, answered.stdout, answered.stderr) == (
-        0, looked_up.stdout, looked_up.stderr)
+        0,
+        looked_up.stdout,
+        looked_up.stderr,
+    )
     assert "the application is in the store" in answered.stderr
     silent, quick = traced("-q", "build", project, store=app.store)
     assert quick and silent.stdout == looked_up.stdout and silent.stderr == ""
 
-    command = ("run", project, "--", "python", "-c",
-               "import sys; print(sys.prefix); raise SystemExit(3)")
+    command = (
+        "run",
+        project,
+        "--",
+        "python",
+        "-c",
+        "import sys; print(sys.prefix); raise SystemExit(3)",
+    )
     first, quick = traced(*command, store=app.store)
     assert (first.returncode, first.stdout, quick) == (3, f"{path}\n", False)
     second, quick = traced(*command, store=app.store)
     assert (second.returncode, second.stdout, second.stderr, quick) == (
-        3, first.stdout, first.stderr, True)
+        3,
+        first.stdout,
+        first.stderr,
+        True,
+    )
 
 
 def test_a_change_to_what_the_lookup_read_is_not_answered_from_its_record(
-        app: App, pinned: tuple[Path, Path], tmp_path: Path) -> None:
+    app: App, pinned: tuple[Path, Path], tmp_path: Path
+) -> None:
     project, path = pinned
     settle(project)
     recorded, _ = traced("build", project, store=app.store)  # a lookup, recorded (or answered)
@@ -395,10 +484,9 @@ def test_export_writes_a_runnable_tree_for_its_own_path(app: App, tmp_path: Path
     target = tmp_path / "exported"
     result = lockbox("export", app.project, "--to", target, store=app.store)
     assert result.returncode == 0, result.stderr
-    settings = (target / "lib" / "python3.12" / "site-packages" / "app" / "settings.py")
+    settings = target / "lib" / "python3.12" / "site-packages" / "app" / "settings.py"
     assert f'DATA = "{target}/data"' in settings.read_text()
-    tool = subprocess.run([target / "bin" / "asm-tool"], capture_output=True, text=True,
-                          check=True)
+    tool = subprocess.run([target / "bin" / "asm-tool"], capture_output=True, text=True, check=True)
     assert tool.stdout.split()[2] == str(target)
     again = lockbox("export", app.project, "--to", target, store=app.store)
     assert again.returncode == 0, again.stderr
@@ -411,9 +499,14 @@ def test_export_writes_a_runnable_tree_for_its_own_path(app: App, tmp_path: Path
 
 
 def test_the_sandbox_has_no_interface_but_loopback(app: App, tmp_path: Path) -> None:
-    project = variant(app, tmp_path, 'commands = [', 'commands = [\n'
-                      '    ["python", "-c", "import socket; print(\'IFACES\', sorted(n for _, n in socket.if_nameindex())); '
-                      'print(\'ROUTES\', open(\'/proc/net/route\').read().splitlines()[1:])"],')
+    project = variant(
+        app,
+        tmp_path,
+        "commands = [",
+        "commands = [\n"
+        '    ["python", "-c", "import socket; print(\'IFACES\', sorted(n for _, n in socket.if_nameindex())); '
+        "print('ROUTES', open('/proc/net/route').read().splitlines()[1:])\"],",
+    )
     result = lockbox("-v", "build", project, store=app.store)
     assert result.returncode == 0, result.stderr
     assert "IFACES ['lo']" in result.stderr
@@ -461,9 +554,12 @@ def test_a_wrong_substitution_count_fails(app: App, tmp_path: Path) -> None:
 
 
 def test_a_failing_verification_import_fails_and_keeps_its_log(app: App, tmp_path: Path) -> None:
-    project = variant(app, tmp_path, 'imports = ["asm_alpha"', 'imports = ["asm_missing", "asm_alpha"')
-    stderr = assert_fails_cleanly(app, project, "verification failed: import asm_missing",
-                                  "ModuleNotFoundError")
+    project = variant(
+        app, tmp_path, 'imports = ["asm_alpha"', 'imports = ["asm_missing", "asm_alpha"'
+    )
+    stderr = assert_fails_cleanly(
+        app, project, "verification failed: import asm_missing", "ModuleNotFoundError"
+    )
     log = Path(stderr.split("the whole log is at ")[1].split(";")[0].split()[0])
     assert "No module named 'asm_missing'" in log.read_text()
 
@@ -481,14 +577,18 @@ def test_a_delete_pattern_matching_nothing_fails(app: App, tmp_path: Path) -> No
 def test_a_member_with_dynamic_metadata_fails_clearly(app: App, tmp_path: Path) -> None:
     project = variant(app, tmp_path)
     member = project / "packages" / "plain" / "pyproject.toml"
-    member.write_text(member.read_text().replace('version = "0.3.0"',
-                                                 'version = "0.3.0"\ndynamic = ["scripts"]'))
+    member.write_text(
+        member.read_text().replace('version = "0.3.0"', 'version = "0.3.0"\ndynamic = ["scripts"]')
+    )
     assert_fails_cleanly(app, project, "asm-plain declares scripts as dynamic")
 
 
-def test_compiled_bytecode_is_unchecked_hash_and_identical_on_a_rebuild(app: App, tmp_path: Path) -> None:
-    project = variant(app, tmp_path, "[tool.lockbox.app]\n",
-                      "[tool.lockbox.app]\ncompile-bytecode = true\n")
+def test_compiled_bytecode_is_unchecked_hash_and_identical_on_a_rebuild(
+    app: App, tmp_path: Path
+) -> None:
+    project = variant(
+        app, tmp_path, "[tool.lockbox.app]\n", "[tool.lockbox.app]\ncompile-bytecode = true\n"
+    )
     store = tmp_path / "store"
     first = lockbox("build", project, store=store)
     assert first.returncode == 0, first.stderr
@@ -498,8 +598,17 @@ def test_compiled_bytecode_is_unchecked_hash_and_identical_on_a_rebuild(app: App
     assert all(int.from_bytes(p.read_bytes()[4:8], "little") == 0b01 for p in pyc)
     # The layer's bytecode is an entry of its own, made once and linked into the application.
     bytecode = next(store.glob("*-asm-deps-bytecode"))
-    layer_pyc = bytecode / "lib" / "python3.12" / "site-packages" / "__pycache__" / "asm_alpha.cpython-312.pyc"
-    app_pyc = out / "lib" / "python3.12" / "site-packages" / "__pycache__" / "asm_alpha.cpython-312.pyc"
+    layer_pyc = (
+        bytecode
+        / "lib"
+        / "python3.12"
+        / "site-packages"
+        / "__pycache__"
+        / "asm_alpha.cpython-312.pyc"
+    )
+    app_pyc = (
+        out / "lib" / "python3.12" / "site-packages" / "__pycache__" / "asm_alpha.cpython-312.pyc"
+    )
     assert os.stat(layer_pyc).st_ino == os.stat(app_pyc).st_ino
     assert not list(bytecode.rglob("*.py"))
     digest = lockbox("hash", out, store=store).stdout
@@ -530,31 +639,45 @@ def test_a_library_from_the_recipe_paths_is_bundled_and_linked_relatively(app: A
     entry = next(e for e in entries if e["path"] == str(app.path))
     # The bundled copy is a hardlink of a `libraries` entry the application references: the
     # same libraries, the same entry, whichever build bundles them.
-    libraries = next(e for e in entries if e["kind"] == "libraries"
-                     and Path(e["path"]).name in entry["references"])
-    assert os.path.samefile(Path(libraries["path"]) / "lib" / "libneed.so.1",
-                            app.path / "lib" / "libneed.so.1")
+    libraries = next(
+        e
+        for e in entries
+        if e["kind"] == "libraries" and Path(e["path"]).name in entry["references"]
+    )
+    assert os.path.samefile(
+        Path(libraries["path"]) / "lib" / "libneed.so.1", app.path / "lib" / "libneed.so.1"
+    )
     assert entry["inputs"]["metadata"]["bundled"]["libneed.so.1"]["from"] == str(
-        app.root / "needlib" / "libneed.so.1")
+        app.root / "needlib" / "libneed.so.1"
+    )
 
 
 def test_lockbox_why_names_the_files_that_need_a_library(app: App) -> None:
     result = lockbox("-q", "why", app.project, "libneed.so.1", store=app.store)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == ("application: lib/python3.12/site-packages/asm_native/_helper.so"
-                             " -> lib/libneed.so.1\n")
+    assert result.stdout == (
+        "application: lib/python3.12/site-packages/asm_native/_helper.so -> lib/libneed.so.1\n"
+    )
 
 
 def test_a_library_found_nowhere_fails_with_what_wants_it(app: App, tmp_path: Path) -> None:
     project = variant(app, tmp_path, f'paths = ["{app.root / "needlib"}"]', "paths = []")
-    assert_fails_cleanly(app, project, "1 dependency could not be satisfied",
-                         "libneed.so.1 wanted by lib/python3.12/site-packages/asm_native/_helper.so",
-                         "ignore-missing")
+    assert_fails_cleanly(
+        app,
+        project,
+        "1 dependency could not be satisfied",
+        "libneed.so.1 wanted by lib/python3.12/site-packages/asm_native/_helper.so",
+        "ignore-missing",
+    )
 
 
 def test_ignore_missing_lets_it_pass_with_a_warning(app: App, tmp_path: Path) -> None:
-    project = variant(app, tmp_path, f'paths = ["{app.root / "needlib"}"]',
-                      'paths = []\nignore-missing = ["libneed.so.*"]')
+    project = variant(
+        app,
+        tmp_path,
+        f'paths = ["{app.root / "needlib"}"]',
+        'paths = []\nignore-missing = ["libneed.so.*"]',
+    )
     result = lockbox("build", project, store=app.store)
     assert result.returncode == 0, result.stderr
     assert "warning: libneed.so.1 is not found" in result.stderr
@@ -562,11 +685,16 @@ def test_ignore_missing_lets_it_pass_with_a_warning(app: App, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("how", ["recipe", "flag"])
-def test_without_bundling_run_paths_name_the_library_directories(app: App, tmp_path: Path,
-                                                                  how: str) -> None:
+def test_without_bundling_run_paths_name_the_library_directories(
+    app: App, tmp_path: Path, how: str
+) -> None:
     if how == "recipe":
-        project = variant(app, tmp_path, "[tool.lockbox.libraries]\n",
-                          "[tool.lockbox.libraries]\nbundle = false\n")
+        project = variant(
+            app,
+            tmp_path,
+            "[tool.lockbox.libraries]\n",
+            "[tool.lockbox.libraries]\nbundle = false\n",
+        )
         result = lockbox("build", project, store=app.store)
     else:
         result = lockbox("build", "--no-bundle", app.project, store=app.store)
@@ -581,8 +709,9 @@ def test_without_bundling_run_paths_name_the_library_directories(app: App, tmp_p
 def test_a_changed_bundled_library_is_a_new_application(app: App, tmp_path: Path) -> None:
     needlib = tmp_path / "needlib"
     shutil.copytree(app.root / "needlib", needlib)
-    project = variant(app, tmp_path, f'paths = ["{app.root / "needlib"}"]',
-                      f'paths = ["{needlib}"]')
+    project = variant(
+        app, tmp_path, f'paths = ["{app.root / "needlib"}"]', f'paths = ["{needlib}"]'
+    )
     assert lockbox("lock-hash", project, store=app.store).returncode == 0  # a layer lookup too
     first, _ = traced("build", project, store=app.store)
     assert first.returncode == 0, first.stderr
@@ -597,8 +726,10 @@ def test_a_changed_bundled_library_is_a_new_application(app: App, tmp_path: Path
     library = needlib / "libneed.so.1"
     original, before = library.read_bytes(), library.stat()
     (tmp_path / "need.c").write_text("int need(void) { return 43; }\n")
-    subprocess.run(["cc", "-shared", "-fPIC", "-Wl,-soname,libneed.so.1", "-o", library,
-                    tmp_path / "need.c"], check=True)
+    subprocess.run(
+        ["cc", "-shared", "-fPIC", "-Wl,-soname,libneed.so.1", "-o", library, tmp_path / "need.c"],
+        check=True,
+    )
     changed = library.read_bytes()
     assert changed != original and len(changed) == len(original)
     os.utime(library, ns=(before.st_atime_ns, before.st_mtime_ns))
@@ -609,8 +740,11 @@ def test_a_changed_bundled_library_is_a_new_application(app: App, tmp_path: Path
     assert new != old and "verifying" in rebuilt.stderr
     assert (new / "lib" / "libneed.so.1").read_bytes() == changed
     assert (old / "lib" / "libneed.so.1").read_bytes() == original
-    entry = next(e for e in json.loads(lockbox("store", "ls", "--json", store=app.store).stdout)
-                 if e["path"] == str(new))
+    entry = next(
+        e
+        for e in json.loads(lockbox("store", "ls", "--json", store=app.store).stdout)
+        if e["path"] == str(new)
+    )
     assert entry["inputs"]["libraries"]["libneed.so.1"]["path"] == str(library)
     assert entry["inputs"]["patchelf"]
 
@@ -622,8 +756,9 @@ def test_a_changed_bundled_library_is_a_new_application(app: App, tmp_path: Path
     assert "the application is in the store" in looked_up.stderr
 
 
-def test_an_upgraded_host_library_is_a_new_interpreter_and_application(app: App,
-                                                                        tmp_path: Path) -> None:
+def test_an_upgraded_host_library_is_a_new_interpreter_and_application(
+    app: App, tmp_path: Path
+) -> None:
     """libffi (which the interpreter's ``_ctypes`` needs) upgraded on the host, simulated by
     mounting a copy with other bytes over it in a private mount namespace: neither the
     record of the last lookup nor the lookup itself answers with the old bundle."""
@@ -641,19 +776,30 @@ def test_an_upgraded_host_library_is_a_new_interpreter_and_application(app: App,
     host = host_libraries()["libffi.so.8"].resolve()
     upgraded = tmp_path / host.name
     upgraded.write_bytes(host.read_bytes() + b"\0lockbox test\0")  # still a loadable library
-    mounted = [shutil.which("bwrap") or "bwrap", "--dev-bind", "/", "/",
-               "--ro-bind", upgraded, host, "--"]
+    mounted = [
+        shutil.which("bwrap") or "bwrap",
+        "--dev-bind",
+        "/",
+        "/",
+        "--ro-bind",
+        upgraded,
+        host,
+        "--",
+    ]
     rebuilt, quick = traced("build", project, store=app.store, wrapper=mounted)
     assert rebuilt.returncode == 0 and not quick, rebuilt.stderr
     new = Path(rebuilt.stdout.strip())
     assert new != old and "importing CPython" in rebuilt.stderr
-    assert ((new / "python" / "lib" / "libffi.so.8").read_bytes() == upgraded.read_bytes())
+    assert (new / "python" / "lib" / "libffi.so.8").read_bytes() == upgraded.read_bytes()
     assert (old / "python" / "lib" / "libffi.so.8").read_bytes() == host.read_bytes()
-    entries = {e["path"]: e for e in json.loads(lockbox("store", "ls", "--json",
-                                                        store=app.store).stdout)}
+    entries = {
+        e["path"]: e for e in json.loads(lockbox("store", "ls", "--json", store=app.store).stdout)
+    }
     python = entries[str((new / "python").resolve())]
     assert python["inputs"]["libraries"]["libffi.so.8"] == {
-        "path": str(host), "sha256": hashlib.sha256(upgraded.read_bytes()).hexdigest()}
+        "path": str(host),
+        "sha256": hashlib.sha256(upgraded.read_bytes()).hexdigest(),
+    }
     assert python["inputs"]["patchelf"]
     assert entries[str(new)]["inputs"]["python"] == python["path"].rsplit("/", 1)[1]
 

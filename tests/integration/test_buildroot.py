@@ -38,14 +38,20 @@ def own_deb_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
-def make_deb(directory: Path, name: str, version: str, files: dict[str, str],
-             links: dict[str, str] | None = None) -> Path:
+def make_deb(
+    directory: Path,
+    name: str,
+    version: str,
+    files: dict[str, str],
+    links: dict[str, str] | None = None,
+) -> Path:
     """A real .deb of ``files`` (path → text) and ``links`` (path → target)."""
     tree = directory / f"{name}-tree"
     (tree / "DEBIAN").mkdir(parents=True)
     (tree / "DEBIAN" / "control").write_text(
         f"Package: {name}\nVersion: {version}\nArchitecture: amd64\n"
-        "Maintainer: lockbox <lockbox@example.invalid>\nDescription: test package\n")
+        "Maintainer: lockbox <lockbox@example.invalid>\nDescription: test package\n"
+    )
     for path, text in files.items():
         (tree / path).parent.mkdir(parents=True, exist_ok=True)
         (tree / path).write_text(text)
@@ -55,8 +61,12 @@ def make_deb(directory: Path, name: str, version: str, files: dict[str, str],
     deb = directory / f"{name}_{version}_amd64.deb"
     import subprocess
 
-    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(tree), str(deb)],
-                   check=True, capture_output=True, env={**os.environ, "SOURCE_DATE_EPOCH": "1"})
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(tree), str(deb)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "SOURCE_DATE_EPOCH": "1"},
+    )
     return deb
 
 
@@ -85,25 +95,45 @@ def archive(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 def pin(deb: Path, base: str, name: str, version: str) -> DebPackage:
     data = deb.read_bytes()
-    return DebPackage(name, version, "amd64", f"{base}/{deb.name}",
-                      hashlib.sha256(data).hexdigest(), len(data))
+    return DebPackage(
+        name, version, "amd64", f"{base}/{deb.name}", hashlib.sha256(data).hexdigest(), len(data)
+    )
 
 
 def two_packages(archive: tuple[str, Path]) -> RootPins:
     base, served = archive
-    first = make_deb(served, "alpha", "1.0-1", {"usr/include/alpha.h": "#define ALPHA 1\n",
-                                                 "usr/lib/x86_64-linux-gnu/libalpha.so.1": "elf"},
-                     {"usr/lib/x86_64-linux-gnu/libalpha.so": "libalpha.so.1"})
+    first = make_deb(
+        served,
+        "alpha",
+        "1.0-1",
+        {
+            "usr/include/alpha.h": "#define ALPHA 1\n",
+            "usr/lib/x86_64-linux-gnu/libalpha.so.1": "elf",
+        },
+        {"usr/lib/x86_64-linux-gnu/libalpha.so": "libalpha.so.1"},
+    )
     # Shipped under /lib: it must land in /usr/lib (merged /usr), not replace the link.
-    second = make_deb(served, "beta", "2:2.0-3", {"lib/x86_64-linux-gnu/libbeta.so.2": "elf",
-                                                   "usr/share/base-passwd/passwd.master": "root:*:0:0:root:/root:/bin/sh\n",
-                                                   "usr/share/base-passwd/group.master": "root:*:0:\n"})
-    return RootPins("bookworm", ("alpha",), ("beta",),
-                    (pin(first, base, "alpha", "1.0-1"), pin(second, base, "beta", "2:2.0-3")))
+    second = make_deb(
+        served,
+        "beta",
+        "2:2.0-3",
+        {
+            "lib/x86_64-linux-gnu/libbeta.so.2": "elf",
+            "usr/share/base-passwd/passwd.master": "root:*:0:0:root:/root:/bin/sh\n",
+            "usr/share/base-passwd/group.master": "root:*:0:\n",
+        },
+    )
+    return RootPins(
+        "bookworm",
+        ("alpha",),
+        ("beta",),
+        (pin(first, base, "alpha", "1.0-1"), pin(second, base, "beta", "2:2.0-3")),
+    )
 
 
-def test_a_root_is_made_from_the_pinned_packages_without_their_scripts(tmp_path: Path,
-                                                                       archive: tuple[str, Path]) -> None:
+def test_a_root_is_made_from_the_pinned_packages_without_their_scripts(
+    tmp_path: Path, archive: tuple[str, Path]
+) -> None:
     pins = two_packages(archive)
     sandbox = Sandbox.find()
     with Store.open(tmp_path / "store") as store:
@@ -116,8 +146,9 @@ def test_a_root_is_made_from_the_pinned_packages_without_their_scripts(tmp_path:
         assert (root / "etc/passwd").read_text().startswith("root:")
         assert all((root / sub).is_dir() for sub in ("tmp", "dev", "proc", "run"))
         # Found again by its hash, without downloading or unpacking anything.
-        pinned = RootPins(pins.distribution, pins.requested, pins.implied, pins.packages,
-                          entry.nar_hash)
+        pinned = RootPins(
+            pins.distribution, pins.requested, pins.implied, pins.packages, entry.nar_hash
+        )
         assert ensure_root(store, pinned, sandbox, project_dir=tmp_path).path == root
     # The same packages give the same root in another store: the hash is a pin.
     with Store.open(tmp_path / "other") as other:
@@ -125,13 +156,20 @@ def test_a_root_is_made_from_the_pinned_packages_without_their_scripts(tmp_path:
         assert again.nar_hash == entry.nar_hash
 
 
-def test_a_root_that_unpacks_to_another_hash_is_refused(tmp_path: Path,
-                                                         archive: tuple[str, Path]) -> None:
+def test_a_root_that_unpacks_to_another_hash_is_refused(
+    tmp_path: Path, archive: tuple[str, Path]
+) -> None:
     pins = two_packages(archive)
-    wrong = RootPins(pins.distribution, pins.requested, pins.implied, pins.packages,
-                     read_pins({"build-root": {"distribution": "bookworm",
-                                               "hash": "sha256-" + "A" * 43 + "="}},
-                               tmp_path).hash)
+    wrong = RootPins(
+        pins.distribution,
+        pins.requested,
+        pins.implied,
+        pins.packages,
+        read_pins(
+            {"build-root": {"distribution": "bookworm", "hash": "sha256-" + "A" * 43 + "="}},
+            tmp_path,
+        ).hash,
+    )
     with Store.open(tmp_path / "store") as store:
         with pytest.raises(HashMismatch, match="build root"):
             ensure_root(store, wrong, Sandbox.find(), project_dir=tmp_path)
@@ -139,7 +177,8 @@ def test_a_root_that_unpacks_to_another_hash_is_refused(tmp_path: Path,
 
 
 def test_packages_gone_from_the_archive_are_named_with_the_repin_command(
-        tmp_path: Path, archive: tuple[str, Path]) -> None:
+    tmp_path: Path, archive: tuple[str, Path]
+) -> None:
     pins = two_packages(archive)
     _, served = archive
     for deb in served.glob("*.deb"):
@@ -156,7 +195,8 @@ def test_packages_gone_from_the_archive_are_named_with_the_repin_command(
 
 
 def test_a_package_whose_bytes_differ_from_the_pin_is_not_unpacked(
-        tmp_path: Path, archive: tuple[str, Path]) -> None:
+    tmp_path: Path, archive: tuple[str, Path]
+) -> None:
     pins = two_packages(archive)
     _, served = archive
     first = served / "alpha_1.0-1_amd64.deb"
@@ -168,25 +208,52 @@ def test_a_package_whose_bytes_differ_from_the_pin_is_not_unpacked(
 
 
 def test_pins_are_checked_field_by_field(tmp_path: Path) -> None:
-    bad = {"build-root": {"distribution": "sid", "hash": "", "requested": ["ok", "Not OK"],
-                          "packages": [{"name": "a", "version": "1", "architecture": "amd64",
-                                        "url": "file:///etc/passwd", "sha256": "00",
-                                        "size": 1}]}}
+    bad = {
+        "build-root": {
+            "distribution": "sid",
+            "hash": "",
+            "requested": ["ok", "Not OK"],
+            "packages": [
+                {
+                    "name": "a",
+                    "version": "1",
+                    "architecture": "amd64",
+                    "url": "file:///etc/passwd",
+                    "sha256": "00",
+                    "size": 1,
+                }
+            ],
+        }
+    }
     with pytest.raises(BuildRootError) as raised:
         read_pins(bad, tmp_path / "lockbox.inputs.toml")
     message = str(raised.value)
-    for expected in ("distribution", "requested", "packages[0].sha256", "packages[0].url",
-                     "lockbox lock-toolchain"):
+    for expected in (
+        "distribution",
+        "requested",
+        "packages[0].sha256",
+        "packages[0].url",
+        "lockbox lock-toolchain",
+    ):
         assert expected in message
     assert read_pins({}, tmp_path) is None
 
 
 def test_changes_name_each_moved_version() -> None:
     def pins(**versions: str) -> RootPins:
-        return RootPins("bookworm", (), (), tuple(
-            DebPackage(name, version, "amd64", f"http://x/{name}", "0" * 64, 1)
-            for name, version in versions.items()))
+        return RootPins(
+            "bookworm",
+            (),
+            (),
+            tuple(
+                DebPackage(name, version, "amd64", f"http://x/{name}", "0" * 64, 1)
+                for name, version in versions.items()
+            ),
+        )
 
     assert changes(pins(a="1", b="2", c="3"), pins(a="1", b="2.1", d="4")) == [
-        "b 2 → 2.1", "- c 3", "+ d 4"]
+        "b 2 → 2.1",
+        "- c 3",
+        "+ d 4",
+    ]
     assert changes(None, pins(a="1")) == ["+ a 1"]

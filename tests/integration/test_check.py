@@ -63,15 +63,19 @@ class Projects:
 
 
 def lockbox(*args: str | Path, store: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lockbox", "--store", str(store),
-                           *map(str, args)], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "lockbox", "--store", str(store), *map(str, args)],
+        capture_output=True,
+        text=True,
+    )
 
 
 def make_project(root: Path, url: str, dependencies: list[str], imports: list[str]) -> Path:
     root.mkdir()
     (root / "checkapp").mkdir()
     (root / "checkapp" / "__init__.py").write_text("VALUE = 1\n")
-    (root / "pyproject.toml").write_text(textwrap.dedent(f"""\
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(f"""\
         [project]
         name = "{root.name}"
         version = "1.0"
@@ -96,9 +100,15 @@ def make_project(root: Path, url: str, dependencies: list[str], imports: list[st
 
         [tool.lockbox.verify]
         imports = {json.dumps(imports)}
-        """))
-    subprocess.run(["uv", "lock", "--python", str(PYTHON)], cwd=root, check=True,
-                   capture_output=True, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+        """)
+    )
+    subprocess.run(
+        ["uv", "lock", "--python", str(PYTHON)],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
+    )
     # Builds run offline from what is pinned: the sdists' build dependencies are pinned
     # first, as a user would commit them.
     pinned = lockbox("lock-build", root, store=root.parent / "pinning-store")
@@ -116,10 +126,15 @@ def projects(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Projects]:
     write_wheel(index, "plainwheel", "2.0", {"plainwheel.py": "X = 2\n"})
     with serve(index) as url:
         yield Projects(
-            steady=make_project(root / "steady-app", url, ["steady", "plainwheel"],
-                                ["steady", "plainwheel", "checkapp"]),
-            stamped=make_project(root / "stamped-app", url, ["stamped", "plainwheel"],
-                                 ["stamped", "checkapp"]),
+            steady=make_project(
+                root / "steady-app",
+                url,
+                ["steady", "plainwheel"],
+                ["steady", "plainwheel", "checkapp"],
+            ),
+            stamped=make_project(
+                root / "stamped-app", url, ["stamped", "plainwheel"], ["stamped", "checkapp"]
+            ),
             store=root / "store",
         )
 
@@ -142,8 +157,17 @@ def test_a_reproducible_project_passes_with_every_variation(projects: Projects) 
         assert entry["rebuilt"]["path"] != entry["registered"]["path"]
     applied = set(report["variations"]["applied"])
     assert applied | set(report["variations"]["skipped"]) == {
-        "build-path", "time", "umask", "tz", "locale", "hostname", "user", "env", "cpus",
-        "file-order"}
+        "build-path",
+        "time",
+        "umask",
+        "tz",
+        "locale",
+        "hostname",
+        "user",
+        "env",
+        "cpus",
+        "file-order",
+    }
     assert set(report["variations"]["skipped"]) <= {"cpus"}, report["variations"]
     # The sdist was really built again: uv said so in the rebuild's progress.
     assert "rebuild: uv: Built steady==1.0" in result.stderr
@@ -156,18 +180,22 @@ def test_a_build_that_embeds_the_time_is_caught(projects: Projects) -> None:
     built = lockbox("build", projects.stamped, store=projects.store)
     assert built.returncode == 0, built.stderr
     before = store_listing(projects.store)
-    result = lockbox("check", projects.stamped, "--no-vary", "file-order,user",
-                     store=projects.store)
+    result = lockbox(
+        "check", projects.stamped, "--no-vary", "file-order,user", store=projects.store
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     out = result.stdout
     assert "DIFFERENT  dependency layer stamped-app-deps" in out
     assert "identical  interpreter entry" in out
-    assert "unchecked  application stamped-app: not rebuilt: its dependency layer differs" in out, out
+    assert "unchecked  application stamped-app: not rebuilt: its dependency layer differs" in out, (
+        out
+    )
     # The differing files, grouped under their distribution, with the module's diff.
     group = out.split("  stamped 1.0:\n", 1)[1].splitlines()[:2]
     assert group == [
         "    ~ lib/python3.12/site-packages/stamped-1.0.dist-info/RECORD (522 → 522 bytes)",
-        "    ~ lib/python3.12/site-packages/stamped.py (30 → 30 bytes)"]
+        "    ~ lib/python3.12/site-packages/stamped.py (30 → 30 bytes)",
+    ]
     assert "plainwheel" not in out.split("files differ:", 1)[1]
     assert "-BUILT = '" in out and "+BUILT = '" in out
     kept = Path(out.split("the rebuilt trees are kept in ", 1)[1].split("\n", 1)[0])
@@ -175,21 +203,27 @@ def test_a_build_that_embeds_the_time_is_caught(projects: Projects) -> None:
     assert rebuilt.is_relative_to(kept)
     module = rebuilt / "lib/python3.12/site-packages/stamped.py"
     assert module.read_text().startswith("BUILT = '")
-    assert module.read_text() != (
-        lockbox_path(projects, "deps") / "lib/python3.12/site-packages/stamped.py").read_text()
+    assert (
+        module.read_text()
+        != (lockbox_path(projects, "deps") / "lib/python3.12/site-packages/stamped.py").read_text()
+    )
     assert store_listing(projects.store) == before
 
 
 def lockbox_path(projects: Projects, kind: str) -> Path:
     listing = lockbox("store", "ls", "--json", store=projects.store)
-    entries = [e for e in json.loads(listing.stdout)
-               if e["kind"] == kind and e["name"].startswith("stamped-app")]
+    entries = [
+        e
+        for e in json.loads(listing.stdout)
+        if e["kind"] == kind and e["name"].startswith("stamped-app")
+    ]
     return Path(entries[-1]["path"])
 
 
 def test_check_json_reports_the_difference_by_distribution(projects: Projects) -> None:
-    result = lockbox("check", projects.stamped, "--json", "--no-vary", "file-order",
-                     store=projects.store)
+    result = lockbox(
+        "check", projects.stamped, "--json", "--no-vary", "file-order", store=projects.store
+    )
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
     assert report["ok"] is False

@@ -35,8 +35,20 @@ exclude = ["opencontainers"]
 
 def check(project: Path, store: Path, *args: str) -> dict:
     result = subprocess.run(
-        [sys.executable, "-m", "lockbox", "--store", str(store), "check", "--json", *args,
-         str(project)], capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "lockbox",
+            "--store",
+            str(store),
+            "check",
+            "--json",
+            *args,
+            str(project),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.stdout, result.stderr
     report = json.loads(result.stdout)
     assert result.returncode == (0 if report["ok"] else 1)
@@ -44,8 +56,11 @@ def check(project: Path, store: Path, *args: str) -> dict:
 
 
 def assert_identical(report: dict, kinds: list[str]) -> None:
-    problems = [(e["kind"], e["error"], [d["path"] for d in e["differences"]][:20])
-                for e in report["entries"] if not e["same"]]
+    problems = [
+        (e["kind"], e["error"], [d["path"] for d in e["differences"]][:20])
+        for e in report["entries"]
+        if not e["same"]
+    ]
     assert report["ok"], problems
     assert [entry["kind"] for entry in report["entries"]] == kinds
     assert set(report["variations"]["skipped"]) <= {"cpus"}, report["variations"]

@@ -25,7 +25,13 @@ import pytest
 
 from lockbox.interpreters import find_interpreter
 from tests.packages import (
-    BROKEN_FILES, CEXT_FILES, git_repository, pure_sdist_files, serve, write_sdist, write_wheel,
+    BROKEN_FILES,
+    CEXT_FILES,
+    git_repository,
+    pure_sdist_files,
+    serve,
+    write_sdist,
+    write_wheel,
 )
 
 pytestmark = pytest.mark.integration
@@ -33,11 +39,15 @@ pytestmark = pytest.mark.integration
 PYTHON = find_interpreter("3.12", None).executable
 
 
-def lockbox(*args: str | Path, store: Path, env: dict[str, str] | None = None,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def lockbox(
+    *args: str | Path, store: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "lockbox", "--store", str(store), *map(str, args)],
-        capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
 
 
@@ -60,8 +70,9 @@ class Built:
 def make_project(root: Path, url: str, tools: Path, repo: str, name: str = "app") -> Path:
     project = root / name
     (project / "packages" / "member").mkdir(parents=True)
-    (project / "packages" / "member" / "pyproject.toml").write_text(textwrap.dedent(
-        """\
+    (project / "packages" / "member" / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """\
         [project]
         name = "lbt-member"
         version = "0.1.0"
@@ -71,9 +82,11 @@ def make_project(root: Path, url: str, tools: Path, repo: str, name: str = "app"
         requires = ["setuptools>=68"]
         build-backend = "setuptools.build_meta"
         """
-    ))
-    (project / "pyproject.toml").write_text(textwrap.dedent(
-        f"""\
+        )
+    )
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent(
+            f"""\
         [project]
         name = "{name}"
         version = "0.1.0"
@@ -88,7 +101,7 @@ def make_project(root: Path, url: str, tools: Path, repo: str, name: str = "app"
         no-binary-package = ["lbt-beta"]
 
         [tool.uv.sources]
-        lbt-gamma = {{ git = "{repo.removeprefix('git+')}" }}
+        lbt-gamma = {{ git = "{repo.removeprefix("git+")}" }}
         lbt-member = {{ workspace = true }}
 
         [tool.uv.workspace]
@@ -104,9 +117,15 @@ def make_project(root: Path, url: str, tools: Path, repo: str, name: str = "app"
         env = {{ CFLAGS = "-DLOCKBOX_TEST_FLAG=42" }}
         path = ["{tools}"]
         """
-    ))
-    subprocess.run(["uv", "lock", "--python", str(PYTHON)], cwd=project, check=True,
-                   capture_output=True, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+        )
+    )
+    subprocess.run(
+        ["uv", "lock", "--python", str(PYTHON)],
+        cwd=project,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
+    )
     return project
 
 
@@ -115,9 +134,15 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     root = tmp_path_factory.mktemp("deps")
     index = root / "index"
     index.mkdir()
-    write_wheel(index, "lbt_alpha", "1.0", {"lbt_alpha.py": "VALUE = 'alpha'\n",
-                                            "lbt_alpha-1.0.dist-info/entry_points.txt":
-                                            "[console_scripts]\nlbt-alpha = lbt_alpha:main\n"})
+    write_wheel(
+        index,
+        "lbt_alpha",
+        "1.0",
+        {
+            "lbt_alpha.py": "VALUE = 'alpha'\n",
+            "lbt_alpha-1.0.dist-info/entry_points.txt": "[console_scripts]\nlbt-alpha = lbt_alpha:main\n",
+        },
+    )
     write_wheel(index, "lbt_beta", "1.0", {"lbt_beta.py": "VALUE = 'beta from a wheel'\n"})
     write_sdist(index, "lbt_beta", "1.0", pure_sdist_files("lbt_beta", "VALUE = 'beta built'\n"))
     write_sdist(index, "lbt_cext", "1.0", CEXT_FILES)
@@ -139,14 +164,27 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
         assert output.returncode == 0, output.stderr
         layer = Path(output.stdout.strip())
         digest = output.stderr.split("deps hash: ")[1].split()[0]
-        yield Built(root, project, store, cache, layer,
-                    layer / "lib" / "python3.12" / "site-packages", digest, url, output)
+        yield Built(
+            root,
+            project,
+            store,
+            cache,
+            layer,
+            layer / "lib" / "python3.12" / "site-packages",
+            digest,
+            url,
+            output,
+        )
 
 
 def test_the_layer_holds_exactly_the_locked_third_party_packages(built: Built) -> None:
     dists = sorted(p.name for p in built.site.glob("*.dist-info"))
-    assert dists == ["lbt_alpha-1.0.dist-info", "lbt_beta-1.0.dist-info",
-                     "lbt_cext-1.0.dist-info", "lbt_gamma-2.0.dist-info"]
+    assert dists == [
+        "lbt_alpha-1.0.dist-info",
+        "lbt_beta-1.0.dist-info",
+        "lbt_cext-1.0.dist-info",
+        "lbt_gamma-2.0.dist-info",
+    ]
     assert sorted(p.name for p in built.layer.iterdir()) == ["lib"]
     assert not list(built.layer.rglob("__pycache__")) and not list(built.layer.rglob("*.pyc"))
     assert not (built.site / "_virtualenv.pth").exists()
@@ -162,8 +200,12 @@ def test_packages_work_and_per_package_build_settings_were_applied(built: Built)
                           "gamma": lbt_gamma.VALUE}))
         """
     )
-    result = subprocess.run([PYTHON, "-c", f"import sys; sys.path.insert(0, {str(built.site)!r})\n"
-                             + script], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [PYTHON, "-c", f"import sys; sys.path.insert(0, {str(built.site)!r})\n" + script],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     values = json.loads(result.stdout)
     assert values["crc"] == zlib.crc32(b"lockbox")
     assert values["flag"] == 42  # the recipe's CFLAGS were added ...
@@ -175,8 +217,14 @@ def test_packages_work_and_per_package_build_settings_were_applied(built: Built)
 
 
 def test_no_build_path_survives(built: Built) -> None:
-    needles = [b"/tmp/lockbox-build", b"lockbox-deps-", str(built.cache).encode(),
-               str(built.project).encode(), str(PYTHON.parent.parent).encode(), b"/lockbox/uv-cache"]
+    needles = [
+        b"/tmp/lockbox-build",
+        b"lockbox-deps-",
+        str(built.cache).encode(),
+        str(built.project).encode(),
+        str(PYTHON.parent.parent).encode(),
+        b"/lockbox/uv-cache",
+    ]
     for path in built.layer.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
@@ -193,7 +241,9 @@ def test_files_uv_took_from_its_cache_stay_hardlinked_to_it(built: Built) -> Non
     file scrubbing changed is a new file, and the cache keeps the original."""
     alpha = built.site / "lbt_alpha.py"
     assert os.stat(alpha).st_nlink > 1
-    cached = [p for p in built.cache.rglob("lbt_alpha.py") if p.stat().st_ino == alpha.stat().st_ino]
+    cached = [
+        p for p in built.cache.rglob("lbt_alpha.py") if p.stat().st_ino == alpha.stat().st_ino
+    ]
     assert cached
     speed = next((built.site / "cext").glob("_speed*.so"))
     assert os.stat(speed).st_nlink == 1
@@ -223,9 +273,14 @@ def test_records_match_the_final_bytes_and_scripts_are_gone(built: Built) -> Non
         with open(record, newline="") as file:
             rows = list(csv.reader(file))
         listed = {row[0] for row in rows}
-        on_disk = {str(p.relative_to(built.site)) for p in built.site.rglob("*")
-                   if p.is_file() and str(p.relative_to(built.site)).startswith(
-                       tuple(name for name in listed if "/" not in name) + (record.parent.name,))}
+        on_disk = {
+            str(p.relative_to(built.site))
+            for p in built.site.rglob("*")
+            if p.is_file()
+            and str(p.relative_to(built.site)).startswith(
+                tuple(name for name in listed if "/" not in name) + (record.parent.name,)
+            )
+        }
         assert on_disk <= listed | {str(record.relative_to(built.site))}
         for path, digest, size in rows:
             assert not path.startswith(".."), path
@@ -238,8 +293,9 @@ def test_records_match_the_final_bytes_and_scripts_are_gone(built: Built) -> Non
 
 
 def test_the_layer_hash_is_the_nar_hash_nix_computes(built: Built) -> None:
-    nix = subprocess.run(["nix-hash", "--type", "sha256", built.layer], capture_output=True,
-                         text=True, check=True).stdout.strip()
+    nix = subprocess.run(
+        ["nix-hash", "--type", "sha256", built.layer], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert built.digest == "sha256-" + base64.b64encode(bytes.fromhex(nix)).decode()
     assert built.layer.name.endswith("-app-deps")
 
@@ -254,15 +310,37 @@ def test_rebuilding_elsewhere_gives_the_same_hash(built: Built, tmp_path: Path) 
         project = tmp_path / "copy"
         shutil.copytree(built.project, project)
         # The lock names the index by URL; serve the same files at the same address.
-        (project / "uv.lock").write_text((built.project / "uv.lock").read_text().replace(built.url, url))
+        (project / "uv.lock").write_text(
+            (built.project / "uv.lock").read_text().replace(built.url, url)
+        )
         (project / "pyproject.toml").write_text(
-            (built.project / "pyproject.toml").read_text().replace(built.url, url))
+            (built.project / "pyproject.toml").read_text().replace(built.url, url)
+        )
         result = subprocess.run(
-            ["sh", "-c", 'umask 077 && exec "$@"', "sh", sys.executable, "-m", "lockbox",
-             "--store", str(tmp_path / "store"), "build", "--deps-only", str(project)],
-            capture_output=True, text=True,
-            env={**os.environ, "LOCKBOX_UV_CACHE": str(tmp_path / "cache"), "TZ": "Pacific/Chatham",
-                 "LC_ALL": "C", "LANG": "C", "TMPDIR": str(other_tmp)},
+            [
+                "sh",
+                "-c",
+                'umask 077 && exec "$@"',
+                "sh",
+                sys.executable,
+                "-m",
+                "lockbox",
+                "--store",
+                str(tmp_path / "store"),
+                "build",
+                "--deps-only",
+                str(project),
+            ],
+            capture_output=True,
+            text=True,
+            env={
+                **os.environ,
+                "LOCKBOX_UV_CACHE": str(tmp_path / "cache"),
+                "TZ": "Pacific/Chatham",
+                "LC_ALL": "C",
+                "LANG": "C",
+                "TMPDIR": str(other_tmp),
+            },
         )
     assert result.returncode == 0, result.stderr
     assert "Built lbt-cext" in result.stderr  # really compiled again, not reused
@@ -272,20 +350,34 @@ def test_rebuilding_elsewhere_gives_the_same_hash(built: Built, tmp_path: Path) 
 def test_a_declared_layer_in_the_store_is_a_lookup(built: Built, tmp_path: Path) -> None:
     project = tmp_path / "pinned"
     shutil.copytree(built.project, project)
-    text = (project / "pyproject.toml").read_text().replace(
-        'exclude = ["lbt-delta"]', f'exclude = ["lbt-delta"]\nhash = "{built.digest}"')
+    text = (
+        (project / "pyproject.toml")
+        .read_text()
+        .replace('exclude = ["lbt-delta"]', f'exclude = ["lbt-delta"]\nhash = "{built.digest}"')
+    )
     (project / "pyproject.toml").write_text(text)
     # Neither uv nor bubblewrap is reachable: a lookup must not need them.
-    result = lockbox("build", "--deps-only", project, store=built.store,
-                     env={"PATH": str(tmp_path / "empty")})
+    result = lockbox(
+        "build", "--deps-only", project, store=built.store, env={"PATH": str(tmp_path / "empty")}
+    )
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()) == built.layer
     assert "is in the store" in result.stderr
     # Once the recipe has settled, a lookup leaves a record and the next one is answered
     # from it, without reading the project (docs/store.md, "Shortcuts").
     time.sleep(max(0.0, (project / "pyproject.toml").stat().st_ctime + 2.1 - time.time()))
-    argv = [sys.executable, "-X", "importtime", "-m", "lockbox", "--store", str(built.store),
-            "build", "--deps-only", str(project)]
+    argv = [
+        sys.executable,
+        "-X",
+        "importtime",
+        "-m",
+        "lockbox",
+        "--store",
+        str(built.store),
+        "build",
+        "--deps-only",
+        str(project),
+    ]
     runs = [subprocess.run(argv, capture_output=True, text=True) for _ in range(2)]
     assert [run.returncode for run in runs] == [0, 0]
     assert runs[0].stdout == runs[1].stdout == result.stdout
@@ -298,8 +390,11 @@ def test_a_wrong_declared_hash_fails_registers_nothing_and_can_be_diffed(
     project = tmp_path / "wrong"
     shutil.copytree(built.project, project)
     wrong = "sha256-" + base64.b64encode(bytes(32)).decode()
-    text = (project / "pyproject.toml").read_text().replace(
-        'exclude = ["lbt-delta"]', f'exclude = []\nhash = "{wrong}"')
+    text = (
+        (project / "pyproject.toml")
+        .read_text()
+        .replace('exclude = ["lbt-delta"]', f'exclude = []\nhash = "{wrong}"')
+    )
     (project / "pyproject.toml").write_text(text)
     before = json.loads(lockbox("store", "ls", "--json", store=built.store).stdout)
     with serve(built.root / "index") as url:
@@ -340,12 +435,16 @@ def copy_with(built: Built, tmp_path: Path, edit: str, replacement: str) -> Path
     return project
 
 
-def assert_clean_failure(result: subprocess.CompletedProcess[str], store: Path, *needles: str) -> None:
+def assert_clean_failure(
+    result: subprocess.CompletedProcess[str], store: Path, *needles: str
+) -> None:
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     for needle in needles:
         assert needle in result.stderr
-    assert not store.exists() or json.loads(lockbox("store", "ls", "--json", store=store).stdout) == []
+    assert (
+        not store.exists() or json.loads(lockbox("store", "ls", "--json", store=store).stdout) == []
+    )
 
 
 def test_a_missing_lock_is_a_clear_error(built: Built, tmp_path: Path) -> None:
@@ -361,11 +460,18 @@ def test_a_stale_lock_is_a_clear_error(built: Built, tmp_path: Path) -> None:
     assert_clean_failure(result, tmp_path / "store", "uv.lock is out of date", "uv lock")
 
 
-def test_an_interpreter_outside_requires_python_is_a_clear_error(built: Built, tmp_path: Path) -> None:
+def test_an_interpreter_outside_requires_python_is_a_clear_error(
+    built: Built, tmp_path: Path
+) -> None:
     project = copy_with(built, tmp_path, 'python = "3.12"', 'python = "3.11"')
     result = lockbox("build", project, store=tmp_path / "store")
-    assert_clean_failure(result, tmp_path / "store", "no CPython on this machine matches",
-                         "python = '3.11'", "requires-python '>=3.12'")
+    assert_clean_failure(
+        result,
+        tmp_path / "store",
+        "no CPython on this machine matches",
+        "python = '3.11'",
+        "requires-python '>=3.12'",
+    )
 
 
 def test_a_failing_sdist_build_names_the_package_and_the_fix(built: Built, tmp_path: Path) -> None:
@@ -373,11 +479,21 @@ def test_a_failing_sdist_build_names_the_package_and_the_fix(built: Built, tmp_p
         project = copy_with(built, tmp_path, '"lbt-member"]', '"lbt-member", "lbt-broken"]')
         text = (project / "pyproject.toml").read_text().replace(built.url, url)
         (project / "pyproject.toml").write_text(text)
-        subprocess.run(["uv", "lock", "--python", str(PYTHON)], cwd=project, check=True,
-                       capture_output=True, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+        subprocess.run(
+            ["uv", "lock", "--python", str(PYTHON)],
+            cwd=project,
+            check=True,
+            capture_output=True,
+            env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
+        )
         result = lockbox("build", project, store=tmp_path / "store")
-    assert_clean_failure(result, tmp_path / "store", "building lbt-broken from source failed",
-                         "lockbox-missing-header.h", "install libxml2-dev")
+    assert_clean_failure(
+        result,
+        tmp_path / "store",
+        "building lbt-broken from source failed",
+        "lockbox-missing-header.h",
+        "install libxml2-dev",
+    )
 
 
 def test_an_unreachable_index_is_a_clear_error(built: Built, tmp_path: Path) -> None:

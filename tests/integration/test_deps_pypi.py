@@ -20,8 +20,9 @@ def test_a_pypi_project_builds_into_a_working_layer(tmp_path: Path) -> None:
     python = find_interpreter("3.12", None).executable
     project = tmp_path / "web"
     project.mkdir()
-    (project / "pyproject.toml").write_text(textwrap.dedent(
-        """\
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """\
         [project]
         name = "web"
         version = "1.0"
@@ -31,18 +32,43 @@ def test_a_pypi_project_builds_into_a_working_layer(tmp_path: Path) -> None:
         [tool.uv]
         no-binary-package = ["markupsafe"]
         """
-    ))
-    subprocess.run(["uv", "lock", "--python", str(python)], cwd=project, check=True,
-                   capture_output=True, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+        )
+    )
+    subprocess.run(
+        ["uv", "lock", "--python", str(python)],
+        cwd=project,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
+    )
     # markupsafe is built offline: its build dependencies must be pinned to be fetched.
     pinned = subprocess.run(
-        [sys.executable, "-m", "lockbox", "--store", str(tmp_path / "store"), "lock-build",
-         str(project)], capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "lockbox",
+            "--store",
+            str(tmp_path / "store"),
+            "lock-build",
+            str(project),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert pinned.returncode == 0, pinned.stderr
     result = subprocess.run(
-        [sys.executable, "-m", "lockbox", "--store", str(tmp_path / "store"), "build",
-         "--deps-only", str(project)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "lockbox",
+            "--store",
+            str(tmp_path / "store"),
+            "build",
+            "--deps-only",
+            str(project),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     assert "were already there" in result.stderr  # everything was fetched before the build
@@ -51,11 +77,17 @@ def test_a_pypi_project_builds_into_a_working_layer(tmp_path: Path) -> None:
     assert list((site / "markupsafe").glob("_speedups.cpython-312-*.so"))
     assert list((site / "yaml").glob("_yaml*.so")) or list(site.glob("_yaml/*.so"))
     check = subprocess.run(
-        [python, "-c", f"import sys; sys.path.insert(0, {str(site)!r})\n"
-         "import markupsafe, markupsafe._speedups, six, yaml\n"
-         "assert str(markupsafe.escape('<a>')) == '&lt;a&gt;'\n"
-         "print(yaml.safe_dump({'ok': six.PY3}))"],
-        capture_output=True, text=True, check=True,
+        [
+            python,
+            "-c",
+            f"import sys; sys.path.insert(0, {str(site)!r})\n"
+            "import markupsafe, markupsafe._speedups, six, yaml\n"
+            "assert str(markupsafe.escape('<a>')) == '&lt;a&gt;'\n"
+            "print(yaml.safe_dump({'ok': six.PY3}))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert check.stdout.strip() == "ok: true"
     for path in site.rglob("*"):

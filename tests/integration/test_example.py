@@ -34,7 +34,8 @@ class Example:
 def lockbox(*args: str | Path, store: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "lockbox", "--store", str(store), *map(str, args)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
         env={k: v for k, v in os.environ.items() if k != "LOCKBOX_UV_CACHE"},
     )
 
@@ -47,8 +48,17 @@ HIDDEN = ("/usr/include", "/usr/lib/gcc")
 
 def hiding_host_toolchain(*argv: str | Path) -> list[str]:
     mounts = " && ".join(f"mount -t tmpfs lockbox-hidden {path}" for path in HIDDEN)
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-            f'{mounts} && exec "$@"', "sh", *map(str, argv)]
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        f'{mounts} && exec "$@"',
+        "sh",
+        *map(str, argv),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +66,8 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Example]:
     store = tmp_path_factory.mktemp("example") / "store"
     output = subprocess.run(
         hiding_host_toolchain(sys.executable, "-m", "lockbox", "--store", store, "build", EXAMPLE),
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
         env={k: v for k, v in os.environ.items() if k != "LOCKBOX_UV_CACHE"},
     )
     assert output.returncode == 0, output.stderr[-5000:]
@@ -64,15 +75,21 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Example]:
 
 
 def test_the_host_toolchain_was_hidden_and_the_build_root_used(example: Example) -> None:
-    check = subprocess.run(hiding_host_toolchain("sh", "-c", "find /usr/include /usr/lib/gcc -mindepth 1 | wc -l"),
-                           capture_output=True, text=True, check=True)
+    check = subprocess.run(
+        hiding_host_toolchain("sh", "-c", "find /usr/include /usr/lib/gcc -mindepth 1 | wc -l"),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert check.stdout.strip() == "0"  # what the build saw of the host's toolchain
     assert "making the build root" in example.output.stderr
     roots = [line for line in example.output.stderr.splitlines() if line.startswith("build root:")]
     assert roots and "packages" in roots[0]
 
 
-def test_the_example_builds_with_its_declared_layer_and_passes_every_check(example: Example) -> None:
+def test_the_example_builds_with_its_declared_layer_and_passes_every_check(
+    example: Example,
+) -> None:
     err = example.output.stderr
     assert "Built lxml" in err and "Built psycopg-c" in err  # really compiled here
     assert "checks passed" in err and "13 checks passed" in err
@@ -86,13 +103,23 @@ def test_the_application_is_assembled_as_the_recipe_says(example: Example) -> No
     migration = site / "gatekeeper" / "accounts" / "migrations" / "0002_drop_role_group.py"
     assert '("directory", "0002_copy_role_groups")' in migration.read_text()
     assert sorted(p.name for p in (example.app / "blueprints").iterdir()) == [
-        "admin-roles.yaml", "default-groups.yaml"]
+        "admin-roles.yaml",
+        "default-groups.yaml",
+    ]
     assert os.access(example.app / "lifecycle" / "ak", os.X_OK)
-    for script in ("gatekeeper-admin", "gatekeeper-cache-info", "gatekeeper-guardian-check",
-                   "django-admin"):
+    for script in (
+        "gatekeeper-admin",
+        "gatekeeper-cache-info",
+        "gatekeeper-guardian-check",
+        "django-admin",
+    ):
         assert os.access(example.app / "bin" / script, os.X_OK), script
-    info = subprocess.run([example.app / "bin" / "gatekeeper-guardian-check"],
-                          capture_output=True, text=True, check=True)
+    info = subprocess.run(
+        [example.app / "bin" / "gatekeeper-guardian-check"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert info.stdout.strip() == "gatekeeper-guardian 0.1.0"
 
 
@@ -131,8 +158,9 @@ def test_without_its_patch_the_example_fails_to_migrate(example: Example, tmp_pa
 
 
 def test_a_missing_substitution_pattern_is_a_clear_error(example: Example, tmp_path: Path) -> None:
-    project = variant(tmp_path, """replace = 'Path("/blueprints")'""",
-                      """replace = 'Path("/srv/blueprints")'""")
+    project = variant(
+        tmp_path, """replace = 'Path("/blueprints")'""", """replace = 'Path("/srv/blueprints")'"""
+    )
     err = failed_build(example, project)
     assert "gatekeeper/settings.py" in err and "'Path(\"/srv/blueprints\")' was not found" in err
     assert "Traceback" not in err
@@ -145,8 +173,10 @@ def test_a_failing_verification_import_is_a_clear_error(example: Example, tmp_pa
     assert "No module named 'ldap'" in err
 
 
-IMPORTS = ("import psycopg, lxml.etree, xmlsec, gssapi, yaml, django, sys; "
-           "print(psycopg.pq.__impl__, sys.prefix)")
+IMPORTS = (
+    "import psycopg, lxml.etree, xmlsec, gssapi, yaml, django, sys; "
+    "print(psycopg.pq.__impl__, sys.prefix)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +194,8 @@ def elf_files(root: Path) -> list[Path]:
 
 
 def test_the_export_works_from_two_other_places_and_ldd_finds_everything(
-        exported: Path, tmp_path: Path) -> None:
+    exported: Path, tmp_path: Path
+) -> None:
     first = tmp_path / "one" / "app"
     second = tmp_path / "two" / "deeper" / "app"
     first.parent.mkdir()
@@ -174,8 +205,13 @@ def test_the_export_works_from_two_other_places_and_ldd_finds_everything(
     second = second.parent / "moved"
     shutil.copytree(second, first, symlinks=True)
     for place in (first, second):
-        result = subprocess.run([place / "bin" / "python", "-c", IMPORTS], capture_output=True,
-                                text=True, cwd="/", env={"PATH": "/usr/bin:/bin"})
+        result = subprocess.run(
+            [place / "bin" / "python", "-c", IMPORTS],
+            capture_output=True,
+            text=True,
+            cwd="/",
+            env={"PATH": "/usr/bin:/bin"},
+        )
         assert result.returncode == 0, result.stderr
         assert result.stdout.split() == ["c", str(place)]
     files = elf_files(second)
@@ -189,8 +225,9 @@ def minimal_root(root: Path) -> None:
     """A root file system with nothing but the glibc family (Debian's libc6) and the loader."""
     from lockbox.elf import read_elf
 
-    listing = subprocess.run(["dpkg", "-L", "libc6"], capture_output=True, text=True,
-                             check=True).stdout.split()
+    listing = subprocess.run(
+        ["dpkg", "-L", "libc6"], capture_output=True, text=True, check=True
+    ).stdout.split()
     for name in listing:
         path = Path(name)
         if ".so" in path.name and path.is_file():
@@ -208,8 +245,9 @@ def minimal_root(root: Path) -> None:
         (root / loader.lstrip("/")).symlink_to(os.path.realpath(loader))
 
 
-def test_the_export_runs_in_a_root_with_only_glibc_and_the_loader(exported: Path,
-                                                                   tmp_path: Path) -> None:
+def test_the_export_runs_in_a_root_with_only_glibc_and_the_loader(
+    exported: Path, tmp_path: Path
+) -> None:
     root = tmp_path / "root"
     minimal_root(root)
     shutil.copytree(exported, root / "app", symlinks=True)
@@ -217,10 +255,30 @@ def test_the_export_runs_in_a_root_with_only_glibc_and_the_loader(exported: Path
     (root / "tmp").mkdir()
 
     def inside(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["bwrap", "--bind", root, "/", "--proc", "/proc", "--dev", "/dev",
-                               "--tmpfs", "/tmp", "--chdir", "/app", "--clearenv",
-                               "--setenv", "PATH", "/app/bin", "--", *argv],
-                              capture_output=True, text=True)
+        return subprocess.run(
+            [
+                "bwrap",
+                "--bind",
+                root,
+                "/",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                "--tmpfs",
+                "/tmp",
+                "--chdir",
+                "/app",
+                "--clearenv",
+                "--setenv",
+                "PATH",
+                "/app/bin",
+                "--",
+                *argv,
+            ],
+            capture_output=True,
+            text=True,
+        )
 
     imports = inside("/app/bin/python", "-c", IMPORTS)
     assert imports.returncode == 0, imports.stderr
@@ -233,8 +291,15 @@ def test_the_export_runs_in_a_root_with_only_glibc_and_the_loader(exported: Path
 @pytest.fixture(scope="module")
 def image(example: Example, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     where = tmp_path_factory.mktemp("image")
-    result = lockbox("image", EXAMPLE, "-o", where / "gatekeeper.tar", "--layout",
-                     where / "layout", store=example.store)
+    result = lockbox(
+        "image",
+        EXAMPLE,
+        "-o",
+        where / "gatekeeper.tar",
+        "--layout",
+        where / "layout",
+        store=example.store,
+    )
     assert result.returncode == 0, result.stderr
     digest = result.stderr.split("manifest ")[1].split()[0]
     return where / "gatekeeper.tar", where / "layout", digest
@@ -249,7 +314,8 @@ def skopeo_inspect(reference: str) -> dict[str, object]:
 
 
 def test_skopeo_reads_the_archive_and_the_layout_as_the_same_image(
-        example: Example, image: tuple[Path, Path, str]) -> None:
+    example: Example, image: tuple[Path, Path, str]
+) -> None:
     archive, layout, digest = image
     from_archive = skopeo_inspect(f"oci-archive:{archive}:latest")
     from_layout = skopeo_inspect(f"oci:{layout}:latest")
@@ -262,22 +328,44 @@ def test_skopeo_reads_the_archive_and_the_layout_as_the_same_image(
     assert f"PATH={example.app}/bin:/usr/local/bin:/usr/bin:/bin" in from_archive["Env"]  # type: ignore[operator]
 
 
-def test_the_unpacked_image_runs_the_application(example: Example, image: tuple[Path, Path, str],
-                                                 tmp_path: Path) -> None:
+def test_the_unpacked_image_runs_the_application(
+    example: Example, image: tuple[Path, Path, str], tmp_path: Path
+) -> None:
     _, layout, _ = image
     bundle = tmp_path / "bundle"
-    unpack = subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{layout}:latest",
-                             bundle], capture_output=True, text=True)
+    unpack = subprocess.run(
+        ["umoci", "unpack", "--rootless", "--image", f"{layout}:latest", bundle],
+        capture_output=True,
+        text=True,
+    )
     assert unpack.returncode == 0, unpack.stderr
     rootfs = bundle / "rootfs"
     assert not (rootfs / "usr" / "lib" / "x86_64-linux-gnu" / "libpq.so.5").exists()
 
     def inside(*argv: str) -> subprocess.CompletedProcess[str]:
         # No tmpfs on /tmp: the test's store, and so the application, is under /tmp.
-        return subprocess.run(["bwrap", "--bind", rootfs, "/", "--proc", "/proc", "--dev", "/dev",
-                               "--chdir", str(example.app), "--clearenv",
-                               "--setenv", "PATH", f"{example.app}/bin", "--", *argv],
-                              capture_output=True, text=True)
+        return subprocess.run(
+            [
+                "bwrap",
+                "--bind",
+                rootfs,
+                "/",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                "--chdir",
+                str(example.app),
+                "--clearenv",
+                "--setenv",
+                "PATH",
+                f"{example.app}/bin",
+                "--",
+                *argv,
+            ],
+            capture_output=True,
+            text=True,
+        )
 
     imports = inside(f"{example.app}/bin/python", "-c", IMPORTS)
     assert imports.returncode == 0, imports.stderr
@@ -286,12 +374,24 @@ def test_the_unpacked_image_runs_the_application(example: Example, image: tuple[
     assert check.returncode == 0, check.stderr
 
 
-def test_the_same_closure_gives_the_same_image_digest(example: Example, image: tuple[Path, Path, str],
-                                                      tmp_path: Path) -> None:
+def test_the_same_closure_gives_the_same_image_digest(
+    example: Example, image: tuple[Path, Path, str], tmp_path: Path
+) -> None:
     again = subprocess.run(
-        [sys.executable, "-m", "lockbox", "--store", str(example.store), "image", EXAMPLE,
-         "-o", tmp_path / "elsewhere" / "other-name.tar"],
-        capture_output=True, text=True, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "lockbox",
+            "--store",
+            str(example.store),
+            "image",
+            EXAMPLE,
+            "-o",
+            tmp_path / "elsewhere" / "other-name.tar",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
         env={**os.environ, "TZ": "Pacific/Chatham", "LC_ALL": "C"},
     )
     assert again.returncode == 0, again.stderr
@@ -300,7 +400,8 @@ def test_the_same_closure_gives_the_same_image_digest(example: Example, image: t
 
 
 def test_a_changed_application_shares_every_layer_but_its_own(
-        example: Example, image: tuple[Path, Path, str], tmp_path: Path) -> None:
+    example: Example, image: tuple[Path, Path, str], tmp_path: Path
+) -> None:
     project = tmp_path / "gatekeeper"
     shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("__pycache__"))
     with open(project / "gatekeeper" / "cli.py", "a") as source:
@@ -318,9 +419,21 @@ def test_a_changed_application_shares_every_layer_but_its_own(
 
 
 def test_a_repeated_image_finds_the_closure_from_the_record_of_its_lookup(
-        example: Example, image: tuple[Path, Path, str], tmp_path: Path) -> None:
-    command = [sys.executable, "-X", "importtime", "-m", "lockbox", "--store", str(example.store),
-               "image", EXAMPLE, "-o", tmp_path / "again.tar"]
+    example: Example, image: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    command = [
+        sys.executable,
+        "-X",
+        "importtime",
+        "-m",
+        "lockbox",
+        "--store",
+        str(example.store),
+        "image",
+        EXAMPLE,
+        "-o",
+        tmp_path / "again.tar",
+    ]
     runs = [subprocess.run(command, capture_output=True, text=True) for _ in range(2)]
     for run in runs:
         assert run.returncode == 0, run.stderr
@@ -347,31 +460,63 @@ def test_a_repeated_image_finds_the_closure_from_the_record_of_its_lookup(
     assert kept[0].read_bytes() == damaged
 
 
-def test_push_to_a_registry_and_pull_back_identical(example: Example, image: tuple[Path, Path, str],
-                                                    registry: tuple[str, Path], tmp_path: Path) -> None:
+def test_push_to_a_registry_and_pull_back_identical(
+    example: Example, image: tuple[Path, Path, str], registry: tuple[str, Path], tmp_path: Path
+) -> None:
     host, auth = registry
-    pushed = lockbox("image", EXAMPLE, "--push", f"{host}/team/gatekeeper:1.0", "--authfile", auth,
-                     "--no-tls-verify", store=example.store)
+    pushed = lockbox(
+        "image",
+        EXAMPLE,
+        "--push",
+        f"{host}/team/gatekeeper:1.0",
+        "--authfile",
+        auth,
+        "--no-tls-verify",
+        store=example.store,
+    )
     assert pushed.returncode == 0, pushed.stderr
     assert pushed.stdout.strip() == f"{host}/team/gatekeeper:1.0@{image[2]}"
-    pulled = subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
-                             "--src-authfile", auth, f"docker://{host}/team/gatekeeper:1.0",
-                             f"oci:{tmp_path / 'pulled'}:latest"], capture_output=True, text=True)
+    pulled = subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--src-authfile",
+            auth,
+            f"docker://{host}/team/gatekeeper:1.0",
+            f"oci:{tmp_path / 'pulled'}:latest",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert pulled.returncode == 0, pulled.stderr
     assert skopeo_inspect(f"oci:{tmp_path / 'pulled'}:latest")["Digest"] == image[2]
 
     wrong = tmp_path / "wrong.json"
-    wrong.write_text(auth.read_text().replace(auth.read_text().split('"auth": "')[1].split('"')[0],
-                                              "bG9ja2JveDp3cm9uZw=="))  # lockbox:wrong
-    refused = lockbox("image", EXAMPLE, "--push", f"{host}/team/gatekeeper:2.0", "--authfile",
-                      wrong, "--no-tls-verify", store=example.store)
+    wrong.write_text(
+        auth.read_text().replace(
+            auth.read_text().split('"auth": "')[1].split('"')[0], "bG9ja2JveDp3cm9uZw=="
+        )
+    )  # lockbox:wrong
+    refused = lockbox(
+        "image",
+        EXAMPLE,
+        "--push",
+        f"{host}/team/gatekeeper:2.0",
+        "--authfile",
+        wrong,
+        "--no-tls-verify",
+        store=example.store,
+    )
     assert refused.returncode == 1
     assert "the registry refused the credentials" in refused.stderr
     assert "Traceback" not in refused.stderr
 
 
-def test_a_local_base_image_goes_under_the_closure(example: Example, image: tuple[Path, Path, str],
-                                                   tmp_path: Path) -> None:
+def test_a_local_base_image_goes_under_the_closure(
+    example: Example, image: tuple[Path, Path, str], tmp_path: Path
+) -> None:
     def umoci(*argv: str | Path) -> None:
         result = subprocess.run(["umoci", *map(str, argv)], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
@@ -386,8 +531,9 @@ def test_a_local_base_image_goes_under_the_closure(example: Example, image: tupl
     umoci("config", "--image", f"{base}:v1", "--config.env", "FROM_BASE=yes")
     base_info = skopeo_inspect(f"oci:{base}:v1")
 
-    result = lockbox("image", EXAMPLE, "--base", f"{base}:v1", "--layout", tmp_path / "out",
-                     store=example.store)
+    result = lockbox(
+        "image", EXAMPLE, "--base", f"{base}:v1", "--layout", tmp_path / "out", store=example.store
+    )
     assert result.returncode == 0, result.stderr
     built = skopeo_inspect(f"oci:{tmp_path / 'out'}:latest")
     layers = built["Layers"]
@@ -401,6 +547,13 @@ def test_a_local_base_image_goes_under_the_closure(example: Example, image: tupl
     assert (rootfs / str(example.app).lstrip("/") / "manage.py").is_file()
     assert not (rootfs / "etc" / "passwd").exists()  # lockbox's own base layer is left out
 
-    missing = lockbox("image", EXAMPLE, "--base", tmp_path / "nowhere", "-o", tmp_path / "x.tar",
-                      store=example.store)
+    missing = lockbox(
+        "image",
+        EXAMPLE,
+        "--base",
+        tmp_path / "nowhere",
+        "-o",
+        tmp_path / "x.tar",
+        store=example.store,
+    )
     assert missing.returncode == 1 and "no such OCI image layout or archive" in missing.stderr

@@ -25,13 +25,17 @@ SITE = "lib/python3.12/site-packages"
 
 
 def lockbox(*args: str | Path, store: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lockbox", "--store", str(store),
-                           *map(str, args)], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "lockbox", "--store", str(store), *map(str, args)],
+        capture_output=True,
+        text=True,
+    )
 
 
 def make_project(root: Path, url: str, sources: str) -> Path:
     root.mkdir()
-    (root / "pyproject.toml").write_text(textwrap.dedent(f"""\
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(f"""\
         [project]
         name = "extras-app"
         version = "1.0"
@@ -43,9 +47,16 @@ def make_project(root: Path, url: str, sources: str) -> Path:
 
         [tool.lockbox]
         python = "{PYTHON}"
-        """) + textwrap.dedent(sources))
-    subprocess.run(["uv", "lock", "--python", str(PYTHON)], cwd=root, check=True,
-                   capture_output=True, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+        """)
+        + textwrap.dedent(sources)
+    )
+    subprocess.run(
+        ["uv", "lock", "--python", str(PYTHON)],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
+    )
     return root
 
 
@@ -56,22 +67,30 @@ def test_url_and_git_sources_are_checked_and_installed(tmp_path: Path) -> None:
     sdist = write_sdist(index, "fromurl", "2.0", pure_sdist_files("fromurl", "URL = 'yes'\n"))
     file_hash = hashlib.sha256(sdist.read_bytes()).hexdigest()
     repo = git_repository(tmp_path / "repo", "fromgit", "3.0", "GIT = 'yes'\n")
-    rev = subprocess.run(["git", "-C", tmp_path / "repo", "rev-parse", "HEAD"],
-                         capture_output=True, text=True, check=True).stdout.strip()
+    rev = subprocess.run(
+        ["git", "-C", tmp_path / "repo", "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     checkout = tmp_path / "checkout"
     shutil.copytree(tmp_path / "repo", checkout, ignore=shutil.ignore_patterns(".git"))
     tree_hash = nar_hash(checkout).sha256.sri
     with serve(index) as url:
-        project = make_project(tmp_path / "app", url, f"""
+        project = make_project(
+            tmp_path / "app",
+            url,
+            f"""
             [[tool.lockbox.deps.extra-sources]]
             url = "{url}fromurl-2.0.tar.gz"
             hash = "sha256:{file_hash}"
 
             [[tool.lockbox.deps.extra-sources]]
-            git = "{repo.removeprefix('git+')}"
+            git = "{repo.removeprefix("git+")}"
             rev = "{rev}"
             hash = "{tree_hash}"
-            """)
+            """,
+        )
         store = tmp_path / "store"
         # Their builds run offline: their build dependencies must be pinned and fetched.
         unpinned = lockbox("build", "--deps-only", project, store=store)
@@ -98,8 +117,9 @@ def test_url_and_git_sources_are_checked_and_installed(tmp_path: Path) -> None:
         # The same hash from another store: the layer does not depend on where it came from.
         again = lockbox("build", "--deps-only", project, store=tmp_path / "store2")
         assert again.returncode == 0, again.stderr
-        assert nar_hash(Path(again.stdout.strip().splitlines()[-1])).sha256 == \
-            nar_hash(layer).sha256
+        assert (
+            nar_hash(Path(again.stdout.strip().splitlines()[-1])).sha256 == nar_hash(layer).sha256
+        )
 
 
 def test_a_wrong_extra_source_hash_stops_the_build(tmp_path: Path) -> None:
@@ -109,11 +129,15 @@ def test_a_wrong_extra_source_hash_stops_the_build(tmp_path: Path) -> None:
     sdist = write_sdist(index, "fromurl", "2.0", pure_sdist_files("fromurl", "URL = 1\n"))
     actual = hashlib.sha256(sdist.read_bytes()).hexdigest()
     with serve(index) as url:
-        project = make_project(tmp_path / "app", url, f"""
+        project = make_project(
+            tmp_path / "app",
+            url,
+            f"""
             [[tool.lockbox.deps.extra-sources]]
             url = "{url}fromurl-2.0.tar.gz"
-            hash = "sha256:{'0' * 64}"
-            """)
+            hash = "sha256:{"0" * 64}"
+            """,
+        )
         store = tmp_path / "store"
         result = lockbox("build", "--deps-only", project, store=store)
     assert result.returncode == 1

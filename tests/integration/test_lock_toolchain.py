@@ -24,12 +24,17 @@ packages = ["zlib1g-dev"]
 
 
 def lockbox(*args: str | Path, store: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lockbox", "--store", str(store), *map(str, args)],
-                          capture_output=True, text=True, env=dict(os.environ))
+    return subprocess.run(
+        [sys.executable, "-m", "lockbox", "--store", str(store), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+    )
 
 
 def test_pinning_shows_the_changes_then_writes_what_builds_use(
-        make_project: Callable[..., Path], tmp_path: Path) -> None:
+    make_project: Callable[..., Path], tmp_path: Path
+) -> None:
     project = make_project(RECIPE)
     store = tmp_path / "store"
     before = (project / "pyproject.toml").read_text()
@@ -68,7 +73,8 @@ def test_pinning_shows_the_changes_then_writes_what_builds_use(
     # Another file (not in the user's cache of .deb files, which answers by hash) at a URL
     # the archive does not serve.
     (project / "lockbox.inputs.toml").write_text(
-        text.replace(zlib["url"], gone).replace(zlib["sha256"], "0" * 64))
+        text.replace(zlib["url"], gone).replace(zlib["sha256"], "0" * 64)
+    )
     moved = lockbox("build", "--deps-only", project, store=tmp_path / "fresh")
     assert moved.returncode != 0
     assert "no longer offers 1 package" in moved.stderr and "zlib1g-dev" in moved.stderr
@@ -78,8 +84,11 @@ def test_pinning_shows_the_changes_then_writes_what_builds_use(
     (project / "lockbox.inputs.toml").write_text(text)
 
     # The recipe asks for another package than was pinned: refused, with the fix.
-    (project / "pyproject.toml").write_text((project / "pyproject.toml").read_text().replace(
-        '"zlib1g-dev"', '"zlib1g-dev", "libffi-dev"'))
+    (project / "pyproject.toml").write_text(
+        (project / "pyproject.toml")
+        .read_text()
+        .replace('"zlib1g-dev"', '"zlib1g-dev", "libffi-dev"')
+    )
     changed = lockbox("build", "--deps-only", project, store=store)
     assert changed.returncode != 0
     assert "+ libffi-dev" in changed.stderr and "lockbox lock-toolchain" in changed.stderr

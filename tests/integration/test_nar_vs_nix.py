@@ -87,10 +87,41 @@ def assert_same_as_nix(cli: Cli, nix: Nix, path: Path) -> None:
 # bytes that are not UTF-8 (which Python decodes to surrogates that sort *before* U+E000),
 # and text that locale collation would order differently.
 NAME_FRAGMENTS = [
-    b"a", b"B", b"b", b"Z", b"_", b"-", b"--x", b".", b".hidden", b" ", b"a b", b"0", b"9",
-    b"~", b"+", b"=", b"#", b"%20", b"\t", b"\n", b"\\", b"'", b'"', b"*", b"?",
-    "é".encode(), "É".encode(), "ß".encode(), "日本".encode(), "\ue000".encode(),
-    "\U0001f600".encode(), b"\xff", b"\x80", b"\xc3", b"\xfe\xfe",
+    b"a",
+    b"B",
+    b"b",
+    b"Z",
+    b"_",
+    b"-",
+    b"--x",
+    b".",
+    b".hidden",
+    b" ",
+    b"a b",
+    b"0",
+    b"9",
+    b"~",
+    b"+",
+    b"=",
+    b"#",
+    b"%20",
+    b"\t",
+    b"\n",
+    b"\\",
+    b"'",
+    b'"',
+    b"*",
+    b"?",
+    "é".encode(),
+    "É".encode(),
+    "ß".encode(),
+    "日本".encode(),
+    "\ue000".encode(),
+    "\U0001f600".encode(),
+    b"\xff",
+    b"\x80",
+    b"\xc3",
+    b"\xfe\xfe",
 ]
 names = (
     st.lists(st.sampled_from(NAME_FRAGMENTS), min_size=1, max_size=3)
@@ -106,8 +137,22 @@ big_contents = st.tuples(st.integers(0, 2**32), st.integers(1 << 20, 3 << 20)).m
 )
 contents = st.integers(0, 19).flatmap(lambda draw: big_contents if draw == 19 else small_contents)
 link_targets = st.one_of(
-    st.sampled_from([b"/", b"/etc", b"/nonexistent/absolute", b"..", b".", b"../..",
-                     b"missing", b"sub/dir/", b"a b", "é".encode(), b"\xff\xfe", b"x" * 300]),
+    st.sampled_from(
+        [
+            b"/",
+            b"/etc",
+            b"/nonexistent/absolute",
+            b"..",
+            b".",
+            b"../..",
+            b"missing",
+            b"sub/dir/",
+            b"a b",
+            "é".encode(),
+            b"\xff\xfe",
+            b"x" * 300,
+        ]
+    ),
     names,
     names.map(lambda name: b"../" + name),
 )

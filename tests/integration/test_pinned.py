@@ -19,7 +19,7 @@ import pytest
 from tests.integration.test_deps import PYTHON, lockbox
 from tests.packages import serve, write_sdist, write_wheel
 
-BACKEND = '''
+BACKEND = """
 import base64, hashlib, os, zipfile
 VERSION = "{version}"
 
@@ -43,7 +43,7 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         for path, text in sorted(files.items()):
             archive.writestr(zipfile.ZipInfo(path, (2020, 1, 1, 0, 0, 0)), text)
     return wheel
-'''
+"""
 
 
 def write_backend(index: Path, version: str) -> None:
@@ -58,7 +58,7 @@ def write_thing(index: Path) -> None:
     files = {
         "NAME": "tb_thing 1.0",
         "pyproject.toml": '[build-system]\nrequires = ["tb-backend"]\nbuild-backend = "tb_backend"\n'
-                          '[project]\nname = "tb-thing"\nversion = "1.0"\n',
+        '[project]\nname = "tb-thing"\nversion = "1.0"\n',
         "PKG-INFO": "Metadata-Version: 2.1\nName: tb-thing\nVersion: 1.0\n",
     }
     with tarfile.open(index / "tb_thing-1.0.tar.gz", "w:gz") as archive:
@@ -83,7 +83,8 @@ def index(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 
 def make_app(root: Path, url: str, dependencies: str = '"tb-thing"', extra: str = "") -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "pyproject.toml").write_text(textwrap.dedent(f"""\
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(f"""\
         [project]
         name = "app"
         version = "0"
@@ -99,14 +100,22 @@ def make_app(root: Path, url: str, dependencies: str = '"tb-thing"', extra: str 
 
         [tool.lockbox]
         python = "3.12"
-        """) + extra + "\n")
+        """)
+        + extra
+        + "\n"
+    )
     relock(root)
     return root
 
 
 def relock(project: Path) -> None:
-    subprocess.run(["uv", "lock", "--python", str(PYTHON)], cwd=project, check=True,
-                   capture_output=True, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+    subprocess.run(
+        ["uv", "lock", "--python", str(PYTHON)],
+        cwd=project,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
+    )
 
 
 def deps_hash(result: subprocess.CompletedProcess[str]) -> str:
@@ -122,7 +131,8 @@ def declare(project: Path, store: Path) -> str:
 
 
 def test_a_newer_build_backend_on_the_index_leaves_the_hash_unchanged(
-        index: tuple[Path, str], tmp_path: Path) -> None:
+    index: tuple[Path, str], tmp_path: Path
+) -> None:
     directory, url = index
     project = make_app(tmp_path / "app", url)
     pinned = lockbox("lock-build", project, store=tmp_path / "s0")
@@ -153,7 +163,8 @@ def test_a_newer_build_backend_on_the_index_leaves_the_hash_unchanged(
 
 
 def test_an_unpinned_build_dependency_is_an_error_naming_it(
-        index: tuple[Path, str], tmp_path: Path) -> None:
+    index: tuple[Path, str], tmp_path: Path
+) -> None:
     _, url = index
     project = make_app(tmp_path / "app", url)
     assert lockbox("lock-build", project, store=tmp_path / "s0").returncode == 0
@@ -168,8 +179,9 @@ def test_an_unpinned_build_dependency_is_an_error_naming_it(
     assert "Traceback" not in result.stderr
 
     # A declared hash with no pins at all fails before building, naming the command.
-    bare = make_app(tmp_path / "bare", url, extra='[tool.lockbox.deps]\nhash = "sha256-' +
-                    "A" * 43 + '="')
+    bare = make_app(
+        tmp_path / "bare", url, extra='[tool.lockbox.deps]\nhash = "sha256-' + "A" * 43 + '="'
+    )
     result = lockbox("build", "--deps-only", bare, store=tmp_path / "s2")
     assert result.returncode != 0
     assert "pins none of their build dependencies" in result.stderr
@@ -177,7 +189,8 @@ def test_an_unpinned_build_dependency_is_an_error_naming_it(
 
 
 def test_a_replaced_build_dependency_artifact_is_refused(
-        index: tuple[Path, str], tmp_path: Path) -> None:
+    index: tuple[Path, str], tmp_path: Path
+) -> None:
     directory, url = index
     project = make_app(tmp_path / "app", url)
     assert lockbox("lock-build", project, store=tmp_path / "s0").returncode == 0
@@ -193,7 +206,8 @@ def test_a_replaced_build_dependency_artifact_is_refused(
 
 
 def test_a_changed_lock_under_an_unchanged_hash_is_never_answered_with_the_old_layer(
-        index: tuple[Path, str], tmp_path: Path) -> None:
+    index: tuple[Path, str], tmp_path: Path
+) -> None:
     _, url = index
     project = make_app(tmp_path / "app", url)
     store = tmp_path / "store"
@@ -203,8 +217,9 @@ def test_a_changed_lock_under_an_unchanged_hash_is_never_answered_with_the_old_l
 
     # A new dependency in uv.lock, deps.hash left alone, the old layer in the store.
     text = (project / "pyproject.toml").read_text()
-    (project / "pyproject.toml").write_text(text.replace('dependencies = ["tb-thing"]',
-                                                         'dependencies = ["tb-thing", "tb-other"]'))
+    (project / "pyproject.toml").write_text(
+        text.replace('dependencies = ["tb-thing"]', 'dependencies = ["tb-thing", "tb-other"]')
+    )
     relock(project)
     result = lockbox("build", "--deps-only", project, store=store)
     assert result.returncode != 0
@@ -216,7 +231,8 @@ def test_a_changed_lock_under_an_unchanged_hash_is_never_answered_with_the_old_l
 
     # Back to the declared lock, but another dependency group selected: not the old answer.
     (project / "pyproject.toml").write_text(
-        text.replace(f'hash = "{declared}"', f'hash = "{declared}"\ngroups = ["dev"]'))
+        text.replace(f'hash = "{declared}"', f'hash = "{declared}"\ngroups = ["dev"]')
+    )
     relock(project)
     result = lockbox("build", "--deps-only", project, store=store)
     assert result.returncode != 0
@@ -252,15 +268,17 @@ def test_a_changed_toolchain_package_is_named_in_the_mismatch(tmp_path: Path) ->
     """zlib.h mounted over with another ZLIB_VERSION, in a private mount namespace: the
     mismatch names zlib's -dev package, from the committed record, with no earlier layer
     in the store."""
-    owner = subprocess.run(["dpkg", "-S", "/usr/include/zlib.h"], capture_output=True,
-                           text=True, check=True).stdout.split(":")[0]
+    owner = subprocess.run(
+        ["dpkg", "-S", "/usr/include/zlib.h"], capture_output=True, text=True, check=True
+    ).stdout.split(":")[0]
     index = tmp_path / "index"
     index.mkdir()
     write_sdist(index, "zv", "1.0", ZLIB_FILES)
     with serve(index) as url:
         project = tmp_path / "app"
         project.mkdir()
-        (project / "pyproject.toml").write_text(textwrap.dedent(f"""\
+        (project / "pyproject.toml").write_text(
+            textwrap.dedent(f"""\
             [project]
             name = "app"
             version = "0"
@@ -273,25 +291,34 @@ def test_a_changed_toolchain_package_is_named_in_the_mismatch(tmp_path: Path) ->
 
             [tool.lockbox]
             python = "3.12"
-            """))
+            """)
+        )
         relock(project)
         store = tmp_path / "store"
         assert lockbox("lock-build", project, store=store).returncode == 0
         declare(project, store)
         record = (project / "lockbox.inputs.toml").read_text()
-        assert f'[toolchain.packages.{owner}]' in record or f'toolchain.packages.{owner}' in record
+        assert f"[toolchain.packages.{owner}]" in record or f"toolchain.packages.{owner}" in record
 
         header = tmp_path / "zlib.h"
-        header.write_text(Path("/usr/include/zlib.h").read_text().replace(
-            '#define ZLIB_VERSION "', '#define ZLIB_VERSION "9.9.9-'))
+        header.write_text(
+            Path("/usr/include/zlib.h")
+            .read_text()
+            .replace('#define ZLIB_VERSION "', '#define ZLIB_VERSION "9.9.9-')
+        )
         # The declared layer is in `store`, and a lookup there answers from it.
         assert "is in the store" in lockbox("build", "--deps-only", project, store=store).stderr
 
         def build_over_the_header(where: Path) -> subprocess.CompletedProcess[str]:
-            command = (f"mount --bind {header} /usr/include/zlib.h && exec "
-                       f"{sys.executable} -m lockbox --store {where} build --deps-only {project}")
-            return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                                   command], capture_output=True, text=True)
+            command = (
+                f"mount --bind {header} /usr/include/zlib.h && exec "
+                f"{sys.executable} -m lockbox --store {where} build --deps-only {project}"
+            )
+            return subprocess.run(
+                ["unshare", "--mount", "--propagation", "private", "sh", "-c", command],
+                capture_output=True,
+                text=True,
+            )
 
         for where in (tmp_path / "fresh", store):  # no earlier layer; the declared one
             result = build_over_the_header(where)

@@ -28,9 +28,23 @@ def uv_export_names(project: Path, python: Path, tmp_path: Path) -> set[str]:
     copy = tmp_path / "export"
     shutil.copytree(project, copy)
     result = subprocess.run(
-        ["uv", "export", "--frozen", "--no-dev", "--no-hashes", "--no-header",
-         "--no-annotate", "--format", "requirements-txt", "--python", str(python)],
-        cwd=copy, capture_output=True, text=True, check=True,
+        [
+            "uv",
+            "export",
+            "--frozen",
+            "--no-dev",
+            "--no-hashes",
+            "--no-header",
+            "--no-annotate",
+            "--format",
+            "requirements-txt",
+            "--python",
+            str(python),
+        ],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_NO_CONFIG": "1"},
     )
     interpreter = probe(python)
@@ -54,7 +68,9 @@ def uv_export_names(project: Path, python: Path, tmp_path: Path) -> set[str]:
 def authentik_plan() -> dict[str, object]:
     result = subprocess.run(
         [sys.executable, "-m", "lockbox", "plan", "--json", str(AUTHENTIK)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     plan: dict[str, object] = json.loads(result.stdout)
     return plan
@@ -71,7 +87,10 @@ def test_authentik_plan_names_sources_and_builds(authentik_plan: dict[str, objec
     assert installed["xmlsec"]["reason"] == "[tool.uv] no-binary-package"
     assert by_form["git"] == {"opencontainers"}
     assert by_form["member"] == {
-        "authentik", "ak-guardian", "django-channels-postgres", "django-dramatiq-postgres",
+        "authentik",
+        "ak-guardian",
+        "django-channels-postgres",
+        "django-dramatiq-postgres",
         "django-postgres-cache",
     }
     assert installed["psycopg"]["extras"] == ["c", "pool"]
@@ -137,5 +156,8 @@ def test_an_interpreter_path_must_satisfy_requires_python() -> None:
 def test_a_virtual_environment_is_not_an_install(tmp_path: Path) -> None:
     python = find_interpreter("3.12", None).executable
     subprocess.run([python, "-m", "venv", "--without-pip", tmp_path / "venv"], check=True)
-    with pytest.raises(InterpreterNotFound, match="belongs to the virtual environment .*venv; give the Python it was made from"):
+    with pytest.raises(
+        InterpreterNotFound,
+        match="belongs to the virtual environment .*venv; give the Python it was made from",
+    ):
         probe(tmp_path / "venv" / "bin" / "python")

@@ -43,17 +43,27 @@ def test_the_entry_is_trimmed_and_relinked_relative_to_itself(entries: tuple[Pat
     assert int.from_bytes(pyc[4:8], "little") == 0b01  # unchecked hash: valid in a read-only tree
 
 
-def test_a_moved_copy_runs_with_its_own_libraries(entries: tuple[Path, Path], tmp_path: Path) -> None:
+def test_a_moved_copy_runs_with_its_own_libraries(
+    entries: tuple[Path, Path], tmp_path: Path
+) -> None:
     moved = tmp_path / "somewhere" / "else"
     shutil.copytree(entries[0], moved, symlinks=True)
     result = subprocess.run(
-        [moved / "bin" / "python3", "-c",
-         "import sys, ssl, sqlite3, ctypes, lzma, bz2, zlib, decimal; print(sys.prefix)"],
-        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, cwd="/",
+        [
+            moved / "bin" / "python3",
+            "-c",
+            "import sys, ssl, sqlite3, ctypes, lzma, bz2, zlib, decimal; print(sys.prefix)",
+        ],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        cwd="/",
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(moved)
-    ldd = subprocess.run(["ldd", moved / "bin" / "python3.12"], capture_output=True, text=True).stdout
+    ldd = subprocess.run(
+        ["ldd", moved / "bin" / "python3.12"], capture_output=True, text=True
+    ).stdout
     assert f"{moved}/bin/../lib/libpython3.12.so.1.0" in ldd
 
 
@@ -90,10 +100,24 @@ def test_a_changed_host_library_is_a_new_interpreter_entry(tmp_path: Path) -> No
 
     def imported(*mounts: str | Path) -> tuple[Path, bool]:
         result = subprocess.run(
-            [shutil.which("bwrap"), "--dev-bind", "/", "/", *mounts, "--",
-             sys.executable, "-c", IMPORT, INTERPRETER.executable, store]
-            if mounts else [sys.executable, "-c", IMPORT, INTERPRETER.executable, store],
-            capture_output=True, text=True)
+            [
+                shutil.which("bwrap"),
+                "--dev-bind",
+                "/",
+                "/",
+                *mounts,
+                "--",
+                sys.executable,
+                "-c",
+                IMPORT,
+                INTERPRETER.executable,
+                store,
+            ]
+            if mounts
+            else [sys.executable, "-c", IMPORT, INTERPRETER.executable, store],
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 0, result.stderr
         path, reused = result.stdout.split()
         return Path(path), reused == "True"

@@ -35,7 +35,9 @@ def test_concurrent_writers_of_the_same_entry_all_succeed(tmp_path: Path) -> Non
     processes = [
         subprocess.Popen(
             lockbox(store, "store", "add", str(source), "--name", "tree"),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(4)
     ]
@@ -60,7 +62,8 @@ def test_sigkill_at_any_point_leaves_a_store_that_verifies(tmp_path: Path) -> No
     started = time.monotonic()
     subprocess.run(
         lockbox(tmp_path / "timing", "store", "add", str(source), "--name", "tree"),
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     duration = time.monotonic() - started
 
@@ -69,12 +72,15 @@ def test_sigkill_at_any_point_leaves_a_store_that_verifies(tmp_path: Path) -> No
     for attempt in range(kills):
         process = subprocess.Popen(
             lockbox(store, "store", "add", str(source), "--name", f"tree{attempt % 3}"),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         time.sleep(duration * (attempt + 0.5) / kills)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        interrupted += any(not p.name.endswith(".lock") for p in (store / ".lockbox" / "tmp").iterdir())
+        interrupted += any(
+            not p.name.endswith(".lock") for p in (store / ".lockbox" / "tmp").iterdir()
+        )
 
         verify = subprocess.run(lockbox(store, "store", "verify"), capture_output=True, text=True)
         assert verify.returncode == 0, verify.stderr
@@ -90,7 +96,9 @@ def test_sigkill_at_any_point_leaves_a_store_that_verifies(tmp_path: Path) -> No
     # The store is still usable, and a complete add after all that gives the right content.
     done = subprocess.run(
         lockbox(store, "store", "add", str(source), "--name", "tree0"),
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     with Store.open(store) as opened:
         entry = opened.resolve(done.stdout.strip())

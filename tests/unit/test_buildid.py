@@ -15,8 +15,9 @@ def link(tmp_path: Path, directory: str) -> bytes:
     source = tmp_path / "lib.c"
     source.write_text(f'const char *where(void) {{ return "{directory}/src"; }}\n')
     output = tmp_path / "lib.so"
-    subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,--build-id=sha1", "-o", output, source],
-                   check=True)
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-Wl,--build-id=sha1", "-o", output, source], check=True
+    )
     return output.read_bytes()
 
 
@@ -24,7 +25,7 @@ def build_id(data: bytes) -> bytes:
     location = _build_id_location(data)
     assert location is not None
     offset, size = location
-    return data[offset:offset + size]
+    return data[offset : offset + size]
 
 
 def test_builds_that_scrub_to_the_same_bytes_get_the_same_build_id(tmp_path: Path) -> None:
@@ -42,8 +43,9 @@ def test_builds_that_scrub_to_the_same_bytes_get_the_same_build_id(tmp_path: Pat
 def test_readelf_reads_the_new_build_id(tmp_path: Path) -> None:
     refreshed = refresh_build_id(link(tmp_path, "/build/x"))
     (tmp_path / "new.so").write_bytes(refreshed)
-    notes = subprocess.run(["readelf", "-n", tmp_path / "new.so"], capture_output=True,
-                           text=True, check=True).stdout
+    notes = subprocess.run(
+        ["readelf", "-n", tmp_path / "new.so"], capture_output=True, text=True, check=True
+    ).stdout
     assert f"Build ID: {build_id(refreshed).hex()}" in notes
 
 

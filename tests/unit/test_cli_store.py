@@ -41,17 +41,24 @@ def test_add_ls_verify_gc(cli, tmp_path: Path) -> None:  # type: ignore[no-untyp
 
 
 def test_repair_removes_corrupted_entries_what_needs_them_and_their_roots(
-        cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cli, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     from lockbox.errors import StoreCorrupted
     from lockbox.store import Store
 
     store = tmp_path / "store"
     with Store.open(store) as opened:
         base = opened.add_tree(make_tree(tmp_path / "base"), name="base", kind="deps")
-        user = opened.add_tree(make_tree(tmp_path / "user", "u"), name="user", kind="app",
-                               references=[base.path_name], root="user")
-        other = opened.add_tree(make_tree(tmp_path / "other", "o"), name="other", kind="source",
-                                root="other")
+        user = opened.add_tree(
+            make_tree(tmp_path / "user", "u"),
+            name="user",
+            kind="app",
+            references=[base.path_name],
+            root="user",
+        )
+        other = opened.add_tree(
+            make_tree(tmp_path / "other", "o"), name="other", kind="source", root="other"
+        )
         opened.check_sealed(base, user, other)
         os.chmod(base.path / "file.txt", 0o644)
         (base.path / "file.txt").write_text("changed")

@@ -78,8 +78,13 @@ def server() -> Iterator[Server]:
 
 def item(server: Server, name: str, data: bytes, *, sha256: str | None = None) -> Download:
     server.files[f"/{name}"] = data
-    return Download(f"{server.url}/{name}", sha256 or hashlib.sha256(data).hexdigest(), name,
-                    len(data), f"{name} (test)")
+    return Download(
+        f"{server.url}/{name}",
+        sha256 or hashlib.sha256(data).hexdigest(),
+        name,
+        len(data),
+        f"{name} (test)",
+    )
 
 
 def test_files_arrive_verified_under_their_names(server: Server, tmp_path: Path) -> None:
@@ -87,13 +92,15 @@ def test_files_arrive_verified_under_their_names(server: Server, tmp_path: Path)
     progress = Recorder()
     found = download_all(items, tmp_path, progress)
     assert {sha: path.read_bytes() for sha, path in found.items()} == {
-        i.sha256: bytes([n]) * 1000 for n, i in enumerate(items)}
+        i.sha256: bytes([n]) * 1000 for n, i in enumerate(items)
+    }
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f0.whl", "f1.whl", "f2.whl"]
     assert ("info", "fetching 3 files (0.0 MB); 0 of 3 were already there") in progress.messages
 
 
 def test_a_hash_mismatch_fails_naming_both_hashes_and_leaves_no_file(
-        server: Server, tmp_path: Path) -> None:
+    server: Server, tmp_path: Path
+) -> None:
     bad = item(server, "bad.tar.gz", b"served bytes", sha256="ab" * 32)
     good = item(server, "good.whl", b"good")
     with pytest.raises(DownloadFailed) as caught:
@@ -106,8 +113,12 @@ def test_a_hash_mismatch_fails_naming_both_hashes_and_leaves_no_file(
 
 
 def test_every_404_is_collected_into_one_error(server: Server, tmp_path: Path) -> None:
-    items = [Download(f"{server.url}/missing-{n}.whl", f"{n:064x}", f"missing-{n}.whl",
-                      label=f"missing {n}") for n in range(3)]
+    items = [
+        Download(
+            f"{server.url}/missing-{n}.whl", f"{n:064x}", f"missing-{n}.whl", label=f"missing {n}"
+        )
+        for n in range(3)
+    ]
     present = item(server, "here.whl", b"here")
     with pytest.raises(DownloadGone) as caught:
         download_all([*items, present], tmp_path)
@@ -129,7 +140,8 @@ def test_a_network_failure_is_a_download_failure(tmp_path: Path) -> None:
 
 
 def test_a_kept_partial_file_is_continued_with_a_range_request(
-        server: Server, tmp_path: Path) -> None:
+    server: Server, tmp_path: Path
+) -> None:
     data = bytes(range(256)) * 400
     wanted = item(server, "big.whl", data)
     (tmp_path / f".{wanted.sha256[:16]}-big.whl.part").write_bytes(data[:30000])
@@ -140,7 +152,8 @@ def test_a_kept_partial_file_is_continued_with_a_range_request(
 
 
 def test_without_range_support_a_partial_file_is_started_again(
-        server: Server, tmp_path: Path) -> None:
+    server: Server, tmp_path: Path
+) -> None:
     server.ranges = False
     data = b"abc" * 5000
     wanted = item(server, "big.whl", data)
@@ -159,7 +172,8 @@ def test_a_wrong_kept_part_is_fetched_whole_again(server: Server, tmp_path: Path
 
 
 def test_a_file_already_there_is_not_fetched_and_a_changed_one_is(
-        server: Server, tmp_path: Path) -> None:
+    server: Server, tmp_path: Path
+) -> None:
     kept = item(server, "kept.whl", b"kept")
     changed = item(server, "changed.whl", b"original")
     (tmp_path / "kept.whl").write_bytes(b"kept")

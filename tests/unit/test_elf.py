@@ -59,8 +59,13 @@ def _cc_ok(*args: str | Path, cwd: Path) -> None:
 
 
 def _readelf(option: str, path: Path) -> str:
-    return subprocess.run(["readelf", "-W", option, str(path)], check=True, capture_output=True,
-                          text=True, env={**os.environ, "LC_ALL": "C"}).stdout
+    return subprocess.run(
+        ["readelf", "-W", option, str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LC_ALL": "C"},
+    ).stdout
 
 
 def _readelf_dynamic(path: Path, kind: str) -> list[str]:
@@ -79,7 +84,9 @@ def _static_link(output: str, *flags: str, cwd: Path) -> Path:
     result = _cc(*flags, "-o", output, "standalone.c", cwd=cwd)
     if result.returncode != 0:
         if re.search(r"cannot find -lc\b|libc\.a|rcrt1\.o|crt1\.o", result.stderr):
-            pytest.skip(f"static libc is not installed (libc.a, libc6-dev): {result.stderr.strip()}")
+            pytest.skip(
+                f"static libc is not installed (libc.a, libc6-dev): {result.stderr.strip()}"
+            )
         raise AssertionError(result.stderr)
     return cwd / output
 
@@ -91,14 +98,35 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     (work / "main.c").write_text(_MAIN)
     _cc_ok("-shared", "-fPIC", "-Wl,-soname,libfoo.so.1", "-o", "libfoo.so", "foo.c", cwd=work)
     # Both dtags flags are explicit: which one ld defaults to differs between toolchains.
-    _cc_ok("-o", "app", "main.c", "-L.", "-lfoo", "-Wl,--enable-new-dtags",
-           "-Wl,-rpath,$ORIGIN/lib", cwd=work)
-    _cc_ok("-o", "app-old-dtags", "main.c", "-L.", "-lfoo", "-Wl,--disable-new-dtags",
-           "-Wl,-rpath,$ORIGIN/lib", cwd=work)
+    _cc_ok(
+        "-o",
+        "app",
+        "main.c",
+        "-L.",
+        "-lfoo",
+        "-Wl,--enable-new-dtags",
+        "-Wl,-rpath,$ORIGIN/lib",
+        cwd=work,
+    )
+    _cc_ok(
+        "-o",
+        "app-old-dtags",
+        "main.c",
+        "-L.",
+        "-lfoo",
+        "-Wl,--disable-new-dtags",
+        "-Wl,-rpath,$ORIGIN/lib",
+        cwd=work,
+    )
     _cc_ok("-no-pie", "-o", "app-no-pie", "main.c", "-L.", "-lfoo", cwd=work)
     _cc_ok("-c", "-o", "foo.o", "foo.c", cwd=work)
-    return Built(libfoo=work / "libfoo.so", app=work / "app", app_old_dtags=work / "app-old-dtags",
-                 app_no_pie=work / "app-no-pie", obj=work / "foo.o")
+    return Built(
+        libfoo=work / "libfoo.so",
+        app=work / "app",
+        app_old_dtags=work / "app-old-dtags",
+        app_no_pie=work / "app-no-pie",
+        obj=work / "foo.o",
+    )
 
 
 def _system_loader() -> str:
@@ -156,8 +184,16 @@ def test_pie_reads_as_shared_and_a_fixed_address_executable_as_executable(built:
 
 def test_empty_search_path_entries_are_dropped(tmp_path: Path, built: Built) -> None:
     (tmp_path / "main.c").write_text(_MAIN)
-    _cc_ok("-o", "app", "main.c", f"-L{built.libfoo.parent}", "-lfoo", "-Wl,--enable-new-dtags",
-           "-Wl,-rpath,/opt/a::/opt/b:", cwd=tmp_path)
+    _cc_ok(
+        "-o",
+        "app",
+        "main.c",
+        f"-L{built.libfoo.parent}",
+        "-lfoo",
+        "-Wl,--enable-new-dtags",
+        "-Wl,-rpath,/opt/a::/opt/b:",
+        cwd=tmp_path,
+    )
     info = read_elf(tmp_path / "app")
     assert info is not None
     assert _readelf_dynamic(tmp_path / "app", "RUNPATH") == ["/opt/a::/opt/b:"]
@@ -238,7 +274,7 @@ def test_damaged_copies_never_raise(tmp_path: Path, built: Built) -> None:
     damaged = tmp_path / "damaged"
     cases = [data[:size] for size in range(0, len(data), 211)]
     for offset in range(0, min(len(data), 4096), 13):
-        cases.append(data[:offset] + b"\xff" * 8 + data[offset + 8:])
+        cases.append(data[:offset] + b"\xff" * 8 + data[offset + 8 :])
     for case in cases:
         damaged.write_bytes(case)
         result = read_elf(damaged)
@@ -257,7 +293,7 @@ def _foreign_copy(source: Path, target: Path) -> Path:
     """``source`` claiming to be for AArch64: test data for a foreign architecture."""
     data = bytearray(source.read_bytes())
     assert data[5] == 1, "the patch below writes a little-endian e_machine"
-    data[_E_MACHINE_OFFSET:_E_MACHINE_OFFSET + 2] = _EM_AARCH64.to_bytes(2, "little")
+    data[_E_MACHINE_OFFSET : _E_MACHINE_OFFSET + 2] = _EM_AARCH64.to_bytes(2, "little")
     target.write_bytes(bytes(data))
     return target
 

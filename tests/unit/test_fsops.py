@@ -42,10 +42,14 @@ def test_the_kill_point_stops_the_process_at_the_chosen_step(tmp_path: Path) -> 
     env = {**os.environ, STEPS_LOG: str(log)}
     subprocess.run([sys.executable, "-c", _SCRIPT, tmp_path], env=env, check=True)
     assert [line.split()[1:] for line in log.read_text().splitlines()] == [
-        ["1", "rename", "b0"], ["2", "rename", "b1"], ["3", "rename", "b2"]]
+        ["1", "rename", "b0"],
+        ["2", "rename", "b1"],
+        ["3", "rename", "b2"],
+    ]
     killed = tmp_path / "killed"
     killed.mkdir()
-    done = subprocess.run([sys.executable, "-c", _SCRIPT, killed],
-                          env={**os.environ, KILL_AFTER_STEP: "2"})
+    done = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, killed], env={**os.environ, KILL_AFTER_STEP: "2"}
+    )
     assert done.returncode == -9
     assert sorted(p.name for p in killed.iterdir()) == ["a1", "b0"]

@@ -31,8 +31,7 @@ def _cc(*args: str | Path, cwd: Path) -> None:
 
 def _library(directory: Path, soname: str, source: str, *link: str | Path) -> Path:
     (directory / "source.c").write_text(source)
-    _cc("-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", soname, "source.c", *link,
-        cwd=directory)
+    _cc("-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", soname, "source.c", *link, cwd=directory)
     return directory / soname
 
 
@@ -42,12 +41,24 @@ def built(tmp_path: Path) -> Built:
     for directory in (libs, elsewhere, work):
         directory.mkdir()
     _library(libs, "libbottom.so.1", "int bottom(void) { return 1; }\n")
-    _library(libs, "libmid.so.1", "int bottom(void);\nint mid(void) { return bottom(); }\n",
-             "-L.", "-l:libbottom.so.1")
+    _library(
+        libs,
+        "libmid.so.1",
+        "int bottom(void);\nint mid(void) { return bottom(); }\n",
+        "-L.",
+        "-l:libbottom.so.1",
+    )
     _library(elsewhere, "libghost.so.1", "int ghost(void) { return 2; }\n")
-    module = _library(work, "module.so", "#include <stdio.h>\nint mid(void); int ghost(void);\n"
-                      "int run(void) { puts(\"run\"); return mid() + ghost(); }\n",
-                      f"-L{libs}", "-l:libmid.so.1", f"-L{elsewhere}", "-l:libghost.so.1")
+    module = _library(
+        work,
+        "module.so",
+        "#include <stdio.h>\nint mid(void); int ghost(void);\n"
+        'int run(void) { puts("run"); return mid() + ghost(); }\n',
+        f"-L{libs}",
+        "-l:libmid.so.1",
+        f"-L{elsewhere}",
+        "-l:libghost.so.1",
+    )
     return Built(libs, module)
 
 
@@ -62,28 +73,39 @@ def test_the_closure_follows_what_each_library_found_needs(built: Built, tmp_pat
     closure = host_closure(needed, store, recipe_paths=[built.libs], host={})
     mid, bottom = built.libs / "libmid.so.1", built.libs / "libbottom.so.1"
     # glibc's family is left to the loader; what is found nowhere is said so.
-    assert closure.found == {"libmid.so.1": str(mid), "libghost.so.1": None,
-                             "libbottom.so.1": str(bottom)}
+    assert closure.found == {
+        "libmid.so.1": str(mid),
+        "libghost.so.1": None,
+        "libbottom.so.1": str(bottom),
+    }
     assert closure.digests == {str(mid): _sha256(mid), str(bottom): _sha256(bottom)}
     assert closure.inputs(bundle=True) == {
         "libbottom.so.1": {"path": str(bottom), "sha256": _sha256(bottom)},
         "libghost.so.1": None,
-        "libmid.so.1": {"path": str(mid), "sha256": _sha256(mid)}}
+        "libmid.so.1": {"path": str(mid), "sha256": _sha256(mid)},
+    }
     # Without bundling, the run paths name the directories: the bytes are not the entry's.
-    assert closure.inputs(bundle=False) == {"libbottom.so.1": str(bottom),
-                                            "libghost.so.1": None, "libmid.so.1": str(mid)}
+    assert closure.inputs(bundle=False) == {
+        "libbottom.so.1": str(bottom),
+        "libghost.so.1": None,
+        "libmid.so.1": str(mid),
+    }
     assert set(closure.consulted) == {LOADER_CACHE, str(built.libs), str(mid), str(bottom)}
     assert closure.uncovered([str(mid), "/elsewhere/libx.so.1"]) == ["/elsewhere/libx.so.1"]
 
 
 def test_other_bytes_are_other_inputs_and_the_first_library_on_the_paths_wins(
-        built: Built, tmp_path: Path) -> None:
+    built: Built, tmp_path: Path
+) -> None:
     store = Store.open(tmp_path / "store")
     before = host_closure(["libmid.so.1"], store, recipe_paths=[built.libs], host={})
     upgraded = tmp_path / "upgraded"
     upgraded.mkdir()
-    bottom = _library(upgraded, "libbottom.so.1", "int bottom(void) { return 1 + 1; }\n"
-                      "int added(void) { return 3; }\n")
+    bottom = _library(
+        upgraded,
+        "libbottom.so.1",
+        "int bottom(void) { return 1 + 1; }\nint added(void) { return 3; }\n",
+    )
     after = host_closure(["libmid.so.1"], store, recipe_paths=[upgraded, built.libs], host={})
     assert after.found["libbottom.so.1"] == str(bottom)
     assert after.found["libmid.so.1"] == before.found["libmid.so.1"]
@@ -92,12 +114,15 @@ def test_other_bytes_are_other_inputs_and_the_first_library_on_the_paths_wins(
     # resolution of the build.
     host = {"libmid.so.1": built.libs / "libmid.so.1"}
     hosted = host_closure(["libmid.so.1"], store, recipe_paths=[upgraded], host=host)
-    assert hosted.found == {"libmid.so.1": str(built.libs / "libmid.so.1"),
-                            "libbottom.so.1": str(bottom)}
+    assert hosted.found == {
+        "libmid.so.1": str(built.libs / "libmid.so.1"),
+        "libbottom.so.1": str(bottom),
+    }
 
 
 def test_what_a_file_needs_is_kept_under_its_digest_and_read_only_once(
-        built: Built, tmp_path: Path) -> None:
+    built: Built, tmp_path: Path
+) -> None:
     store = Store.open(tmp_path / "store")
     mid = built.libs / "libmid.so.1"
     assert file_needs(store, mid, _sha256(mid)) == ("libbottom.so.1",)

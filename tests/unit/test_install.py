@@ -45,26 +45,42 @@ def test_uv_config_keeps_the_project_settings_and_adds_build_variables(
 
 def test_the_c_wrapper_adds_recipe_flags_and_path_maps_to_the_real_compiler(tmp_path: Path) -> None:
     interpreter = Interpreter(
-        executable=Path("/opt/py/bin/python3.13"), version=Version("3.13.0"), markers={},
-        sysconfig={"CC": "gcc -pthread", "CXX": "g++ -pthread"}, prefix=Path("/opt/py"),
+        executable=Path("/opt/py/bin/python3.13"),
+        version=Version("3.13.0"),
+        markers={},
+        sysconfig={"CC": "gcc -pthread", "CXX": "g++ -pthread"},
+        prefix=Path("/opt/py"),
     )
-    variables, _ = _compiler_wrappers(tmp_path, Path("/tmp/lockbox-build/tmp/x/work"), interpreter,
-                                      Path("/tmp/lockbox-build/uv-cache/k0"))
-    assert variables == {"CC": "/tmp/lockbox-build/tmp/x/work/bin/cc -pthread",
-                         "CXX": "/tmp/lockbox-build/tmp/x/work/bin/c++ -pthread"}
+    variables, _ = _compiler_wrappers(
+        tmp_path,
+        Path("/tmp/lockbox-build/tmp/x/work"),
+        interpreter,
+        Path("/tmp/lockbox-build/uv-cache/k0"),
+    )
+    assert variables == {
+        "CC": "/tmp/lockbox-build/tmp/x/work/bin/cc -pthread",
+        "CXX": "/tmp/lockbox-build/tmp/x/work/bin/c++ -pthread",
+    }
     source = tmp_path / "where.c"
-    source.write_text('const char *where = __FILE__; int value = EXTRA;\n')
-    subprocess.run([tmp_path / "bin" / "cc", "-c", "-g", source.name, "-o", "where.o"],
-                   cwd=tmp_path, check=True, env={"PATH": "/usr/bin:/bin", RECIPE_CFLAGS: "-DEXTRA=7"})
-    strings = subprocess.run(["strings", "-a", tmp_path / "where.o"], capture_output=True,
-                             text=True, check=True).stdout
+    source.write_text("const char *where = __FILE__; int value = EXTRA;\n")
+    subprocess.run(
+        [tmp_path / "bin" / "cc", "-c", "-g", source.name, "-o", "where.o"],
+        cwd=tmp_path,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", RECIPE_CFLAGS: "-DEXTRA=7"},
+    )
+    strings = subprocess.run(
+        ["strings", "-a", tmp_path / "where.o"], capture_output=True, text=True, check=True
+    ).stdout
     assert "/lockbox/src" in strings
     assert str(tmp_path) not in strings
 
 
 def test_the_offline_config_names_no_index(make_project: Callable[..., Path]) -> None:
-    root = make_project('\n[tool.uv]\nfind-links = ["http://127.0.0.1:9/"]\n'
-                        'index-url = "http://127.0.0.1:9/simple"\nno-binary-package = ["lxml"]\n')
+    root = make_project(
+        '\n[tool.uv]\nfind-links = ["http://127.0.0.1:9/"]\n'
+        'index-url = "http://127.0.0.1:9/simple"\nno-binary-package = ["lxml"]\n'
+    )
     project = load_project(root)
     online = tomllib.loads(uv_config(project, {}, {}))
     offline = tomllib.loads(uv_config(project, {}, {}, offline=True))

@@ -52,14 +52,22 @@ def venv(tmp_path: Path) -> Path:
     return root
 
 
-def test_only_site_packages_is_kept_and_build_leftovers_are_dropped(venv: Path, tmp_path: Path) -> None:
+def test_only_site_packages_is_kept_and_build_leftovers_are_dropped(
+    venv: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "layer"
     report = normalise(venv, out, Scrubber(["/build/root"]))
     site = out / "lib" / "python3.12" / "site-packages"
     assert sorted(p.name for p in out.iterdir()) == ["lib"]
     assert sorted(str(p.relative_to(site)) for p in site.rglob("*")) == [
-        "pkg", "pkg-1.0.dist-info", "pkg-1.0.dist-info/INSTALLER", "pkg-1.0.dist-info/METADATA",
-        "pkg-1.0.dist-info/RECORD", "pkg/__init__.py", "pkg/link.py", "pkg/tool",
+        "pkg",
+        "pkg-1.0.dist-info",
+        "pkg-1.0.dist-info/INSTALLER",
+        "pkg-1.0.dist-info/METADATA",
+        "pkg-1.0.dist-info/RECORD",
+        "pkg/__init__.py",
+        "pkg/link.py",
+        "pkg/tool",
     ]
     assert os.readlink(site / "pkg" / "link.py") == "__init__.py"
     assert os.stat(site / "pkg" / "tool").st_mode & 0o111
@@ -121,8 +129,10 @@ def test_tree_diff_names_distributions_and_files(tmp_path: Path) -> None:
     assert difference.added_dists == ("pkg 1.1",)
     assert difference.removed_dists == ("pkg 1.0",)
     assert [(c.path, c.change) for c in difference.files] == [
-        ("extra.py", "added"), ("pkg-1.0.dist-info", "removed"),
-        ("pkg-1.1.dist-info", "added"), ("pkg.py", "changed"),
+        ("extra.py", "added"),
+        ("pkg-1.0.dist-info", "removed"),
+        ("pkg-1.1.dist-info", "added"),
+        ("pkg.py", "changed"),
     ]
 
 
@@ -146,5 +156,6 @@ def test_files_read_and_found_clean_are_offered_for_remembering(venv: Path, tmp_
     os.link(tool, tmp_path / "cache-link")
     report = normalise(venv, tmp_path / "layer", Scrubber(["/build/root"]))
     info = os.stat(tmp_path / "cache-link")
-    assert report.clean_links == [(info.st_dev, info.st_ino, info.st_size,
-                                   record_hash(b"#!/bin/sh" + bytes([10])))]
+    assert report.clean_links == [
+        (info.st_dev, info.st_ino, info.st_size, record_hash(b"#!/bin/sh" + bytes([10])))
+    ]

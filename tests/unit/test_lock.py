@@ -110,7 +110,8 @@ def test_reads_every_source_kind_and_artifact() -> None:
     assert numpy[0].sdist.size == 10
     assert numpy[0].wheels[0].sha256 is not None and numpy[0].wheels[0].sha256.hex == "ab" * 32
     assert {str(tag) for tag in numpy[0].wheels[0].wheel_tags} == {
-        "cp312-cp312-manylinux_2_17_x86_64", "cp312-cp312-manylinux2014_x86_64"
+        "cp312-cp312-manylinux_2_17_x86_64",
+        "cp312-cp312-manylinux2014_x86_64",
     }
 
 
@@ -152,7 +153,9 @@ def test_every_problem_is_collected_with_its_line() -> None:
     text = LOCK.replace(
         "python_full_version >= '3.12'\" }", "python_full_version >>= '3.12'\" }"
     ).replace(f'hash = "{HASH}", size = 10', 'hash = "md5:00", size = 10')
-    text += '\n[[package]]\nname = "broken"\nversion = "1"\nsource = { registry = "x", git = "y" }\n'
+    text += (
+        '\n[[package]]\nname = "broken"\nversion = "1"\nsource = { registry = "x", git = "y" }\n'
+    )
     problems = errors_of(text)
     assert len(problems) == 3, problems
     marker, md5, broken = problems
@@ -201,7 +204,10 @@ def test_reads_the_authentik_lock() -> None:
     lock = read_lock(path)
     assert len(lock.packages) == 254
     assert set(lock.members) == {
-        "authentik", "ak-guardian", "django-channels-postgres", "django-dramatiq-postgres",
+        "authentik",
+        "ak-guardian",
+        "django-channels-postgres",
+        "django-dramatiq-postgres",
         "django-postgres-cache",
     }
     (psycopg,) = lock.named("psycopg")

@@ -31,8 +31,10 @@ def _patch(tmp_path: Path, text: str | bytes, name: str = "fix.diff") -> Path:
 def _snapshot(root: Path) -> dict[str, tuple[bytes | None, int]]:
     """Every file's bytes and every entry's mode, by relative path."""
     return {
-        path.relative_to(root).as_posix():
-            (None if path.is_dir() else path.read_bytes(), path.stat().st_mode)
+        path.relative_to(root).as_posix(): (
+            None if path.is_dir() else path.read_bytes(),
+            path.stat().st_mode,
+        )
         for path in sorted(root.rglob("*"))
     }
 
@@ -70,8 +72,10 @@ def test_hunks_apply_at_an_offset_when_lines_were_inserted_above(tmp_path: Path)
     tree = _tree(tmp_path / "tree", {"pkg/mod.py": "new 1\nnew 2\nnew 3\n" + TEN})
     report = apply_patch(_patch(tmp_path, TWO_HUNKS), tree)
     assert report.hunks == 2
-    assert report.offsets == ("pkg/mod.py hunk 1 applied 3 lines later",
-                              "pkg/mod.py hunk 2 applied 3 lines later")
+    assert report.offsets == (
+        "pkg/mod.py hunk 1 applied 3 lines later",
+        "pkg/mod.py hunk 2 applied 3 lines later",
+    )
     assert (tree / "pkg/mod.py").read_text().startswith("new 1\nnew 2\nnew 3\nLINE ONE\nline 2\n")
     assert "line 9\nline 9.5\nline 10\n" in (tree / "pkg/mod.py").read_text()
 
@@ -83,8 +87,9 @@ def test_the_nearest_exact_match_wins_even_when_it_is_earlier(tmp_path: Path) ->
     patch = "--- a/mod.py\n+++ b/mod.py\n@@ -8,3 +8,4 @@\n line 8\n line 9\n+line 9.5\n line 10\n"
     report = apply_patch(_patch(tmp_path, patch), tree)
     assert report.offsets == ("mod.py hunk 1 applied 2 lines earlier",)
-    assert (tree / "mod.py").read_text() == (shorter.replace("line 9\n", "line 9\nline 9.5\n")
-                                             + "x\nx\nx\nline 8\nline 9\nline 10\n")
+    assert (tree / "mod.py").read_text() == (
+        shorter.replace("line 9\n", "line 9\nline 9.5\n") + "x\nx\nx\nline 8\nline 9\nline 10\n"
+    )
 
 
 def test_create_and_delete_files(tmp_path: Path) -> None:
@@ -130,8 +135,9 @@ def test_creating_an_existing_file_or_deleting_a_changed_one_is_refused(tmp_path
 
 
 def test_no_newline_at_end_of_file_in_both_directions(tmp_path: Path) -> None:
-    tree = _tree(tmp_path / "tree",
-                 {"adds.txt": "a\nb", "drops.txt": "a\nb\n", "crlf.txt": "a\r\nb\r"})
+    tree = _tree(
+        tmp_path / "tree", {"adds.txt": "a\nb", "drops.txt": "a\nb\n", "crlf.txt": "a\r\nb\r"}
+    )
     patch = """\
 --- a/adds.txt
 +++ b/adds.txt
@@ -170,8 +176,9 @@ def test_a_missing_final_newline_is_context_that_must_match(tmp_path: Path) -> N
 
 def test_a_failing_hunk_is_fully_described_and_leaves_the_tree_untouched(tmp_path: Path) -> None:
     accounts = "gatekeeper/accounts/migrations/0002_drop_group.py"
-    tree = _tree(tmp_path / "tree",
-                 {"first.txt": "one\ntwo\n", accounts: TEN.replace("line 9", "line nine")})
+    tree = _tree(
+        tmp_path / "tree", {"first.txt": "one\ntwo\n", accounts: TEN.replace("line 9", "line nine")}
+    )
     patch = """\
 Subject: [PATCH] drop the group
 
@@ -210,10 +217,12 @@ Subject: [PATCH] drop the group
     assert _snapshot(tree) == before  # first.txt and hunk 1 applied in memory only
 
 
-@pytest.mark.parametrize(("header", "line"), [("@@ -1,2 +1,2 @@", 7), ("@@ -1,2 +1,1 @@", 6),
-                                              ("@@ -1,4 +1,4 @@", 3)])
-def test_hunk_counts_that_disagree_with_the_header_are_malformed(tmp_path: Path, header: str,
-                                                                  line: int) -> None:
+@pytest.mark.parametrize(
+    ("header", "line"), [("@@ -1,2 +1,2 @@", 7), ("@@ -1,2 +1,1 @@", 6), ("@@ -1,4 +1,4 @@", 3)]
+)
+def test_hunk_counts_that_disagree_with_the_header_are_malformed(
+    tmp_path: Path, header: str, line: int
+) -> None:
     tree = _tree(tmp_path / "tree", {"f.txt": "a\nb\nc\n"})
     patch = f"--- a/f.txt\n+++ b/f.txt\n{header}\n a\n-b\n+B\n c\n"
     with pytest.raises(PatchError, match=rf"^fix\.diff: patch line {line}: hunk does not match"):
@@ -244,8 +253,10 @@ def test_a_symlink_leading_out_of_the_tree_is_refused(tmp_path: Path) -> None:
 
 
 def test_strip_zero_keeps_the_whole_name_and_strip_one_drops_the_prefix(tmp_path: Path) -> None:
-    patch = ("--- src/f.txt\t2024-01-02 03:04:05.000000000 +0100\n"
-             "+++ src/f.txt\t2024-01-02 03:04:06 +0100\n@@ -1 +1 @@\n-a\n+b\n")
+    patch = (
+        "--- src/f.txt\t2024-01-02 03:04:05.000000000 +0100\n"
+        "+++ src/f.txt\t2024-01-02 03:04:06 +0100\n@@ -1 +1 @@\n-a\n+b\n"
+    )
     zero = _tree(tmp_path / "zero", {"src/f.txt": "a\n"})
     assert apply_patch(_patch(tmp_path, patch), zero, strip=0).files == ("src/f.txt",)
     assert (zero / "src/f.txt").read_text() == "b\n"
@@ -271,19 +282,26 @@ def test_binary_patches_and_renames_are_not_supported(tmp_path: Path) -> None:
 @pytest.mark.skipif(not (shutil.which("patch") and shutil.which("diff")), reason="needs GNU tools")
 def test_the_result_matches_gnu_patch(tmp_path: Path) -> None:
     body = "".join(f"def f{n}():\n    return {n}\n\n" for n in range(40))
-    old = _tree(tmp_path / "old", {
-        "pkg/core.py": body,
-        "pkg/util.py": "x = 1\ny = 2",
-        "docs/gone.md": "# gone\n\ntext\n",
-        "same.txt": "unchanged\n",
-    })
-    new = _tree(tmp_path / "new", {
-        "pkg/core.py": body.replace("return 3\n", "return 'three'\n").replace("f30", "g30")
-        .replace("return 17\n", "return 17\n    # seventeen\n"),
-        "pkg/util.py": "x = 1\ny = 3\n",
-        "pkg/sub/added.py": "print('hi')\n",
-        "same.txt": "unchanged\n",
-    })
+    old = _tree(
+        tmp_path / "old",
+        {
+            "pkg/core.py": body,
+            "pkg/util.py": "x = 1\ny = 2",
+            "docs/gone.md": "# gone\n\ntext\n",
+            "same.txt": "unchanged\n",
+        },
+    )
+    new = _tree(
+        tmp_path / "new",
+        {
+            "pkg/core.py": body.replace("return 3\n", "return 'three'\n")
+            .replace("f30", "g30")
+            .replace("return 17\n", "return 17\n    # seventeen\n"),
+            "pkg/util.py": "x = 1\ny = 3\n",
+            "pkg/sub/added.py": "print('hi')\n",
+            "same.txt": "unchanged\n",
+        },
+    )
     # -N writes added and removed files with epoch timestamps instead of /dev/null.
     diff = subprocess.run(["diff", "-ruN", "old", "new"], cwd=tmp_path, capture_output=True)
     assert diff.returncode == 1, diff.stderr
@@ -292,9 +310,11 @@ def test_the_result_matches_gnu_patch(tmp_path: Path) -> None:
     shutil.copytree(old, ours)
     shutil.copytree(old, theirs)
     report = apply_patch(patch, ours)
-    subprocess.run(["patch", "-p1", "--batch", "--silent", "-i", str(patch)], cwd=theirs,
-                   check=True)
+    subprocess.run(
+        ["patch", "-p1", "--batch", "--silent", "-i", str(patch)], cwd=theirs, check=True
+    )
     assert _snapshot(ours) == _snapshot(theirs)
-    assert {name: data for name, (data, _) in _snapshot(ours).items()} == \
-        {name: data for name, (data, _) in _snapshot(new).items()}
+    assert {name: data for name, (data, _) in _snapshot(ours).items()} == {
+        name: data for name, (data, _) in _snapshot(new).items()
+    }
     assert report.files == ("docs/gone.md", "pkg/core.py", "pkg/sub/added.py", "pkg/util.py")

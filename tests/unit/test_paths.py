@@ -33,20 +33,27 @@ def tree(tmp_path: Path) -> Path:
     return _tree(tmp_path / "root", tmp_path / "outside")
 
 
-@pytest.mark.parametrize("relative, reason", [
-    ("/etc/passwd", "is absolute"),
-    ("../x", "leads out of the project"),
-    ("real/../../x", "leads out of the project"),
-    ("out/secret", "goes through out, a symbolic link to .*which leads out of the project"),
-    ("real/up/outside/secret", "goes through real/up, a symbolic link to ../.., which leads out"),
-    ("inlink/file.txt", "goes through inlink, a symbolic link to real; lockbox follows no"),
-    ("real/secret", "goes through real/secret, a symbolic link"),
-    ("real/file.txt/x", "goes through real/file.txt, which is not a directory"),
-    ("", "names the project itself"),
-    ("./.", "names the project itself"),
-])
-def test_hostile_paths_are_refused_with_the_key_and_path(tree: Path, relative: str,
-                                                         reason: str) -> None:
+@pytest.mark.parametrize(
+    "relative, reason",
+    [
+        ("/etc/passwd", "is absolute"),
+        ("../x", "leads out of the project"),
+        ("real/../../x", "leads out of the project"),
+        ("out/secret", "goes through out, a symbolic link to .*which leads out of the project"),
+        (
+            "real/up/outside/secret",
+            "goes through real/up, a symbolic link to ../.., which leads out",
+        ),
+        ("inlink/file.txt", "goes through inlink, a symbolic link to real; lockbox follows no"),
+        ("real/secret", "goes through real/secret, a symbolic link"),
+        ("real/file.txt/x", "goes through real/file.txt, which is not a directory"),
+        ("", "names the project itself"),
+        ("./.", "names the project itself"),
+    ],
+)
+def test_hostile_paths_are_refused_with_the_key_and_path(
+    tree: Path, relative: str, reason: str
+) -> None:
     with pytest.raises(PathError, match=reason) as raised:
         confined(tree, relative, "recipe app.root[0]", within="the project")
     assert str(raised.value).startswith(f"recipe app.root[0]: {relative!r} ")
@@ -85,24 +92,60 @@ def test_writes_do_not_follow_a_link(tree: Path, tmp_path: Path) -> None:
     assert (tmp_path / "outside/secret").read_text() == "decoy\n"
 
 
-_NAMES = st.sampled_from(["real", "sub", "out", "up", "inlink", "secret", "file.txt", "..",
-                          ".", "", "x", "*", "**", "s*", "[so]*"])
+_NAMES = st.sampled_from(
+    [
+        "real",
+        "sub",
+        "out",
+        "up",
+        "inlink",
+        "secret",
+        "file.txt",
+        "..",
+        ".",
+        "",
+        "x",
+        "*",
+        "**",
+        "s*",
+        "[so]*",
+    ]
+)
 _RELATIVE = st.lists(_NAMES, min_size=0, max_size=6).map("/".join)
 _LINKS = st.lists(
-    st.tuples(st.sampled_from(["l1", "real/l2", "real/sub/l3"]),
-              st.sampled_from(["..", "../..", "../../..", "/", "real", "sub", "../outside",
-                               "/tmp", "secret", "file.txt"])),
-    max_size=3, unique_by=lambda link: link[0])
+    st.tuples(
+        st.sampled_from(["l1", "real/l2", "real/sub/l3"]),
+        st.sampled_from(
+            [
+                "..",
+                "../..",
+                "../../..",
+                "/",
+                "real",
+                "sub",
+                "../outside",
+                "/tmp",
+                "secret",
+                "file.txt",
+            ]
+        ),
+    ),
+    max_size=3,
+    unique_by=lambda link: link[0],
+)
 
 
 def _inside(path: Path, root: Path) -> bool:
     return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(relative=_RELATIVE, links=_LINKS, link_ok=st.booleans())
-def test_no_generated_path_leads_out(relative: str, links: list[tuple[str, str]],
-                                     link_ok: bool) -> None:
+def test_no_generated_path_leads_out(
+    relative: str, links: list[tuple[str, str]], link_ok: bool
+) -> None:
     base = Path(tempfile.mkdtemp())
     try:
         root = _tree(base / "root", base / "outside")
@@ -123,7 +166,10 @@ def test_no_generated_path_leads_out(relative: str, links: list[tuple[str, str]]
                 continue
             for match in matches:
                 assert _inside(match.parent, root), match
-                assert all(not parent.is_symlink() for parent in match.parents
-                           if parent.is_relative_to(root) and parent != root), match
+                assert all(
+                    not parent.is_symlink()
+                    for parent in match.parents
+                    if parent.is_relative_to(root) and parent != root
+                ), match
     finally:
         shutil.rmtree(base)

@@ -70,7 +70,7 @@ def test_follows_edges_markers_and_edge_extras(plan_for: Callable[..., Plan]) ->
     assert oci.extras == ("cli",)
     assert reasons(plan) == {
         "localdir 0.1": "only in extra 'web'",
-        "numpy 1.26.4": "not for this platform (python_full_version < \"3.12\")",
+        "numpy 1.26.4": 'not for this platform (python_full_version < "3.12")',
     }
 
 

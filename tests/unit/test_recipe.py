@@ -99,7 +99,9 @@ def test_hash_is_accepted_in_all_three_forms(make_project: Callable[..., Path]) 
         assert load_project(root).recipe.deps.hash == digest
 
 
-def test_lockbox_toml_can_point_at_the_project(make_project: Callable[..., Path], tmp_path: Path) -> None:
+def test_lockbox_toml_can_point_at_the_project(
+    make_project: Callable[..., Path], tmp_path: Path
+) -> None:
     root = make_project(files=FILES)
     recipes = tmp_path / "recipes"
     recipes.mkdir()
@@ -165,7 +167,9 @@ def test_all_problems_are_reported_together_with_lines(make_project: Callable[..
     assert str(root / "pyproject.toml") in text
 
 
-def test_toml_syntax_errors_name_the_line(make_project: Callable[..., Path], tmp_path: Path) -> None:
+def test_toml_syntax_errors_name_the_line(
+    make_project: Callable[..., Path], tmp_path: Path
+) -> None:
     root = make_project()
     (root / "lockbox.toml").write_text('python = "3.13"\n[deps\nhash = 1\n')
     with pytest.raises(RecipeError, match=r"lockbox.toml:2: not valid TOML"):
@@ -198,7 +202,9 @@ def test_uv_settings_are_read(make_project: Callable[..., Path]) -> None:
     assert project.uv.no_build is True and project.uv.no_binary is False
 
 
-def test_recipe_show_prints_defaults_and_errors_cleanly(cli, make_project: Callable[..., Path]) -> None:  # type: ignore[no-untyped-def]
+def test_recipe_show_prints_defaults_and_errors_cleanly(
+    cli, make_project: Callable[..., Path]
+) -> None:  # type: ignore[no-untyped-def]
     root = make_project(FULL, FILES)
     shown = cli("recipe", "show", root, "--json")
     assert shown.code == 0, shown.err
@@ -243,23 +249,41 @@ def test_extra_sources_are_read_by_url_or_git(make_project: Callable[..., Path])
         """)
     by_url, by_git = load_project(root).recipe.deps.extra_sources
     assert (by_url.url, by_url.hash.hex, by_url.git) == (
-        "https://files.example.org/opencontainers-0.0.14.tar.gz", digest, None)
+        "https://files.example.org/opencontainers-0.0.14.tar.gz",
+        digest,
+        None,
+    )
     assert (by_git.git, by_git.rev, by_git.url) == (
-        "https://git.example.org/oci-python", "ceb4fcc090851717a3069d78e85ceb1e86c2740c", None)
+        "https://git.example.org/oci-python",
+        "ceb4fcc090851717a3069d78e85ceb1e86c2740c",
+        None,
+    )
 
 
-@pytest.mark.parametrize(("source", "message"), [
-    ('url = "https://x.org/a.tar.gz"', r"extra-sources\[0\]: hash is required"),
-    ('url = "https://x.org/a.tar.gz"\ngit = "https://x.org/r"\nhash = "sha256:' + "0" * 64 + '"',
-     r"extra-sources\[0\]: give either url .* or git"),
-    ('git = "https://x.org/r"\nrev = "main"\nhash = "sha256:' + "0" * 64 + '"',
-     r"extra-sources\[0\]\.rev: a git source needs rev, the full commit"),
-    ('url = "ftp://x.org/a.tar.gz"\nhash = "sha256:' + "0" * 64 + '"',
-     r"extra-sources\[0\]\.url: expected an http\(s\):// or file:// URL"),
-    ('url = "https://x.org/a.tar.gz"\nhash = "md5:abc"', r"extra-sources\[0\]\.hash: "),
-])
-def test_extra_source_mistakes_are_located(make_project: Callable[..., Path], source: str,
-                                           message: str) -> None:
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ('url = "https://x.org/a.tar.gz"', r"extra-sources\[0\]: hash is required"),
+        (
+            'url = "https://x.org/a.tar.gz"\ngit = "https://x.org/r"\nhash = "sha256:'
+            + "0" * 64
+            + '"',
+            r"extra-sources\[0\]: give either url .* or git",
+        ),
+        (
+            'git = "https://x.org/r"\nrev = "main"\nhash = "sha256:' + "0" * 64 + '"',
+            r"extra-sources\[0\]\.rev: a git source needs rev, the full commit",
+        ),
+        (
+            'url = "ftp://x.org/a.tar.gz"\nhash = "sha256:' + "0" * 64 + '"',
+            r"extra-sources\[0\]\.url: expected an http\(s\):// or file:// URL",
+        ),
+        ('url = "https://x.org/a.tar.gz"\nhash = "md5:abc"', r"extra-sources\[0\]\.hash: "),
+    ],
+)
+def test_extra_source_mistakes_are_located(
+    make_project: Callable[..., Path], source: str, message: str
+) -> None:
     root = make_project("[[tool.lockbox.deps.extra-sources]]\n" + source + "\n")
     with pytest.raises(RecipeError, match=message):
         load_project(root)

@@ -29,8 +29,12 @@ def test_input_reaches_the_command(streamed: bool) -> None:
 def test_a_timeout_kills_the_command_streamed_or_not(streamed: bool) -> None:
     lines: list[str] = []
     start = time.monotonic()
-    result = run(["sh", "-c", "echo started >&2; sleep 6"], check=False, timeout=0.5,
-                 on_stderr_line=lines.append if streamed else None)
+    result = run(
+        ["sh", "-c", "echo started >&2; sleep 6"],
+        check=False,
+        timeout=0.5,
+        on_stderr_line=lines.append if streamed else None,
+    )
     assert time.monotonic() - start < 4  # the sleep, a grandchild, holds the pipes for 6 s
     assert result.returncode == -9 and "killed after 0.5 s" in result.stderr
     if streamed:

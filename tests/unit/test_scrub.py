@@ -10,8 +10,10 @@ from lockbox.scrub import Scrubber, mangle
 
 def test_paths_under_a_root_are_found_with_their_rest_and_mangled_in_place() -> None:
     scrubber = Scrubber(["/tmp/lockbox-build", "/root/.pyenv/versions/3.13.0/"])
-    data = (b"\x00/tmp/lockbox-build/uv-cache/sdists/a/src\x00"
-            b"-I/root/.pyenv/versions/3.13.0/include/python3.13 /tmp/lockbox-build\n")
+    data = (
+        b"\x00/tmp/lockbox-build/uv-cache/sdists/a/src\x00"
+        b"-I/root/.pyenv/versions/3.13.0/include/python3.13 /tmp/lockbox-build\n"
+    )
     scrubbed, found = scrubber.scrub(data)
     assert len(scrubbed) == len(data)
     assert found == {
@@ -20,8 +22,15 @@ def test_paths_under_a_root_are_found_with_their_rest_and_mangled_in_place() -> 
         b"/tmp/lockbox-build": 1,
     }
     lengths = [len(path) for path in found]
-    assert scrubbed == (b"\x00" + mangle(lengths[0]) + b"\x00-I" + mangle(lengths[1]) + b" "
-                        + mangle(lengths[2]) + b"\n")
+    assert scrubbed == (
+        b"\x00"
+        + mangle(lengths[0])
+        + b"\x00-I"
+        + mangle(lengths[1])
+        + b" "
+        + mangle(lengths[2])
+        + b"\n"
+    )
 
 
 def test_a_root_is_a_whole_path_component() -> None:

@@ -12,8 +12,9 @@ from lockbox.recipe import ExtraSource
 from lockbox.sources import _name, fetch
 
 
-@pytest.mark.parametrize("url", ["https://host/x/..", "https://host/.", "https://host/",
-                                 "https://host/a/%2e%2e"])
+@pytest.mark.parametrize(
+    "url", ["https://host/x/..", "https://host/.", "https://host/", "https://host/a/%2e%2e"]
+)
 def test_an_extra_source_name_is_one_path_component(url: str) -> None:
     name = _name(ExtraSource(Sha256(bytes(32)), url=url))
     assert "/" not in name and name.strip(".")
@@ -24,8 +25,7 @@ def test_a_kept_source_that_changed_is_fetched_again(tmp_path: Path) -> None:
 
     archive = tmp_path / "demo-1.0.tar.gz"
     archive.write_bytes(b"the real archive")
-    source = ExtraSource(Sha256(hashlib.sha256(b"the real archive").digest()),
-                         url=archive.as_uri())
+    source = ExtraSource(Sha256(hashlib.sha256(b"the real archive").digest()), url=archive.as_uri())
     kept = fetch(source, tmp_path / "sources")
     assert kept.read_bytes() == b"the real archive"
     # A build's code, or anyone, changes the kept copy; the next use must not take it.

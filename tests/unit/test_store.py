@@ -109,8 +109,12 @@ def test_special_files_and_bad_names_are_refused(store: Store, tmp_path: Path) -
 def test_gc_keeps_roots_and_their_references(store: Store, tmp_path: Path) -> None:
     dep = store.add_tree(make_tree(tmp_path / "d", "d"), name="deps", kind="deps")
     app = store.add_tree(
-        make_tree(tmp_path / "a", "a"), name="app", kind="app", inputs={"x": 1},
-        references=[dep.path_name], root="myapp",
+        make_tree(tmp_path / "a", "a"),
+        name="app",
+        kind="app",
+        inputs={"x": 1},
+        references=[dep.path_name],
+        root="myapp",
     )
     loose = store.add_tree(make_tree(tmp_path / "l", "l"), name="loose", kind="source")
 
@@ -154,6 +158,7 @@ def test_verify_reports_corrupted_and_missing_entries(store: Store, tmp_path: Pa
     for child in sorted(gone.path.rglob("*"), reverse=True):
         os.chmod(child.parent, 0o755)
     import shutil
+
     shutil.rmtree(gone.path)
 
     report = store.verify()
@@ -212,7 +217,6 @@ def test_scanned_files_are_remembered_per_set_of_roots(tmp_path: Path) -> None:
     store.remember_scanned("roots-a", [(1, 2, 3, "sha256=z")])
     assert store.scanned_files("roots-a") == {(1, 2, 3): "sha256=z", (1, 4, 5): "sha256=y"}
     assert store.scanned_files("roots-b") == {}
-
 
 
 def test_a_store_of_the_first_schema_is_upgraded_in_place(tmp_path: Path) -> None:

@@ -34,13 +34,17 @@ def test_changes_are_added_removed_changed_and_mode(tmp_path: Path) -> None:
 
 
 def test_owners_come_from_each_distributions_record(tmp_path: Path) -> None:
-    root = tree(tmp_path / "layer", {
-        f"{SITE}/pkg/__init__.py": b"",
-        f"{SITE}/pkg-1.0.dist-info/RECORD": (
-            b"pkg/__init__.py,sha256=x,0\npkg-1.0.dist-info/RECORD,,\n"
-            b"../../../bin/pkg-tool,sha256=y,10\n"),
-        f"{SITE}/other.py": b"",
-    })
+    root = tree(
+        tmp_path / "layer",
+        {
+            f"{SITE}/pkg/__init__.py": b"",
+            f"{SITE}/pkg-1.0.dist-info/RECORD": (
+                b"pkg/__init__.py,sha256=x,0\npkg-1.0.dist-info/RECORD,,\n"
+                b"../../../bin/pkg-tool,sha256=y,10\n"
+            ),
+            f"{SITE}/other.py": b"",
+        },
+    )
     found = owners(root)
     assert found[f"{SITE}/pkg/__init__.py"] == "pkg 1.0"
     assert found["bin/pkg-tool"] == "pkg 1.0"
@@ -72,7 +76,10 @@ def test_explanation_uses_diffoscope_when_installed(tmp_path: Path) -> None:
     (tmp_path / "a").write_text("BUILT = '2026'\n")
     (tmp_path / "b").write_text("BUILT = '2027'\n")
     text = explain(tmp_path / "a", tmp_path / "b")
-    ours = subprocess.run(["diffoscope", "--text", "-", str(tmp_path / "a"),
-                           str(tmp_path / "b")], capture_output=True, text=True).stdout
+    ours = subprocess.run(
+        ["diffoscope", "--text", "-", str(tmp_path / "a"), str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+    ).stdout
     assert text.splitlines()[0] == ours.splitlines()[0]
     assert "2027" in text

@@ -14,17 +14,40 @@ UV = Uv(Path("/opt/uv"), Version("0.13.9"))
 
 def test_sync_installs_no_member_and_no_dev_group_unless_asked() -> None:
     argv = UV.sync_argv(SyncRequest(python=Path("/py/bin/python3.13")))
-    assert argv == ["/opt/uv", "sync", "--locked", "--no-install-project", "--no-install-workspace",
-                    "--python", "/py/bin/python3.13", "--no-dev"]
+    assert argv == [
+        "/opt/uv",
+        "sync",
+        "--locked",
+        "--no-install-project",
+        "--no-install-workspace",
+        "--python",
+        "/py/bin/python3.13",
+        "--no-dev",
+    ]
 
 
 def test_sync_passes_groups_extras_exclusions_and_config() -> None:
-    argv = UV.sync_argv(SyncRequest(
-        python=Path("/py"), groups=("dev", "docs"), extras=("s3",), exclude=("opencontainers",),
-        config_file=Path("/b/uv.toml"),
-    ))
-    assert argv[7:] == ["--group", "dev", "--group", "docs", "--extra", "s3",
-                        "--no-install-package", "opencontainers", "--config-file", "/b/uv.toml"]
+    argv = UV.sync_argv(
+        SyncRequest(
+            python=Path("/py"),
+            groups=("dev", "docs"),
+            extras=("s3",),
+            exclude=("opencontainers",),
+            config_file=Path("/b/uv.toml"),
+        )
+    )
+    assert argv[7:] == [
+        "--group",
+        "dev",
+        "--group",
+        "docs",
+        "--extra",
+        "s3",
+        "--no-install-package",
+        "opencontainers",
+        "--config-file",
+        "/b/uv.toml",
+    ]
 
 
 PSYCOPG_C_FAILURE = """\
@@ -57,8 +80,10 @@ def test_an_unknown_missing_header_gets_a_generic_hint() -> None:
         "      foo.c:1:10: fatal error: bar/baz.h: No such file or directory\n"
     )
     assert isinstance(error, BuildFailed) and error.package == "foo"
-    assert error.hints == ("the header bar/baz.h is missing: install the Debian -dev package "
-                           "that provides it (`apt-file search` finds it)",)
+    assert error.hints == (
+        "the header bar/baz.h is missing: install the Debian -dev package "
+        "that provides it (`apt-file search` finds it)",
+    )
 
 
 def test_gssapi_impersonation_hint_is_the_recipe_fix() -> None:
@@ -68,13 +93,16 @@ def test_gssapi_impersonation_hint_is_the_recipe_fix() -> None:
         "'gss_acquire_cred_impersonate_name'\n"
     )
     assert isinstance(error, BuildFailed)
-    assert any('-include gssapi/gssapi_ext.h' in hint for hint in error.hints)
+    assert any("-include gssapi/gssapi_ext.h" in hint for hint in error.hints)
 
 
 def test_stale_lock_and_network_failures() -> None:
-    assert isinstance(explain_failure(
-        "error: The lockfile at `uv.lock` needs to be updated, but `--locked` was provided.\n"
-    ), LockOutdated)
+    assert isinstance(
+        explain_failure(
+            "error: The lockfile at `uv.lock` needs to be updated, but `--locked` was provided.\n"
+        ),
+        LockOutdated,
+    )
     network = explain_failure(
         "error: Failed to fetch: `http://127.0.0.1:9/six-1.17.0-py2.py3-none-any.whl`\n"
         "  Caused by: error sending request for url\n  Caused by: Connection refused (os error 111)\n"
@@ -86,20 +114,62 @@ def test_stale_lock_and_network_failures() -> None:
 
 
 def test_the_offline_build_checks_exports_and_syncs_from_the_fetched_files_only() -> None:
-    request = SyncRequest(python=Path("/py"), groups=("docs",), extras=("s3",),
-                          exclude=("opencontainers",), config_file=Path("/b/uv.toml"))
-    assert UV.lock_check_argv(request) == ["/opt/uv", "lock", "--check", "--offline",
-                                           "--python", "/py", "--config-file", "/b/uv.toml"]
+    request = SyncRequest(
+        python=Path("/py"),
+        groups=("docs",),
+        extras=("s3",),
+        exclude=("opencontainers",),
+        config_file=Path("/b/uv.toml"),
+    )
+    assert UV.lock_check_argv(request) == [
+        "/opt/uv",
+        "lock",
+        "--check",
+        "--offline",
+        "--python",
+        "/py",
+        "--config-file",
+        "/b/uv.toml",
+    ]
     assert UV.export_argv(request, Path("/b/out.txt")) == [
-        "/opt/uv", "export", "--frozen", "--offline", "--no-emit-project", "--no-emit-workspace",
-        "--no-header", "--no-annotate", "--output-file", "/b/out.txt", "--no-dev",
-        "--group", "docs", "--extra", "s3", "--no-emit-package", "opencontainers"]
+        "/opt/uv",
+        "export",
+        "--frozen",
+        "--offline",
+        "--no-emit-project",
+        "--no-emit-workspace",
+        "--no-header",
+        "--no-annotate",
+        "--output-file",
+        "/b/out.txt",
+        "--no-dev",
+        "--group",
+        "docs",
+        "--extra",
+        "s3",
+        "--no-emit-package",
+        "opencontainers",
+    ]
     offline = OfflineInstall(Path("/b/fetched"), Path("/b/offline.toml"), Path("/b/bc.txt"), True)
     assert UV.pip_sync_argv(Path("/b/venv/bin/python"), Path("/b/req.txt"), offline) == [
-        "/opt/uv", "pip", "sync", "--python", "/b/venv/bin/python", "--offline", "--no-index",
-        "--find-links", "/b/fetched", "--config-file", "/b/offline.toml",
-        "--build-constraints", "/b/bc.txt", "--require-build-hashes",
-        "--preview-features", "build-dependency-hashes", "/b/req.txt"]
+        "/opt/uv",
+        "pip",
+        "sync",
+        "--python",
+        "/b/venv/bin/python",
+        "--offline",
+        "--no-index",
+        "--find-links",
+        "/b/fetched",
+        "--config-file",
+        "/b/offline.toml",
+        "--build-constraints",
+        "/b/bc.txt",
+        "--require-build-hashes",
+        "--preview-features",
+        "build-dependency-hashes",
+        "/b/req.txt",
+    ]
 
 
 UNFETCHED_BUILD_DEPENDENCY = """\
@@ -121,9 +191,11 @@ def test_a_build_dependency_that_was_not_fetched_names_lock_build() -> None:
 
 
 def test_an_offline_lock_check_that_must_resolve_means_a_stale_lock() -> None:
-    output = ("error: No solution found when resolving dependencies\n  cause: Because "
-              "lbt-alpha was not found in the cache and your project depends on lbt-alpha, "
-              "we can conclude that your project's requirements are unsatisfiable.\n\nhint: "
-              "Packages were unavailable because the network was disabled.\n")
+    output = (
+        "error: No solution found when resolving dependencies\n  cause: Because "
+        "lbt-alpha was not found in the cache and your project depends on lbt-alpha, "
+        "we can conclude that your project's requirements are unsatisfiable.\n\nhint: "
+        "Packages were unavailable because the network was disabled.\n"
+    )
     assert isinstance(explain_lock_check(output), LockOutdated)
     assert not isinstance(explain_lock_check("error: something new\n"), LockOutdated)

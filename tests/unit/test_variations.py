@@ -14,7 +14,14 @@ import pytest
 from lockbox.errors import LockboxError
 from lockbox.sandbox import CHECK_ENV
 from lockbox.variations import (
-    CLOCK_OFFSET, EXTRA_ENV, HOSTNAME, UID, USER, VARIATIONS, parse_variations, varied_world,
+    CLOCK_OFFSET,
+    EXTRA_ENV,
+    HOSTNAME,
+    UID,
+    USER,
+    VARIATIONS,
+    parse_variations,
+    varied_world,
 )
 
 # What a process sees of the world, as JSON.
@@ -35,20 +42,38 @@ print(json.dumps({
 
 def probe(tmp_path: Path, enabled: tuple[str, ...]) -> tuple[dict, dict, dict[str, str]]:
     """(what a plain process sees, what a process in the world sees, what was skipped)."""
-    environ = {"PATH": os.environ["PATH"], "HOME": "/root", "USER": "root", "TZ": "UTC",
-               "LC_ALL": "C.UTF-8", "A_FIRST": "1", "Z_LAST": "2"}
+    environ = {
+        "PATH": os.environ["PATH"],
+        "HOME": "/root",
+        "USER": "root",
+        "TZ": "UTC",
+        "LC_ALL": "C.UTF-8",
+        "A_FIRST": "1",
+        "Z_LAST": "2",
+    }
     work = tmp_path / "work"
     with varied_world(enabled, work, environ) as world:
         # Files written through the world's directory land in its backing directory.
         for index in range(40):
             (world.directory / f"file-{index:02d}").write_text("x")
-        plain = subprocess.run([sys.executable, "-c", PROBE, str(world.backing)], env=environ,
-                               capture_output=True, text=True, check=True)
+        plain = subprocess.run(
+            [sys.executable, "-c", PROBE, str(world.backing)],
+            env=environ,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         # The clock is varied for the commands lockbox starts to build (check_variables).
         inner = world.argv([sys.executable, "-c", PROBE, str(world.directory)])
         clock = json.loads(world.env.get(CHECK_ENV, "{}"))
-        varied = subprocess.run(inner, env={**world.env, **clock}, preexec_fn=world.preexec,
-                                capture_output=True, text=True, check=True)
+        varied = subprocess.run(
+            inner,
+            env={**world.env, **clock},
+            preexec_fn=world.preexec,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         skipped = dict(world.skipped)
     assert sorted(os.listdir(world.backing)) == [f"file-{i:02d}" for i in range(40)]
     return json.loads(plain.stdout), json.loads(varied.stdout), skipped
@@ -82,8 +107,20 @@ def test_every_variation_changes_what_it_claims(tmp_path: Path) -> None:
 def test_switched_off_variations_leave_the_world_alone(tmp_path: Path) -> None:
     before, after, skipped = probe(tmp_path, ())
     assert skipped == {}
-    for key in ("year", "umask", "tz", "lang", "hostname", "uid", "user", "home", "env",
-                "cpus", "listing", "check_env"):
+    for key in (
+        "year",
+        "umask",
+        "tz",
+        "lang",
+        "hostname",
+        "uid",
+        "user",
+        "home",
+        "env",
+        "cpus",
+        "listing",
+        "check_env",
+    ):
         assert after[key] == before[key], key
 
 
@@ -91,13 +128,19 @@ def test_one_variation_alone(tmp_path: Path) -> None:
     before, after, _ = probe(tmp_path, ("tz",))
     assert after["tz"] == "GMT+12"
     assert (after["hostname"], after["umask"], after["env"][:-1]) == (
-        before["hostname"], before["umask"], before["env"][:-1])
+        before["hostname"],
+        before["umask"],
+        before["env"][:-1],
+    )
 
 
 def test_variation_names_are_checked() -> None:
     assert parse_variations(["time,umask", "cpus"]) == tuple(
-        v for v in VARIATIONS if v not in {"time", "umask", "cpus"})
-    with pytest.raises(LockboxError, match="no variation named bogus; the variations are build-path"):
+        v for v in VARIATIONS if v not in {"time", "umask", "cpus"}
+    )
+    with pytest.raises(
+        LockboxError, match="no variation named bogus; the variations are build-path"
+    ):
         parse_variations(["bogus"])
 
 

@@ -25,8 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
     import argparse
 
     from lockbox import __version__
-    from lockbox.cli import (main_build, main_check, main_diff, main_hash, main_plan,
-                             main_recipe, main_store)
+    from lockbox.cli import (
+        main_build,
+        main_check,
+        main_diff,
+        main_hash,
+        main_plan,
+        main_recipe,
+        main_store,
+    )
 
     commands = (main_build, main_check, main_diff, main_plan, main_recipe, main_hash, main_store)
     parser = argparse.ArgumentParser(
@@ -42,12 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="store directory (default: $LOCKBOX_STORE, else $XDG_DATA_HOME/lockbox/store)",
     )
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="show every step and command"
-    )
-    parser.add_argument(
-        "-q", "--quiet", action="store_true", help="show warnings and errors only"
-    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show every step and command")
+    parser.add_argument("-q", "--quiet", action="store_true", help="show warnings and errors only")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in commands:
         command.register(subparsers)

@@ -115,5 +115,11 @@ def _escape(text: str) -> str:
 
 def add_project_argument(parser: argparse.ArgumentParser) -> None:
     """The optional PROJECT argument of every command that works on a project."""
-    parser.add_argument("project", nargs="?", default=".", type=Path, metavar="PROJECT",
-                        help="project directory or lockbox.toml (default: .)")
+    parser.add_argument(
+        "project",
+        nargs="?",
+        default=".",
+        type=Path,
+        metavar="PROJECT",
+        help="project directory or lockbox.toml (default: .)",
+    )

@@ -37,11 +37,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     add_project_argument(build)
-    build.add_argument("--deps-only", action="store_true",
-                       help="stop after the dependency phase")
-    build.add_argument("--no-bundle", action="store_true",
-                       help="link extension modules to the host's libraries instead of "
-                            "bundling them (overrides [libraries] bundle)")
+    build.add_argument("--deps-only", action="store_true", help="stop after the dependency phase")
+    build.add_argument(
+        "--no-bundle",
+        action="store_true",
+        help="link extension modules to the host's libraries instead of "
+        "bundling them (overrides [libraries] bundle)",
+    )
     build.set_defaults(handler=run_build)
 
     run = subparsers.add_parser(
@@ -69,10 +71,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     add_project_argument(export)
-    export.add_argument("--to", required=True, type=Path, metavar="DIR",
-                        help="the directory to write")
-    export.add_argument("--no-bundle", action="store_true",
-                        help="link to the host's libraries instead of bundling them")
+    export.add_argument(
+        "--to", required=True, type=Path, metavar="DIR", help="the directory to write"
+    )
+    export.add_argument(
+        "--no-bundle",
+        action="store_true",
+        help="link to the host's libraries instead of bundling them",
+    )
     export.set_defaults(handler=run_export)
 
     why = subparsers.add_parser(
@@ -101,26 +107,49 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     add_project_argument(image)
-    image.add_argument("-o", "--output", type=Path, metavar="FILE",
-                       help="write an OCI archive (skopeo's oci-archive:) to FILE")
-    image.add_argument("--layout", type=Path, metavar="DIR",
-                       help="write an OCI image layout to DIR")
-    image.add_argument("--tag", default="latest", help="the tag inside the layout or archive "
-                                                        "(default: latest)")
-    image.add_argument("--base", metavar="IMAGE",
-                       help="a local OCI layout or archive (PATH or PATH:TAG) whose layers go "
-                            "under the closure instead of the host's glibc")
-    image.add_argument("--no-compress", action="store_true",
-                       help="uncompressed layers (larger, faster to write)")
-    image.add_argument("--push", metavar="REF",
-                       help="push to a registry, e.g. registry.example.com/team/app:1.0")
-    image.add_argument("--authfile", type=Path, metavar="FILE",
-                       help="docker/podman auth file for --push (default: the usual places)")
-    image.add_argument("--no-tls-verify", action="store_true",
-                       help="allow a registry over plain HTTP or with an untrusted certificate")
-    image.add_argument("--timeout", type=_seconds, metavar="SECONDS",
-                       help="give up on a registry that has not answered a push, or the "
-                            "reading back of its manifest, within SECONDS (default: 300)")
+    image.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="write an OCI archive (skopeo's oci-archive:) to FILE",
+    )
+    image.add_argument(
+        "--layout", type=Path, metavar="DIR", help="write an OCI image layout to DIR"
+    )
+    image.add_argument(
+        "--tag", default="latest", help="the tag inside the layout or archive (default: latest)"
+    )
+    image.add_argument(
+        "--base",
+        metavar="IMAGE",
+        help="a local OCI layout or archive (PATH or PATH:TAG) whose layers go "
+        "under the closure instead of the host's glibc",
+    )
+    image.add_argument(
+        "--no-compress", action="store_true", help="uncompressed layers (larger, faster to write)"
+    )
+    image.add_argument(
+        "--push", metavar="REF", help="push to a registry, e.g. registry.example.com/team/app:1.0"
+    )
+    image.add_argument(
+        "--authfile",
+        type=Path,
+        metavar="FILE",
+        help="docker/podman auth file for --push (default: the usual places)",
+    )
+    image.add_argument(
+        "--no-tls-verify",
+        action="store_true",
+        help="allow a registry over plain HTTP or with an untrusted certificate",
+    )
+    image.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="give up on a registry that has not answered a push, or the "
+        "reading back of its manifest, within SECONDS (default: 300)",
+    )
     image.set_defaults(handler=run_image)
 
     lock_hash = subparsers.add_parser(
@@ -161,8 +190,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     add_project_argument(lock_toolchain)
-    lock_toolchain.add_argument("--dry-run", action="store_true",
-                                help="show what would change, write nothing")
+    lock_toolchain.add_argument(
+        "--dry-run", action="store_true", help="show what would change, write nothing"
+    )
     lock_toolchain.set_defaults(handler=run_lock_toolchain)
     add_project_argument(lock_build)
     lock_build.set_defaults(handler=run_lock_build)
@@ -192,8 +222,10 @@ def run_run(args: argparse.Namespace, context: Context) -> int:
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
-        context.error("no command to run: write it after --, e.g. "
-                      "`lockbox run PROJECT -- python manage.py check`")
+        context.error(
+            "no command to run: write it after --, e.g. "
+            "`lockbox run PROJECT -- python manage.py check`"
+        )
         return 2
     project = load_project(args.project)
     with context.open_store() as store:
@@ -212,7 +244,10 @@ def run_why(args: argparse.Namespace, context: Context) -> int:
         deps = _deps(project, store, context).entry
         app = _app(project, store, deps, context)
     found = False
-    for label, root in (("application", app.path), ("interpreter", (app.path / "python").resolve())):
+    for label, root in (
+        ("application", app.path),
+        ("interpreter", (app.path / "python").resolve()),
+    ):
         for chain in dependents(root, args.library):
             found = True
             context.print(f"{label}: {' -> '.join(chain)}")
@@ -246,23 +281,41 @@ def run_image(args: argparse.Namespace, context: Context) -> int:
     with context.open_store() as store:
         app, referenced = _closure(args, project, store, context, started)
         labels = _image_labels(project)
-        common = {"compress": not args.no_compress, "tag": args.tag, "base_image": base,
-                  "progress": context.progress}
+        common = {
+            "compress": not args.no_compress,
+            "tag": args.tag,
+            "base_image": base,
+            "progress": context.progress,
+        }
         with store.staging() as scratch:
             layout = args.layout
             if layout is None and args.push is not None:
                 layout = scratch / "layout"
-            result = make_image(app, referenced["python"], referenced["deps"],
-                                project.recipe.image, labels,
-                                bytecode=referenced.get("bytecode"),
-                                libraries=referenced.get("libraries"), layout=layout,
-                                archive=args.output, store=store, **common)
+            result = make_image(
+                app,
+                referenced["python"],
+                referenced["deps"],
+                project.recipe.image,
+                labels,
+                bytecode=referenced.get("bytecode"),
+                libraries=referenced.get("libraries"),
+                layout=layout,
+                archive=args.output,
+                store=store,
+                **common,
+            )
             if skopeo is not None:
                 context.info(f"pushing to {args.push}")
-                skopeo.push(layout, args.tag, args.push, result.manifest_digest,
-                            authfile=args.authfile, tls_verify=not args.no_tls_verify,
-                            timeout=args.timeout or REGISTRY_TIMEOUT,
-                            progress=context.progress)
+                skopeo.push(
+                    layout,
+                    args.tag,
+                    args.push,
+                    result.manifest_digest,
+                    authfile=args.authfile,
+                    tls_verify=not args.no_tls_verify,
+                    timeout=args.timeout or REGISTRY_TIMEOUT,
+                    progress=context.progress,
+                )
     context.info(f"manifest {result.manifest_digest}")
     for written in (args.output, args.layout):
         if written is not None:
@@ -272,17 +325,27 @@ def run_image(args: argparse.Namespace, context: Context) -> int:
     return 0
 
 
-def _closure(args: argparse.Namespace, project: Project, store: Store, context: Context,
-             started: int) -> tuple[Entry, dict[str, Entry]]:
+def _closure(
+    args: argparse.Namespace, project: Project, store: Store, context: Context, started: int
+) -> tuple[Entry, dict[str, Entry]]:
     """The application's entry and those it references, by kind: its interpreter, its
     dependency layer, that layer's bytecode (if compiled) and its bundled libraries (if
     any). Found from the record of an earlier image's lookup when nothing that lookup read
     has changed (:mod:`lockbox.cli.shortcut`), else looked up (or built) and recorded."""
     from lockbox.cli.shortcut import Request
 
-    request = None if context.verbose else Request.make(
-        "image", str(args.project), str(store.root), dict(os.environ), started,
-        quiet=context.quiet)
+    request = (
+        None
+        if context.verbose
+        else Request.make(
+            "image",
+            str(args.project),
+            str(store.root),
+            dict(os.environ),
+            started,
+            quiet=context.quiet,
+        )
+    )
     found = request.lookup() if request is not None else None
     if request is not None and request.distrusted:
         context.warning(request.distrust_notice())
@@ -325,8 +388,9 @@ def run_export(args: argparse.Namespace, context: Context) -> int:
     project = _bundling(load_project(args.project), args)
     with context.open_store() as store:
         deps = _deps(project, store, context).entry
-        interpreter = find_interpreter(project.recipe.python, project.requires_python,
-                                       progress=context.progress)
+        interpreter = find_interpreter(
+            project.recipe.python, project.requires_python, progress=context.progress
+        )
         result = export_app(project, store, deps, interpreter, args.to, context.progress)
     context.print(f"{result.path}")
     return 0
@@ -350,8 +414,9 @@ def _app(project: Project, store: Store, deps: Entry, context: Context) -> AppRe
     from lockbox.assemble import build_app
     from lockbox.interpreters import find_interpreter
 
-    interpreter = find_interpreter(project.recipe.python, project.requires_python,
-                                   progress=context.progress)
+    interpreter = find_interpreter(
+        project.recipe.python, project.requires_python, progress=context.progress
+    )
     result = build_app(project, store, deps, interpreter, context.progress)
     if result.reused and result.entry is not None:
         # What runs: the application (its layer's files are hardlinked into it) and the
@@ -367,8 +432,9 @@ def _app(project: Project, store: Store, deps: Entry, context: Context) -> AppRe
     return result
 
 
-def _remember(context: Context, project: Project, store: Store, deps: DepsResult,
-              app: AppResult | None = None) -> None:
+def _remember(
+    context: Context, project: Project, store: Store, deps: DepsResult, app: AppResult | None = None
+) -> None:
     """Leave the record that answers the same command next time without reading the
     project (:mod:`lockbox.cli.shortcut`), when this one found everything in the store."""
     from lockbox import identity_paths
@@ -381,16 +447,19 @@ def _remember(context: Context, project: Project, store: Store, deps: DepsResult
 
     from lockbox.inputs import inputs_file
 
-    inputs = [*map(str, project.consulted), *map(str, identity_paths()), str(inputs_file(project)),
-              *toolchain.paths((deps.record or {}).get("toolchain", {}))]
+    inputs = [
+        *map(str, project.consulted),
+        *map(str, identity_paths()),
+        str(inputs_file(project)),
+        *toolchain.paths((deps.record or {}).get("toolchain", {})),
+    ]
     outputs = [str(deps.entry.path)]
     result = deps.entry.path
     used = [deps.entry]
     if app is not None:
         if not app.reused or app.entry is None:
             return
-        inputs += [*app.consulted,
-                   *map(str, discovery_paths(project.recipe.python, os.environ))]
+        inputs += [*app.consulted, *map(str, discovery_paths(project.recipe.python, os.environ))]
         outputs += [str(app.path), str(store.root_path(project.app_name))]
         result = app.path
         used = [app.entry, *_interpreters(store, app.entry)]
@@ -402,8 +471,11 @@ def _remember(context: Context, project: Project, store: Store, deps: DepsResult
 
 def _interpreters(store: Store, app: Entry) -> list[Entry]:
     """The interpreter entries the application ``app`` runs (its ``python`` link)."""
-    return [entry for entry in map(store.get, app.references)
-            if entry is not None and entry.kind == "python"]
+    return [
+        entry
+        for entry in map(store.get, app.references)
+        if entry is not None and entry.kind == "python"
+    ]
 
 
 def run_lock_hash(args: argparse.Namespace, context: Context) -> int:
@@ -428,7 +500,7 @@ def run_lock_hash(args: argparse.Namespace, context: Context) -> int:
         context.info(f"deps.hash is already {entry.nar_hash}")
         return 0
     written = write_declared_hash(project, entry.nar_hash)
-    context.info(f"wrote deps.hash = \"{entry.nar_hash}\" to {written}")
+    context.info(f'wrote deps.hash = "{entry.nar_hash}" to {written}')
     return 0
 
 
@@ -443,35 +515,43 @@ def run_lock_toolchain(args: argparse.Namespace, context: Context) -> int:
     project = load_project(args.project)
     wanted = project.recipe.deps.toolchain
     if wanted is None:
-        raise ProjectError(f"{project.recipe.source or project.root / 'pyproject.toml'} has no "
-                           "[deps.toolchain]: add one (e.g. packages = [\"libpq-dev\"]) to build "
-                           "in a root of pinned Debian packages")
+        raise ProjectError(
+            f"{project.recipe.source or project.root / 'pyproject.toml'} has no "
+            '[deps.toolchain]: add one (e.g. packages = ["libpq-dev"]) to build '
+            "in a root of pinned Debian packages"
+        )
     where = inputs_file(project)
     try:
         old = buildroot.read_pins(read_committed(project), where)
     except buildroot.BuildRootError as error:
         context.warning(f"{error}; pinning anew")
         old = None
-    distribution = wanted.distribution or (old.distribution if old else buildroot.host_distribution())
-    interpreter = find_interpreter(project.recipe.python, project.requires_python,
-                                   progress=context.progress)
+    distribution = wanted.distribution or (
+        old.distribution if old else buildroot.host_distribution()
+    )
+    interpreter = find_interpreter(
+        project.recipe.python, project.requires_python, progress=context.progress
+    )
     new = buildroot.resolve(wanted.packages, distribution, interpreter, context.progress)
     moved = buildroot.changes(old, new)
-    context.info(f"build root of Debian {distribution}: {len(new.packages)} packages, "
-                 f"{len(moved)} changed")
+    context.info(
+        f"build root of Debian {distribution}: {len(new.packages)} packages, {len(moved)} changed"
+    )
     for line in moved:
         context.info(f"  {line}")
     if old is not None and not moved and old.requested == new.requested and old.hash:
         new = dataclasses.replace(new, hash=old.hash)
     tools = _find_tools(context)
     with context.open_store() as store:
-        root = buildroot.ensure_root(store, new, tools.sandbox, context.progress,
-                                     project_dir=project.root)
+        root = buildroot.ensure_root(
+            store, new, tools.sandbox, context.progress, project_dir=project.root
+        )
         new = dataclasses.replace(new, hash=root.nar_hash)
         if old is not None and old.hash is not None and old.hash != new.hash:
             context.info(f"build root hash: {old.hash} → {new.hash}")
-        result = build_deps(_without_declared_hash(project), store, lambda: tools,
-                            context.progress, root=new)
+        result = build_deps(
+            _without_declared_hash(project), store, lambda: tools, context.progress, root=new
+        )
     declared = project.recipe.deps.hash
     if declared == result.hash:
         context.info(f"deps.hash stays {result.hash}")
@@ -483,7 +563,9 @@ def run_lock_toolchain(args: argparse.Namespace, context: Context) -> int:
     written = write_committed(project, result.hash.sri, result.record or {}, root=new)
     context.info(f"wrote the build root's pins and what the layer was built from to {written}")
     if declared != result.hash:
-        context.info(f"wrote deps.hash = \"{result.hash}\" to {write_declared_hash(project, result.hash)}")
+        context.info(
+            f'wrote deps.hash = "{result.hash}" to {write_declared_hash(project, result.hash)}'
+        )
     return 0
 
 
@@ -501,8 +583,10 @@ def run_lock_build(args: argparse.Namespace, context: Context) -> int:
         also = f" (builds also chose {', '.join(others)})" if others else ""
         context.info(f"  {name} {version}{also}")
     if found["pins"]:
-        context.info(f"pinned {len(found['pins'])} build dependencies; review and commit "
-                     "pyproject.toml, uv.lock and lockbox.inputs.toml, then `lockbox lock-hash`")
+        context.info(
+            f"pinned {len(found['pins'])} build dependencies; review and commit "
+            "pyproject.toml, uv.lock and lockbox.inputs.toml, then `lockbox lock-hash`"
+        )
     return 0
 
 
@@ -511,8 +595,9 @@ def _bundling(project: Project, args: argparse.Namespace) -> Project:
     if not getattr(args, "no_bundle", False):
         return project
     libraries = dataclasses.replace(project.recipe.libraries, bundle=False)
-    return dataclasses.replace(project, recipe=dataclasses.replace(project.recipe,
-                                                                   libraries=libraries))
+    return dataclasses.replace(
+        project, recipe=dataclasses.replace(project.recipe, libraries=libraries)
+    )
 
 
 def _without_declared_hash(project: Project) -> Project:

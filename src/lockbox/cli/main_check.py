@@ -31,15 +31,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     add_project_argument(parser)
-    parser.add_argument("--no-vary", action="append", default=[], metavar="NAME",
-                        help="leave this variation out (repeatable, or comma-separated)")
-    parser.add_argument("--deps-only", action="store_true",
-                        help="check the dependency layer only (no interpreter entry, "
-                             "bytecode or application is built)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the rebuilt trees even when everything is identical")
-    parser.add_argument("--json", action="store_true",
-                        help="print the result as JSON on stdout (progress stays on stderr)")
+    parser.add_argument(
+        "--no-vary",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="leave this variation out (repeatable, or comma-separated)",
+    )
+    parser.add_argument(
+        "--deps-only",
+        action="store_true",
+        help="check the dependency layer only (no interpreter entry, "
+        "bytecode or application is built)",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the rebuilt trees even when everything is identical",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as JSON on stdout (progress stays on stderr)",
+    )
     parser.set_defaults(handler=run_check)
 
 
@@ -59,11 +73,16 @@ def run_check(args: argparse.Namespace, context: Context) -> int:
             app = _app(project, store, deps, context).entry
             assert app is not None
             python = store.resolve((app.path / "python").resolve().name)
-            bytecode = next((entry for entry in map(store.get, app.references)
-                             if entry is not None and entry.kind == "bytecode"), None)
+            bytecode = next(
+                (
+                    entry
+                    for entry in map(store.get, app.references)
+                    if entry is not None and entry.kind == "bytecode"
+                ),
+                None,
+            )
             built = Built(deps=deps, python=python, bytecode=bytecode, app=app)
-        report = check(project, store, built, variations, keep=args.keep,
-                       progress=context.progress)
+        report = check(project, store, built, variations, keep=args.keep, progress=context.progress)
     if args.json:
         context.print(json.dumps(report.as_json(), indent=2))
     else:
@@ -88,8 +107,9 @@ def _render(report: CheckReport, context: Context) -> None:
     if report.kept is not None:
         context.print(f"the rebuilt trees are kept in {report.kept}")
     if report.ok:
-        context.print(f"{report.project}: every rebuild is byte-identical "
-                      f"({len(report.applied)} variations)")
+        context.print(
+            f"{report.project}: every rebuild is byte-identical ({len(report.applied)} variations)"
+        )
 
 
 def _render_difference(compared: Compared, context: Context) -> None:
@@ -99,7 +119,8 @@ def _render_difference(compared: Compared, context: Context) -> None:
     for change in compared.differences:
         detail = f" ({change.detail})" if change.detail else ""
         by_owner.setdefault(compared.owners.get(change.path, ""), []).append(
-            f"    {_SIGNS[change.change]} {change.path}{detail}")
+            f"    {_SIGNS[change.change]} {change.path}{detail}"
+        )
     context.print(f"  {len(compared.differences)} files differ:")
     for owner in sorted(by_owner):
         context.print(f"  {owner}:")

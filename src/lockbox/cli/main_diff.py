@@ -35,11 +35,15 @@ def run_diff(args: argparse.Namespace, context: Context) -> int:
         rejected = store.rejected(name)
         good = store.latest("deps", name)
     if rejected is None:
-        raise LockboxError(f"no rejected dependency layer of {project.app_name} is kept; "
-                           "one is kept when a build's hash differs from deps.hash")
+        raise LockboxError(
+            f"no rejected dependency layer of {project.app_name} is kept; "
+            "one is kept when a build's hash differs from deps.hash"
+        )
     if good is None:
-        raise LockboxError(f"the store holds no good dependency layer of {project.app_name} "
-                           f"to compare the rejected one ({rejected}) with")
+        raise LockboxError(
+            f"the store holds no good dependency layer of {project.app_name} "
+            f"to compare the rejected one ({rejected}) with"
+        )
     difference = diff_trees(good.path, rejected)
     context.print(f"last good layer: {good.path} ({good.nar_hash})")
     context.print(f"rejected layer:  {rejected}")

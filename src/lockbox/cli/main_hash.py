@@ -21,12 +21,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     hash_parser.add_argument("paths", nargs="+", metavar="PATH", type=Path)
     form = hash_parser.add_mutually_exclusive_group()
-    form.add_argument("--sri", dest="form", action="store_const", const="sri",
-                      help="SRI form, sha256-<base64> (the default)")
-    form.add_argument("--base32", dest="form", action="store_const", const="base32",
-                      help="Nix base-32, as `nix-hash --type sha256 --base32`")
-    form.add_argument("--hex", dest="form", action="store_const", const="hex",
-                      help="hexadecimal, as `nix-hash --type sha256`")
+    form.add_argument(
+        "--sri",
+        dest="form",
+        action="store_const",
+        const="sri",
+        help="SRI form, sha256-<base64> (the default)",
+    )
+    form.add_argument(
+        "--base32",
+        dest="form",
+        action="store_const",
+        const="base32",
+        help="Nix base-32, as `nix-hash --type sha256 --base32`",
+    )
+    form.add_argument(
+        "--hex",
+        dest="form",
+        action="store_const",
+        const="hex",
+        help="hexadecimal, as `nix-hash --type sha256`",
+    )
     hash_parser.set_defaults(handler=run_hash, form="sri")
 
     nar_parser = subparsers.add_parser(

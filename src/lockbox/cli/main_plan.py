@@ -61,11 +61,14 @@ def run_plan(args: argparse.Namespace, context: Context) -> int:
 
 def _print_plan(plan: Plan, context: Context) -> None:
     interpreter = plan.interpreter
-    context.print(f"plan for {plan.project.app_name}, with {interpreter.label} "
-                  f"at {interpreter.executable}")
-    context.print(f"{len(plan.lock.packages)} locked packages: {len(plan.installed)} installed "
-                  f"({sum(p.built for p in plan.installed)} built from source), "
-                  f"{len(plan.skipped)} left out")
+    context.print(
+        f"plan for {plan.project.app_name}, with {interpreter.label} at {interpreter.executable}"
+    )
+    context.print(
+        f"{len(plan.lock.packages)} locked packages: {len(plan.installed)} installed "
+        f"({sum(p.built for p in plan.installed)} built from source), "
+        f"{len(plan.skipped)} left out"
+    )
     for form, heading in _HEADINGS.items():
         group = plan.by_form(form)  # type: ignore[arg-type]
         if not group:

@@ -13,7 +13,15 @@ from lockbox.cli.context import Context
 if TYPE_CHECKING:
     from lockbox.store import Entry
 
-KINDS = ("source", "toolchain", "python", "deps", "bytecode", "libraries", "app")  # lockbox.store.KINDS; a test keeps them equal
+KINDS = (
+    "source",
+    "toolchain",
+    "python",
+    "deps",
+    "bytecode",
+    "libraries",
+    "app",
+)  # lockbox.store.KINDS; a test keeps them equal
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,9 +51,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "verify",
         help="re-hash every entry; exit 1 if any is corrupted or missing",
     )
-    verify.add_argument("--repair", action="store_true",
-                        help="remove the corrupted or missing entries, the entries that "
-                             "need them and their roots, so that a build makes them again")
+    verify.add_argument(
+        "--repair",
+        action="store_true",
+        help="remove the corrupted or missing entries, the entries that "
+        "need them and their roots, so that a build makes them again",
+    )
     verify.set_defaults(handler=run_verify)
 
     roots = commands.add_parser("roots", help="list garbage-collection roots")
@@ -66,9 +77,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Remove every entry not reachable from a root through references.",
     )
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
-    gc.add_argument("--timeout", type=float, metavar="SECONDS",
-                    help="give up if other lockbox commands still have the store open after "
-                         "SECONDS (default: wait until they finish)")
+    gc.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give up if other lockbox commands still have the store open after "
+        "SECONDS (default: wait until they finish)",
+    )
     gc.set_defaults(handler=run_gc)
 
 

@@ -39,8 +39,14 @@ from lockbox import records
 
 FORMAT = "lockbox-shortcut 2"
 
-ENVIRONMENT = ("PATH", "HOME", "PYENV_ROOT", "UV_PYTHON_INSTALL_DIR", "XDG_DATA_HOME",
-               "LOCKBOX_STORE")
+ENVIRONMENT = (
+    "PATH",
+    "HOME",
+    "PYENV_ROOT",
+    "UV_PYTHON_INSTALL_DIR",
+    "XDG_DATA_HOME",
+    "LOCKBOX_STORE",
+)
 """The variables a lookup depends on: where the store is and where interpreters are found."""
 
 _SETTLE_NS = 2_000_000_000
@@ -54,9 +60,18 @@ class Request:
     ``run [PROJECT] -- COMMAND…``, with ``--store DIR`` and ``-q`` before it; or the lookup
     another command (``image``) starts with."""
 
-    def __init__(self, command: str, options: list[str], project: str, store: str,
-                 quiet: bool, run: list[str], environ: dict[str, str], cwd: str,
-                 started_ns: int) -> None:
+    def __init__(
+        self,
+        command: str,
+        options: list[str],
+        project: str,
+        store: str,
+        quiet: bool,
+        run: list[str],
+        environ: dict[str, str],
+        cwd: str,
+        started_ns: int,
+    ) -> None:
         self.command = command
         self.options = options
         self.project = project
@@ -69,8 +84,10 @@ class Request:
             f"project {project}",
             f"cwd {cwd}",
             f"store {store}",
-            *(f"env {name}={environ[name]}" if name in environ else f"env {name}"
-              for name in ENVIRONMENT),
+            *(
+                f"env {name}={environ[name]}" if name in environ else f"env {name}"
+                for name in ENVIRONMENT
+            ),
         ]
         digest = 0
         for line in self.key:
@@ -83,9 +100,11 @@ class Request:
 
     def distrust_notice(self) -> str:
         """What to say of a record that was not the store's (:attr:`distrusted`)."""
-        return (f"ignored and removed the record {self.path}: it does not carry the store's "
-                "signature (it was changed, or copied from another store); the command runs "
-                "in full")
+        return (
+            f"ignored and removed the record {self.path}: it does not carry the store's "
+            "signature (it was changed, or copied from another store); the command runs "
+            "in full"
+        )
 
     @classmethod
     def parse(cls, argv: list[str], environ: dict[str, str], started_ns: int) -> Request | None:
@@ -101,7 +120,7 @@ class Request:
             elif option == "--store" and rest:
                 store = rest.pop(0)
             elif option.startswith("--store="):
-                store = option[len("--store="):]
+                store = option[len("--store=") :]
             else:
                 return None
         if not rest or rest[0] not in ("build", "run"):
@@ -114,7 +133,7 @@ class Request:
             if "--" not in arguments:
                 return None
             split = arguments.index("--")
-            arguments, run = arguments[:split], arguments[split + 1:]
+            arguments, run = arguments[:split], arguments[split + 1 :]
             if not run or run[0].startswith("-"):
                 return None
         for argument in arguments:
@@ -124,13 +143,30 @@ class Request:
                 return None
             else:
                 project = argument
-        return cls.make(command, project or ".", store, environ, started_ns, options=options,
-                        quiet=quiet, run=run)
+        return cls.make(
+            command,
+            project or ".",
+            store,
+            environ,
+            started_ns,
+            options=options,
+            quiet=quiet,
+            run=run,
+        )
 
     @classmethod
-    def make(cls, command: str, project: str, store: str | None, environ: dict[str, str],
-             started_ns: int, *, options: list[str] | None = None, quiet: bool = False,
-             run: list[str] | None = None) -> Request | None:
+    def make(
+        cls,
+        command: str,
+        project: str,
+        store: str | None,
+        environ: dict[str, str],
+        started_ns: int,
+        *,
+        options: list[str] | None = None,
+        quiet: bool = False,
+        run: list[str] | None = None,
+    ) -> Request | None:
         """The request of ``command`` on ``project`` (as typed) in ``store`` (None: the
         default), or None when its key cannot be written down."""
         try:
@@ -144,8 +180,17 @@ class Request:
         texts = [project, store, cwd, *(environ.get(name, "") for name in ENVIRONMENT)]
         if any("\n" in text or "\r" in text for text in texts):
             return None
-        return cls(command, options or [], project, os.path.abspath(store), quiet, run or [],
-                   environ, cwd, started_ns)
+        return cls(
+            command,
+            options or [],
+            project,
+            os.path.abspath(store),
+            quiet,
+            run or [],
+            environ,
+            cwd,
+            started_ns,
+        )
 
     # Answering --------------------------------------------------------------------------
     def answer(self) -> str | None:
@@ -176,11 +221,11 @@ class Request:
         if body is None:
             return None
         lines = body.decode("utf-8", "surrogateescape").split("\n")
-        if lines[:len(self.key) + 1] != [FORMAT, *self.key]:
+        if lines[: len(self.key) + 1] != [FORMAT, *self.key]:
             return None
         said: list[tuple[str, str]] = []
         result = None
-        for line in lines[len(self.key) + 1:]:
+        for line in lines[len(self.key) + 1 :]:
             kind, _, rest = line.partition(" ")
             if kind in ("in", "out"):
                 recorded, _, path = rest.partition(" ")
@@ -208,8 +253,14 @@ class Request:
         return result, said
 
     # Recording --------------------------------------------------------------------------
-    def record(self, inputs: list[str], outputs: list[str], said: list[tuple[str, str]],
-               result: str, sealed: dict[str, str] | None = None) -> bool:
+    def record(
+        self,
+        inputs: list[str],
+        outputs: list[str],
+        said: list[tuple[str, str]],
+        result: str,
+        sealed: dict[str, str] | None = None,
+    ) -> bool:
         """Write the record of a run that found everything in the store: ``inputs`` are
         the paths it consulted, ``outputs`` the store paths it found (and the roots), ``said``
         what it printed ("say" on stdout, "info" on stderr), ``result`` what it found,
@@ -233,8 +284,9 @@ class Request:
                 return False
             lines.append(f"{kind} {text}")
         lines += [f"result {result}", "end", ""]
-        return records.write(self.meta, self.place,
-                             "\n".join(lines).encode("utf-8", "surrogateescape"))
+        return records.write(
+            self.meta, self.place, "\n".join(lines).encode("utf-8", "surrogateescape")
+        )
 
 
 def signature(path: str) -> str:
@@ -245,15 +297,19 @@ def signature(path: str) -> str:
         info = os.lstat(path)
     except OSError:
         return "-"
-    text = (f"{info.st_mode:o}:{info.st_dev}:{info.st_ino}:{info.st_size}:"
-            f"{info.st_mtime_ns}:{info.st_ctime_ns}")
+    text = (
+        f"{info.st_mode:o}:{info.st_dev}:{info.st_ino}:{info.st_size}:"
+        f"{info.st_mtime_ns}:{info.st_ctime_ns}"
+    )
     if info.st_mode & 0o170000 == _LINK:
         try:
             target = os.stat(path)
         except OSError:
             return text + ">-"
-        text += (f">{target.st_mode:o}:{target.st_dev}:{target.st_ino}:{target.st_size}:"
-                 f"{target.st_mtime_ns}:{target.st_ctime_ns}")
+        text += (
+            f">{target.st_mode:o}:{target.st_dev}:{target.st_ino}:{target.st_size}:"
+            f"{target.st_mtime_ns}:{target.st_ctime_ns}"
+        )
     return text
 
 
@@ -271,9 +327,9 @@ def _changed_since(path: str, since_ns: int) -> bool:
 def _fnv(value: int, text: str) -> int:
     """A 64-bit FNV-1a over ``text``, continuing from ``value``: a file name for the key (the
     key itself is written in the record and compared whole)."""
-    value = value or 0xcbf29ce484222325
+    value = value or 0xCBF29CE484222325
     for byte in text.encode("utf-8", "surrogateescape") + b"\n":
-        value = ((value ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return value
 
 
@@ -281,8 +337,11 @@ def run_in_app(app: str, command: list[str]) -> int:
     """Replace this process by ``command`` run in the application ``app``'s root with its
     ``bin/`` first on ``PATH``; returns 127 (having said why) only if it cannot start."""
     bin_dir = os.path.join(app, "bin")
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-           "VIRTUAL_ENV": app}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "VIRTUAL_ENV": app,
+    }
     env.pop("PYTHONHOME", None)
     executable = command[0]
     if "/" not in executable and os.path.exists(os.path.join(bin_dir, executable)):
