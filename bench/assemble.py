@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lockbox.run import run
+from lockbox.tools.run import run
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".bench" / "assemble"

@@ -45,8 +45,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from lockbox.interpreters import find_interpreter
-from lockbox.run import run, which
+from lockbox.inputs.interpreters import find_interpreter
+from lockbox.tools.run import run, which
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".bench" / "authentik"

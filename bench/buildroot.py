@@ -24,10 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from lockbox import buildroot
-from lockbox.project import load_project
-from lockbox.sandbox import Sandbox
-from lockbox.store import Store
+from lockbox.deps import buildroot
+from lockbox.inputs.project import load_project
+from lockbox.store.store import Store
+from lockbox.tools.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "gatekeeper"

@@ -55,8 +55,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lockbox.interpreters import find_interpreter
-from lockbox.run import run, which
+from lockbox.inputs.interpreters import find_interpreter
+from lockbox.tools.run import run, which
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".bench" / "deps"
@@ -83,10 +83,10 @@ packages = ["libpq-dev", "libkrb5-dev", "libxml2-dev", "libxslt1-dev", "libxmlse
 def prepare_example(lockbox: str, store: Path, env: dict[str, str]) -> Path:
     """The bundled example, as committed (its build pins and build root pinned already),
     with its build root made and rooted so that the cold runs find it."""
-    from lockbox import buildroot
-    from lockbox.project import load_project
-    from lockbox.sandbox import Sandbox
-    from lockbox.store import Store
+    from lockbox.deps import buildroot
+    from lockbox.inputs.project import load_project
+    from lockbox.store.store import Store
+    from lockbox.tools.sandbox import Sandbox
 
     project = WORK / "example"
     if project.exists():

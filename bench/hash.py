@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lockbox.run import run, which
+from lockbox.tools.run import run, which
 
 ROOT = Path(__file__).resolve().parent.parent
 TREE = ROOT / ".bench" / "hash-tree"
@@ -141,7 +141,7 @@ def main() -> int:
 
 
 NAR_HASH_ALONE = (
-    "import sys; from pathlib import Path; from lockbox.nar import nar_hash; "
+    "import sys; from pathlib import Path; from lockbox.store.nar import nar_hash; "
     "print(nar_hash(Path(sys.argv[1])).sha256.hex)"
 )
 

@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from lockbox.run import run
+from lockbox.tools.run import run
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".bench" / "image"

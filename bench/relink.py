@@ -9,8 +9,8 @@ into .bench/assemble/store, like bench/assemble.py does; the first run compiles 
 and the CPython 3.13 installation it runs on (pyenv's, test suite left out). Both trees are
 copied, unrelinked, to .bench/relink/input.
 
-- lockbox: `scan_tree` + `resolve` + `relink` (lockbox.elf, lockbox.libraries,
-  lockbox.relink), in this process, on a fresh copy of each tree: read every ELF file,
+- lockbox: `scan_tree` + `resolve` + `relink` (lockbox.native.elf, lockbox.native.resolve,
+  lockbox.native.relink), in this process, on a fresh copy of each tree: read every ELF file,
   resolve every needed library through the trees and the host's ldconfig cache, bundle
   the host libraries (transitively), and set run paths with one patchelf call per group
   of files that get the same run path.
@@ -35,11 +35,11 @@ import sys
 import time
 from pathlib import Path
 
-from lockbox.elf import scan_tree
-from lockbox.interpreters import find_interpreter
-from lockbox.libraries import resolve
-from lockbox.relink import Patchelf, relink
-from lockbox.run import run
+from lockbox.inputs.interpreters import find_interpreter
+from lockbox.native.elf import scan_tree
+from lockbox.native.relink import Patchelf, relink
+from lockbox.native.resolve import resolve
+from lockbox.tools.run import run
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".bench" / "relink"

@@ -122,7 +122,7 @@ class ToolFailed(LockboxError):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        from lockbox.run import shown
+        from lockbox.tools.run import shown
 
         lines = [f"command failed with exit code {self.returncode}: {shown(self.argv)}"]
         for label, text in (("stdout", self.stdout), ("stderr", self.stderr)):
@@ -217,7 +217,7 @@ class DownloadGone(LockboxError):
 
     def __init__(self, items: Sequence[object]) -> None:
         self.items = tuple(items)
-        """The :class:`lockbox.download.Download` records the server no longer has."""
+        """The :class:`lockbox.deps.download.Download` records the server no longer has."""
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -236,7 +236,7 @@ class DownloadFailed(LockboxError):
 
     def __init__(self, failures: Sequence[tuple[object, str]]) -> None:
         self.failures = tuple(failures)
-        """Each :class:`lockbox.download.Download` that failed, with what went wrong."""
+        """Each :class:`lockbox.deps.download.Download` that failed, with what went wrong."""
         super().__init__(str(self))
 
     def __str__(self) -> str:

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from lockbox.errors import LockboxError
-from lockbox.paths import PathError, confined
+from lockbox.inputs.paths import PathError, confined
 
 _HUNK = re.compile(rb"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 _REGENERATE = (

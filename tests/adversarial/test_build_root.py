@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.buildroot import BuildRootError, RootPins, ensure_root
-from lockbox.sandbox import Sandbox
-from lockbox.store import Store
+from lockbox.deps.buildroot import BuildRootError, RootPins, ensure_root
+from lockbox.store.store import Store
+from lockbox.tools.sandbox import Sandbox
 from tests.integration import test_buildroot
 from tests.integration.test_buildroot import make_deb, pin
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.interpreters import find_interpreter
+from lockbox.inputs.interpreters import find_interpreter
 from tests.packages import serve, write_sdist
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,7 @@
 """A command killed at any of its steps leaves a store that verifies, without debris.
 
 Every step that makes something visible (a rename into place, a database commit) goes
-through :func:`lockbox.fsops.step`. Each test first runs a command with
+through :func:`lockbox.fs.step`. Each test first runs a command with
 ``LOCKBOX_STEPS_LOG`` to learn its steps, then runs it again from the same starting store
 with ``LOCKBOX_KILL_AFTER_STEP=k`` (SIGKILL at step k) and checks what is left: the store
 verifies, no staging area, pending record or unregistered directory remains once it has
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.store import Store, remove_tree
+from lockbox.store.store import Store, remove_tree
 from tests.adversarial.test_store_ownership import listing
 from tests.unit.test_store import make_tree
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from lockbox.errors import StoreError
-from lockbox.store import Store
+from lockbox.store.store import Store
 from tests.adversarial.test_crashes import PROJECT
 from tests.unit.test_store import make_tree
 
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 
 HOLD = """\
 import sys
-from lockbox.store import Store
+from lockbox.store.store import Store
 store = Store.open(__import__("pathlib").Path(sys.argv[1]))
 entry = store.get(sys.argv[2])
 print("open", flush=True)

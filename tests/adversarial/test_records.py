@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.interpreters import find_interpreter
+from lockbox.inputs.interpreters import find_interpreter
 from tests.packages import serve, write_wheel
 
 PYTHON = find_interpreter("3.12", None).executable
@@ -272,7 +272,7 @@ def adapt(text: str, other: Built, built: Built, result: Path) -> str:
         if kind in ("in", "out"):
             line = f"{kind} {signature(rest.partition(' ')[2])} {rest.partition(' ')[2]}"
         elif kind == "seal" and os.path.exists(rest.partition(" ")[2]):
-            from lockbox.records import tree_seal
+            from lockbox.store.records import tree_seal
 
             line = f"seal {tree_seal(rest.partition(' ')[2])} {rest.partition(' ')[2]}"
         elif kind == "result":
@@ -386,8 +386,8 @@ def test_an_entry_copied_is_rehashed_and_used_a_forgery_is_for_verify(own: Built
 
 # (4) the other records: what an ELF file needs, an entry's image layer --------------------
 def test_a_needed_record_is_signed_for_its_own_name(tmp_path: Path) -> None:
-    from lockbox.hostlibs import cached_needs
-    from lockbox.store import Store
+    from lockbox.native.hostlibs import cached_needs
+    from lockbox.store.store import Store
 
     with Store.open(tmp_path / "store") as store:
         assert cached_needs(store, "sha256-aaaa", lambda: ["libtrue.so.1"]) == ("libtrue.so.1",)
@@ -406,8 +406,8 @@ def test_a_needed_record_is_signed_for_its_own_name(tmp_path: Path) -> None:
 
 
 def test_an_image_layer_is_taken_only_from_its_own_entry(tmp_path: Path) -> None:
-    from lockbox.image import Layer, _LayerCache
-    from lockbox.store import Store
+    from lockbox.image.oci import Layer, _LayerCache
+    from lockbox.store.store import Store
 
     (tmp_path / "one").write_text("1")
     (tmp_path / "two").write_text("2")
@@ -443,8 +443,8 @@ def test_an_image_layer_is_taken_only_from_its_own_entry(tmp_path: Path) -> None
 
 
 def test_the_key_is_the_owners_alone_and_made_once(tmp_path: Path) -> None:
-    from lockbox import records
-    from lockbox.store import Store
+    from lockbox.store import records
+    from lockbox.store.store import Store
 
     Store.open(tmp_path / "store").close()
     key = tmp_path / "store" / ".lockbox" / records.KEY
@@ -459,8 +459,8 @@ def test_the_key_is_the_owners_alone_and_made_once(tmp_path: Path) -> None:
     "change", ["key readable by others", "key of another user", "directory writable by others"]
 )
 def test_a_key_another_user_could_have_planted_signs_nothing(tmp_path: Path, change: str) -> None:
-    from lockbox import records
-    from lockbox.store import Store
+    from lockbox.store import records
+    from lockbox.store.store import Store
 
     Store.open(tmp_path / "store").close()
     meta = tmp_path / "store" / ".lockbox"

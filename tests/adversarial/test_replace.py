@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.fsops import KILL_AFTER_STEP, STEPS_LOG, remove_leftovers, work_beside
+from lockbox.fs import KILL_AFTER_STEP, STEPS_LOG, remove_leftovers, work_beside
 
 
 def lockbox(

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.interpreters import find_interpreter
-from lockbox.nar import nar_hash
+from lockbox.inputs.interpreters import find_interpreter
+from lockbox.store.nar import nar_hash
 from tests.packages import serve, write_wheel
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ import pytest
 
 from lockbox.cli import main
 from lockbox.errors import StoreError
-from lockbox.store import Store, remove_tree
+from lockbox.store.store import Store, remove_tree
 from tests.unit.test_store import make_tree
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.interpreters import find_interpreter
+from lockbox.inputs.interpreters import find_interpreter
 from tests.packages import serve, write_wheel
 
 pytestmark = pytest.mark.integration
@@ -377,7 +377,7 @@ def traced(
     lines = result.stderr.splitlines(keepends=True)
     imported = {line.split("|")[-1].strip() for line in lines if line.startswith("import time:")}
     result.stderr = "".join(line for line in lines if not line.startswith("import time:"))
-    return result, "lockbox.project" not in imported
+    return result, "lockbox.inputs.project" not in imported
 
 
 def settle(project: Path) -> None:
@@ -762,7 +762,7 @@ def test_an_upgraded_host_library_is_a_new_interpreter_and_application(
     """libffi (which the interpreter's ``_ctypes`` needs) upgraded on the host, simulated by
     mounting a copy with other bytes over it in a private mount namespace: neither the
     record of the last lookup nor the lookup itself answers with the old bundle."""
-    from lockbox.libraries import host_libraries
+    from lockbox.native.resolve import host_libraries
 
     project = variant(app, tmp_path)
     assert lockbox("lock-hash", project, store=app.store).returncode == 0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.buildroot import (
+from lockbox.deps.buildroot import (
     BuildRootError,
     DebPackage,
     PinnedPackagesGone,
@@ -26,8 +26,8 @@ from lockbox.buildroot import (
     read_pins,
 )
 from lockbox.errors import HashMismatch
-from lockbox.sandbox import Sandbox
-from lockbox.store import Store
+from lockbox.store.store import Store
+from lockbox.tools.sandbox import Sandbox
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.interpreters import find_interpreter
+from lockbox.inputs.interpreters import find_interpreter
 from tests.packages import serve, write_sdist, write_wheel
 
 pytestmark = pytest.mark.integration

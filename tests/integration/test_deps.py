@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.interpreters import find_interpreter
+from lockbox.inputs.interpreters import find_interpreter
 from tests.packages import (
     BROKEN_FILES,
     CEXT_FILES,
@@ -381,7 +381,10 @@ def test_a_declared_layer_in_the_store_is_a_lookup(built: Built, tmp_path: Path)
     runs = [subprocess.run(argv, capture_output=True, text=True) for _ in range(2)]
     assert [run.returncode for run in runs] == [0, 0]
     assert runs[0].stdout == runs[1].stdout == result.stdout
-    assert "lockbox.project" in runs[0].stderr and "lockbox.project" not in runs[1].stderr
+    assert (
+        "lockbox.inputs.project" in runs[0].stderr
+        and "lockbox.inputs.project" not in runs[1].stderr
+    )
 
 
 def test_a_wrong_declared_hash_fails_registers_nothing_and_can_be_diffed(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.interpreters import find_interpreter
+from lockbox.inputs.interpreters import find_interpreter
 
 pytestmark = pytest.mark.integration
 

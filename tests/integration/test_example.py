@@ -188,7 +188,7 @@ def exported(example: Example, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def elf_files(root: Path) -> list[Path]:
-    from lockbox.elf import scan_tree
+    from lockbox.native.elf import scan_tree
 
     return [info.path for info in scan_tree(root)[0]]
 
@@ -223,7 +223,7 @@ def test_the_export_works_from_two_other_places_and_ldd_finds_everything(
 
 def minimal_root(root: Path) -> None:
     """A root file system with nothing but the glibc family (Debian's libc6) and the loader."""
-    from lockbox.elf import read_elf
+    from lockbox.native.elf import read_elf
 
     listing = subprocess.run(
         ["dpkg", "-L", "libc6"], capture_output=True, text=True, check=True
@@ -442,7 +442,10 @@ def test_a_repeated_image_finds_the_closure_from_the_record_of_its_lookup(
     # The fixture's image recorded its lookup (unless the store was too fresh to trust); the
     # second run here answers from a record at the latest: no interpreter search, no
     # reading of sources.
-    assert "lockbox.assemble" not in runs[1].stderr and "lockbox.interpreters" not in runs[1].stderr
+    assert (
+        "lockbox.assemble.app" not in runs[1].stderr
+        and "lockbox.inputs.interpreters" not in runs[1].stderr
+    )
     assert (tmp_path / "again.tar").read_bytes() == image[0].read_bytes()
     # The store entries' layers were kept from the first image; a damaged one is made again.
     for name in ("python", "deps", "bytecode", "libraries"):

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lockbox.nar import write_nar
+from lockbox.store.nar import write_nar
 from tests.conftest import CliResult
 
 pytestmark = pytest.mark.integration

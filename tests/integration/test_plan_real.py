@@ -15,7 +15,7 @@ from packaging.markers import Marker
 from packaging.utils import canonicalize_name
 
 from lockbox.errors import InterpreterNotFound
-from lockbox.interpreters import find_interpreter, probe
+from lockbox.inputs.interpreters import find_interpreter, probe
 from tests.conftest import AUTHENTIK, CliResult
 
 pytestmark = pytest.mark.integration

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.elf import read_elf
-from lockbox.interpreters import find_interpreter
-from lockbox.python import import_python
-from lockbox.store import Store
+from lockbox.assemble.interpreter import import_python
+from lockbox.inputs.interpreters import find_interpreter
+from lockbox.native.elf import read_elf
+from lockbox.store.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -79,9 +79,9 @@ def test_bundled_libraries_record_their_origin_and_package(entries: tuple[Path, 
 IMPORT = """\
 import sys
 from pathlib import Path
-from lockbox.interpreters import probe
-from lockbox.python import import_python
-from lockbox.store import Store
+from lockbox.inputs.interpreters import probe
+from lockbox.assemble.interpreter import import_python
+from lockbox.store.store import Store
 imported = import_python(probe(Path(sys.argv[1])), Store.open(Path(sys.argv[2])))
 print(imported.entry.path, imported.reused)
 """
@@ -91,7 +91,7 @@ def test_a_changed_host_library_is_a_new_interpreter_entry(tmp_path: Path) -> No
     """libffi (which ``_ctypes`` needs) upgraded on the host, simulated by mounting a copy
     with other bytes over it in a private mount namespace: the next import does not take
     the entry that bundles the old one."""
-    from lockbox.libraries import host_libraries
+    from lockbox.native.resolve import host_libraries
 
     host = host_libraries()["libffi.so.8"].resolve()
     changed = tmp_path / host.name

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.nar import nar_hash
-from lockbox.store import Store
+from lockbox.store.nar import nar_hash
+from lockbox.store.store import Store
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.buildid import _build_id_location, refresh_build_id
+from lockbox.native.buildid import _build_id_location, refresh_build_id
 from lockbox.scrub import Scrubber
 
 

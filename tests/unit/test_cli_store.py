@@ -44,7 +44,7 @@ def test_repair_removes_corrupted_entries_what_needs_them_and_their_roots(
     cli, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     from lockbox.errors import StoreCorrupted
-    from lockbox.store import Store
+    from lockbox.store.store import Store
 
     store = tmp_path / "store"
     with Store.open(store) as opened:
@@ -94,7 +94,7 @@ def test_the_cli_knows_the_store_kinds_and_the_version() -> None:
 
     import lockbox
     from lockbox.cli import main_store
-    from lockbox.store import KINDS
+    from lockbox.store.store import KINDS
 
     assert main_store.KINDS == KINDS
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.download import Download, download_all
+from lockbox.deps.download import Download, download_all
 from lockbox.errors import DownloadFailed, DownloadGone
 from lockbox.progress import Recorder
 

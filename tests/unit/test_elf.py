@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.elf import ElfInfo, host_machine, read_elf, scan_tree
+from lockbox.native.elf import ElfInfo, host_machine, read_elf, scan_tree
 
 _LIBFOO = """
 #include <stdio.h>

@@ -1,4 +1,4 @@
-"""The atomic replacement and the kill points of lockbox.fsops."""
+"""The atomic replacement and the kill points of lockbox.fs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lockbox.fsops import KILL_AFTER_STEP, STEPS_LOG, replace_tree
+from lockbox.fs import KILL_AFTER_STEP, STEPS_LOG, replace_tree
 
 
 def test_replace_tree_swaps_an_existing_tree_in_one_step(tmp_path: Path) -> None:
@@ -29,7 +29,7 @@ def test_replace_tree_without_a_target_renames(tmp_path: Path) -> None:
 _SCRIPT = """
 import sys
 from pathlib import Path
-from lockbox.fsops import rename
+from lockbox.fs import rename
 top = Path(sys.argv[1])
 for n in range(3):
     (top / f"a{n}").mkdir()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lockbox import records
-from lockbox.hostlibs import LOADER_CACHE, entry_needs, file_needs, files_needs, host_closure
-from lockbox.store import Store
+from lockbox.native.hostlibs import LOADER_CACHE, entry_needs, file_needs, files_needs, host_closure
+from lockbox.store import records
+from lockbox.store.store import Store
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from lockbox.image import MTIME, tar_header
+from lockbox.image.oci import MTIME, tar_header
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from lockbox.install import RECIPE_CFLAGS, _compiler_wrappers, uv_config
-from lockbox.interpreters import Interpreter
-from lockbox.project import load_project
-from lockbox.recipe import BuildEnv
+from lockbox.deps.install import RECIPE_CFLAGS, _compiler_wrappers, uv_config
+from lockbox.inputs.interpreters import Interpreter
+from lockbox.inputs.project import load_project
+from lockbox.inputs.recipe import BuildEnv
 
 
 def test_uv_config_keeps_the_project_settings_and_adds_build_variables(

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.layer import SEALED_MTIME_NS, LayerError, normalise
+from lockbox.deps.layer import SEALED_MTIME_NS, LayerError, normalise
+from lockbox.deps.treediff import diff_trees
 from lockbox.scrub import Scrubber, mangle
-from lockbox.treediff import diff_trees
 
 
 def record_hash(data: bytes) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lockbox.errors import LockFileError
-from lockbox.lock import parse_lock, read_lock
+from lockbox.inputs.lock import parse_lock, read_lock
 from tests.conftest import AUTHENTIK
 
 HASH = "sha256:" + "ab" * 32

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from lockbox.deps.members import files_under, read_member, write_dist_info
 from lockbox.errors import AssemblyError
-from lockbox.members import files_under, read_member, write_dist_info
 
 
 def project(name: str = "my-pkg", **fields: object) -> dict[str, object]:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from lockbox import nar
 from lockbox.errors import NarError
-from lockbox.nar import iter_nar, nar_hash, write_nar
+from lockbox.store import nar
+from lockbox.store.nar import iter_nar, nar_hash, write_nar
 
 
 def s(data: bytes) -> bytes:

@@ -11,7 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lockbox.paths import PathError, confined, confined_glob, make_directory, open_for_writing
+from lockbox.inputs.paths import (
+    PathError,
+    confined,
+    confined_glob,
+    make_directory,
+    open_for_writing,
+)
 
 
 def _tree(root: Path, outside: Path) -> Path:

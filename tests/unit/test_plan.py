@@ -9,10 +9,10 @@ import pytest
 from packaging.version import Version
 
 from lockbox.errors import PlanError
-from lockbox.interpreters import Interpreter
-from lockbox.lock import parse_lock
-from lockbox.plan import Plan, make_plan
-from lockbox.project import load_project
+from lockbox.inputs.interpreters import Interpreter
+from lockbox.inputs.lock import parse_lock
+from lockbox.inputs.plan import Plan, make_plan
+from lockbox.inputs.project import load_project
 from tests.unit.test_lock import LOCK
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from lockbox.errors import ProjectError, RecipeError
 from lockbox.hashes import Sha256
-from lockbox.project import load_project
-from lockbox.recipe import Copy, Substitution
+from lockbox.inputs.project import load_project
+from lockbox.inputs.recipe import Copy, Substitution
 
 FULL = """
 [tool.lockbox]
@@ -226,7 +226,7 @@ def test_canonical_names_follow_packaging() -> None:
     from hypothesis import strategies as st
     from packaging.utils import canonicalize_name
 
-    from lockbox.recipe import canonical_name
+    from lockbox.inputs.recipe import canonical_name
 
     @given(st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", fullmatch=True))
     def same(name: str) -> None:

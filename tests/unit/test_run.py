@@ -9,7 +9,7 @@ import pytest
 
 from lockbox.errors import ToolFailed, ToolMissing
 from lockbox.progress import Recorder
-from lockbox.run import run, shown
+from lockbox.tools.run import run, shown
 
 
 @pytest.mark.parametrize("streamed", [False, True])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lockbox.errors import SandboxUnavailable
-from lockbox.sandbox import Sandbox
+from lockbox.tools.sandbox import Sandbox
 
 
 def test_the_offline_command_line_hides_then_mounts_in_order() -> None:

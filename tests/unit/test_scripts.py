@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lockbox.scripts import Script, entry_point_scripts, write_scripts
+from lockbox.assemble.scripts import Script, entry_point_scripts, write_scripts
 
 
 def dist_info(site: Path, name: str, text: str) -> None:

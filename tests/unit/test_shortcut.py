@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lockbox import records
 from lockbox.cli.shortcut import FORMAT, Request, signature
+from lockbox.store import records
 
 LATER = 10**18 * 4  # a start time far after every file written here: all of them settled
 

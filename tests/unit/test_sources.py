@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from lockbox.deps.sources import _name, fetch
 from lockbox.errors import HashMismatch
 from lockbox.hashes import Sha256
-from lockbox.recipe import ExtraSource
-from lockbox.sources import _name, fetch
+from lockbox.inputs.recipe import ExtraSource
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from lockbox.errors import StoreError
-from lockbox.nar import nar_hash
-from lockbox.store import Store, content_digest, default_store_dir, inputs_digest
+from lockbox.store.nar import nar_hash
+from lockbox.store.store import Store, content_digest, default_store_dir, inputs_digest
 
 
 def make_tree(root: Path, seed: str = "a") -> Path:

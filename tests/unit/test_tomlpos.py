@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lockbox.tomlpos import locate
+from lockbox.inputs.tomlpos import locate
 
 TEXT = """\
 # comment

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.treediff import builtin_explain, diff_trees, explain, owners, source_of_bytecode
+from lockbox.deps.treediff import builtin_explain, diff_trees, explain, owners, source_of_bytecode
 
 
 def tree(root: Path, files: dict[str, bytes]) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 from packaging.version import Version
 
 from lockbox.errors import BuildFailed, LockOutdated, NetworkError, ToolFailed
-from lockbox.uv import OfflineInstall, SyncRequest, Uv, explain_failure, explain_lock_check
+from lockbox.tools.uv import OfflineInstall, SyncRequest, Uv, explain_failure, explain_lock_check
 
 UV = Uv(Path("/opt/uv"), Version("0.13.9"))
 
@@ -182,7 +182,7 @@ error: Failed to build `lbt-gamma @ file:///tmp/exp/gco`
 
 
 def test_a_build_dependency_that_was_not_fetched_names_lock_build() -> None:
-    from lockbox.buildpins import BuildPinsMissing
+    from lockbox.deps.buildpins import BuildPinsMissing
 
     error = explain_failure(UNFETCHED_BUILD_DEPENDENCY)
     assert isinstance(error, BuildPinsMissing)

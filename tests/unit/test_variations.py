@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.errors import LockboxError
-from lockbox.sandbox import CHECK_ENV
-from lockbox.variations import (
+from lockbox.check.variations import (
     CLOCK_OFFSET,
     EXTRA_ENV,
     HOSTNAME,
@@ -23,6 +21,8 @@ from lockbox.variations import (
     parse_variations,
     varied_world,
 )
+from lockbox.errors import LockboxError
+from lockbox.tools.sandbox import CHECK_ENV
 
 # What a process sees of the world, as JSON.
 PROBE = r"""

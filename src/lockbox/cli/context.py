@@ -16,8 +16,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from lockbox.cli.shortcut import Request
-
-    from lockbox.store import Store
+    from lockbox.store.store import Store
 
 
 @dataclass
@@ -102,7 +101,7 @@ class Context:
 
     def open_store(self) -> Store:
         """Open the store named by ``--store``, ``$LOCKBOX_STORE`` or the XDG default."""
-        from lockbox.store import Store, default_store_dir
+        from lockbox.store.store import Store, default_store_dir
 
         return Store.open(self.store_dir or default_store_dir(os.environ), self)
 

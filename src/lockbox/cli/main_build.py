@@ -14,11 +14,11 @@ from lockbox.cli.context import Context, add_project_argument
 from lockbox.cli.shortcut import run_in_app
 
 if TYPE_CHECKING:
-    from lockbox.assemble import AppResult
-    from lockbox.deps import DepsResult
-    from lockbox.install import Tools
-    from lockbox.project import Project
-    from lockbox.store import Entry, Store
+    from lockbox.assemble.app import AppResult
+    from lockbox.deps.install import Tools
+    from lockbox.deps.phase import DepsResult
+    from lockbox.inputs.project import Project
+    from lockbox.store.store import Entry, Store
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -199,7 +199,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_build(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.project import load_project
+    from lockbox.inputs.project import load_project
 
     project = _bundling(load_project(args.project), args)
     with context.open_store() as store:
@@ -218,7 +218,7 @@ def run_build(args: argparse.Namespace, context: Context) -> int:
 
 
 def run_run(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.project import load_project
+    from lockbox.inputs.project import load_project
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
@@ -236,8 +236,8 @@ def run_run(args: argparse.Namespace, context: Context) -> int:
 
 
 def run_why(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.libraries import dependents
-    from lockbox.project import load_project
+    from lockbox.inputs.project import load_project
+    from lockbox.native.resolve import dependents
 
     project = load_project(args.project)
     with context.open_store() as store:
@@ -268,8 +268,8 @@ def _seconds(text: str) -> float:
 
 
 def run_image(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.image import REGISTRY_TIMEOUT, Skopeo, make_image, read_base
-    from lockbox.project import load_project
+    from lockbox.image.oci import REGISTRY_TIMEOUT, Skopeo, make_image, read_base
+    from lockbox.inputs.project import load_project
 
     if args.output is None and args.layout is None and args.push is None:
         context.error("say where the image goes: -o FILE, --layout DIR or --push REF")
@@ -364,7 +364,7 @@ def _closure(
 
 def _image_labels(project: Project) -> dict[str, str]:
     """The OCI annotations lockbox knows: title, version, source, revision."""
-    from lockbox.run import run
+    from lockbox.tools.run import run
 
     labels = {"org.opencontainers.image.title": project.app_name}
     if project.version:
@@ -381,9 +381,9 @@ def _image_labels(project: Project) -> dict[str, str]:
 
 
 def run_export(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.assemble import export_app
-    from lockbox.interpreters import find_interpreter
-    from lockbox.project import load_project
+    from lockbox.assemble.app import export_app
+    from lockbox.inputs.interpreters import find_interpreter
+    from lockbox.inputs.project import load_project
 
     project = _bundling(load_project(args.project), args)
     with context.open_store() as store:
@@ -397,7 +397,7 @@ def run_export(args: argparse.Namespace, context: Context) -> int:
 
 
 def _deps(project: Project, store: Store, context: Context) -> DepsResult:
-    from lockbox.deps import build_deps
+    from lockbox.deps.phase import build_deps
 
     result = build_deps(project, store, lambda: _find_tools(context), context.progress)
     layer = result.layer
@@ -411,8 +411,8 @@ def _deps(project: Project, store: Store, context: Context) -> DepsResult:
 
 
 def _app(project: Project, store: Store, deps: Entry, context: Context) -> AppResult:
-    from lockbox.assemble import build_app
-    from lockbox.interpreters import find_interpreter
+    from lockbox.assemble.app import build_app
+    from lockbox.inputs.interpreters import find_interpreter
 
     interpreter = find_interpreter(
         project.recipe.python, project.requires_python, progress=context.progress
@@ -438,14 +438,13 @@ def _remember(
     """Leave the record that answers the same command next time without reading the
     project (:mod:`lockbox.cli.shortcut`), when this one found everything in the store."""
     from lockbox import identity_paths
-    from lockbox.interpreters import discovery_paths
+    from lockbox.inputs.interpreters import discovery_paths
 
     request = context.shortcut
     if request is None or context.unusual or not deps.reused:
         return
-    from lockbox import toolchain
-
-    from lockbox.inputs import inputs_file
+    from lockbox.deps import toolchain
+    from lockbox.deps.inputs import inputs_file
 
     inputs = [
         *map(str, project.consulted),
@@ -479,10 +478,10 @@ def _interpreters(store: Store, app: Entry) -> list[Entry]:
 
 
 def run_lock_hash(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.buildroot import pinned_root
-    from lockbox.deps import build_deps, layer_name, stored_answer, write_declared_hash
-    from lockbox.inputs import deps_inputs, inputs_key, write_committed
-    from lockbox.project import load_project
+    from lockbox.deps.buildroot import pinned_root
+    from lockbox.deps.inputs import deps_inputs, inputs_key, write_committed
+    from lockbox.deps.phase import build_deps, layer_name, stored_answer, write_declared_hash
+    from lockbox.inputs.project import load_project
 
     project = load_project(args.project)
     with context.open_store() as store:
@@ -505,12 +504,12 @@ def run_lock_hash(args: argparse.Namespace, context: Context) -> int:
 
 
 def run_lock_toolchain(args: argparse.Namespace, context: Context) -> int:
-    from lockbox import buildroot
-    from lockbox.deps import build_deps, write_declared_hash
+    from lockbox.deps import buildroot
+    from lockbox.deps.inputs import inputs_file, read_committed, write_committed
+    from lockbox.deps.phase import build_deps, write_declared_hash
     from lockbox.errors import ProjectError
-    from lockbox.inputs import inputs_file, read_committed, write_committed
-    from lockbox.interpreters import find_interpreter
-    from lockbox.project import load_project
+    from lockbox.inputs.interpreters import find_interpreter
+    from lockbox.inputs.project import load_project
 
     project = load_project(args.project)
     wanted = project.recipe.deps.toolchain
@@ -570,8 +569,8 @@ def run_lock_toolchain(args: argparse.Namespace, context: Context) -> int:
 
 
 def run_lock_build(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.buildpins import lock_build
-    from lockbox.project import load_project
+    from lockbox.deps.buildpins import lock_build
+    from lockbox.inputs.project import load_project
 
     project = load_project(args.project)
     with context.open_store() as store:
@@ -606,6 +605,6 @@ def _without_declared_hash(project: Project) -> Project:
 
 
 def _find_tools(context: Context) -> Tools:
-    from lockbox.install import Tools
+    from lockbox.deps.install import Tools
 
     return Tools.find(os.environ, context.progress)

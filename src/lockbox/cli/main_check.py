@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 from lockbox.cli.context import Context, add_project_argument
 
 if TYPE_CHECKING:
-    from lockbox.check import CheckReport, Compared
+    from lockbox.check.rebuild import CheckReport, Compared
 
 _SIGNS = {"added": "+", "removed": "-", "changed": "~", "mode": "m"}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from lockbox.variations import VARIATIONS
+    from lockbox.check.variations import VARIATIONS
 
     parser = subparsers.add_parser(
         "check",
@@ -58,10 +58,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_check(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.check import Built, check
+    from lockbox.check.rebuild import Built, check
+    from lockbox.check.variations import parse_variations
     from lockbox.cli.main_build import _app, _deps
-    from lockbox.project import load_project
-    from lockbox.variations import parse_variations
+    from lockbox.inputs.project import load_project
 
     variations = parse_variations(args.no_vary)
     project = load_project(args.project)
@@ -91,7 +91,7 @@ def run_check(args: argparse.Namespace, context: Context) -> int:
 
 
 def _render(report: CheckReport, context: Context) -> None:
-    from lockbox.check import LABELS
+    from lockbox.check.rebuild import LABELS
 
     for name, reason in report.skipped.items():
         context.print(f"variation {name} not applied: {reason}")

@@ -25,9 +25,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_diff(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.deps import layer_name
-    from lockbox.project import load_project
-    from lockbox.treediff import diff_trees
+    from lockbox.deps.phase import layer_name
+    from lockbox.deps.treediff import diff_trees
+    from lockbox.inputs.project import load_project
 
     project = load_project(args.project)
     name = layer_name(project)

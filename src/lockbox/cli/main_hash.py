@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from lockbox import nar
 from lockbox.cli.context import Context
+from lockbox.store import nar
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

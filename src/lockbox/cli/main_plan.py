@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from lockbox.cli.context import Context, add_project_argument
 
 if TYPE_CHECKING:
-    from lockbox.plan import Plan, Planned
+    from lockbox.inputs.plan import Plan, Planned
 
 _HEADINGS = {
     "wheel": "wheels",
@@ -39,10 +39,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_plan(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.interpreters import find_interpreter
-    from lockbox.lock import read_lock
-    from lockbox.plan import make_plan, plan_summary
-    from lockbox.project import load_project
+    from lockbox.inputs.interpreters import find_interpreter
+    from lockbox.inputs.lock import read_lock
+    from lockbox.inputs.plan import make_plan, plan_summary
+    from lockbox.inputs.project import load_project
 
     project = load_project(args.project)
     lock = read_lock(project.lock_path)
@@ -88,7 +88,7 @@ def _print_plan(plan: Plan, context: Context) -> None:
 
 def _print_build_set(plan: Plan, context: Context) -> None:
     """What every build from source is built with: uv.lock's pinned build set."""
-    from lockbox.buildpins import pinned
+    from lockbox.deps.buildpins import pinned
 
     built = plan.from_source()
     if not built:

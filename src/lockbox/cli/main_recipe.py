@@ -29,8 +29,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_show(args: argparse.Namespace, context: Context) -> int:
     import tomlkit
 
-    from lockbox.project import load_project
-    from lockbox.recipe import recipe_as_dict
+    from lockbox.inputs.project import load_project
+    from lockbox.inputs.recipe import recipe_as_dict
 
     project = load_project(args.project)
     recipe = project.recipe

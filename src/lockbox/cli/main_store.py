@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from lockbox.cli.context import Context
 
 if TYPE_CHECKING:
-    from lockbox.store import Entry
+    from lockbox.store.store import Entry
 
 KINDS = (
     "source",
@@ -21,7 +20,7 @@ KINDS = (
     "bytecode",
     "libraries",
     "app",
-)  # lockbox.store.KINDS; a test keeps them equal
+)  # lockbox.store.store.KINDS; a test keeps them equal
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

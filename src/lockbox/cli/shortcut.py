@@ -15,18 +15,18 @@ module. Anything else runs the full lookup, which writes a new record.
 A path changed in the last two seconds before the recording run started, or while it ran,
 is not trusted (its change may share a timestamp with the run): no record is written then.
 
-A record is signed with the store's key (:mod:`lockbox.records`): one edited, cut short,
+A record is signed with the store's key (:mod:`lockbox.store.records`): one edited, cut short,
 appended to or copied from another store or command is not acted upon — it is removed, the
 full lookup runs and writes a new one — and the result it names must be an entry directly
 in the store. The entries a command uses (the application and its interpreter, or the
 dependency layer) must still be as they were registered: the record holds the seal the
-store keeps of each (:func:`lockbox.records.tree_seal`, the status of every file) and a
+store keeps of each (:func:`lockbox.store.records.tree_seal`, the status of every file) and a
 tree whose status differs is not answered for; the full lookup then re-hashes it and stops
-if it is corrupted (:meth:`lockbox.store.Store.check_sealed`). That walk is most of what
+if it is corrupted (:meth:`lockbox.store.store.Store.check_sealed`). That walk is most of what
 answering costs for a large application (about 0.3 s for 30 000 files).
 
 This module is imported before anything else of the command line, so it uses only ``os``,
-``sys`` and :mod:`lockbox.records`, and is kept to what a repeated ``build`` or ``run``
+``sys`` and :mod:`lockbox.store.records`, and is kept to what a repeated ``build`` or ``run``
 needs.
 """
 
@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import sys
 
-from lockbox import records
+from lockbox.store import records
 
 FORMAT = "lockbox-shortcut 2"
 

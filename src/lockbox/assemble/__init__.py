@@ -1,0 +1,1 @@
+"""The assembly phase: the interpreter entry and the application, offline."""

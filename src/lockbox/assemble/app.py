@@ -1,0 +1,895 @@
+"""The assembly phase: the dependency layer and the project's source in, the application out.
+
+It runs offline. Everything it starts runs in an offline sandbox (:mod:`lockbox.tools.sandbox`)
+with a clean environment: bytecode compilation, lockbox's own command, without
+capabilities, writing only the project's packages' ``__pycache__`` directories;
+verification, which runs the dependencies' code, as an unprivileged user that can write
+nothing but its own empty scratch directories, the application mounted read-only at its
+final path. The rest is lockbox moving and editing files.
+The application is input-addressed: its store path is known before it is built (its digest
+covers the dependency layer's hash, the interpreter's entry, the project's sources, the
+recipe, the host libraries it bundles with patchelf's version (:mod:`lockbox.native.hostlibs`) and
+lockbox's identity), so ``@out@`` can be written into it, and an unchanged rebuild is a
+lookup.
+
+Steps, in this order (docs/assemble.md):
+
+1. the dependency layer's ``site-packages`` is linked (in the store) or copied (export);
+2. the project's own sources are copied to a work area, then the recipe's ``patches`` are
+   applied to them, then its ``substitute`` replacements;
+3. the workspace members and the project are installed from there with their dist-info;
+4. ``app.site-packages`` and ``app.root`` paths are copied from there;
+5. ``app.delete`` removes paths from the output;
+6. native libraries are resolved, bundled and relinked (:mod:`lockbox.native.relink`); the
+   interpreter's entry is linked (or copied) in; ``bin/`` (interpreter links, entry-point
+   launchers) and ``pyvenv.cfg`` are written;
+7. with ``compile-bytecode``, unchecked-hash ``.pyc`` files are written;
+8. ``[verify]`` imports and commands run, unprivileged, seeing the application read-only;
+   any failure registers nothing;
+9. the tree is registered as an ``app`` entry (or, for an export, moved into place).
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import hashlib
+import os
+import shutil
+import stat
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lockbox import build_identity
+from lockbox.errors import AssemblyError, ToolFailed
+from lockbox.fs import replace_tree, work_beside
+from lockbox.inputs.paths import confined, confined_glob, make_directory, open_for_writing
+from lockbox.inputs.project import Project, read_toml
+from lockbox.inputs.recipe import recipe_as_dict
+from lockbox.progress import Progress, silent
+from lockbox.store.store import Entry, Store, inputs_digest, remove_tree
+from lockbox.tools.sandbox import REPRODUCIBLE_ENV, SYSTEM_PATHS
+
+if TYPE_CHECKING:
+    from lockbox.assemble.interpreter import PythonEntry
+    from lockbox.deps.members import Member
+    from lockbox.inputs.interpreters import Interpreter
+    from lockbox.native.hostlibs import HostLibraries
+    from lockbox.native.relink import Patchelf
+    from lockbox.tools.sandbox import Sandbox
+
+_IGNORED = ("__pycache__", "*.pyc", "*.pyo")
+"""Never part of a project's sources: Python writes them on its own."""
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What the application is made of, besides the dependency layer."""
+
+    members: tuple[Member, ...]
+    """The workspace members and the project itself, when it is a package."""
+    paths: tuple[str, ...]
+    """Every project path the assembly reads, relative to the project root, sorted."""
+    digest: str
+    """SHA-256 over those paths' names, modes and bytes."""
+    consulted: tuple[str, ...] = ()
+    """Every file read and directory listed for the digest (absolute)."""
+    elf_files: Mapping[str, str] = field(default_factory=dict)
+    """Those of the files read that are ELF files (absolute) → the SHA-256 of their bytes,
+    in hex: what the libraries they need are kept under (:mod:`lockbox.native.hostlibs`)."""
+
+
+@dataclass
+class AssemblyReport:
+    """What the assembly did."""
+
+    out: Path
+    members: list[str] = field(default_factory=list)
+    patched: list[str] = field(default_factory=list)
+    substituted: dict[str, int] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
+    scripts: list[str] = field(default_factory=list)
+    verified: list[str] = field(default_factory=list)
+    bundled: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Host libraries copied into ``lib/``: name → where from, and its Debian package."""
+    relinked: int = 0
+    """ELF files whose run path was rewritten."""
+    linked: list[Path] = field(default_factory=list)
+    """Without bundling, the host libraries whose directories run paths name."""
+
+
+@dataclass(frozen=True)
+class AppResult:
+    path: Path
+    """Where the application is."""
+    entry: Entry | None
+    """Its store entry; None for an export."""
+    reused: bool
+    """True when it was in the store already and nothing ran."""
+    report: AssemblyReport | None
+    consulted: tuple[str, ...] = ()
+    """For a build in the store: every path read to find it (the project's sources, the
+    interpreter's files, the host libraries bundled, patchelf), what would notice a change."""
+
+
+def read_sources(project: Project, interpreter: Interpreter) -> Sources:
+    """The members and paths the assembly of ``project`` reads, with their digest."""
+    from lockbox.deps.members import read_member
+    from lockbox.inputs.lock import read_lock
+    from lockbox.inputs.plan import make_plan
+
+    plan = make_plan(project, read_lock(project.lock_path), interpreter)
+    roots = {project.root.resolve()}
+    for planned in plan.by_form("member"):
+        roots.add((project.root / planned.package.source.location).resolve())
+    recipe = project.recipe.app
+    members: list[Member] = []
+    paths: list[Path] = [project.root / "pyproject.toml"]
+    for root in sorted(roots):
+        pyproject, _ = read_toml(root / "pyproject.toml")
+        is_project = root == project.root.resolve()
+        if is_project and "build-system" not in pyproject:
+            continue  # a virtual project: uv installs nothing of it, nor does lockbox
+        member = read_member(root, pyproject, modules=not (is_project and recipe.site_packages))
+        members.append(member)
+        paths += [root / "pyproject.toml"]
+        for source, _ in member.modules:
+            paths.append(
+                _inside(
+                    project,
+                    _relative(project, source),
+                    f"{root / 'pyproject.toml'}: the module of {member.name}",
+                )
+            )
+    for key in ("site-packages", "root"):
+        for index, copy in enumerate(getattr(recipe, key.replace("-", "_"))):
+            paths.append(_inside(project, copy.source, f"recipe app.{key}[{index}]"))
+    for index, patch in enumerate(recipe.patches):
+        paths.append(_inside(project, patch, f"recipe app.patches[{index}]", link_ok=False))
+    relative = sorted({_relative(project, path) for path in paths})
+    digest, consulted, elf_files = _digest(project.root, relative)
+    return Sources(tuple(members), tuple(relative), digest, consulted, elf_files)
+
+
+def _relative(project: Project, path: Path) -> str:
+    relative = os.path.relpath(path, project.root)
+    if relative.startswith(".."):
+        raise AssemblyError(
+            f"{path} is outside the project {project.root}: lockbox "
+            "assembles only what is inside it"
+        )
+    return relative
+
+
+def _inside(project: Project, relative: str, key: str, *, link_ok: bool = True) -> Path:
+    """The project path ``relative`` names, confined to the project (:mod:`lockbox.inputs.paths`);
+    with ``link_ok`` it may itself be a symbolic link, which is copied as one."""
+    path = confined(project.root, relative, key, within="the project", link_ok=link_ok)
+    if not os.path.lexists(path):
+        raise AssemblyError(f"{key}: {relative} does not exist in {project.root}")
+    return path
+
+
+def _digest(root: Path, paths: Sequence[str]) -> tuple[str, tuple[str, ...], dict[str, str]]:
+    """The digest of ``paths`` under ``root``, every path read or listed for it, and the
+    SHA-256 of each file read that is an ELF file."""
+    digest = hashlib.sha256()
+    consulted: list[str] = []
+    elf_files: dict[str, str] = {}
+    for relative in paths:
+        for path, info in _walk(root / relative):
+            consulted.append(path)
+            if stat.S_ISDIR(info.st_mode):
+                continue
+            name = os.path.relpath(path, root).encode()
+            if stat.S_ISLNK(info.st_mode):
+                digest.update(b"l\0" + name + b"\0" + os.fsencode(os.readlink(path)) + b"\0")
+            elif stat.S_ISREG(info.st_mode):
+                kind = b"x" if info.st_mode & stat.S_IXUSR else b"f"
+                digest.update(kind + b"\0" + name + b"\0" + str(info.st_size).encode() + b"\0")
+                with open(path, "rb") as file:
+                    data = file.read()
+                digest.update(data)
+                if data.startswith(b"\x7fELF"):
+                    elf_files[path] = hashlib.sha256(data).hexdigest()
+    return digest.hexdigest(), tuple(consulted), elf_files
+
+
+def _walk(top: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """Every file and directory under ``top`` (or ``top`` itself), sorted, ignored names
+    left out; a directory comes before what it holds."""
+    info = os.lstat(top)
+    if not stat.S_ISDIR(info.st_mode):
+        yield os.fspath(top), info
+        return
+    for directory, dirnames, filenames in os.walk(top):
+        yield directory, os.lstat(directory)
+        # os.walk lists a link to a directory among the directories and does not enter
+        # it: it is an entry of its own, read as a link.
+        links = [d for d in dirnames if os.path.islink(os.path.join(directory, d))]
+        dirnames[:] = sorted(d for d in dirnames if not _ignored(d) and d not in links)
+        for name in sorted(filenames + links):
+            if not _ignored(name):
+                path = os.path.join(directory, name)
+                yield path, os.lstat(path)
+
+
+def _ignored(name: str) -> bool:
+    return any(fnmatch.fnmatch(name, pattern) for pattern in _IGNORED)
+
+
+def app_inputs(
+    project: Project,
+    deps: Entry,
+    python: Entry,
+    sources: Sources,
+    store: Store,
+    libraries: HostLibraries,
+    patchelf: Patchelf,
+) -> dict[str, object]:
+    """Everything the application's bytes depend on: its store digest is made from this."""
+    recipe = recipe_as_dict(project.recipe)
+    recipe.pop("project", None)  # where the project is does not change what is built
+    recipe.get("deps", {}).pop("hash", None)  # the layer itself is an input, below
+    recipe.pop("image", None)  # how an image is configured does not change the application
+    return {
+        "deps": deps.nar_hash.sri,
+        "python": python.path_name,
+        "sources": sources.digest,
+        "recipe": recipe,
+        "libraries": libraries.inputs(project.recipe.libraries.bundle),
+        "patchelf": patchelf.version,
+        "lockbox": build_identity(),
+        "store": str(store.root),  # @out@ and launchers name the store path
+    }
+
+
+def build_app(
+    project: Project,
+    store: Store,
+    deps: Entry,
+    interpreter: Interpreter,
+    progress: Progress = silent,
+) -> AppResult:
+    """Make (or find) the application of ``project`` in ``store`` from the layer ``deps``."""
+    from lockbox.assemble.interpreter import import_python
+    from lockbox.native.relink import Patchelf
+
+    patchelf = Patchelf.find(progress)
+    sources = read_sources(project, interpreter)
+    python = import_python(
+        interpreter,
+        store,
+        bundle=project.recipe.libraries.bundle,
+        patchelf=patchelf,
+        progress=progress,
+    )
+    libraries = application_libraries(project, deps, sources, store)
+    inputs = app_inputs(project, deps, python.entry, sources, store, libraries, patchelf)
+    name = project.app_name
+    existing = store.find_inputs("app", name, inputs)
+    if existing is not None:
+        progress.info(f"the application is in the store: {existing.path}")
+        store.add_root(name, existing)
+        consulted = (*sources.consulted, *python.consulted, *libraries.consulted)
+        return AppResult(existing.path, existing, reused=True, report=None, consulted=consulted)
+    sandbox = _sandbox(progress)
+    store.check_sealed(deps, python.entry)  # their files are linked into the application
+    out = store.root / f"{inputs_digest('app', name, inputs)}-{name}"
+    bytecode = (
+        deps_bytecode(store, deps, python, sandbox, progress)
+        if project.recipe.app.compile_bytecode
+        else None
+    )
+    with store.staging() as stage:
+        content = stage / "content"
+        report = _assemble(
+            project,
+            sources,
+            deps.path,
+            interpreter,
+            python,
+            out,
+            content,
+            stage,
+            sandbox,
+            patchelf,
+            link=True,
+            hidden=[store.root],
+            progress=progress,
+            log=store.work_dir / "logs" / f"{out.name}.log",
+            bytecode=bytecode,
+            host=layer_libraries(store, deps),
+        )
+        uncovered = libraries.uncovered(library["from"] for library in report.bundled.values())
+        if uncovered:
+            raise AssemblyError(
+                f"lockbox bundled {', '.join(uncovered)} without counting them "
+                "among the application's inputs: a bug of lockbox, please "
+                "report it"
+            )
+        shared = share_libraries(store, content, report.bundled, name)
+        # Rooted under its name, as the latest build of it: `lockbox gc` keeps it and what
+        # it references (its layer, its interpreter) until another build takes the name.
+        entry = store.register(
+            content,
+            name=name,
+            kind="app",
+            inputs=inputs,
+            references=[
+                deps.path_name,
+                python.entry.path_name,
+                *([bytecode.path_name] if bytecode else []),
+                *([shared.path_name] if shared else []),
+            ],
+            metadata={"bundled": report.bundled},
+            root=name,
+        )
+    return AppResult(entry.path, entry, reused=False, report=report)
+
+
+def application_libraries(
+    project: Project, deps: Entry, sources: Sources, store: Store
+) -> HostLibraries:
+    """The host libraries the application bundles (or links to): what the ELF files of its
+    layer and of the project's sources need, resolved outside it (:mod:`lockbox.native.hostlibs`)."""
+    from lockbox.native.hostlibs import entry_needs, file_needs, host_closure
+
+    needed = set(entry_needs(store, deps))
+    for path, digest in sources.elf_files.items():
+        needed.update(file_needs(store, Path(path), digest))
+    return host_closure(
+        needed,
+        store,
+        recipe_paths=[project.root / p for p in project.recipe.libraries.paths],
+        host=layer_libraries(store, deps),
+    )
+
+
+def layer_libraries(store: Store, deps: Entry) -> Mapping[str, Path] | None:
+    """Where the libraries a layer's extension modules need are found: in the build root
+    it was compiled in, if any (so headers and libraries match, docs/toolchain.md); else
+    None, the host's loader cache."""
+    from lockbox.deps.buildroot import root_libraries
+
+    roots = [
+        entry
+        for entry in map(store.get, deps.references)
+        if entry is not None and entry.kind == "toolchain"
+    ]
+    return root_libraries(roots[0].path) if roots else None
+
+
+def share_libraries(store: Store, content: Path, bundled: Iterable[str], name: str) -> Entry | None:
+    """Make the libraries bundled into ``content``'s ``lib/`` a ``libraries`` store entry,
+    of which the application's copies become hardlinks. The entry is addressed by its
+    content, so every build that bundles the same libraries shares it: in the store, and
+    as one layer in images (docs/image.md)."""
+    names = sorted(bundled)
+    if not names:
+        return None
+    with store.staging() as stage:
+        tree = stage / "content" / "lib"
+        tree.mkdir(parents=True)
+        for library in names:
+            os.link(content / "lib" / library, tree / library)
+        entry = store.register(tree.parent, name=f"{name}-libraries", kind="libraries")
+    for library in names:
+        shared, own = entry.path / "lib" / library, content / "lib" / library
+        if not os.path.samestat(os.stat(shared), os.stat(own)):  # an earlier build's entry
+            temporary = own.with_name(f".{library}.lockbox-link")
+            os.link(shared, temporary)
+            os.replace(temporary, own)
+    return entry
+
+
+def export_app(
+    project: Project,
+    store: Store,
+    deps: Entry,
+    interpreter: Interpreter,
+    to: Path,
+    progress: Progress = silent,
+) -> AppResult:
+    """Assemble the application for the directory ``to`` and put it there. ``to`` must not
+    exist, be empty, or hold an earlier export, which is replaced only on success."""
+    from lockbox.assemble.interpreter import import_python
+    from lockbox.native.relink import Patchelf
+
+    to = to.absolute()
+    patchelf = Patchelf.find(progress)
+    sources = read_sources(project, interpreter)
+    python = import_python(
+        interpreter,
+        store,
+        bundle=project.recipe.libraries.bundle,
+        patchelf=patchelf,
+        progress=progress,
+    )
+    earlier = to.exists() and any(to.iterdir())
+    if earlier and "lockbox-app" not in _read_text(to / "pyvenv.cfg"):
+        raise AssemblyError(
+            f"{to} is not empty and is not an earlier export; choose another directory or empty it"
+        )
+    sandbox = _sandbox(progress)
+    store.check_sealed(deps, python.entry)  # their files are copied into the export
+    bytecode = (
+        deps_bytecode(store, deps, python, sandbox, progress)
+        if project.recipe.app.compile_bytecode
+        else None
+    )
+    to.parent.mkdir(parents=True, exist_ok=True)
+    created = not to.exists()
+    to.mkdir(exist_ok=True)  # the mount point of the sandbox's view of the output
+    log = to.parent / f"{to.name}.lockbox-verify.log"  # kept only when verification fails
+    try:
+        # The new tree is written in a locked directory beside ``to`` (which first clears away
+        # what killed exports left there) and swapped with it in one step: ``to`` is the
+        # earlier export or this one at every instant, never neither.
+        with work_beside(to) as work:
+            log.unlink(missing_ok=True)
+            content = work / "content"
+            report = _assemble(
+                project,
+                sources,
+                deps.path,
+                interpreter,
+                python,
+                to,
+                content,
+                work,
+                sandbox,
+                patchelf,
+                link=False,
+                hidden=[],
+                progress=progress,
+                log=log,
+                bytecode=bytecode,
+                host=layer_libraries(store, deps),
+            )
+            replace_tree(content, to)
+            log.unlink(missing_ok=True)
+    except BaseException:
+        if created and to.is_dir() and not any(to.iterdir()):
+            to.rmdir()
+        raise
+    return AppResult(to, None, reused=False, report=report)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _sandbox(progress: Progress) -> Sandbox:
+    from lockbox.tools.sandbox import Sandbox
+
+    sandbox = Sandbox.find(progress)
+    sandbox.check_offline(progress)
+    return sandbox
+
+
+def _assemble(
+    project: Project,
+    sources: Sources,
+    deps: Path,
+    interpreter: Interpreter,
+    python: PythonEntry,
+    out: Path,
+    content: Path,
+    work: Path,
+    sandbox: Sandbox,
+    patchelf: Patchelf,
+    *,
+    link: bool,
+    hidden: Sequence[Path],
+    progress: Progress,
+    log: Path,
+    bytecode: Entry | None = None,
+    checks: bool = True,
+    host: Mapping[str, Path] | None = None,
+) -> AssemblyReport:
+    """Write the application that will live at ``out`` into ``content``, using ``work``.
+    With ``link`` (a store entry) the layer is hardlinked and ``python`` is a link to the
+    interpreter's entry; otherwise both are copied in, so the tree stands on its own.
+    Without ``checks`` the recipe's ``[verify]`` table is not run (it writes nothing into
+    the output, so the output is the same). ``host`` is where libraries outside the
+    output are found (:func:`layer_libraries`; None: the host's loader cache)."""
+    from lockbox.assemble.interpreter import compileall_argv
+    from lockbox.assemble.scripts import entry_point_scripts, write_environment, write_scripts
+    from lockbox.deps.members import files_under, write_dist_info
+    from lockbox.patches import apply_patch
+    from lockbox.tools.run import run
+
+    report = AssemblyReport(out)
+    recipe = project.recipe.app
+    version = interpreter.version
+    site_relative = Path("lib") / f"python{version.major}.{version.minor}" / "site-packages"
+    site = content / site_relative
+    if not (deps / site_relative).is_dir():
+        raise AssemblyError(
+            f"the dependency layer {deps} has no {site_relative}: it was made "
+            f"for another interpreter than {interpreter.label}"
+        )
+    progress.info(f"assembling {project.app_name} for {out}")
+    if link:
+        _link_tree(deps, content)
+    else:
+        _copy_tree(deps, content, link=False)
+    for written in (site_relative, Path("bin"), Path("pyvenv.cfg"), Path("python")):
+        # What lockbox writes into itself: a link from the layer would take it elsewhere.
+        confined(content, str(written), f"the dependency layer {deps}", within="the output")
+
+    source = work / "source"
+    for relative in sources.paths:
+        _copy_tree(project.root / relative, source / relative, link=False)
+    for patch in recipe.patches:
+        result = apply_patch(project.root / patch, source, label=patch)
+        report.patched.append(patch)
+        progress.info(f"applied {patch}: {result.hunks} hunks to {', '.join(result.files)}")
+        for note in result.offsets:
+            progress.warning(f"{patch}: {note}")
+    for index, substitution in enumerate(recipe.substitute):
+        count = _substitute(
+            source,
+            substitution.file,
+            substitution.replace,
+            substitution.with_.replace("@out@", str(out)),
+            substitution.expect,
+            f"recipe app.substitute[{index}].file",
+        )
+        report.substituted[substitution.file] = report.substituted.get(substitution.file, 0) + count
+
+    own: list[Path] = []  # what the project puts into site-packages: compiled per build
+    for member in sources.members:
+        installed = []
+        for module, name in member.modules:
+            relative = os.path.relpath(module, project.root)
+            _copy_new(
+                source, relative, content, site_relative / name, f"{member.name}'s {relative}"
+            )
+            installed += files_under(site, name)
+            own.append(site / name)
+        if member.root.resolve() == project.root.resolve():
+            for index, copy in enumerate(recipe.site_packages):
+                _copy_new(
+                    source,
+                    copy.source,
+                    content,
+                    site_relative / copy.target,
+                    f"recipe app.site-packages[{index}]",
+                )
+                installed += files_under(site, copy.target)
+                own.append(site / copy.target)
+        write_dist_info(site, member, installed)
+        report.members.append(f"{member.name} {member.version}")
+    if not any(m.root.resolve() == project.root.resolve() for m in sources.members):
+        for index, copy in enumerate(recipe.site_packages):
+            _copy_new(
+                source,
+                copy.source,
+                content,
+                site_relative / copy.target,
+                f"recipe app.site-packages[{index}]",
+            )
+            own.append(site / copy.target)
+    for index, copy in enumerate(recipe.root):
+        _copy_new(source, copy.source, content, Path(copy.target), f"recipe app.root[{index}]")
+
+    for index, pattern in enumerate(recipe.delete):
+        matched = confined_glob(
+            content, pattern, f"recipe app.delete[{index}]", within="the output"
+        )
+        if not matched:
+            raise AssemblyError(
+                f"recipe app.delete[{index}]: {pattern!r} matches nothing in "
+                "the output; remove it from the recipe or correct it"
+            )
+        for path in matched:
+            remove_tree(path)
+            report.deleted.append(os.path.relpath(path, content))
+
+    _link_libraries(project, content, report, patchelf, progress, host)
+    if link:
+        os.symlink(f"../{python.entry.path_name}", content / "python")
+    else:
+        _copy_tree(python.entry.path, content / "python", link=False)
+    write_environment(content, python.executable, interpreter, project.app_name)
+    scripts = entry_point_scripts(site)
+    for name, owners in write_scripts(content, scripts).items():
+        progress.warning(f"script {name} is declared by {', '.join(owners)}; the last one won")
+    report.scripts = sorted({script.name for script in scripts})
+
+    # Verification's home and temporary directory are empty tmpfs directories at a short
+    # fixed path: sockets made under TMPDIR fit AF_UNIX's limit, and nothing it writes
+    # there outlives it.
+    inside = Path("/tmp/lockbox-home")
+    env = {
+        **REPRODUCIBLE_ENV,
+        "PATH": f"{out}/bin:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(inside),
+        "TMPDIR": str(inside / "tmp"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",
+        "VIRTUAL_ENV": str(out),
+    }
+    # What verification sees: the application at its final path, read-only, with what it
+    # links to (the interpreter's entry; without bundling, each host library it links to,
+    # one file at a time: a recipe's library directory may hold anything).
+    shown: list[Path | tuple[Path, Path]] = [(content, out)]
+    if link:
+        shown.append(python.entry.path)
+    shown += [
+        path
+        for path in report.linked
+        if not any(path.is_relative_to(system) for system in SYSTEM_PATHS)
+    ]
+
+    def run_in_sandbox(argv: Sequence[str], cwd: Path) -> str:
+        command = sandbox.unprivileged(
+            argv, cwd=cwd, env=env, hidden=hidden, read_only=shown, scratch=[inside, inside / "tmp"]
+        )
+        result = run(command, progress=progress)
+        return result.stdout + result.stderr
+
+    if recipe.compile_bytecode:
+        if bytecode is not None:
+            # The layer's bytecode is compiled once per layer and interpreter (a store entry).
+            if link:
+                _link_tree(bytecode.path, content)
+            else:
+                _copy_tree(bytecode.path, content, link=False, caches=True)
+        targets = [path for path in own if path.exists()]
+        if targets:
+            progress.info(f"compiling the bytecode of {len(targets)} of the project's packages")
+            # lockbox's own command: it writes the project's packages' __pycache__
+            # directories and nothing else (the layer's files are hardlinks of its entry).
+            writable = []
+            for path in targets:
+                where = path if path.is_dir() else path.parent / "__pycache__"
+                where.mkdir(exist_ok=True)
+                writable.append((where, out / where.relative_to(content)))
+            argv = compileall_argv(
+                out / "bin" / "python", [out / path.relative_to(content) for path in targets]
+            )
+            try:
+                run(
+                    sandbox.offline(
+                        argv,
+                        cwd=Path("/"),
+                        env=env,
+                        hidden=hidden,
+                        read_only=shown,
+                        writable=writable,
+                    ),
+                    progress=progress,
+                )
+            except ToolFailed as error:
+                raise AssemblyError(
+                    f"compiling bytecode failed:\n{error.stdout}{error.stderr}"
+                ) from None
+
+    _readable(content)
+    if not checks:
+        return report
+    from lockbox.assemble.verify import verify
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(f"verification of {project.app_name} at {out}\n", encoding="utf-8")
+    report.verified = [
+        check.what for check in verify(project.recipe.verify, out, log, run_in_sandbox, progress)
+    ]
+    return report
+
+
+def _readable(top: Path) -> None:
+    """Let anyone read (and search) what lockbox wrote into ``top`` whatever the umask, as
+    registration will: verification runs as another user. Files shared with store entries
+    (hardlinks) are readable already and are left alone."""
+    for directory, _, filenames in os.walk(top):
+        info = os.lstat(directory)
+        if info.st_mode & 0o555 != 0o555:
+            os.chmod(directory, stat.S_IMODE(info.st_mode) | 0o555)
+        for name in filenames:
+            path = os.path.join(directory, name)
+            info = os.lstat(path)
+            if stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_mode & 0o444 != 0o444:
+                os.chmod(path, stat.S_IMODE(info.st_mode) | 0o444)
+
+
+def deps_bytecode(
+    store: Store, deps: Entry, python: PythonEntry, sandbox: Sandbox, progress: Progress = silent
+) -> Entry:
+    """The unchecked-hash ``.pyc`` files of the dependency layer ``deps`` for ``python``: a
+    ``bytecode`` entry holding only ``__pycache__`` directories where the layer has them,
+    made once (in the offline sandbox) and hardlinked into every application that uses
+    the layer. The source names recorded in the code objects are fixed ones
+    (``/lockbox/deps/…``); CPython puts the real path in when it loads a ``.pyc``."""
+    from lockbox.assemble.interpreter import BYTECODE_ENV, compileall_argv
+    from lockbox.tools.run import run
+
+    name = f"{deps.name}-bytecode"
+    inputs = {
+        "deps": deps.nar_hash.sri,
+        "python": python.entry.path_name,
+        "lockbox": build_identity(),
+    }
+    existing = store.find_inputs("bytecode", name, inputs)
+    if existing is not None:
+        store.check_sealed(existing)
+        return existing
+    progress.info(f"compiling the bytecode of the dependency layer {deps.nar_hash}")
+    inside = Path("/tmp/lockbox-bytecode")
+    with store.staging() as stage:
+        tree = stage / "tree"
+        _copy_tree(deps.path, tree, link=True)
+        argv = compileall_argv(
+            python.entry.path / python.executable, [inside], strip=inside, prepend="/lockbox/deps"
+        )
+        try:
+            run(
+                sandbox.offline(
+                    argv,
+                    cwd=Path("/"),
+                    env=BYTECODE_ENV,
+                    hidden=[store.root],
+                    writable=[(tree, inside)],
+                    read_only=[python.entry.path],
+                ),
+                progress=progress,
+            )
+        except ToolFailed as error:
+            raise AssemblyError(
+                f"compiling the dependency layer's bytecode failed:\n{error.stdout}{error.stderr}"
+            ) from None
+        content = stage / "content"
+        content.mkdir()
+        for directory, dirnames, _ in os.walk(tree):
+            if "__pycache__" in dirnames:
+                relative = Path(directory, "__pycache__").relative_to(tree)
+                (content / relative).parent.mkdir(parents=True, exist_ok=True)
+                os.rename(Path(directory, "__pycache__"), content / relative)
+                dirnames.remove("__pycache__")
+        return store.register(content, name=name, kind="bytecode", inputs=inputs)
+
+
+def _link_libraries(
+    project: Project,
+    content: Path,
+    report: AssemblyReport,
+    patchelf: Patchelf,
+    progress: Progress,
+    host: Mapping[str, Path] | None = None,
+) -> None:
+    """Resolve what every ELF file of the application needs; bundle and relink."""
+    from lockbox.native.elf import scan_tree
+    from lockbox.native.relink import debian_packages, relink
+    from lockbox.native.resolve import resolve
+
+    libraries = project.recipe.libraries
+    elfs, foreign = scan_tree(content)
+    for path in foreign:
+        progress.warning(f"{os.path.relpath(path, content)} is for another machine; not relinked")
+    progress.info(f"resolving the shared libraries of {len(elfs)} ELF files")
+    resolution = resolve(
+        content,
+        elfs,
+        recipe_paths=[project.root / p for p in libraries.paths],
+        ignore_missing=libraries.ignore_missing,
+        host=host,
+        progress=progress,
+    )
+    relinked = relink(content, resolution, patchelf, bundle=libraries.bundle, progress=progress)
+    packages = debian_packages(sorted(relinked.bundled.values()))
+    report.bundled = {
+        name: {"from": source, "package": packages.get(source, "")}
+        for name, source in sorted(relinked.bundled.items())
+    }
+    report.relinked = len(relinked.patched)
+    if not libraries.bundle:
+        report.linked = sorted(resolution.host)
+    if relinked.bundled:
+        progress.info(
+            f"bundled {len(relinked.bundled)} host libraries: "
+            + ", ".join(sorted(relinked.bundled))
+        )
+
+
+def _substitute(source: Path, file: str, old: str, new: str, expect: int | None, key: str) -> int:
+    path = confined(source, file, key, within="the application's sources")
+    where = f"{key} {file}"
+    if not path.is_file():
+        raise AssemblyError(
+            f"{where}: the file is not among the application's sources "
+            "(members, app.site-packages, app.root)"
+        )
+    text = path.read_text(encoding="utf-8")
+    count = text.count(old)
+    if count == 0:
+        raise AssemblyError(
+            f"{where}: {old!r} was not found (after the patches); the source "
+            "changed, so correct the recipe's pattern"
+        )
+    if expect is not None and count != expect:
+        raise AssemblyError(f"{where}: {old!r} occurs {count} times, the recipe expects {expect}")
+    with os.fdopen(open_for_writing(path), "w", encoding="utf-8") as stream:
+        stream.write(text.replace(old, new))
+    return count
+
+
+def _copy_new(sources: Path, relative: str, content: Path, target: Path, key: str) -> None:
+    """Copy the path ``relative`` of the project's ``sources`` to ``target`` of the output
+    ``content``; both confined to their tree, and the target must be new."""
+    source = confined(sources, relative, key, within="the project", link_ok=True)
+    destination = confined(content, str(target), key, within="the output")
+    if os.path.lexists(destination):
+        raise AssemblyError(
+            f"{key}: {relative} would replace {target}, which is already in "
+            "the output (from the dependency layer or another member)"
+        )
+    _copy_tree(source, destination, link=False)
+
+
+def _copy_tree(source: Path, target: Path, *, link: bool, caches: bool = False) -> None:
+    """Copy (or, with ``link``, hardlink: store entries never change) a file or tree,
+    leaving out Python's caches unless ``caches``; executables keep their bit."""
+    info = os.lstat(source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if not stat.S_ISDIR(info.st_mode):
+            _copy_file(os.fspath(source), os.fspath(target), info, link)
+            return
+        _copy_walk(source, target, link, caches)
+    except OSError as error:
+        hint = (
+            "; a symbolic link or a file is in the way, and lockbox writes through neither"
+            if error.errno in (errno.ELOOP, errno.ENOTDIR, errno.EEXIST)
+            else ""
+        )
+        raise AssemblyError(f"copying {source} to {target} failed: {error}{hint}") from None
+
+
+def _copy_walk(source: Path, target: Path, link: bool, caches: bool) -> None:
+    for directory, dirnames, filenames in os.walk(source):
+        relative = os.path.relpath(directory, source)
+        destination = os.path.normpath(os.path.join(target, relative))
+        make_directory(Path(destination))  # never a link: what is written below stays here
+        links = [d for d in dirnames if os.path.islink(os.path.join(directory, d))]
+        dirnames[:] = sorted(d for d in dirnames if (caches or not _ignored(d)) and d not in links)
+        for name in sorted(filenames + links):
+            if caches or not _ignored(name):
+                path = os.path.join(directory, name)
+                _copy_file(path, os.path.join(destination, name), os.lstat(path), link)
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Hardlink every file of the store entry ``source`` into ``target`` (merged into what is
+    there), making new, writable directories and keeping symlinks: ``cp -rlP`` does in C what a Python walk does
+    at about 50 µs a file, and the dependency layer has thousands."""
+    from lockbox.tools.run import run
+
+    target.mkdir(parents=True, exist_ok=True)
+    if os.stat(source).st_dev != os.stat(target).st_dev:
+        # Another file system (`lockbox check` rebuilds on one of its own): no hardlinks.
+        _copy_tree(source, target, link=False, caches=True)
+        return
+    run(["cp", "-rlP", "--no-preserve=mode", "--", f"{source}/.", str(target)])
+
+
+def _copy_file(source: str, target: str, info: os.stat_result, link: bool) -> None:
+    if stat.S_ISLNK(info.st_mode):
+        os.symlink(os.readlink(source), target)
+    elif link:
+        os.link(source, target)
+    else:
+        mode = 0o755 if info.st_mode & stat.S_IXUSR else 0o644
+        with (
+            open(source, "rb") as reading,
+            os.fdopen(open_for_writing(Path(target), mode), "wb") as writing,
+        ):
+            shutil.copyfileobj(reading, writing, 1 << 20)
+            os.fchmod(writing.fileno(), mode)

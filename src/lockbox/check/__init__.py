@@ -1,0 +1,1 @@
+"""``lockbox check``: rebuilding in a varied world and comparing."""

@@ -1,0 +1,1 @@
+"""The dependency phase: uv.lock in, one pinned dependency layer out."""

@@ -1,0 +1,1 @@
+"""OCI images made from a built closure."""

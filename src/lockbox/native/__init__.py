@@ -1,0 +1,1 @@
+"""Native libraries: reading ELF files, resolving what they need, rewriting them."""

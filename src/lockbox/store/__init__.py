@@ -1,0 +1,1 @@
+"""The store: immutable, content-addressed entries, their database and signed records."""

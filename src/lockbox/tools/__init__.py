@@ -1,0 +1,1 @@
+"""The external programs lockbox drives, each found once and passed into the phases."""
