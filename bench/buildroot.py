@@ -25,9 +25,10 @@ import time
 from pathlib import Path
 
 from lockbox.deps import buildroot
+from lockbox.environment import Environment
 from lockbox.inputs.project import load_project
 from lockbox.store.store import Store
-from lockbox.tools.sandbox import Sandbox
+from lockbox.tools.toolbox import Toolbox
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "gatekeeper"
@@ -40,22 +41,23 @@ def main() -> int:
     project = load_project(EXAMPLE)
     pins = buildroot.pinned_root(project)
     assert pins is not None and project.recipe.deps.toolchain is not None
-    sandbox = Sandbox.find()
     (ROOT / ".bench").mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-root-", dir=ROOT / ".bench"))
-    os.environ["XDG_CACHE_HOME"] = str(work / "cache")
+    tools = Toolbox(Environment({**os.environ, "XDG_CACHE_HOME": str(work / "cache")}))
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}")
     resolving, first, again = [], [], []
     size = 0
     for run in range(args.runs):
         start = time.perf_counter()
-        buildroot.resolve(project.recipe.deps.toolchain.packages, pins.distribution, None)
+        buildroot.resolve(
+            project.recipe.deps.toolchain.packages, pins.distribution, None, tools.environment
+        )
         resolving.append(time.perf_counter() - start)
         shutil.rmtree(work / "cache", ignore_errors=True)
         for times in (first, again):
             with Store.open(work / f"store-{run}-{len(times)}") as store:
                 start = time.perf_counter()
-                entry = buildroot.ensure_root(store, pins, sandbox, project_dir=EXAMPLE)
+                entry = buildroot.ensure_root(store, pins, tools, project_dir=EXAMPLE)
                 times.append(time.perf_counter() - start)
                 size = entry.nar_size
             shutil.rmtree(work / f"store-{run}-{len(times) - 1}", ignore_errors=True)

@@ -84,9 +84,10 @@ def prepare_example(lockbox: str, store: Path, env: dict[str, str]) -> Path:
     """The bundled example, as committed (its build pins and build root pinned already),
     with its build root made and rooted so that the cold runs find it."""
     from lockbox.deps import buildroot
+    from lockbox.environment import Environment
     from lockbox.inputs.project import load_project
     from lockbox.store.store import Store
-    from lockbox.tools.sandbox import Sandbox
+    from lockbox.tools.toolbox import Toolbox
 
     project = WORK / "example"
     if project.exists():
@@ -96,7 +97,9 @@ def prepare_example(lockbox: str, store: Path, env: dict[str, str]) -> Path:
     assert pins is not None
     print("making the build root (untimed) …", flush=True)
     with Store.open(store) as opened:
-        entry = buildroot.ensure_root(opened, pins, Sandbox.find(), project_dir=project)
+        entry = buildroot.ensure_root(
+            opened, pins, Toolbox(Environment.from_process()), project_dir=project
+        )
     run(
         [lockbox, "--quiet", "--store", store, "store", "root", "bench-build-root", entry.path],
         env=env,

@@ -37,8 +37,9 @@ from pathlib import Path
 
 from lockbox.inputs.interpreters import find_interpreter
 from lockbox.native.elf import scan_tree
-from lockbox.native.relink import Patchelf, relink
+from lockbox.native.relink import relink
 from lockbox.native.resolve import resolve
+from lockbox.tools.patchelf import Patchelf
 from lockbox.tools.run import run
 
 ROOT = Path(__file__).resolve().parent.parent

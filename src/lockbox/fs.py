@@ -55,9 +55,9 @@ _RENAME_EXCHANGE = 2
 def step(what: str) -> None:
     """Mark one step that makes something visible (a rename, a commit) as about to happen."""
     global _steps
-    kill_at = os.environ.get(KILL_AFTER_STEP)
-    log = os.environ.get(STEPS_LOG)
-    stop_at = os.environ.get(STOP_AT_STEP)
+    from lockbox.environment import forget_stop_point, kill_point_settings
+
+    kill_at, log, stop_at = kill_point_settings()
     if not kill_at and not log and not stop_at:
         return
     _steps += 1
@@ -69,7 +69,7 @@ def step(what: str) -> None:
     if stop_at and (
         _steps == int(stop_at) if stop_at.isdigit() else fnmatch.fnmatchcase(what, stop_at)
     ):
-        os.environ.pop(STOP_AT_STEP)  # once: the first match
+        forget_stop_point()  # once: the first match
         os.kill(os.getpid(), signal.SIGSTOP)
 
 

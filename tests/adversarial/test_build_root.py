@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from lockbox.deps.buildroot import BuildRootError, RootPins, ensure_root
+from lockbox.environment import Environment
 from lockbox.store.store import Store
-from lockbox.tools.sandbox import Sandbox
+from lockbox.tools.toolbox import Toolbox
 from tests.integration import test_buildroot
 from tests.integration.test_buildroot import make_deb, pin
 
@@ -42,7 +43,9 @@ def test_a_package_cannot_write_through_a_link_another_one_shipped(
     )
     with Store.open(tmp_path / "store") as store:
         try:
-            entry = ensure_root(store, pins, Sandbox.find(), project_dir=tmp_path)
+            entry = ensure_root(
+                store, pins, Toolbox(Environment.from_process()), project_dir=tmp_path
+            )
         except BuildRootError as error:
             assert "unpacking" in str(error)
         else:

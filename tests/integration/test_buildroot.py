@@ -25,9 +25,10 @@ from lockbox.deps.buildroot import (
     ensure_root,
     read_pins,
 )
+from lockbox.environment import Environment
 from lockbox.errors import HashMismatch
 from lockbox.store.store import Store
-from lockbox.tools.sandbox import Sandbox
+from lockbox.tools.toolbox import Toolbox
 
 pytestmark = pytest.mark.integration
 
@@ -135,9 +136,9 @@ def test_a_root_is_made_from_the_pinned_packages_without_their_scripts(
     tmp_path: Path, archive: tuple[str, Path]
 ) -> None:
     pins = two_packages(archive)
-    sandbox = Sandbox.find()
+    tools = Toolbox(Environment.from_process())
     with Store.open(tmp_path / "store") as store:
-        entry = ensure_root(store, pins, sandbox, project_dir=tmp_path)
+        entry = ensure_root(store, pins, tools, project_dir=tmp_path)
         assert entry.kind == "toolchain"
         root = entry.path
         assert (root / "usr/include/alpha.h").read_text() == "#define ALPHA 1\n"
@@ -149,10 +150,10 @@ def test_a_root_is_made_from_the_pinned_packages_without_their_scripts(
         pinned = RootPins(
             pins.distribution, pins.requested, pins.implied, pins.packages, entry.nar_hash
         )
-        assert ensure_root(store, pinned, sandbox, project_dir=tmp_path).path == root
+        assert ensure_root(store, pinned, tools, project_dir=tmp_path).path == root
     # The same packages give the same root in another store: the hash is a pin.
     with Store.open(tmp_path / "other") as other:
-        again = ensure_root(other, pinned, sandbox, project_dir=tmp_path)
+        again = ensure_root(other, pinned, tools, project_dir=tmp_path)
         assert again.nar_hash == entry.nar_hash
 
 
@@ -172,7 +173,7 @@ def test_a_root_that_unpacks_to_another_hash_is_refused(
     )
     with Store.open(tmp_path / "store") as store:
         with pytest.raises(HashMismatch, match="build root"):
-            ensure_root(store, wrong, Sandbox.find(), project_dir=tmp_path)
+            ensure_root(store, wrong, Toolbox(Environment.from_process()), project_dir=tmp_path)
         assert not [e for e in store.entries() if e.kind == "toolchain"]
 
 
@@ -185,7 +186,9 @@ def test_packages_gone_from_the_archive_are_named_with_the_repin_command(
         deb.unlink()
     with Store.open(tmp_path / "store") as store:
         with pytest.raises(PinnedPackagesGone) as raised:
-            ensure_root(store, pins, Sandbox.find(), project_dir=tmp_path / "proj")
+            ensure_root(
+                store, pins, Toolbox(Environment.from_process()), project_dir=tmp_path / "proj"
+            )
         assert not [e for e in store.entries() if e.kind == "toolchain"]
     message = str(raised.value)
     assert "no longer offers 2 packages" in message
@@ -203,7 +206,7 @@ def test_a_package_whose_bytes_differ_from_the_pin_is_not_unpacked(
     first.write_bytes(first.read_bytes() + b"tampered")
     with Store.open(tmp_path / "store") as store:
         with pytest.raises(Exception, match="alpha 1.0-1"):
-            ensure_root(store, pins, Sandbox.find(), project_dir=tmp_path)
+            ensure_root(store, pins, Toolbox(Environment.from_process()), project_dir=tmp_path)
         assert not [e for e in store.entries() if e.kind == "toolchain"]
 
 

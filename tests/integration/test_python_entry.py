@@ -10,19 +10,22 @@ from pathlib import Path
 import pytest
 
 from lockbox.assemble.interpreter import import_python
+from lockbox.environment import Environment
 from lockbox.inputs.interpreters import find_interpreter
 from lockbox.native.elf import read_elf
 from lockbox.store.store import Store
+from lockbox.tools.toolbox import Toolbox
 
 pytestmark = pytest.mark.integration
 
 INTERPRETER = find_interpreter("3.12", None)
+TOOLS = Toolbox(Environment.from_process())
 
 
 @pytest.fixture(scope="module")
 def entries(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    first = import_python(INTERPRETER, Store.open(tmp_path_factory.mktemp("one") / "store"))
-    second = import_python(INTERPRETER, Store.open(tmp_path_factory.mktemp("two") / "store"))
+    first = import_python(INTERPRETER, Store.open(tmp_path_factory.mktemp("one") / "store"), TOOLS)
+    second = import_python(INTERPRETER, Store.open(tmp_path_factory.mktemp("two") / "store"), TOOLS)
     assert not first.reused and not second.reused
     assert first.entry.nar_hash == second.entry.nar_hash  # built twice, same bytes
     return first.entry.path, second.entry.path
@@ -82,7 +85,9 @@ from pathlib import Path
 from lockbox.inputs.interpreters import probe
 from lockbox.assemble.interpreter import import_python
 from lockbox.store.store import Store
-imported = import_python(probe(Path(sys.argv[1])), Store.open(Path(sys.argv[2])))
+from lockbox.environment import Environment
+from lockbox.tools.toolbox import Toolbox
+imported = import_python(probe(Path(sys.argv[1])), Store.open(Path(sys.argv[2])), Toolbox(Environment.from_process()))
 print(imported.entry.path, imported.reused)
 """
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from packaging.version import Version
 
 from lockbox.deps.install import RECIPE_CFLAGS, _compiler_wrappers, uv_config
+from lockbox.environment import Environment
 from lockbox.inputs.interpreters import Interpreter
 from lockbox.inputs.project import load_project
 from lockbox.inputs.recipe import BuildEnv
@@ -56,6 +57,7 @@ def test_the_c_wrapper_adds_recipe_flags_and_path_maps_to_the_real_compiler(tmp_
         Path("/tmp/lockbox-build/tmp/x/work"),
         interpreter,
         Path("/tmp/lockbox-build/uv-cache/k0"),
+        Environment(),
     )
     assert variables == {
         "CC": "/tmp/lockbox-build/tmp/x/work/bin/cc -pthread",

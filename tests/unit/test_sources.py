@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from lockbox.deps.sources import _name, fetch
+from lockbox.environment import Environment
 from lockbox.errors import HashMismatch
 from lockbox.hashes import Sha256
 from lockbox.inputs.recipe import ExtraSource
+from lockbox.tools.toolbox import Toolbox
 
 
 @pytest.mark.parametrize(
@@ -26,15 +28,15 @@ def test_a_kept_source_that_changed_is_fetched_again(tmp_path: Path) -> None:
     archive = tmp_path / "demo-1.0.tar.gz"
     archive.write_bytes(b"the real archive")
     source = ExtraSource(Sha256(hashlib.sha256(b"the real archive").digest()), url=archive.as_uri())
-    kept = fetch(source, tmp_path / "sources")
+    kept = fetch(source, tmp_path / "sources", Toolbox(Environment()))
     assert kept.read_bytes() == b"the real archive"
     # A build's code, or anyone, changes the kept copy; the next use must not take it.
     kept.chmod(0o644)
     kept.write_bytes(b"planted")
-    again = fetch(source, tmp_path / "sources")
+    again = fetch(source, tmp_path / "sources", Toolbox(Environment()))
     assert again.read_bytes() == b"the real archive"
     # And a declared hash the origin no longer matches is an error, not the kept copy.
     archive.write_bytes(b"moved on")
     again.write_bytes(b"planted")
     with pytest.raises(HashMismatch):
-        fetch(source, tmp_path / "sources")
+        fetch(source, tmp_path / "sources", Toolbox(Environment()))

@@ -21,8 +21,9 @@ from lockbox.check.variations import (
     parse_variations,
     varied_world,
 )
+from lockbox.environment import CHECK_ENV, Environment
 from lockbox.errors import LockboxError
-from lockbox.tools.sandbox import CHECK_ENV
+from lockbox.tools.toolbox import Toolbox
 
 # What a process sees of the world, as JSON.
 PROBE = r"""
@@ -52,7 +53,7 @@ def probe(tmp_path: Path, enabled: tuple[str, ...]) -> tuple[dict, dict, dict[st
         "Z_LAST": "2",
     }
     work = tmp_path / "work"
-    with varied_world(enabled, work, environ) as world:
+    with varied_world(enabled, work, Toolbox(Environment(environ))) as world:
         # Files written through the world's directory land in its backing directory.
         for index in range(40):
             (world.directory / f"file-{index:02d}").write_text("x")
@@ -145,7 +146,7 @@ def test_variation_names_are_checked() -> None:
 
 
 def test_the_clock_channel_is_only_set_by_the_time_variation(tmp_path: Path) -> None:
-    with varied_world(("time",), tmp_path / "w", {}) as world:
+    with varied_world(("time",), tmp_path / "w", Toolbox(Environment())) as world:
         assert CHECK_ENV in world.env and "LD_PRELOAD" not in world.env
-    with varied_world(("tz",), tmp_path / "v", {}) as world:
+    with varied_world(("tz",), tmp_path / "v", Toolbox(Environment())) as world:
         assert CHECK_ENV not in world.env

@@ -55,10 +55,13 @@ from lockbox.tools.sandbox import REPRODUCIBLE_ENV, SYSTEM_PATHS
 if TYPE_CHECKING:
     from lockbox.assemble.interpreter import PythonEntry
     from lockbox.deps.members import Member
+    from lockbox.inputs.build import BuildInputs
     from lockbox.inputs.interpreters import Interpreter
+    from lockbox.inputs.plan import Plan
     from lockbox.native.hostlibs import HostLibraries
-    from lockbox.native.relink import Patchelf
+    from lockbox.tools.patchelf import Patchelf
     from lockbox.tools.sandbox import Sandbox
+    from lockbox.tools.toolbox import Toolbox
 
 _IGNORED = ("__pycache__", "*.pyc", "*.pyo")
 """Never part of a project's sources: Python writes them on its own."""
@@ -114,13 +117,10 @@ class AppResult:
     interpreter's files, the host libraries bundled, patchelf), what would notice a change."""
 
 
-def read_sources(project: Project, interpreter: Interpreter) -> Sources:
+def read_sources(project: Project, plan: Plan) -> Sources:
     """The members and paths the assembly of ``project`` reads, with their digest."""
     from lockbox.deps.members import read_member
-    from lockbox.inputs.lock import read_lock
-    from lockbox.inputs.plan import make_plan
 
-    plan = make_plan(project, read_lock(project.lock_path), interpreter)
     roots = {project.root.resolve()}
     for planned in plan.by_form("member"):
         roots.add((project.root / planned.package.source.location).resolve())
@@ -247,24 +247,21 @@ def app_inputs(
 
 
 def build_app(
-    project: Project,
+    inputs: BuildInputs,
     store: Store,
     deps: Entry,
-    interpreter: Interpreter,
+    tools: Toolbox,
     progress: Progress = silent,
 ) -> AppResult:
-    """Make (or find) the application of ``project`` in ``store`` from the layer ``deps``."""
+    """Make (or find) the application of ``inputs.project`` in ``store`` from the layer
+    ``deps``."""
     from lockbox.assemble.interpreter import import_python
-    from lockbox.native.relink import Patchelf
 
-    patchelf = Patchelf.find(progress)
-    sources = read_sources(project, interpreter)
+    project, interpreter = inputs.project, inputs.interpreter
+    patchelf = tools.patchelf
+    sources = read_sources(project, inputs.plan)
     python = import_python(
-        interpreter,
-        store,
-        bundle=project.recipe.libraries.bundle,
-        patchelf=patchelf,
-        progress=progress,
+        interpreter, store, tools, bundle=project.recipe.libraries.bundle, progress=progress
     )
     libraries = application_libraries(project, deps, sources, store)
     inputs = app_inputs(project, deps, python.entry, sources, store, libraries, patchelf)
@@ -275,7 +272,7 @@ def build_app(
         store.add_root(name, existing)
         consulted = (*sources.consulted, *python.consulted, *libraries.consulted)
         return AppResult(existing.path, existing, reused=True, report=None, consulted=consulted)
-    sandbox = _sandbox(progress)
+    sandbox = offline_sandbox(tools)
     store.check_sealed(deps, python.entry)  # their files are linked into the application
     out = store.root / f"{inputs_digest('app', name, inputs)}-{name}"
     bytecode = (
@@ -285,7 +282,7 @@ def build_app(
     )
     with store.staging() as stage:
         content = stage / "content"
-        report = _assemble(
+        report = assemble_tree(
             project,
             sources,
             deps.path,
@@ -386,34 +383,30 @@ def share_libraries(store: Store, content: Path, bundled: Iterable[str], name: s
 
 
 def export_app(
-    project: Project,
+    inputs: BuildInputs,
     store: Store,
     deps: Entry,
-    interpreter: Interpreter,
+    tools: Toolbox,
     to: Path,
     progress: Progress = silent,
 ) -> AppResult:
     """Assemble the application for the directory ``to`` and put it there. ``to`` must not
     exist, be empty, or hold an earlier export, which is replaced only on success."""
     from lockbox.assemble.interpreter import import_python
-    from lockbox.native.relink import Patchelf
 
+    project, interpreter = inputs.project, inputs.interpreter
     to = to.absolute()
-    patchelf = Patchelf.find(progress)
-    sources = read_sources(project, interpreter)
+    patchelf = tools.patchelf
+    sources = read_sources(project, inputs.plan)
     python = import_python(
-        interpreter,
-        store,
-        bundle=project.recipe.libraries.bundle,
-        patchelf=patchelf,
-        progress=progress,
+        interpreter, store, tools, bundle=project.recipe.libraries.bundle, progress=progress
     )
     earlier = to.exists() and any(to.iterdir())
     if earlier and "lockbox-app" not in _read_text(to / "pyvenv.cfg"):
         raise AssemblyError(
             f"{to} is not empty and is not an earlier export; choose another directory or empty it"
         )
-    sandbox = _sandbox(progress)
+    sandbox = offline_sandbox(tools)
     store.check_sealed(deps, python.entry)  # their files are copied into the export
     bytecode = (
         deps_bytecode(store, deps, python, sandbox, progress)
@@ -431,7 +424,7 @@ def export_app(
         with work_beside(to) as work:
             log.unlink(missing_ok=True)
             content = work / "content"
-            report = _assemble(
+            report = assemble_tree(
                 project,
                 sources,
                 deps.path,
@@ -465,15 +458,14 @@ def _read_text(path: Path) -> str:
         return ""
 
 
-def _sandbox(progress: Progress) -> Sandbox:
-    from lockbox.tools.sandbox import Sandbox
-
-    sandbox = Sandbox.find(progress)
-    sandbox.check_offline(progress)
+def offline_sandbox(tools: Toolbox) -> Sandbox:
+    """The toolbox's sandbox, once it is known to make both offline sandboxes here."""
+    sandbox = tools.sandbox
+    sandbox.check_offline(tools.progress)
     return sandbox
 
 
-def _assemble(
+def assemble_tree(
     project: Project,
     sources: Sources,
     deps: Path,

@@ -38,11 +38,12 @@ from lockbox.errors import LockboxError
 from lockbox.inputs.interpreters import Interpreter
 from lockbox.progress import Progress, silent
 from lockbox.store.store import Entry, Store, inputs_digest
-from lockbox.tools.sandbox import REPRODUCIBLE_ENV, check_variables
+from lockbox.tools.sandbox import REPRODUCIBLE_ENV
 
 if TYPE_CHECKING:
     from lockbox.native.hostlibs import HostLibraries
-    from lockbox.native.relink import Patchelf
+    from lockbox.tools.patchelf import Patchelf
+    from lockbox.tools.toolbox import Toolbox
 
 _LEFT_OUT_AT_TOP = ("test", "idlelib", "tkinter", "turtledemo", "config-*", "site-packages")
 """Directories of the standard library left out."""
@@ -134,13 +135,12 @@ def fingerprint_paths(interpreter: Interpreter) -> list[Path]:
 def import_python(
     interpreter: Interpreter,
     store: Store,
+    tools: Toolbox,
     *,
     bundle: bool = True,
-    patchelf: Patchelf | None = None,
     progress: Progress = silent,
 ) -> PythonEntry:
     """The ``python`` entry of ``interpreter`` in ``store``, made if it is not there."""
-    from lockbox.native.relink import Patchelf
 
     version = interpreter.version
     short = f"python{version.major}.{version.minor}"
@@ -151,7 +151,7 @@ def import_python(
             f"{interpreter.executable}: its standard library is not at "
             f"{stdlib}; lockbox imports CPython installs with a lib/{short}"
         )
-    patchelf = Patchelf.find(progress) if patchelf is None else patchelf
+    patchelf = tools.patchelf
     identity = installation_identity(interpreter)
     libraries = interpreter_libraries(interpreter, identity, store)
     inputs = python_inputs(identity, bundle, libraries, patchelf)
@@ -192,7 +192,7 @@ def import_python(
                 "them among the interpreter entry's inputs: a bug of "
                 "lockbox, please report it"
             )
-        _compile_bytecode(content / "bin" / short, content / "lib" / short, progress)
+        _compile_bytecode(content / "bin" / short, content / "lib" / short, tools.varied, progress)
         packages = debian_packages(sorted(report.bundled.values()))
         metadata = {
             "bundled": {
@@ -205,7 +205,9 @@ def import_python(
     return PythonEntry(entry, f"bin/{short}", reused=False, consulted=consulted)
 
 
-def _compile_bytecode(python: Path, stdlib: Path, progress: Progress) -> None:
+def _compile_bytecode(
+    python: Path, stdlib: Path, varied: Mapping[str, str], progress: Progress
+) -> None:
     """Unchecked-hash ``.pyc`` files for the standard library: the entry is read-only, so
     without them every start would compile what it imports (0.18 s instead of 0.04 s for
     ``import json, email, http.client`` here)."""
@@ -214,7 +216,7 @@ def _compile_bytecode(python: Path, stdlib: Path, progress: Progress) -> None:
     progress.info("compiling the standard library's bytecode")
     run(
         compileall_argv(python, [stdlib], strip=stdlib.parent.parent, prepend="/lockbox/python"),
-        env={**BYTECODE_ENV, **check_variables()},
+        env={**BYTECODE_ENV, **varied},
         progress=progress,
     )
 

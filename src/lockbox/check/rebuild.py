@@ -31,15 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lockbox.environment import Environment
 from lockbox.errors import LockboxError
-from lockbox.inputs.project import Project
 from lockbox.progress import Progress, silent
 from lockbox.store.store import Entry, Store, remove_tree
 from lockbox.tools.run import run
 
 if TYPE_CHECKING:
     from lockbox.deps.treediff import FileChange
-    from lockbox.inputs.interpreters import Interpreter
+    from lockbox.inputs.build import BuildInputs
+    from lockbox.tools.toolbox import Toolbox
 
 KINDS = ("deps", "python", "bytecode", "app")
 """What is rebuilt, in order; each later one needs the earlier ones identical."""
@@ -157,24 +158,27 @@ class Built:
 
 
 def check(
-    project: Project,
+    inputs: BuildInputs,
     store: Store,
     built: Built,
     variations: Iterable[str],
+    tools: Toolbox,
     *,
     keep: bool = False,
     progress: Progress = silent,
 ) -> CheckReport:
     """Rebuild what ``built`` holds in a varied world and compare."""
     from lockbox.check.variations import scratch_name, varied_world
-    from lockbox.deps.install import default_uv_cache, uv_cache_dir
+    from lockbox.deps.install import uv_cache_dir
+
+    project = inputs.project
 
     checks = store.work_dir / "checks"
     work = checks / f"{project.app_name}-{scratch_name()}"
     work.mkdir(parents=True)
     entries: list[Compared] = []
     try:
-        with varied_world(variations, work, os.environ, progress) as world:
+        with varied_world(variations, work, tools, progress) as world:
             for name, what in world.applied.items():
                 progress.info(f"varied {name}: {what}")
             root = world.directory
@@ -183,9 +187,7 @@ def check(
                 project_dir = root / f"project-{scratch_name()}"
                 progress.info(f"copying the project to {project_dir}")
                 _copy_project(project.root, project_dir)
-            _seed_uv_cache(
-                uv_cache_dir(store, default_uv_cache(os.environ)), world.backing / "uv-cache"
-            )
+            _seed_uv_cache(uv_cache_dir(store, tools.uv_cache), world.backing / "uv-cache")
             spec = {
                 "recipe": str(
                     project.recipe.source
@@ -201,7 +203,7 @@ def check(
                 "interpreter": str(
                     _interpreter_path(built.python)
                     if built.python
-                    else _interpreter(project, progress).executable
+                    else inputs.interpreter.executable
                 ),
                 "bundle": project.recipe.libraries.bundle,
                 "registered": {kind: entry.path_name for kind, entry in built.entries()},
@@ -266,12 +268,6 @@ def _remove_work(work: Path) -> None:
         work.parent.rmdir()
     except OSError:
         pass
-
-
-def _interpreter(project: Project, progress: Progress) -> Interpreter:
-    from lockbox.inputs.interpreters import find_interpreter
-
-    return find_interpreter(project.recipe.python, project.requires_python, progress=progress)
 
 
 def _interpreter_path(python: Entry) -> Path:
@@ -371,24 +367,29 @@ class _Stderr:
         print(_WARNING + message.replace("\n", "\n  "), file=sys.stderr, flush=True)
 
 
-def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]], progress: Progress) -> None:
+def _rebuild(
+    spec: dict[str, Any],
+    results: dict[str, dict[str, str]],
+    environment: Environment,
+    progress: Progress,
+) -> None:
     """Rebuild each entry of :data:`KINDS` as ``spec`` says, recording into ``results``
     each one's NAR hash and tree (relative to the rebuild's root), or why it was not."""
     from lockbox.assemble.app import (
-        _assemble,
-        _sandbox,
+        assemble_tree,
         deps_bytecode,
         layer_libraries,
+        offline_sandbox,
         read_sources,
     )
     from lockbox.assemble.interpreter import PythonEntry, import_python
-    from lockbox.deps.install import Tools
-    from lockbox.deps.phase import build_deps
     from lockbox.errors import HashMismatch
+    from lockbox.inputs.build import BuildInputs
     from lockbox.inputs.interpreters import probe
     from lockbox.inputs.project import load_project
-    from lockbox.native.relink import Patchelf
+    from lockbox.pipeline import build_layer
     from lockbox.store.nar import nar_hash
+    from lockbox.tools.toolbox import Toolbox
 
     root = Path(spec["root"])
     # The recipe as the user wrote it, for the project where the rebuild finds it (a copy,
@@ -398,7 +399,9 @@ def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]], progress:
     copy = Path(spec["project"])
     recipe = dataclasses.replace(project.recipe, python=str(interpreter.executable), project=copy)
     project = dataclasses.replace(project, root=copy, recipe=recipe)
-    os.environ["LOCKBOX_UV_CACHE"] = spec["uv_cache"]
+    environment = environment.with_changes(LOCKBOX_UV_CACHE=spec["uv_cache"])
+    inputs = BuildInputs(project, environment, progress, interpreter=interpreter)
+    tools = Toolbox(environment, progress)
 
     def relative(path: Path) -> str:
         return os.path.relpath(path, root)
@@ -413,9 +416,7 @@ def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]], progress:
         progress.info("the dependency layer, every sdist built again")
         deps = None
         try:
-            result = build_deps(
-                project, scratch, lambda: Tools.find(os.environ, progress), progress
-            )
+            result = build_layer(inputs, scratch, tools, progress)
             deps = result.entry
             results["deps"] = {"hash": deps.nar_hash.sri, "tree": relative(deps.path)}
         except HashMismatch as mismatch:
@@ -424,12 +425,11 @@ def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]], progress:
         if "python" not in registered:
             return  # the dependency layer only
         progress.info("the interpreter entry")
-        patchelf = Patchelf.find(progress)
         python = import_python(
-            interpreter, scratch, bundle=spec["bundle"], patchelf=patchelf, progress=progress
+            interpreter, scratch, tools, bundle=spec["bundle"], progress=progress
         )
         results["python"] = {"hash": python.entry.nar_hash.sri, "tree": relative(python.entry.path)}
-        sandbox = _sandbox(progress)
+        sandbox = offline_sandbox(tools)
         if "bytecode" in registered:
             if deps is None or not same("deps"):
                 results["bytecode"] = {"error": "not rebuilt: the dependency layer differs"}
@@ -457,9 +457,9 @@ def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]], progress:
         work.mkdir()
         # Not verified again: the registered application passed its [verify] table, which
         # writes nothing into the output; the rebuild compares bytes and runs no check.
-        _assemble(
+        assemble_tree(
             project,
-            read_sources(project, interpreter),
+            read_sources(project, inputs.plan),
             registered["deps"].path,
             interpreter,
             PythonEntry(registered_python, python.executable, reused=True),
@@ -467,7 +467,7 @@ def _rebuild(spec: dict[str, Any], results: dict[str, dict[str, str]], progress:
             content,
             work,
             sandbox,
-            patchelf,
+            tools.patchelf,
             link=True,
             hidden=[store.root],
             progress=progress,
@@ -486,7 +486,7 @@ def main(argv: Sequence[str]) -> int:
     progress = _Stderr()
     results: dict[str, dict[str, str]] = {}
     try:
-        _rebuild(spec, results, progress)
+        _rebuild(spec, results, Environment.from_process(), progress)
     except LockboxError as error:
         # The step that failed is the first without a result; later ones did not run.
         failed = next(kind for kind in KINDS if kind not in results)

@@ -32,12 +32,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lockbox.errors import LockboxError, ToolFailed
 from lockbox.progress import Progress, silent
+
+if TYPE_CHECKING:
+    from lockbox.tools.sandbox import Sandbox
+    from lockbox.tools.toolbox import Toolbox
 
 VARIATIONS = (
     "build-path",
@@ -115,16 +120,17 @@ class World:
 
 @contextlib.contextmanager
 def varied_world(
-    enabled: Iterable[str], work: Path, environ: Mapping[str, str], progress: Progress = silent
+    enabled: Iterable[str], work: Path, tools: Toolbox, progress: Progress = silent
 ) -> Iterator[World]:
     """The world for a rebuild writing under ``work`` (made here), the caller's environment
-    being ``environ``. A ``disorderfs`` mount is undone on exit; what was written stays in
+    being the toolbox's (whose bubblewrap makes the namespaces). A ``disorderfs`` mount is undone on exit; what was written stays in
     :attr:`World.backing`."""
-    from lockbox.tools.sandbox import CHECK_ENV
+    from lockbox.environment import CHECK_ENV
 
     enabled = set(enabled)
     backing = work / "tree"
     backing.mkdir(parents=True)
+    environ = tools.environment
     env = dict(environ)
     world = World(directory=backing, backing=backing, env=env)
 
@@ -167,7 +173,7 @@ def varied_world(
         namespaces += ["--unshare-user", "--uid", str(UID), "--gid", str(UID)]
         world.applied["user"] = f"uid {UID}, USER={USER}, HOME={home}"
     if namespaces:
-        world.prefix = _bubblewrap(namespaces, world, progress)
+        world.prefix = _bubblewrap(namespaces, world, tools.sandbox, progress)
     if "env" in enabled:
         env.update(EXTRA_ENV)
         world.applied["env"] = (
@@ -205,11 +211,11 @@ def varied_world(
         yield world
 
 
-def _bubblewrap(namespaces: list[str], world: World, progress: Progress) -> list[str]:
+def _bubblewrap(
+    namespaces: list[str], world: World, sandbox: Sandbox, progress: Progress
+) -> list[str]:
     from lockbox.tools.run import run
-    from lockbox.tools.sandbox import Sandbox
 
-    sandbox = Sandbox.find(progress)
     prefix = [
         os.fspath(sandbox.executable),
         "--dev-bind",

@@ -9,9 +9,10 @@ build that is a store lookup) does not pay for loading uv wrappers, rich or sqli
 
 from __future__ import annotations
 
-import os
 import sys
 import time
+
+from lockbox.environment import Environment
 
 TYPE_CHECKING = False  # typing itself is not imported: a repeated build must start fast
 if TYPE_CHECKING:
@@ -57,8 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, shortcut: Request | None = None) -> int:
-    """Run lockbox with ``argv`` (default: ``sys.argv[1:]``) and return the exit code.
+def main(
+    argv: Sequence[str] | None = None,
+    shortcut: Request | None = None,
+    environment: Environment | None = None,
+) -> int:
+    """Run lockbox with ``argv`` (default: ``sys.argv[1:]``) in ``environment`` (default:
+    this process's, read now) and return the exit code.
 
     ``shortcut`` is the request ``argv`` makes of :mod:`lockbox.cli.shortcut`, which a build
     or run that finds everything in the store records for the next identical command."""
@@ -70,7 +76,9 @@ def main(argv: Sequence[str] | None = None, shortcut: Request | None = None) -> 
         args = parser.parse_args(argv)
     except SystemExit as exit:  # --help, --version and usage errors
         return exit.code if isinstance(exit.code, int) else 2
-    context = Context.from_args(args, shortcut)
+    if environment is None:
+        environment = Environment.from_process()
+    context = Context.from_args(args, environment, shortcut)
     if shortcut is not None and shortcut.distrusted:
         context.warning(shortcut.distrust_notice())
     try:
@@ -97,9 +105,12 @@ def entry() -> None:
     from lockbox.cli.shortcut import Request, run_in_app
 
     started = time.time_ns()
-    request = Request.parse(sys.argv[1:], dict(os.environ), started)
+    environment = Environment.from_process()
+    request = Request.parse(sys.argv[1:], dict(environment), started)
     if request is not None:
         result = request.answer()
         if result is not None:
-            sys.exit(run_in_app(result, request.run) if request.command == "run" else 0)
-    sys.exit(main(shortcut=request))
+            sys.exit(
+                run_in_app(result, request.run, environment) if request.command == "run" else 0
+            )
+    sys.exit(main(shortcut=request, environment=environment))

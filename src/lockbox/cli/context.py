@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lockbox.environment import Environment
 from lockbox.progress import Progress
 
 if TYPE_CHECKING:
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from lockbox.cli.shortcut import Request
     from lockbox.store.store import Store
+    from lockbox.tools.toolbox import Toolbox
 
 
 @dataclass
@@ -32,6 +33,8 @@ class Context:
     """What was printed: ("say", stdout line) and ("info", stderr line), in order."""
     unusual: bool = False
     """Whether a warning or an error was shown (such a run is not recorded as a shortcut)."""
+    environment: Environment = field(default_factory=Environment)
+    """The environment lockbox was started with, read once (:mod:`lockbox.environment`)."""
 
     # rich is imported only when something is rendered with it: a command whose output is
     # plain text (a hash) starts faster without it.
@@ -48,12 +51,18 @@ class Context:
         return Console(stderr=True, highlight=False, soft_wrap=True)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, shortcut: Request | None = None) -> Context:
+    def from_args(
+        cls,
+        args: argparse.Namespace,
+        environment: Environment,
+        shortcut: Request | None = None,
+    ) -> Context:
         return cls(
             verbose=args.verbose,
             quiet=args.quiet,
             store_dir=Path(args.store) if args.store else None,
             shortcut=None if args.verbose else shortcut,
+            environment=environment,
         )
 
     # Progress protocol -------------------------------------------------------------------
@@ -103,7 +112,13 @@ class Context:
         """Open the store named by ``--store``, ``$LOCKBOX_STORE`` or the XDG default."""
         from lockbox.store.store import Store, default_store_dir
 
-        return Store.open(self.store_dir or default_store_dir(os.environ), self)
+        return Store.open(self.store_dir or default_store_dir(self.environment), self)
+
+    def toolbox(self) -> Toolbox:
+        """The tools of this command, found when a phase first asks for each."""
+        from lockbox.tools.toolbox import Toolbox
+
+        return Toolbox(self.environment, self)
 
 
 def _escape(text: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,11 +13,11 @@ from lockbox.cli.context import Context, add_project_argument
 from lockbox.cli.shortcut import run_in_app
 
 if TYPE_CHECKING:
-    from lockbox.assemble.app import AppResult
-    from lockbox.deps.install import Tools
-    from lockbox.deps.phase import DepsResult
+    from lockbox.inputs.build import BuildInputs
     from lockbox.inputs.project import Project
+    from lockbox.pipeline import Build
     from lockbox.store.store import Entry, Store
+    from lockbox.tools.toolbox import Toolbox
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -199,26 +198,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_build(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.inputs.project import load_project
+    from lockbox.pipeline import build
 
-    project = _bundling(load_project(args.project), args)
+    inputs = _inputs(args, context)
     with context.open_store() as store:
-        deps = _deps(project, store, context)
-        if args.deps_only:
-            if deps.reused:
-                store.check_sealed(deps.entry)
-            context.print(f"{deps.entry.path}")
-            _remember(context, project, store, deps)
-            return 0
-        app = _app(project, store, deps.entry, context)
-        context.print(f"{app.path}")
-        context.info(f"run it: {app.path}/bin/python, or `lockbox run {args.project} -- COMMAND`")
-        _remember(context, project, store, deps, app)
+        built = build(inputs, store, context.toolbox(), context.progress, deps_only=args.deps_only)
+        context.print(f"{built.result}")
+        if built.app is not None:
+            context.info(
+                f"run it: {built.result}/bin/python, or `lockbox run {args.project} -- COMMAND`"
+            )
+        _remember(context, store, built)
     return 0
 
 
 def run_run(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.inputs.project import load_project
+    from lockbox.pipeline import build
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
@@ -227,26 +222,24 @@ def run_run(args: argparse.Namespace, context: Context) -> int:
             "`lockbox run PROJECT -- python manage.py check`"
         )
         return 2
-    project = load_project(args.project)
+    inputs = _inputs(args, context)
     with context.open_store() as store:
-        deps = _deps(project, store, context)
-        app = _app(project, store, deps.entry, context)
-        _remember(context, project, store, deps, app)
-    return run_in_app(str(app.path), command)
+        built = build(inputs, store, context.toolbox(), context.progress)
+        _remember(context, store, built)
+    return run_in_app(str(built.result), command, context.environment)
 
 
 def run_why(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.inputs.project import load_project
     from lockbox.native.resolve import dependents
+    from lockbox.pipeline import build
 
-    project = load_project(args.project)
+    inputs = _inputs(args, context)
     with context.open_store() as store:
-        deps = _deps(project, store, context).entry
-        app = _app(project, store, deps, context)
+        app = build(inputs, store, context.toolbox(), context.progress).result
     found = False
     for label, root in (
-        ("application", app.path),
-        ("interpreter", (app.path / "python").resolve()),
+        ("application", app),
+        ("interpreter", (app / "python").resolve()),
     ):
         for chain in dependents(root, args.library):
             found = True
@@ -269,7 +262,6 @@ def _seconds(text: str) -> float:
 
 def run_image(args: argparse.Namespace, context: Context) -> int:
     from lockbox.image.oci import REGISTRY_TIMEOUT, Skopeo, make_image, read_base
-    from lockbox.inputs.project import load_project
 
     if args.output is None and args.layout is None and args.push is None:
         context.error("say where the image goes: -o FILE, --layout DIR or --push REF")
@@ -277,10 +269,11 @@ def run_image(args: argparse.Namespace, context: Context) -> int:
     started = time.time_ns()
     skopeo = Skopeo.find() if args.push else None
     base = read_base(args.base) if args.base else None
-    project = load_project(args.project)
+    inputs = _inputs(args, context)
+    project = inputs.project
     with context.open_store() as store:
-        app, referenced = _closure(args, project, store, context, started)
-        labels = _image_labels(project)
+        app, referenced = _closure(args, inputs, store, context, started)
+        labels = _image_labels(project, context.toolbox())
         common = {
             "compress": not args.no_compress,
             "tag": args.tag,
@@ -326,13 +319,13 @@ def run_image(args: argparse.Namespace, context: Context) -> int:
 
 
 def _closure(
-    args: argparse.Namespace, project: Project, store: Store, context: Context, started: int
+    args: argparse.Namespace, inputs: BuildInputs, store: Store, context: Context, started: int
 ) -> tuple[Entry, dict[str, Entry]]:
-    """The application's entry and those it references, by kind: its interpreter, its
-    dependency layer, that layer's bytecode (if compiled) and its bundled libraries (if
-    any). Found from the record of an earlier image's lookup when nothing that lookup read
-    has changed (:mod:`lockbox.cli.shortcut`), else looked up (or built) and recorded."""
+    """The application's entry and those it references, by kind (:func:`lockbox.pipeline.closure`).
+    Found from the record of an earlier image's lookup when nothing that lookup read has
+    changed (:mod:`lockbox.cli.shortcut`), else looked up (or built) and recorded."""
     from lockbox.cli.shortcut import Request
+    from lockbox.pipeline import build, closure
 
     request = (
         None
@@ -341,7 +334,7 @@ def _closure(
             "image",
             str(args.project),
             str(store.root),
-            dict(os.environ),
+            dict(context.environment),
             started,
             quiet=context.quiet,
         )
@@ -351,20 +344,19 @@ def _closure(
         context.warning(request.distrust_notice())
     app = store.get(Path(found[0]).name) if found is not None else None
     if app is None:
-        deps = _deps(project, store, context)
-        built = _app(project, store, deps.entry, context)
+        built = build(inputs, store, context.toolbox(), context.progress)
         context.shortcut = request
-        _remember(context, project, store, deps, built)
-        app = built.entry
+        _remember(context, store, built)
+        app = built.app.entry if built.app is not None else None
     elif request is not None and found is not None:
         request.say(found[1])
     assert app is not None
-    return app, {entry.kind: entry for entry in map(store.get, app.references) if entry}
+    return app, closure(store, app)
 
 
-def _image_labels(project: Project) -> dict[str, str]:
+def _image_labels(project: Project, tools: Toolbox) -> dict[str, str]:
     """The OCI annotations lockbox knows: title, version, source, revision."""
-    from lockbox.tools.run import run
+    from lockbox.errors import ToolMissing
 
     labels = {"org.opencontainers.image.title": project.app_name}
     if project.version:
@@ -374,124 +366,55 @@ def _image_labels(project: Project) -> dict[str, str]:
         if isinstance(urls.get(key), str):
             labels["org.opencontainers.image.source"] = urls[key]
             break
-    revision = run(["git", "-C", project.root, "rev-parse", "HEAD"], check=False)
-    if revision.returncode == 0 and revision.stdout.strip():
-        labels["org.opencontainers.image.revision"] = revision.stdout.strip()
+    try:
+        revision = tools.git.revision(project.root)
+    except ToolMissing:
+        revision = None  # not a git checkout that can be asked, then
+    if revision:
+        labels["org.opencontainers.image.revision"] = revision
     return labels
 
 
 def run_export(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.assemble.app import export_app
-    from lockbox.inputs.interpreters import find_interpreter
-    from lockbox.inputs.project import load_project
+    from lockbox.pipeline import export
 
-    project = _bundling(load_project(args.project), args)
+    inputs = _inputs(args, context)
     with context.open_store() as store:
-        deps = _deps(project, store, context).entry
-        interpreter = find_interpreter(
-            project.recipe.python, project.requires_python, progress=context.progress
-        )
-        result = export_app(project, store, deps, interpreter, args.to, context.progress)
+        result = export(inputs, store, context.toolbox(), args.to, context.progress)
     context.print(f"{result.path}")
     return 0
 
 
-def _deps(project: Project, store: Store, context: Context) -> DepsResult:
-    from lockbox.deps.phase import build_deps
-
-    result = build_deps(project, store, lambda: _find_tools(context), context.progress)
-    layer = result.layer
-    if layer is not None:
-        context.info(
-            f"dependency layer: {len(layer.distributions)} distributions, {layer.files} files, "
-            f"{layer.bytes / 1e6:.1f} MB"
-        )
-    context.info(f"deps hash: {result.hash}")
-    return result
-
-
-def _app(project: Project, store: Store, deps: Entry, context: Context) -> AppResult:
-    from lockbox.assemble.app import build_app
-    from lockbox.inputs.interpreters import find_interpreter
-
-    interpreter = find_interpreter(
-        project.recipe.python, project.requires_python, progress=context.progress
-    )
-    result = build_app(project, store, deps, interpreter, context.progress)
-    if result.reused and result.entry is not None:
-        # What runs: the application (its layer's files are hardlinked into it) and the
-        # interpreter its python link names. A new one was made from checked entries.
-        store.check_sealed(result.entry, *_interpreters(store, result.entry))
-    report = result.report
-    if report is not None:
-        context.info(
-            f"application: {len(report.members)} members, {len(report.patched)} patches, "
-            f"{sum(report.substituted.values())} substitutions, {len(report.scripts)} "
-            f"scripts, {len(report.verified)} checks passed"
-        )
-    return result
-
-
-def _remember(
-    context: Context, project: Project, store: Store, deps: DepsResult, app: AppResult | None = None
-) -> None:
+def _remember(context: Context, store: Store, built: Build) -> None:
     """Leave the record that answers the same command next time without reading the
     project (:mod:`lockbox.cli.shortcut`), when this one found everything in the store."""
-    from lockbox import identity_paths
-    from lockbox.inputs.interpreters import discovery_paths
-
     request = context.shortcut
-    if request is None or context.unusual or not deps.reused:
+    consulted = built.consulted(store)
+    if request is None or context.unusual or consulted is None:
         return
-    from lockbox.deps import toolchain
-    from lockbox.deps.inputs import inputs_file
-
-    inputs = [
-        *map(str, project.consulted),
-        *map(str, identity_paths()),
-        str(inputs_file(project)),
-        *toolchain.paths((deps.record or {}).get("toolchain", {})),
-    ]
-    outputs = [str(deps.entry.path)]
-    result = deps.entry.path
-    used = [deps.entry]
-    if app is not None:
-        if not app.reused or app.entry is None:
-            return
-        inputs += [*app.consulted, *map(str, discovery_paths(project.recipe.python, os.environ))]
-        outputs += [str(app.path), str(store.root_path(project.app_name))]
-        result = app.path
-        used = [app.entry, *_interpreters(store, app.entry)]
-    sealed = {str(entry.path): store.seal(entry) for entry in used}
+    inputs, outputs = consulted
+    sealed = {str(entry.path): store.seal(entry) for entry in built.used()}
     if None in sealed.values():
         return
-    request.record(inputs, outputs, context.said, str(result), sealed)  # type: ignore[arg-type]
-
-
-def _interpreters(store: Store, app: Entry) -> list[Entry]:
-    """The interpreter entries the application ``app`` runs (its ``python`` link)."""
-    return [
-        entry
-        for entry in map(store.get, app.references)
-        if entry is not None and entry.kind == "python"
-    ]
+    request.record(inputs, outputs, context.said, str(built.result), sealed)  # type: ignore[arg-type]
 
 
 def run_lock_hash(args: argparse.Namespace, context: Context) -> int:
     from lockbox.deps.buildroot import pinned_root
     from lockbox.deps.inputs import deps_inputs, inputs_key, write_committed
-    from lockbox.deps.phase import build_deps, layer_name, stored_answer, write_declared_hash
-    from lockbox.inputs.project import load_project
+    from lockbox.deps.phase import layer_name, stored_answer, write_declared_hash
+    from lockbox.pipeline import build_layer
 
-    project = load_project(args.project)
+    inputs = _inputs(args, context)
+    project = inputs.project
     with context.open_store() as store:
         # The last layer answers if it was built from these inputs with this toolchain.
         entry = store.latest("deps", layer_name(project))
-        key = inputs_key(deps_inputs(project, pinned_root(project)))
+        key = inputs_key(deps_inputs(project, context.environment, pinned_root(project)))
         record = stored_answer(store, entry, key) if entry else None
         if entry is None or record is None:
-            unpinned = _without_declared_hash(project)
-            result = build_deps(unpinned, store, lambda: _find_tools(context), context.progress)
+            unpinned = inputs.with_project(_without_declared_hash(project))
+            result = build_layer(unpinned, store, context.toolbox(), context.progress)
             entry, record = result.entry, result.record
     written = write_committed(project, entry.nar_hash.sri, record or {})
     context.info(f"wrote what the layer was built from to {written}")
@@ -506,12 +429,12 @@ def run_lock_hash(args: argparse.Namespace, context: Context) -> int:
 def run_lock_toolchain(args: argparse.Namespace, context: Context) -> int:
     from lockbox.deps import buildroot
     from lockbox.deps.inputs import inputs_file, read_committed, write_committed
-    from lockbox.deps.phase import build_deps, write_declared_hash
+    from lockbox.deps.phase import write_declared_hash
     from lockbox.errors import ProjectError
-    from lockbox.inputs.interpreters import find_interpreter
-    from lockbox.inputs.project import load_project
+    from lockbox.pipeline import build_layer
 
-    project = load_project(args.project)
+    inputs = _inputs(args, context)
+    project = inputs.project
     wanted = project.recipe.deps.toolchain
     if wanted is None:
         raise ProjectError(
@@ -528,10 +451,9 @@ def run_lock_toolchain(args: argparse.Namespace, context: Context) -> int:
     distribution = wanted.distribution or (
         old.distribution if old else buildroot.host_distribution()
     )
-    interpreter = find_interpreter(
-        project.recipe.python, project.requires_python, progress=context.progress
+    new = buildroot.resolve(
+        wanted.packages, distribution, inputs.interpreter, context.environment, context.progress
     )
-    new = buildroot.resolve(wanted.packages, distribution, interpreter, context.progress)
     moved = buildroot.changes(old, new)
     context.info(
         f"build root of Debian {distribution}: {len(new.packages)} packages, {len(moved)} changed"
@@ -540,16 +462,18 @@ def run_lock_toolchain(args: argparse.Namespace, context: Context) -> int:
         context.info(f"  {line}")
     if old is not None and not moved and old.requested == new.requested and old.hash:
         new = dataclasses.replace(new, hash=old.hash)
-    tools = _find_tools(context)
+    tools = context.toolbox()
     with context.open_store() as store:
-        root = buildroot.ensure_root(
-            store, new, tools.sandbox, context.progress, project_dir=project.root
-        )
+        root = buildroot.ensure_root(store, new, tools, context.progress, project_dir=project.root)
         new = dataclasses.replace(new, hash=root.nar_hash)
         if old is not None and old.hash is not None and old.hash != new.hash:
             context.info(f"build root hash: {old.hash} → {new.hash}")
-        result = build_deps(
-            _without_declared_hash(project), store, lambda: tools, context.progress, root=new
+        result = build_layer(
+            inputs.with_project(_without_declared_hash(project)),
+            store,
+            tools,
+            context.progress,
+            root=new,
         )
     declared = project.recipe.deps.hash
     if declared == result.hash:
@@ -570,11 +494,10 @@ def run_lock_toolchain(args: argparse.Namespace, context: Context) -> int:
 
 def run_lock_build(args: argparse.Namespace, context: Context) -> int:
     from lockbox.deps.buildpins import lock_build
-    from lockbox.inputs.project import load_project
 
-    project = load_project(args.project)
+    inputs = _inputs(args, context)
     with context.open_store() as store:
-        found = lock_build(project, store, _find_tools(context), context.progress)
+        found = lock_build(inputs, store, context.toolbox(), context.progress)
     if found["built"]:
         context.info(f"built from source: {', '.join(found['built'])}")
     for name, version in found["pins"].items():
@@ -589,22 +512,20 @@ def run_lock_build(args: argparse.Namespace, context: Context) -> int:
     return 0
 
 
-def _bundling(project: Project, args: argparse.Namespace) -> Project:
-    """``project`` with ``--no-bundle`` applied to its recipe."""
-    if not getattr(args, "no_bundle", False):
-        return project
-    libraries = dataclasses.replace(project.recipe.libraries, bundle=False)
-    return dataclasses.replace(
-        project, recipe=dataclasses.replace(project.recipe, libraries=libraries)
-    )
+def _inputs(args: argparse.Namespace, context: Context) -> BuildInputs:
+    """What a build of ``args.project`` reads, with ``--no-bundle`` applied to its recipe."""
+    from lockbox.inputs.build import BuildInputs
+    from lockbox.inputs.project import load_project
+
+    project = load_project(args.project)
+    if getattr(args, "no_bundle", False):
+        libraries = dataclasses.replace(project.recipe.libraries, bundle=False)
+        project = dataclasses.replace(
+            project, recipe=dataclasses.replace(project.recipe, libraries=libraries)
+        )
+    return BuildInputs(project, context.environment, context.progress)
 
 
 def _without_declared_hash(project: Project) -> Project:
     deps = dataclasses.replace(project.recipe.deps, hash=None)
     return dataclasses.replace(project, recipe=dataclasses.replace(project.recipe, deps=deps))
-
-
-def _find_tools(context: Context) -> Tools:
-    from lockbox.deps.install import Tools
-
-    return Tools.find(os.environ, context.progress)

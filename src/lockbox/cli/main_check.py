@@ -60,29 +60,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_check(args: argparse.Namespace, context: Context) -> int:
     from lockbox.check.rebuild import Built, check
     from lockbox.check.variations import parse_variations
-    from lockbox.cli.main_build import _app, _deps
+    from lockbox.inputs.build import BuildInputs
     from lockbox.inputs.project import load_project
+    from lockbox.pipeline import build, referenced
 
     variations = parse_variations(args.no_vary)
-    project = load_project(args.project)
+    inputs = BuildInputs(load_project(args.project), context.environment, context.progress)
+    tools = context.toolbox()
     with context.open_store() as store:
-        deps = _deps(project, store, context).entry
-        if args.deps_only:
+        made = build(inputs, store, tools, context.progress, deps_only=args.deps_only)
+        deps = made.deps.entry
+        if made.app is None or made.app.entry is None:
             built = Built(deps=deps)
         else:
-            app = _app(project, store, deps, context).entry
-            assert app is not None
+            app = made.app.entry
             python = store.resolve((app.path / "python").resolve().name)
-            bytecode = next(
-                (
-                    entry
-                    for entry in map(store.get, app.references)
-                    if entry is not None and entry.kind == "bytecode"
-                ),
-                None,
-            )
+            bytecode = next(iter(referenced(store, app, "bytecode")), None)
             built = Built(deps=deps, python=python, bytecode=bytecode, app=app)
-        report = check(project, store, built, variations, keep=args.keep, progress=context.progress)
+        report = check(
+            inputs, store, built, variations, tools, keep=args.keep, progress=context.progress
+        )
     if args.json:
         context.print(json.dumps(report.as_json(), indent=2))
     else:

@@ -35,19 +35,17 @@ from __future__ import annotations
 import os
 import sys
 
+from lockbox.environment import LOOKUP
 from lockbox.store import records
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 FORMAT = "lockbox-shortcut 2"
 
-ENVIRONMENT = (
-    "PATH",
-    "HOME",
-    "PYENV_ROOT",
-    "UV_PYTHON_INSTALL_DIR",
-    "XDG_DATA_HOME",
-    "LOCKBOX_STORE",
-)
-"""The variables a lookup depends on: where the store is and where interpreters are found."""
+ENVIRONMENT = LOOKUP
+"""The variables a lookup depends on (:data:`lockbox.environment.LOOKUP`)."""
 
 _SETTLE_NS = 2_000_000_000
 """How long before the recording run a consulted path must have stopped changing."""
@@ -333,13 +331,14 @@ def _fnv(value: int, text: str) -> int:
     return value
 
 
-def run_in_app(app: str, command: list[str]) -> int:
+def run_in_app(app: str, command: list[str], environ: Mapping[str, str]) -> int:
     """Replace this process by ``command`` run in the application ``app``'s root with its
-    ``bin/`` first on ``PATH``; returns 127 (having said why) only if it cannot start."""
+    ``bin/`` first on ``PATH``, in ``environ`` otherwise; returns 127 (having said why) only
+    if it cannot start."""
     bin_dir = os.path.join(app, "bin")
     env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        **environ,
+        "PATH": f"{bin_dir}{os.pathsep}{environ.get('PATH', '')}",
         "VIRTUAL_ENV": app,
     }
     env.pop("PYTHONHOME", None)

@@ -39,8 +39,9 @@ from lockbox.inputs.recipe import canonical_name
 from lockbox.progress import Progress, silent
 
 if TYPE_CHECKING:
-    from lockbox.deps.install import Tools
+    from lockbox.inputs.build import BuildInputs
     from lockbox.store.store import Store
+    from lockbox.tools.toolbox import Toolbox
 
 _CREATING = re.compile(r"Creating build environment for: ([A-Za-z0-9._-]+)")
 _INSTALLING = re.compile(r"Installing (`[^`]+`(?:, `[^`]+`)*) in `")
@@ -296,20 +297,14 @@ def hashes_argv(uv: Path, python: Path, config: Path | None) -> list[str]:
 
 
 def lock_build(
-    project: Project, store: Store, tools: Tools, progress: Progress = silent
+    inputs: BuildInputs, store: Store, tools: Toolbox, progress: Progress = silent
 ) -> dict[str, Any]:
-    """Find, pin and write the build set of ``project`` (see the module docstring)."""
+    """Find, pin and write the build set of ``inputs.project`` (see the module docstring)."""
     from lockbox.deps.install import host_environment, install, uv_config
-    from lockbox.inputs.interpreters import find_interpreter
-    from lockbox.inputs.lock import read_lock
-    from lockbox.inputs.plan import make_plan
     from lockbox.inputs.project import load_project
     from lockbox.tools.run import run
 
-    interpreter = find_interpreter(
-        project.recipe.python, project.requires_python, progress=progress
-    )
-    plan = make_plan(project, read_lock(project.lock_path), interpreter)
+    project, interpreter, plan = inputs.project, inputs.interpreter, inputs.plan
     sources = plan.from_source() + [source.label for source in project.recipe.deps.extra_sources]
     if not sources:
         progress.info("nothing is built from source: no build dependencies to pin")
@@ -341,7 +336,7 @@ def lock_build(
         output = run(
             hashes_argv(tools.uv.executable, interpreter.executable, config),
             cwd=project.root,
-            env={**host_environment(), "UV_PYTHON_DOWNLOADS": "never"},
+            env={**host_environment(tools.environment), "UV_PYTHON_DOWNLOADS": "never"},
             input=requested,
             progress=progress,
         ).stdout

@@ -43,10 +43,12 @@ from lockbox.progress import Progress, silent
 from lockbox.tools.run import run, which
 
 if TYPE_CHECKING:
+    from lockbox.environment import Environment
     from lockbox.inputs.interpreters import Interpreter
     from lockbox.inputs.project import Project
     from lockbox.store.store import Entry, Store
     from lockbox.tools.sandbox import Sandbox
+    from lockbox.tools.toolbox import Toolbox
 
 BASE_PACKAGES = ("gcc", "g++", "make", "pkgconf", "libc6-dev")
 """What every build root holds besides the recipe's packages and the essential set."""
@@ -257,7 +259,9 @@ class _Apt:
     distribution's archives, signed by Debian's keyring), an empty package database, no
     preferences or configuration of the host's."""
 
-    def __init__(self, directory: Path, distribution: str, progress: Progress) -> None:
+    def __init__(
+        self, directory: Path, distribution: str, environment: Environment, progress: Progress
+    ) -> None:
         if distribution not in ARCHIVES:
             raise BuildRootError(
                 f"unknown distribution {distribution!r}: lockbox pins build "
@@ -269,8 +273,10 @@ class _Apt:
                 "(apt-get install debian-archive-keyring)"
             )
         self.progress = progress
-        self.apt_get = which("apt-get", "lockbox pins build roots with Debian's apt")
-        self.apt_cache = which("apt-cache", "lockbox pins build roots with Debian's apt")
+        self.search_path = environment.path()
+        hint = "lockbox pins build roots with Debian's apt"
+        self.apt_get = which("apt-get", hint, self.search_path)
+        self.apt_cache = which("apt-cache", hint, self.search_path)
         for sub in (
             "lists/partial",
             "cache/archives/partial",
@@ -309,7 +315,7 @@ class _Apt:
             "Acquire::ForceHash": "SHA256",
         }
         if os.getuid() != 0:
-            options["APT::Sandbox::User"] = os.environ.get("USER", "nobody")
+            options["APT::Sandbox::User"] = environment.get("USER", "nobody")
         self.options = [word for key, value in options.items() for word in ("-o", f"{key}={value}")]
 
     def get(self, *args: str) -> str:
@@ -322,7 +328,7 @@ class _Apt:
         try:
             return run(
                 argv,
-                env={"LC_ALL": "C.UTF-8", "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                env={"LC_ALL": "C.UTF-8", "PATH": self.search_path},
                 progress=self.progress,
             ).stdout
         except ToolFailed as error:
@@ -336,6 +342,7 @@ def resolve(
     packages: Iterable[str],
     distribution: str,
     interpreter: Interpreter | None,
+    environment: Environment,
     progress: Progress = silent,
 ) -> RootPins:
     """What the archive offers today for the build root of ``packages``: every package of
@@ -348,7 +355,7 @@ def resolve(
     if interpreter is not None:
         implied += interpreter_packages(interpreter)
     with tempfile.TemporaryDirectory(prefix="lockbox-apt-") as temporary:
-        apt = _Apt(Path(temporary), distribution, progress)
+        apt = _Apt(Path(temporary), distribution, environment, progress)
         progress.info(f"reading the package index of Debian {distribution}")
         apt.get("update", "-qq")
         essential = sorted(
@@ -434,18 +441,17 @@ def changes(old: RootPins | None, new: RootPins) -> list[str]:
 # Making -----------------------------------------------------------------------------------------
 
 
-def deb_cache() -> Path:
+def deb_cache(environment: Environment) -> Path:
     """Where fetched ``.deb`` files are kept for every store of the user:
     ``$XDG_CACHE_HOME/lockbox/debs`` (``~/.cache/lockbox/debs``). Each is checked against
     its pinned SHA-256 whenever it is used, so a changed one is fetched again."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "lockbox" / "debs"
+    return environment.cache_home() / "lockbox" / "debs"
 
 
 def ensure_root(
     store: Store,
     pins: RootPins,
-    sandbox: Sandbox,
+    tools: Toolbox,
     progress: Progress = silent,
     *,
     project_dir: Path,
@@ -462,7 +468,7 @@ def ensure_root(
         if found is not None:
             progress.info(f"build root {pins.hash} is in the store: {found.path}")
             return found
-    debs = deb_cache()
+    debs = deb_cache(tools.environment)
     total = sum(p.size for p in pins.packages)
     progress.info(
         f"making the build root: {len(pins.packages)} Debian packages of "
@@ -490,7 +496,7 @@ def ensure_root(
         ) from None
     with store.staging() as stage:
         tree = stage / "root"
-        _unpack(tree, [files[p.sha256] for p in pins.packages], debs, sandbox, progress)
+        _unpack(tree, [files[p.sha256] for p in pins.packages], debs, tools.sandbox, progress)
         _finish(tree)
         progress.info("hashing the build root")
         nar = nar_hash(tree)

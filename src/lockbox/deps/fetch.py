@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -50,6 +50,11 @@ from lockbox.inputs.plan import Plan
 from lockbox.inputs.project import Project
 from lockbox.progress import Progress, silent
 from lockbox.store.store import Store
+
+if TYPE_CHECKING:
+    from lockbox.tools.git import Git
+    from lockbox.tools.toolbox import Toolbox
+
 
 PYPI = "https://pypi.org/simple"
 _SIMPLE_ACCEPT = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
@@ -84,7 +89,12 @@ class Fetched:
 
 
 def fetch_dependencies(
-    project: Project, plan: Plan, store: Store, work: Path, progress: Progress = silent
+    project: Project,
+    plan: Plan,
+    store: Store,
+    work: Path,
+    tools: Toolbox,
+    progress: Progress = silent,
 ) -> Fetched:
     """Fetch what a build of ``plan`` needs (module docstring) for the build in ``work``."""
     problems: list[str] = []
@@ -99,8 +109,8 @@ def fetch_dependencies(
         os.link(path, links / path.name)
     local: dict[str, Path] = {name: links / found[sha256].name for name, sha256 in by_name.items()}
     for planned in plan.by_form("git"):
-        local[planned.package.name] = _checkout(planned.package, work / "git", progress)
-    return Fetched(links, local, fetch_extra_sources(project, store, progress))
+        local[planned.package.name] = _checkout(planned.package, work / "git", tools.git, progress)
+    return Fetched(links, local, fetch_extra_sources(project, store, tools, progress))
 
 
 def _locked_items(
@@ -360,16 +370,14 @@ class _Links(html.parser.HTMLParser):
             self._href = None
 
 
-def _checkout(package: Any, directory: Path, progress: Progress) -> Path:
+def _checkout(package: Any, directory: Path, git: Git, progress: Progress) -> Path:
     """A fresh checkout of a git source at the commit uv.lock pins (the project's directory
     in it, for a ``subdirectory``)."""
-    from lockbox.deps.sources import checkout
-
     source = package.source
     directory.mkdir(exist_ok=True)
     target = directory / package.name
     progress.info(f"fetching {source.location} at {source.git_commit}")
-    commit = checkout(source.location, source.git_commit, target, progress)
+    commit = git.checkout(source.location, source.git_commit, target, progress)
     if commit != source.git_commit:
         raise FetchError(
             [
@@ -390,14 +398,16 @@ def _checkout(package: Any, directory: Path, progress: Progress) -> Path:
     return target
 
 
-def fetch_extra_sources(project: Project, store: Store, progress: Progress) -> list[Path]:
+def fetch_extra_sources(
+    project: Project, store: Store, tools: Toolbox, progress: Progress
+) -> list[Path]:
     """Each of the recipe's extra sources, fetched (once) and checked against its hash."""
     if not project.recipe.deps.extra_sources:
         return []
     from lockbox.deps.sources import fetch
 
     return [
-        fetch(source, store.work_dir / "sources", progress)
+        fetch(source, store.work_dir / "sources", tools, progress)
         for source in project.recipe.deps.extra_sources
     ]
 

@@ -17,7 +17,6 @@ headers and libraries the sdists compile against, and the environment the builds
 from __future__ import annotations
 
 import hashlib
-import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +27,7 @@ from lockbox.inputs.project import Project
 
 if TYPE_CHECKING:
     from lockbox.deps.buildroot import RootPins
+    from lockbox.environment import Environment
 
 INPUTS_FILE = "lockbox.inputs.toml"
 """The committed record of the inputs the declared ``deps.hash`` was built from."""
@@ -77,7 +77,9 @@ def uv_settings(project: Project) -> dict[str, Any]:
     return settings
 
 
-def deps_inputs(project: Project, root: RootPins | None = None) -> dict[str, object]:
+def deps_inputs(
+    project: Project, environment: Environment, root: RootPins | None = None
+) -> dict[str, object]:
     """What the dependency layer is built from, as known before building; with ``root``,
     the build root the sdists compile in (:mod:`lockbox.deps.buildroot`), by its hash."""
     deps = project.recipe.deps
@@ -93,9 +95,7 @@ def deps_inputs(project: Project, root: RootPins | None = None) -> dict[str, obj
         },
         "extra-sources": [f"{s.label} {s.hash.sri}" for s in deps.extra_sources],
         "uv-settings": _condensed(_plain(uv_settings(project))),
-        "environment": {
-            name: os.environ[name] for name in _COMPARED_VARIABLES[:5] if name in os.environ
-        },
+        "environment": environment.subset(_COMPARED_VARIABLES[:5]),
     }
     if root is not None:
         inputs["build-root"] = root.hash.sri if root.hash else ""

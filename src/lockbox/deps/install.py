@@ -33,42 +33,19 @@ from lockbox.inputs.project import Project
 from lockbox.inputs.recipe import BuildEnv
 from lockbox.progress import Progress, silent
 from lockbox.store.store import Entry, Store
-from lockbox.tools.sandbox import BUILD_ROOT, REPRODUCIBLE_ENV, Sandbox, check_variables
-from lockbox.tools.uv import OfflineInstall, SyncRequest, Uv
+from lockbox.tools.sandbox import BUILD_ROOT, REPRODUCIBLE_ENV
+from lockbox.tools.toolbox import Toolbox
+from lockbox.tools.uv import OfflineInstall, SyncRequest
 
 if TYPE_CHECKING:
     from lockbox.deps.fetch import Fetched
+    from lockbox.environment import Environment
 
 
 CACHE = BUILD_ROOT / "uv-cache"
 """Where the sandboxed build sees the uv cache: the store's own, or the one bound there."""
 FETCHED = BUILD_ROOT / "fetched"
 """Where the sandboxed build sees the files fetched for it (:mod:`lockbox.deps.fetch`)."""
-
-
-@dataclass(frozen=True)
-class Tools:
-    """The external tools the phase drives, found once."""
-
-    uv: Uv
-    sandbox: Sandbox
-    cache: Path | None
-    """A uv cache to use instead of the store's own (``STORE/.lockbox/uv-cache``)."""
-
-    @classmethod
-    def find(cls, environ: Mapping[str, str], progress: Progress = silent) -> Tools:
-        return cls(Uv.find(progress), Sandbox.find(progress), default_uv_cache(environ))
-
-
-def default_uv_cache(environ: Mapping[str, str]) -> Path | None:
-    """``$LOCKBOX_UV_CACHE`` if set; else None, for the store's own uv cache.
-
-    lockbox keeps its own uv cache, in the store: uv caches what it builds from sdists, and
-    a wheel built elsewhere, without lockbox's reproducibility flags, must not end up in a
-    layer; and being on the store's mount, uv can hardlink from it instead of copying."""
-    if environ.get("LOCKBOX_UV_CACHE"):
-        return Path(environ["LOCKBOX_UV_CACHE"]).absolute()
-    return None
 
 
 def cache_key(project: Project, system: str | None = None) -> str:
@@ -90,7 +67,7 @@ def cache_key(project: Project, system: str | None = None) -> str:
 
 def uv_cache_dir(store: Store, cache: Path | None) -> Path:
     """The uv cache the dependency phase uses, as the host sees it: ``cache`` (from
-    :func:`default_uv_cache`) if given, else the store's own."""
+    :meth:`lockbox.environment.Environment.uv_cache`) if given, else the store's own."""
     return cache or store.work_dir / "uv-cache"
 
 
@@ -113,7 +90,7 @@ def install(
     interpreter: Interpreter,
     store: Store,
     work: Path,
-    tools: Tools,
+    tools: Toolbox,
     progress: Progress = silent,
     *,
     require_build_hashes: bool = False,
@@ -137,7 +114,7 @@ def install(
     # for the store's cache and one bound from elsewhere, and mapped to a fixed name.
     cache = CACHE / cache_key(project, system.nar_hash.sri if system else None)
     env = {
-        **host_environment(),
+        **host_environment(tools.environment),
         # In a build root only its programs, the interpreter and uv are there; the host's
         # home is not.
         **({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(inside / "tmp")} if system else {}),
@@ -145,18 +122,20 @@ def install(
         "UV_PROJECT_ENVIRONMENT": str(inside / "venv"),
         "UV_PYTHON_DOWNLOADS": "never",
         # A cache bound from elsewhere is another mount: hardlinks cannot cross it.
-        "UV_LINK_MODE": "copy" if tools.cache else "hardlink",
+        "UV_LINK_MODE": "copy" if tools.uv_cache else "hardlink",
         "UV_NO_PROGRESS": "1",
         "TMPDIR": str(inside / "tmp"),
         **REPRODUCIBLE_ENV,
         "RUSTFLAGS": _join(
-            os.environ.get("RUSTFLAGS"),
+            tools.environment.get("RUSTFLAGS"),
             " ".join(
                 f"--remap-path-prefix={old}={new}" for old, new in _path_maps(interpreter, cache)
             ),
         ),
     }
-    wrappers, compilers = _compiler_wrappers(work, inside, interpreter, cache, host=system is None)
+    wrappers, compilers = _compiler_wrappers(
+        work, inside, interpreter, cache, tools.environment if system is None else None
+    )
     env.update(wrappers)
     if discovery is not None:
         (work / "uv-cache").mkdir()
@@ -166,7 +145,7 @@ def install(
     config = None
     # `lockbox check`'s clock reaches every build backend, but not uv: uv checks TLS
     # certificates, which a clock a year ahead fails.
-    varied = check_variables()
+    varied = tools.varied
     # Excluded packages too: an extra source usually stands in for one.
     built = sorted({*plan.from_source(), *deps.exclude})
     variables = {name: varied for name in built} if varied else {}
@@ -187,7 +166,7 @@ def install(
     if discovery is None:
         from lockbox.deps.fetch import fetch_dependencies
 
-        fetched = fetch_dependencies(project, plan, store, work, progress)
+        fetched = fetch_dependencies(project, plan, store, work, tools, progress)
         env["UV_OFFLINE"] = "1"
     # What of the store's working directory the builds see: their own staging area, the
     # cache and the fetched sources; not the records, keys or other builds. In place of
@@ -204,7 +183,7 @@ def install(
             root=store.work_dir,
             cwd=project.root,
             keep=visible,
-            binds=[(tools.cache, CACHE)] if tools.cache else [],
+            binds=[(tools.uv_cache, CACHE)] if tools.uv_cache else [],
             read_only=[*shown, *(_mounted_in_root(interpreter, tools) if system else [])],
             network=discovery is not None,
             system=system.path if system else None,
@@ -231,7 +210,7 @@ def install(
             # The extra sources' build dependencies are part of the build set too.
             from lockbox.deps.fetch import fetch_extra_sources
 
-            extra = fetch_extra_sources(project, store, progress)
+            extra = fetch_extra_sources(project, store, tools, progress)
             if extra:
                 run_uv(
                     tools.uv.pip_install_argv(
@@ -278,7 +257,7 @@ def install(
     )
 
 
-def _mounted_in_root(interpreter: Interpreter, tools: Tools) -> list[Path]:
+def _mounted_in_root(interpreter: Interpreter, tools: Toolbox) -> list[Path]:
     """What of the host a build root shows besides the project: the interpreter's prefix
     (where its executable is, and where that link leads) and uv."""
     paths = {
@@ -318,7 +297,7 @@ def _install_offline(
     fetched: Fetched,
     env: Mapping[str, str],
     variables: Mapping[str, Mapping[str, str]],
-    tools: Tools,
+    tools: Toolbox,
     run_uv: Callable[..., None],
     require_build_hashes: bool,
     progress: Progress,
@@ -405,7 +384,11 @@ _WRAPPER_VARIABLES = {"CFLAGS": RECIPE_CFLAGS, "CXXFLAGS": RECIPE_CXXFLAGS}
 
 
 def _compiler_wrappers(
-    work: Path, inside: Path, interpreter: Interpreter, cache: Path, host: bool = True
+    work: Path,
+    inside: Path,
+    interpreter: Interpreter,
+    cache: Path,
+    host: Environment | None,
 ) -> tuple[dict[str, str], dict[str, str]]:
     """``CC`` and ``CXX`` pointing at wrappers of the compilers the builds would use (the
     environment's, else the interpreter's), keeping their extra words (``-pthread``).
@@ -414,8 +397,9 @@ def _compiler_wrappers(
     ``CFLAGS`` from the environment *instead of* the interpreter's (``-O3 -DNDEBUG -g``…),
     so setting it would build every extension unoptimised, with assertions on.
 
-    Returns the variables and the compilers wrapped (``cc``/``c++`` → command). Not
-    ``host``: in a build root, whose compilers the host's ``CC``/``CXX`` do not name."""
+    Returns the variables and the compilers wrapped (``cc``/``c++`` → command). ``host``
+    is the environment builds on the host take ``CC``/``CXX`` from; None in a build root,
+    whose compilers the host's do not name."""
     directory = work / "bin"
     directory.mkdir()
     (work / "trace").mkdir()
@@ -427,7 +411,7 @@ def _compiler_wrappers(
         ("CXX", "c++", "g++", RECIPE_CXXFLAGS),
     ):
         configured = (
-            (os.environ.get(variable) if host else None)
+            (host.get(variable) if host is not None else None)
             or interpreter.sysconfig.get(variable)
             or default
         )
@@ -436,7 +420,9 @@ def _compiler_wrappers(
         compiler, _, words = configured.partition(" ")
         path = directory / wrapper
         link_trace = (
-            '-Wl,--dependency-file="$trace.ld"' if host and _linker_traces(compiler) else ""
+            '-Wl,--dependency-file="$trace.ld"'
+            if host is not None and _linker_traces(compiler)
+            else ""
         )
         path.write_text(
             _WRAPPER.format(
@@ -471,39 +457,41 @@ def _forward_uv_line(line: str, progress: Progress) -> None:
         progress.debug(f"uv: {text}")
 
 
-def host_environment() -> dict[str, str]:
+def host_environment(environment: Environment) -> dict[str, str]:
     """What the build keeps of lockbox's own environment: where programs and libraries
     are, proxies and certificates; not the user's uv settings, which uv.lock and the
     project already fix."""
-    keep = (
-        "PATH",
-        "HOME",
-        "USER",
-        "LOGNAME",
-        "http_proxy",
-        "https_proxy",
-        "no_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "NO_PROXY",
-        "ALL_PROXY",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-        "PKG_CONFIG_PATH",
-        "LIBRARY_PATH",
-        "CPATH",
-        "CC",
-        "CXX",
-        "UV_INDEX_URL",
-        "UV_DEFAULT_INDEX",
-        "UV_INDEX",
-        "UV_EXTRA_INDEX_URL",
-        "UV_FIND_LINKS",
-        "UV_HTTP_TIMEOUT",
-        "UV_NATIVE_TLS",
-        "UV_OFFLINE",
-    )
-    return {name: os.environ[name] for name in keep if name in os.environ}
+    return environment.subset(_KEPT_VARIABLES)
+
+
+_KEPT_VARIABLES = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "PKG_CONFIG_PATH",
+    "LIBRARY_PATH",
+    "CPATH",
+    "CC",
+    "CXX",
+    "UV_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_INDEX",
+    "UV_EXTRA_INDEX_URL",
+    "UV_FIND_LINKS",
+    "UV_HTTP_TIMEOUT",
+    "UV_NATIVE_TLS",
+    "UV_OFFLINE",
+)
 
 
 def _join(*parts: str | None) -> str:

@@ -31,10 +31,11 @@ from lockbox.store.store import Entry, Store
 
 if TYPE_CHECKING:
     from lockbox.deps.buildroot import RootPins
-    from lockbox.deps.install import Tools
     from lockbox.deps.layer import LayerReport
+    from lockbox.inputs.build import BuildInputs
     from lockbox.inputs.interpreters import Interpreter
     from lockbox.inputs.plan import Plan
+    from lockbox.tools.toolbox import Toolbox
 
 
 @dataclass(frozen=True)
@@ -66,27 +67,28 @@ def lock_digest(project: Project) -> Sha256:
 
 
 def build_deps(
-    project: Project,
+    inputs: BuildInputs,
     store: Store,
-    find_tools: Callable[[], Tools],
+    tools: Toolbox,
     progress: Progress = silent,
     *,
     root: RootPins | None = None,
 ) -> DepsResult:
-    """Make (or find) the dependency layer of ``project`` in ``store``.
+    """Make (or find) the dependency layer of ``inputs.project`` in ``store``.
 
-    ``find_tools`` is called only when something must be built: a lookup needs no tools.
-    ``root`` is the build root to compile in instead of the one ``lockbox.inputs.toml``
-    pins (while re-pinning it)."""
+    A lookup reads neither uv.lock nor the interpreter, and finds no tool. ``root`` is the
+    build root to compile in instead of the one ``lockbox.inputs.toml`` pins (while
+    re-pinning it)."""
     from lockbox.deps.buildroot import pinned_root
     from lockbox.deps.inputs import deps_inputs, inputs_key
 
+    project = inputs.project
     name = layer_name(project)
     declared = project.recipe.deps.hash
     if root is None:
         root = pinned_root(project)
-    inputs = deps_inputs(project, root)
-    key = inputs_key(inputs)
+    recorded_inputs = deps_inputs(project, inputs.environment, root)
+    key = inputs_key(recorded_inputs)
     earlier: Mapping[str, Any] | None = None
     if declared is not None:
         # The declared hash names the content, but a stored layer answers it only if it was
@@ -103,7 +105,7 @@ def build_deps(
             )
         earlier = _declared_record(project, store, existing)
         if earlier is not None:
-            moved = _moved_before_building(earlier, inputs, root)
+            moved = _moved_before_building(earlier, recorded_inputs, root)
             if moved:
                 progress.warning(
                     "inputs moved since deps.hash was declared:\n"
@@ -118,31 +120,24 @@ def build_deps(
     from lockbox.deps.inputs import build_set, drift, make_record
     from lockbox.deps.install import build_roots, install, uv_cache_dir
     from lockbox.deps.layer import normalise
-    from lockbox.inputs.interpreters import find_interpreter
-    from lockbox.inputs.lock import read_lock
-    from lockbox.inputs.plan import make_plan
     from lockbox.scrub import Scrubber
     from lockbox.store.nar import nar_hash
 
-    lock = read_lock(project.lock_path)
-    interpreter = find_interpreter(
-        project.recipe.python, project.requires_python, progress=progress
-    )
-    plan = make_plan(project, lock, interpreter)
+    interpreter = inputs.interpreter
+    plan = inputs.plan
     from_source = plan.from_source()
     pinned = check_pinned(project, from_source, progress)
-    tools = find_tools()
     system = None
     if root is not None:
         from lockbox.deps.buildroot import ensure_root
 
-        system = ensure_root(store, root, tools.sandbox, progress, project_dir=project.root)
+        system = ensure_root(store, root, tools, progress, project_dir=project.root)
     built = len(from_source)
     progress.info(
         f"installing {len(plan.installed) - len(plan.by_form('member'))} packages "
         f"({built} from source) with uv {tools.uv.version} for {interpreter.label}"
     )
-    uv_cache_dir(store, tools.cache).mkdir(parents=True, exist_ok=True)
+    uv_cache_dir(store, tools.uv_cache).mkdir(parents=True, exist_ok=True)
     with store.staging() as stage:
         # The stage is inside the store's working directory, which the sandbox mounts at
         # BUILD_ROOT: the environment is built where the layer will be registered from.
@@ -159,7 +154,7 @@ def build_deps(
             require_build_hashes=pinned,
             system=system,
         )
-        roots_list = build_roots(project, interpreter, store, tools.cache)
+        roots_list = build_roots(project, interpreter, store, tools.uv_cache)
         if root is not None:
             used = root.record()
         elif built:
@@ -173,7 +168,7 @@ def build_deps(
         else:
             used = {"compilers": {}, "packages": {}, "files": {}}
         record = make_record(
-            inputs,
+            recorded_inputs,
             interpreter=str(interpreter.version),
             uv=str(tools.uv.version),
             lockbox=__version__,
@@ -326,7 +321,7 @@ def _metadata(
     project: Project,
     plan: Plan,
     interpreter: Interpreter,
-    tools: Tools,
+    tools: Toolbox,
     report: LayerReport,
     record: Mapping[str, Any],
 ) -> dict[str, object]:

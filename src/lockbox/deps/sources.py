@@ -23,19 +23,26 @@ import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lockbox.errors import HashMismatch, LockboxError, ToolFailed
+from lockbox.errors import HashMismatch, LockboxError
 from lockbox.hashes import Sha256
 from lockbox.inputs.recipe import ExtraSource
 from lockbox.progress import Progress, silent
 from lockbox.store.store import remove_tree
+
+if TYPE_CHECKING:
+    from lockbox.tools.git import Git
+    from lockbox.tools.toolbox import Toolbox
 
 
 class SourceError(LockboxError):
     """An extra source cannot be fetched."""
 
 
-def fetch(source: ExtraSource, directory: Path, progress: Progress = silent) -> Path:
+def fetch(
+    source: ExtraSource, directory: Path, tools: Toolbox, progress: Progress = silent
+) -> Path:
     """The checked file (``url``) or directory (``git``) of ``source``, in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     name = _name(source)
@@ -67,7 +74,7 @@ def fetch(source: ExtraSource, directory: Path, progress: Progress = silent) -> 
             )
         else:
             progress.info(f"fetching {source.git} at {source.rev}")
-            _clone(source, temporary, progress)
+            _clone(source, temporary, tools.git, progress)
             from lockbox.store.nar import nar_hash
 
             got = nar_hash(temporary).sha256
@@ -128,24 +135,7 @@ def _download(url: str, target: Path) -> Sha256:
     return Sha256(digest.digest())
 
 
-def _clone(source: ExtraSource, target: Path, progress: Progress) -> None:
+def _clone(source: ExtraSource, target: Path, git: Git, progress: Progress) -> None:
     assert source.git is not None and source.rev is not None
-    checkout(source.git, source.rev, target, progress)
+    git.checkout(source.git, source.rev, target, progress)
     shutil.rmtree(target / ".git")
-
-
-def checkout(repository: str, rev: str, target: Path, progress: Progress = silent) -> str:
-    """Clone ``repository`` into ``target`` and check out ``rev`` (detached); return the
-    commit checked out. No code of the repository runs: clone hooks come from git's own
-    templates, and filters only from configuration the repository cannot set."""
-    from lockbox.tools.run import run
-
-    git = ["git", "-c", "advice.detachedHead=false"]
-    try:
-        run([*git, "clone", "--quiet", "--no-checkout", repository, str(target)], progress=progress)
-        run([*git, "-C", str(target), "checkout", "--quiet", "--detach", rev], progress=progress)
-        return run([*git, "-C", str(target), "rev-parse", "HEAD"], progress=progress).stdout.strip()
-    except ToolFailed as error:
-        raise SourceError(
-            f"cannot check out {repository} at {rev}: {error.stderr.strip()}"
-        ) from None

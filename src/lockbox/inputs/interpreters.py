@@ -229,7 +229,8 @@ def find_interpreter(
     environ: Mapping[str, str] | None = None,
     progress: Progress = silent,
 ) -> Interpreter:
-    """The interpreter a recipe asks for, checked against the project's requires-python.
+    """The interpreter a recipe asks for, checked against the project's requires-python,
+    searched for where ``environ`` says (by default this process's environment).
 
     With a version request or none, the newest matching CPython found wins."""
     allowed = SpecifierSet(requires_python or "")
@@ -244,7 +245,11 @@ def find_interpreter(
 
     wanted = parse_request(request) if request is not None else SpecifierSet()
     found: list[Interpreter] = []
-    for path in candidate_paths(os.environ if environ is None else environ):
+    if environ is None:
+        from lockbox.environment import Environment
+
+        environ = Environment.from_process()
+    for path in candidate_paths(environ):
         hint = _version_in_path(path)
         if hint is not None and not (
             wanted.contains(hint, prereleases=True) and allowed.contains(hint, prereleases=True)

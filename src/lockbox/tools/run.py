@@ -169,9 +169,10 @@ def _text(output: str | bytes | None) -> str:
     return output or ""
 
 
-def which(name: str, hint: str) -> Path:
-    """Locate an executable on PATH or fail with ``hint`` saying how to install it."""
-    found = shutil.which(name)
+def which(name: str, hint: str, path: str | None = None) -> Path:
+    """Locate an executable on ``path`` (the environment's ``PATH``; the process's when
+    None) or fail with ``hint`` saying how to install it."""
+    found = shutil.which(name, path=path)
     if found is None:
         raise ToolMissing(f"{name} was not found on PATH; {hint}")
     return Path(found)

@@ -49,7 +49,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lockbox.errors import SandboxUnavailable, ToolFailed
@@ -83,22 +83,6 @@ VERIFY_UID = 65534
 _SCRATCH = ("/tmp", "/var/tmp")
 """Empty, writable by anyone, gone when the command ends."""
 
-CHECK_ENV = "LOCKBOX_CHECK_ENV"
-"""Set by ``lockbox check`` for its rebuild (:mod:`lockbox.check.variations`): a JSON object of
-variables that every build command gets on purpose, over lockbox's fixed environment (the
-varied clock, which no environment of lockbox's can fix): lockbox's own offline commands,
-the interpreter entry's compilation and every build backend of the dependency phase."""
-
-
-def check_variables() -> dict[str, str]:
-    """The variables ``lockbox check`` passes into build commands; none in a normal build."""
-    text = os.environ.get(CHECK_ENV)
-    if not text:
-        return {}
-    import json
-
-    return {str(key): str(value) for key, value in json.loads(text).items()}
-
 
 @functools.cache
 def _setpriv() -> Path:
@@ -118,13 +102,24 @@ class Sandbox:
     """bubblewrap, checked once."""
 
     executable: Path
+    varied: Mapping[str, str] = field(default_factory=dict)
+    """Variables every build command gets on purpose, over lockbox's fixed environment:
+    ``lockbox check``'s varied clock (:data:`lockbox.environment.CHECK_ENV`); none in a
+    normal build."""
 
     @classmethod
-    def find(cls, progress: Progress = silent) -> Sandbox:
+    def find(
+        cls,
+        progress: Progress = silent,
+        path: str | None = None,
+        *,
+        varied: Mapping[str, str] | None = None,
+    ) -> Sandbox:
         executable = which(
             "bwrap",
             "install bubblewrap (Debian: apt-get install bubblewrap); "
             "lockbox runs builds in it so that build paths do not depend on the machine",
+            path,
         )
         try:
             run([executable, "--dev-bind", "/", "/", "--", "true"], progress=progress)
@@ -136,7 +131,7 @@ class Sandbox:
                 error.stderr + "\nbubblewrap cannot create namespaces here; "
                 "enable unprivileged user namespaces or run as root",
             ) from None
-        return cls(executable)
+        return cls(executable, dict(varied or {}))
 
     def check_offline(self, progress: Progress = silent) -> None:
         """Fail clearly unless both offline sandboxes can be made here."""
@@ -174,7 +169,7 @@ class Sandbox:
         command += ["--cap-drop", "ALL"]
         for host, inside in writable:
             command += ["--bind", os.fspath(host), os.fspath(inside)]
-        command += _setenv({**env, **check_variables()})
+        command += _setenv({**env, **self.varied})
         command += ["--chdir", os.fspath(cwd), "--"]
         return command + [os.fspath(arg) for arg in argv]
 
@@ -196,7 +191,7 @@ class Sandbox:
         command = self._offline(hidden, read_only, scratch)
         for path in scratch:
             command += ["--perms", "1777", "--tmpfs", os.fspath(path)]
-        # Not the variables of ``lockbox check`` (:data:`CHECK_ENV`): what runs here writes
+        # Not the variables of ``lockbox check`` (:attr:`varied`): what runs here writes
         # nothing into an output, and another user could not share libfaketime's clock.
         command += _setenv(env)
         command += ["--chdir", os.fspath(cwd)]
