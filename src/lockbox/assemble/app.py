@@ -264,9 +264,9 @@ def build_app(
         interpreter, store, tools, bundle=project.recipe.libraries.bundle, progress=progress
     )
     libraries = application_libraries(project, deps, sources, store)
-    inputs = app_inputs(project, deps, python.entry, sources, store, libraries, patchelf)
+    made_from = app_inputs(project, deps, python.entry, sources, store, libraries, patchelf)
     name = project.app_name
-    existing = store.find_inputs("app", name, inputs)
+    existing = store.find_inputs("app", name, made_from)
     if existing is not None:
         progress.info(f"the application is in the store: {existing.path}")
         store.add_root(name, existing)
@@ -274,7 +274,7 @@ def build_app(
         return AppResult(existing.path, existing, reused=True, report=None, consulted=consulted)
     sandbox = offline_sandbox(tools)
     store.check_sealed(deps, python.entry)  # their files are linked into the application
-    out = store.root / f"{inputs_digest('app', name, inputs)}-{name}"
+    out = store.root / f"{inputs_digest('app', name, made_from)}-{name}"
     bytecode = (
         deps_bytecode(store, deps, python, sandbox, progress)
         if project.recipe.app.compile_bytecode
@@ -314,7 +314,7 @@ def build_app(
             content,
             name=name,
             kind="app",
-            inputs=inputs,
+            inputs=made_from,
             references=[
                 deps.path_name,
                 python.entry.path_name,

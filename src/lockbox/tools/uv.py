@@ -150,9 +150,9 @@ class Uv:
     version: Version
 
     @classmethod
-    def find(cls, progress: Progress = silent) -> Uv:
+    def find(cls, progress: Progress = silent, path: str | None = None) -> Uv:
         executable = which(
-            "uv", "install it with `pip install uv` or from https://docs.astral.sh/uv/"
+            "uv", "install it with `pip install uv` or from https://docs.astral.sh/uv/", path
         )
         output = run([executable, "--version"], progress=progress).stdout.split()
         try:
