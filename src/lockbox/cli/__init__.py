@@ -31,12 +31,24 @@ def build_parser() -> argparse.ArgumentParser:
         main_check,
         main_diff,
         main_hash,
+        main_image,
+        main_lock,
         main_plan,
         main_recipe,
         main_store,
     )
 
-    commands = (main_build, main_check, main_diff, main_plan, main_recipe, main_hash, main_store)
+    commands = (
+        main_build,
+        main_image,
+        main_lock,
+        main_check,
+        main_diff,
+        main_plan,
+        main_recipe,
+        main_hash,
+        main_store,
+    )
     parser = argparse.ArgumentParser(
         prog="lockbox",
         description=(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from lockbox.cli.shortcut import Request
+    from lockbox.inputs.build import BuildInputs
+    from lockbox.pipeline import Build
     from lockbox.store.store import Store
     from lockbox.tools.toolbox import Toolbox
 
@@ -119,6 +122,32 @@ class Context:
         from lockbox.tools.toolbox import Toolbox
 
         return Toolbox(self.environment, self)
+
+    def build_inputs(self, args: argparse.Namespace) -> BuildInputs:
+        """What a build of ``args.project`` reads, with ``--no-bundle`` applied to its recipe."""
+        from lockbox.inputs.build import BuildInputs
+        from lockbox.inputs.project import load_project
+
+        project = load_project(args.project)
+        if getattr(args, "no_bundle", False):
+            libraries = dataclasses.replace(project.recipe.libraries, bundle=False)
+            project = dataclasses.replace(
+                project, recipe=dataclasses.replace(project.recipe, libraries=libraries)
+            )
+        return BuildInputs(project, self.environment, self)
+
+    def remember(self, store: Store, built: Build) -> None:
+        """Leave the record that answers the same command next time without reading the
+        project (:mod:`lockbox.cli.shortcut`), when this one found everything in the store."""
+        request = self.shortcut
+        consulted = built.consulted(store)
+        if request is None or self.unusual or consulted is None:
+            return
+        inputs, outputs = consulted
+        sealed = {str(entry.path): store.seal(entry) for entry in built.used()}
+        if None in sealed.values():
+            return
+        request.record(inputs, outputs, self.said, str(built.result), sealed)  # type: ignore[arg-type]
 
 
 def _escape(text: str) -> str:

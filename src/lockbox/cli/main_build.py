@@ -1,23 +1,13 @@
-"""``lockbox build``, ``run``, ``export`` and ``lock-hash``: make the dependency layer and the
-application, use the application, and pin the layer's hash."""
+"""``lockbox build``, ``run``, ``why`` and ``export``: make the dependency layer and the
+application (:mod:`lockbox.pipeline`), and use the application."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lockbox.cli.context import Context, add_project_argument
 from lockbox.cli.shortcut import run_in_app
-
-if TYPE_CHECKING:
-    from lockbox.inputs.build import BuildInputs
-    from lockbox.inputs.project import Project
-    from lockbox.pipeline import Build
-    from lockbox.store.store import Entry, Store
-    from lockbox.tools.toolbox import Toolbox
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -93,114 +83,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     why.add_argument("library", metavar="LIB", help="the library's soname, e.g. libpq.so.5")
     why.set_defaults(handler=run_why)
 
-    image = subparsers.add_parser(
-        "image",
-        help="write (and push) an OCI image of the built application",
-        description=(
-            "Build PROJECT (a lookup when nothing changed) and write an OCI image of its "
-            "closure, without Docker: layers for the glibc base, the interpreter, the "
-            "dependency layer, the bundled libraries and the application, each a "
-            "deterministic tar (same closure, same digests). Configured by the recipe's "
-            "[image] table. Give -o FILE (an oci-archive), --layout DIR (an OCI image "
-            "layout), --push REF, or several."
-        ),
-    )
-    add_project_argument(image)
-    image.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        metavar="FILE",
-        help="write an OCI archive (skopeo's oci-archive:) to FILE",
-    )
-    image.add_argument(
-        "--layout", type=Path, metavar="DIR", help="write an OCI image layout to DIR"
-    )
-    image.add_argument(
-        "--tag", default="latest", help="the tag inside the layout or archive (default: latest)"
-    )
-    image.add_argument(
-        "--base",
-        metavar="IMAGE",
-        help="a local OCI layout or archive (PATH or PATH:TAG) whose layers go "
-        "under the closure instead of the host's glibc",
-    )
-    image.add_argument(
-        "--no-compress", action="store_true", help="uncompressed layers (larger, faster to write)"
-    )
-    image.add_argument(
-        "--push", metavar="REF", help="push to a registry, e.g. registry.example.com/team/app:1.0"
-    )
-    image.add_argument(
-        "--authfile",
-        type=Path,
-        metavar="FILE",
-        help="docker/podman auth file for --push (default: the usual places)",
-    )
-    image.add_argument(
-        "--no-tls-verify",
-        action="store_true",
-        help="allow a registry over plain HTTP or with an untrusted certificate",
-    )
-    image.add_argument(
-        "--timeout",
-        type=_seconds,
-        metavar="SECONDS",
-        help="give up on a registry that has not answered a push, or the "
-        "reading back of its manifest, within SECONDS (default: 300)",
-    )
-    image.set_defaults(handler=run_image)
-
-    lock_hash = subparsers.add_parser(
-        "lock-hash",
-        help="write the dependency layer's hash into the recipe",
-        description=(
-            "Set deps.hash in PROJECT's recipe to the hash of its dependency layer (the "
-            "last layer, if it was built from the same inputs and toolchain, or a new "
-            "build), and write what it was built from to lockbox.inputs.toml beside the "
-            "recipe: commit both."
-        ),
-    )
-    add_project_argument(lock_hash)
-    lock_hash.set_defaults(handler=run_lock_hash)
-    lock_build = subparsers.add_parser(
-        "lock-build",
-        help="pin the build dependencies of the sdists, with their hashes",
-        description=(
-            "Build PROJECT's sdists once, unpinned, to find their build dependencies "
-            "(nested builds included), pin one version of each with all its artifact "
-            "hashes in pyproject.toml's [tool.uv] build-constraint-dependencies and in "
-            "uv.lock's manifest (as `uv lock` would, without resolving again), and write "
-            "what was built and pinned to lockbox.inputs.toml. Builds then refuse any "
-            "build dependency not pinned."
-        ),
-    )
-    lock_toolchain = subparsers.add_parser(
-        "lock-toolchain",
-        help="pin the build root's Debian packages to what the archive offers now",
-        description=(
-            "Resolve the build root of PROJECT's [deps.toolchain] (the compiler, libc6-dev, "
-            "make, pkg-config, Debian's essential set, the libraries the interpreter loads "
-            "and the recipe's packages, with everything they depend on) against the Debian "
-            "archive as it is today, make that root, build the dependency layer in it, and "
-            "show each package version that moves and the deps.hash it gives; then write "
-            "the pins ([build-root] in lockbox.inputs.toml) and the new deps.hash. Nothing "
-            "is written before the new layer is built."
-        ),
-    )
-    add_project_argument(lock_toolchain)
-    lock_toolchain.add_argument(
-        "--dry-run", action="store_true", help="show what would change, write nothing"
-    )
-    lock_toolchain.set_defaults(handler=run_lock_toolchain)
-    add_project_argument(lock_build)
-    lock_build.set_defaults(handler=run_lock_build)
-
 
 def run_build(args: argparse.Namespace, context: Context) -> int:
     from lockbox.pipeline import build
 
-    inputs = _inputs(args, context)
+    inputs = context.build_inputs(args)
     with context.open_store() as store:
         built = build(inputs, store, context.toolbox(), context.progress, deps_only=args.deps_only)
         context.print(f"{built.result}")
@@ -208,7 +95,7 @@ def run_build(args: argparse.Namespace, context: Context) -> int:
             context.info(
                 f"run it: {built.result}/bin/python, or `lockbox run {args.project} -- COMMAND`"
             )
-        _remember(context, store, built)
+        context.remember(store, built)
     return 0
 
 
@@ -222,10 +109,10 @@ def run_run(args: argparse.Namespace, context: Context) -> int:
             "`lockbox run PROJECT -- python manage.py check`"
         )
         return 2
-    inputs = _inputs(args, context)
+    inputs = context.build_inputs(args)
     with context.open_store() as store:
         built = build(inputs, store, context.toolbox(), context.progress)
-        _remember(context, store, built)
+        context.remember(store, built)
     return run_in_app(str(built.result), command, context.environment)
 
 
@@ -233,7 +120,7 @@ def run_why(args: argparse.Namespace, context: Context) -> int:
     from lockbox.native.resolve import dependents
     from lockbox.pipeline import build
 
-    inputs = _inputs(args, context)
+    inputs = context.build_inputs(args)
     with context.open_store() as store:
         app = build(inputs, store, context.toolbox(), context.progress).result
     found = False
@@ -250,282 +137,11 @@ def run_why(args: argparse.Namespace, context: Context) -> int:
     return 0
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
-    return value
-
-
-def run_image(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.image.oci import REGISTRY_TIMEOUT, Skopeo, make_image, read_base
-
-    if args.output is None and args.layout is None and args.push is None:
-        context.error("say where the image goes: -o FILE, --layout DIR or --push REF")
-        return 2
-    started = time.time_ns()
-    skopeo = Skopeo.find() if args.push else None
-    base = read_base(args.base) if args.base else None
-    inputs = _inputs(args, context)
-    project = inputs.project
-    with context.open_store() as store:
-        app, referenced = _closure(args, inputs, store, context, started)
-        labels = _image_labels(project, context.toolbox())
-        common = {
-            "compress": not args.no_compress,
-            "tag": args.tag,
-            "base_image": base,
-            "progress": context.progress,
-        }
-        with store.staging() as scratch:
-            layout = args.layout
-            if layout is None and args.push is not None:
-                layout = scratch / "layout"
-            result = make_image(
-                app,
-                referenced["python"],
-                referenced["deps"],
-                project.recipe.image,
-                labels,
-                bytecode=referenced.get("bytecode"),
-                libraries=referenced.get("libraries"),
-                layout=layout,
-                archive=args.output,
-                store=store,
-                **common,
-            )
-            if skopeo is not None:
-                context.info(f"pushing to {args.push}")
-                skopeo.push(
-                    layout,
-                    args.tag,
-                    args.push,
-                    result.manifest_digest,
-                    authfile=args.authfile,
-                    tls_verify=not args.no_tls_verify,
-                    timeout=args.timeout or REGISTRY_TIMEOUT,
-                    progress=context.progress,
-                )
-    context.info(f"manifest {result.manifest_digest}")
-    for written in (args.output, args.layout):
-        if written is not None:
-            context.print(str(written.absolute()))
-    if args.push:
-        context.print(f"{args.push}@{result.manifest_digest}")
-    return 0
-
-
-def _closure(
-    args: argparse.Namespace, inputs: BuildInputs, store: Store, context: Context, started: int
-) -> tuple[Entry, dict[str, Entry]]:
-    """The application's entry and those it references, by kind (:func:`lockbox.pipeline.closure`).
-    Found from the record of an earlier image's lookup when nothing that lookup read has
-    changed (:mod:`lockbox.cli.shortcut`), else looked up (or built) and recorded."""
-    from lockbox.cli.shortcut import Request
-    from lockbox.pipeline import build, closure
-
-    request = (
-        None
-        if context.verbose
-        else Request.make(
-            "image",
-            str(args.project),
-            str(store.root),
-            dict(context.environment),
-            started,
-            quiet=context.quiet,
-        )
-    )
-    found = request.lookup() if request is not None else None
-    if request is not None and request.distrusted:
-        context.warning(request.distrust_notice())
-    app = store.get(Path(found[0]).name) if found is not None else None
-    if app is None:
-        built = build(inputs, store, context.toolbox(), context.progress)
-        context.shortcut = request
-        _remember(context, store, built)
-        app = built.app.entry if built.app is not None else None
-    elif request is not None and found is not None:
-        request.say(found[1])
-    assert app is not None
-    return app, closure(store, app)
-
-
-def _image_labels(project: Project, tools: Toolbox) -> dict[str, str]:
-    """The OCI annotations lockbox knows: title, version, source, revision."""
-    from lockbox.errors import ToolMissing
-
-    labels = {"org.opencontainers.image.title": project.app_name}
-    if project.version:
-        labels["org.opencontainers.image.version"] = project.version
-    urls = project.pyproject.get("project", {}).get("urls", {})
-    for key in ("Source", "Repository", "source", "repository", "Homepage", "homepage"):
-        if isinstance(urls.get(key), str):
-            labels["org.opencontainers.image.source"] = urls[key]
-            break
-    try:
-        revision = tools.git.revision(project.root)
-    except ToolMissing:
-        revision = None  # not a git checkout that can be asked, then
-    if revision:
-        labels["org.opencontainers.image.revision"] = revision
-    return labels
-
-
 def run_export(args: argparse.Namespace, context: Context) -> int:
     from lockbox.pipeline import export
 
-    inputs = _inputs(args, context)
+    inputs = context.build_inputs(args)
     with context.open_store() as store:
         result = export(inputs, store, context.toolbox(), args.to, context.progress)
     context.print(f"{result.path}")
     return 0
-
-
-def _remember(context: Context, store: Store, built: Build) -> None:
-    """Leave the record that answers the same command next time without reading the
-    project (:mod:`lockbox.cli.shortcut`), when this one found everything in the store."""
-    request = context.shortcut
-    consulted = built.consulted(store)
-    if request is None or context.unusual or consulted is None:
-        return
-    inputs, outputs = consulted
-    sealed = {str(entry.path): store.seal(entry) for entry in built.used()}
-    if None in sealed.values():
-        return
-    request.record(inputs, outputs, context.said, str(built.result), sealed)  # type: ignore[arg-type]
-
-
-def run_lock_hash(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.deps.buildroot import pinned_root
-    from lockbox.deps.inputs import deps_inputs, inputs_key, write_committed
-    from lockbox.deps.phase import layer_name, stored_answer, write_declared_hash
-    from lockbox.pipeline import build_layer
-
-    inputs = _inputs(args, context)
-    project = inputs.project
-    with context.open_store() as store:
-        # The last layer answers if it was built from these inputs with this toolchain.
-        entry = store.latest("deps", layer_name(project))
-        key = inputs_key(deps_inputs(project, context.environment, pinned_root(project)))
-        record = stored_answer(store, entry, key) if entry else None
-        if entry is None or record is None:
-            unpinned = inputs.with_project(_without_declared_hash(project))
-            result = build_layer(unpinned, store, context.toolbox(), context.progress)
-            entry, record = result.entry, result.record
-    written = write_committed(project, entry.nar_hash.sri, record or {})
-    context.info(f"wrote what the layer was built from to {written}")
-    if project.recipe.deps.hash == entry.nar_hash:
-        context.info(f"deps.hash is already {entry.nar_hash}")
-        return 0
-    written = write_declared_hash(project, entry.nar_hash)
-    context.info(f'wrote deps.hash = "{entry.nar_hash}" to {written}')
-    return 0
-
-
-def run_lock_toolchain(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.deps import buildroot
-    from lockbox.deps.inputs import inputs_file, read_committed, write_committed
-    from lockbox.deps.phase import write_declared_hash
-    from lockbox.errors import ProjectError
-    from lockbox.pipeline import build_layer
-
-    inputs = _inputs(args, context)
-    project = inputs.project
-    wanted = project.recipe.deps.toolchain
-    if wanted is None:
-        raise ProjectError(
-            f"{project.recipe.source or project.root / 'pyproject.toml'} has no "
-            '[deps.toolchain]: add one (e.g. packages = ["libpq-dev"]) to build '
-            "in a root of pinned Debian packages"
-        )
-    where = inputs_file(project)
-    try:
-        old = buildroot.read_pins(read_committed(project), where)
-    except buildroot.BuildRootError as error:
-        context.warning(f"{error}; pinning anew")
-        old = None
-    distribution = wanted.distribution or (
-        old.distribution if old else buildroot.host_distribution()
-    )
-    new = buildroot.resolve(
-        wanted.packages, distribution, inputs.interpreter, context.environment, context.progress
-    )
-    moved = buildroot.changes(old, new)
-    context.info(
-        f"build root of Debian {distribution}: {len(new.packages)} packages, {len(moved)} changed"
-    )
-    for line in moved:
-        context.info(f"  {line}")
-    if old is not None and not moved and old.requested == new.requested and old.hash:
-        new = dataclasses.replace(new, hash=old.hash)
-    tools = context.toolbox()
-    with context.open_store() as store:
-        root = buildroot.ensure_root(store, new, tools, context.progress, project_dir=project.root)
-        new = dataclasses.replace(new, hash=root.nar_hash)
-        if old is not None and old.hash is not None and old.hash != new.hash:
-            context.info(f"build root hash: {old.hash} → {new.hash}")
-        result = build_layer(
-            inputs.with_project(_without_declared_hash(project)),
-            store,
-            tools,
-            context.progress,
-            root=new,
-        )
-    declared = project.recipe.deps.hash
-    if declared == result.hash:
-        context.info(f"deps.hash stays {result.hash}")
-    else:
-        context.info(f"deps.hash: {declared or '(none)'} → {result.hash}")
-    if args.dry_run:
-        context.info("--dry-run: nothing written")
-        return 0
-    written = write_committed(project, result.hash.sri, result.record or {}, root=new)
-    context.info(f"wrote the build root's pins and what the layer was built from to {written}")
-    if declared != result.hash:
-        context.info(
-            f'wrote deps.hash = "{result.hash}" to {write_declared_hash(project, result.hash)}'
-        )
-    return 0
-
-
-def run_lock_build(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.deps.buildpins import lock_build
-
-    inputs = _inputs(args, context)
-    with context.open_store() as store:
-        found = lock_build(inputs, store, context.toolbox(), context.progress)
-    if found["built"]:
-        context.info(f"built from source: {', '.join(found['built'])}")
-    for name, version in found["pins"].items():
-        others = [v for v in found["found"].get(name, []) if v != version]
-        also = f" (builds also chose {', '.join(others)})" if others else ""
-        context.info(f"  {name} {version}{also}")
-    if found["pins"]:
-        context.info(
-            f"pinned {len(found['pins'])} build dependencies; review and commit "
-            "pyproject.toml, uv.lock and lockbox.inputs.toml, then `lockbox lock-hash`"
-        )
-    return 0
-
-
-def _inputs(args: argparse.Namespace, context: Context) -> BuildInputs:
-    """What a build of ``args.project`` reads, with ``--no-bundle`` applied to its recipe."""
-    from lockbox.inputs.build import BuildInputs
-    from lockbox.inputs.project import load_project
-
-    project = load_project(args.project)
-    if getattr(args, "no_bundle", False):
-        libraries = dataclasses.replace(project.recipe.libraries, bundle=False)
-        project = dataclasses.replace(
-            project, recipe=dataclasses.replace(project.recipe, libraries=libraries)
-        )
-    return BuildInputs(project, context.environment, context.progress)
-
-
-def _without_declared_hash(project: Project) -> Project:
-    deps = dataclasses.replace(project.recipe.deps, hash=None)
-    return dataclasses.replace(project, recipe=dataclasses.replace(project.recipe, deps=deps))

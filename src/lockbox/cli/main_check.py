@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from lockbox.cli.context import Context, add_project_argument
 
 if TYPE_CHECKING:
-    from lockbox.check.rebuild import CheckReport, Compared
+    from lockbox.check.report import CheckReport, Compared
 
 _SIGNS = {"added": "+", "removed": "-", "changed": "~", "mode": "m"}
 
@@ -58,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_check(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.check.rebuild import Built, check
+    from lockbox.check.compare import check
+    from lockbox.check.report import Built
     from lockbox.check.variations import parse_variations
     from lockbox.inputs.build import BuildInputs
     from lockbox.inputs.project import load_project
@@ -88,7 +89,7 @@ def run_check(args: argparse.Namespace, context: Context) -> int:
 
 
 def _render(report: CheckReport, context: Context) -> None:
-    from lockbox.check.rebuild import LABELS
+    from lockbox.check.report import LABELS
 
     for name, reason in report.skipped.items():
         context.print(f"variation {name} not applied: {reason}")
