@@ -283,22 +283,26 @@ def build_app(
     with store.staging() as stage:
         content = stage / "content"
         report = assemble_tree(
-            project,
-            sources,
-            deps.path,
-            interpreter,
-            python,
-            out,
-            content,
-            stage,
+            Assembly(
+                project,
+                sources,
+                deps.path,
+                interpreter,
+                python,
+                bytecode,
+                layer_libraries(store, deps),
+            ),
+            Placement(
+                out,
+                content,
+                stage,
+                link=True,
+                hidden=[store.root],
+                log=store.work_dir / "logs" / f"{out.name}.log",
+            ),
             sandbox,
             patchelf,
-            link=True,
-            hidden=[store.root],
             progress=progress,
-            log=store.work_dir / "logs" / f"{out.name}.log",
-            bytecode=bytecode,
-            host=layer_libraries(store, deps),
         )
         uncovered = libraries.uncovered(library["from"] for library in report.bundled.values())
         if uncovered:
@@ -425,22 +429,19 @@ def export_app(
             log.unlink(missing_ok=True)
             content = work / "content"
             report = assemble_tree(
-                project,
-                sources,
-                deps.path,
-                interpreter,
-                python,
-                to,
-                content,
-                work,
+                Assembly(
+                    project,
+                    sources,
+                    deps.path,
+                    interpreter,
+                    python,
+                    bytecode,
+                    layer_libraries(store, deps),
+                ),
+                Placement(to, content, work, link=False, hidden=[], log=log),
                 sandbox,
                 patchelf,
-                link=False,
-                hidden=[],
                 progress=progress,
-                log=log,
-                bytecode=bytecode,
-                host=layer_libraries(store, deps),
             )
             replace_tree(content, to)
             log.unlink(missing_ok=True)
@@ -465,59 +466,108 @@ def offline_sandbox(tools: Toolbox) -> Sandbox:
     return sandbox
 
 
+@dataclass(frozen=True)
+class Assembly:
+    """What an application is assembled from."""
+
+    project: Project
+    sources: Sources
+    """The project's sources and members (:func:`read_sources`)."""
+    layer: Path
+    """The dependency layer's tree."""
+    interpreter: Interpreter
+    python: PythonEntry
+    """The interpreter entry the application runs."""
+    bytecode: Entry | None = None
+    """The layer's bytecode for that interpreter, if the recipe compiles it."""
+    host: Mapping[str, Path] | None = None
+    """Where libraries outside the output are found (:func:`layer_libraries`; None: the
+    host's loader cache)."""
+
+    @property
+    def site_relative(self) -> Path:
+        version = self.interpreter.version
+        return Path("lib") / f"python{version.major}.{version.minor}" / "site-packages"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an application is assembled, and for where."""
+
+    out: Path
+    """Where it will live: its ``@out@``, and what its launchers name."""
+    content: Path
+    """Where its tree is written."""
+    work: Path
+    """A directory for the assembly's own files."""
+    link: bool
+    """A store entry: the layer is hardlinked and ``python`` is a link to the interpreter's
+    entry. Otherwise both are copied in, so the tree stands on its own."""
+    hidden: Sequence[Path]
+    """What the sandboxes hide (the store, for an entry)."""
+    log: Path
+    """Where verification writes its log."""
+
+
 def assemble_tree(
-    project: Project,
-    sources: Sources,
-    deps: Path,
-    interpreter: Interpreter,
-    python: PythonEntry,
-    out: Path,
-    content: Path,
-    work: Path,
+    assembly: Assembly,
+    placement: Placement,
     sandbox: Sandbox,
     patchelf: Patchelf,
     *,
-    link: bool,
-    hidden: Sequence[Path],
     progress: Progress,
-    log: Path,
-    bytecode: Entry | None = None,
     checks: bool = True,
-    host: Mapping[str, Path] | None = None,
 ) -> AssemblyReport:
-    """Write the application that will live at ``out`` into ``content``, using ``work``.
-    With ``link`` (a store entry) the layer is hardlinked and ``python`` is a link to the
-    interpreter's entry; otherwise both are copied in, so the tree stands on its own.
-    Without ``checks`` the recipe's ``[verify]`` table is not run (it writes nothing into
-    the output, so the output is the same). ``host`` is where libraries outside the
-    output are found (:func:`layer_libraries`; None: the host's loader cache)."""
-    from lockbox.assemble.interpreter import compileall_argv
-    from lockbox.assemble.scripts import entry_point_scripts, write_environment, write_scripts
-    from lockbox.deps.members import files_under, write_dist_info
-    from lockbox.patches import apply_patch
-    from lockbox.tools.run import run
+    """Write the application ``assembly`` describes into ``placement.content``. Without
+    ``checks`` the recipe's ``[verify]`` table is not run (it writes nothing into the
+    output, so the output is the same)."""
+    report = AssemblyReport(placement.out)
+    project = assembly.project
+    _place_layer(assembly, placement, progress)
+    source = _prepared_sources(assembly, placement, report, progress)
+    own = _install_project(assembly, placement.content, source, report)
+    _delete(project, placement.content, report)
+    _link_libraries(project, placement.content, report, patchelf, progress, assembly.host)
+    _write_environment(assembly, placement, report, progress)
+    view = _SandboxView.of(placement, assembly, report)
+    if project.recipe.app.compile_bytecode:
+        _compile_bytecode(assembly, placement, own, view, sandbox, progress)
+    _readable(placement.content)
+    if checks:
+        report.verified = _verify(project, placement, view, sandbox, progress)
+    return report
 
-    report = AssemblyReport(out)
-    recipe = project.recipe.app
-    version = interpreter.version
-    site_relative = Path("lib") / f"python{version.major}.{version.minor}" / "site-packages"
-    site = content / site_relative
-    if not (deps / site_relative).is_dir():
+
+def _place_layer(assembly: Assembly, placement: Placement, progress: Progress) -> None:
+    """The dependency layer's files, the start of the application's tree."""
+    site_relative, layer = assembly.site_relative, assembly.layer
+    if not (layer / site_relative).is_dir():
         raise AssemblyError(
-            f"the dependency layer {deps} has no {site_relative}: it was made "
-            f"for another interpreter than {interpreter.label}"
+            f"the dependency layer {layer} has no {site_relative}: it was made "
+            f"for another interpreter than {assembly.interpreter.label}"
         )
-    progress.info(f"assembling {project.app_name} for {out}")
-    if link:
-        _link_tree(deps, content)
+    progress.info(f"assembling {assembly.project.app_name} for {placement.out}")
+    if placement.link:
+        _link_tree(layer, placement.content)
     else:
-        _copy_tree(deps, content, link=False)
+        _copy_tree(layer, placement.content, link=False)
     for written in (site_relative, Path("bin"), Path("pyvenv.cfg"), Path("python")):
         # What lockbox writes into itself: a link from the layer would take it elsewhere.
-        confined(content, str(written), f"the dependency layer {deps}", within="the output")
+        confined(
+            placement.content, str(written), f"the dependency layer {layer}", within="the output"
+        )
 
-    source = work / "source"
-    for relative in sources.paths:
+
+def _prepared_sources(
+    assembly: Assembly, placement: Placement, report: AssemblyReport, progress: Progress
+) -> Path:
+    """A copy of the project's sources, the recipe's patches applied and its substitutions
+    made."""
+    from lockbox.patches import apply_patch
+
+    project, recipe = assembly.project, assembly.project.recipe.app
+    source = placement.work / "source"
+    for relative in assembly.sources.paths:
         _copy_tree(project.root / relative, source / relative, link=False)
     for patch in recipe.patches:
         result = apply_patch(project.root / patch, source, label=patch)
@@ -530,14 +580,42 @@ def assemble_tree(
             source,
             substitution.file,
             substitution.replace,
-            substitution.with_.replace("@out@", str(out)),
+            substitution.with_.replace("@out@", str(placement.out)),
             substitution.expect,
             f"recipe app.substitute[{index}].file",
         )
         report.substituted[substitution.file] = report.substituted.get(substitution.file, 0) + count
+    return source
 
-    own: list[Path] = []  # what the project puts into site-packages: compiled per build
-    for member in sources.members:
+
+def _install_project(
+    assembly: Assembly, content: Path, source: Path, report: AssemblyReport
+) -> list[Path]:
+    """The members' modules (with their dist-info), the recipe's site-packages and root
+    copies; returns what the project put into site-packages, compiled per build."""
+    from lockbox.deps.members import files_under, write_dist_info
+
+    project, recipe = assembly.project, assembly.project.recipe.app
+    site_relative = assembly.site_relative
+    site = content / site_relative
+    own: list[Path] = []
+
+    def copy_site_packages() -> list[str]:
+        installed = []
+        for index, copy in enumerate(recipe.site_packages):
+            _copy_new(
+                source,
+                copy.source,
+                content,
+                site_relative / copy.target,
+                f"recipe app.site-packages[{index}]",
+            )
+            installed += files_under(site, copy.target)
+            own.append(site / copy.target)
+        return installed
+
+    project_is_member = False
+    for member in assembly.sources.members:
         installed = []
         for module, name in member.modules:
             relative = os.path.relpath(module, project.root)
@@ -547,32 +625,20 @@ def assemble_tree(
             installed += files_under(site, name)
             own.append(site / name)
         if member.root.resolve() == project.root.resolve():
-            for index, copy in enumerate(recipe.site_packages):
-                _copy_new(
-                    source,
-                    copy.source,
-                    content,
-                    site_relative / copy.target,
-                    f"recipe app.site-packages[{index}]",
-                )
-                installed += files_under(site, copy.target)
-                own.append(site / copy.target)
+            project_is_member = True
+            installed += copy_site_packages()
         write_dist_info(site, member, installed)
         report.members.append(f"{member.name} {member.version}")
-    if not any(m.root.resolve() == project.root.resolve() for m in sources.members):
-        for index, copy in enumerate(recipe.site_packages):
-            _copy_new(
-                source,
-                copy.source,
-                content,
-                site_relative / copy.target,
-                f"recipe app.site-packages[{index}]",
-            )
-            own.append(site / copy.target)
+    if not project_is_member:
+        copy_site_packages()
     for index, copy in enumerate(recipe.root):
         _copy_new(source, copy.source, content, Path(copy.target), f"recipe app.root[{index}]")
+    return own
 
-    for index, pattern in enumerate(recipe.delete):
+
+def _delete(project: Project, content: Path, report: AssemblyReport) -> None:
+    """What the recipe's ``app.delete`` names, each pattern matching something."""
+    for index, pattern in enumerate(project.recipe.app.delete):
         matched = confined_glob(
             content, pattern, f"recipe app.delete[{index}]", within="the output"
         )
@@ -585,97 +651,140 @@ def assemble_tree(
             remove_tree(path)
             report.deleted.append(os.path.relpath(path, content))
 
-    _link_libraries(project, content, report, patchelf, progress, host)
-    if link:
+
+def _write_environment(
+    assembly: Assembly, placement: Placement, report: AssemblyReport, progress: Progress
+) -> None:
+    """The ``python`` link (or copy), ``pyvenv.cfg`` and ``bin/``."""
+    from lockbox.assemble.scripts import entry_point_scripts, write_environment, write_scripts
+
+    content, python = placement.content, assembly.python
+    if placement.link:
         os.symlink(f"../{python.entry.path_name}", content / "python")
     else:
         _copy_tree(python.entry.path, content / "python", link=False)
-    write_environment(content, python.executable, interpreter, project.app_name)
-    scripts = entry_point_scripts(site)
+    write_environment(content, python.executable, assembly.interpreter, assembly.project.app_name)
+    scripts = entry_point_scripts(content / assembly.site_relative)
     for name, owners in write_scripts(content, scripts).items():
         progress.warning(f"script {name} is declared by {', '.join(owners)}; the last one won")
     report.scripts = sorted({script.name for script in scripts})
 
-    # Verification's home and temporary directory are empty tmpfs directories at a short
-    # fixed path: sockets made under TMPDIR fit AF_UNIX's limit, and nothing it writes
-    # there outlives it.
-    inside = Path("/tmp/lockbox-home")
-    env = {
-        **REPRODUCIBLE_ENV,
-        "PATH": f"{out}/bin:/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(inside),
-        "TMPDIR": str(inside / "tmp"),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONNOUSERSITE": "1",
-        "VIRTUAL_ENV": str(out),
-    }
-    # What verification sees: the application at its final path, read-only, with what it
-    # links to (the interpreter's entry; without bundling, each host library it links to,
-    # one file at a time: a recipe's library directory may hold anything).
-    shown: list[Path | tuple[Path, Path]] = [(content, out)]
-    if link:
-        shown.append(python.entry.path)
-    shown += [
-        path
-        for path in report.linked
-        if not any(path.is_relative_to(system) for system in SYSTEM_PATHS)
-    ]
+
+@dataclass(frozen=True)
+class _SandboxView:
+    """What the commands run on the assembled application see."""
+
+    env: Mapping[str, str]
+    shown: Sequence[Path | tuple[Path, Path]]
+    home: Path
+
+    @classmethod
+    def of(cls, placement: Placement, assembly: Assembly, report: AssemblyReport) -> _SandboxView:
+        # Verification's home and temporary directory are empty tmpfs directories at a
+        # short fixed path: sockets made under TMPDIR fit AF_UNIX's limit, and nothing it
+        # writes there outlives it.
+        home = Path("/tmp/lockbox-home")
+        out = placement.out
+        env = {
+            **REPRODUCIBLE_ENV,
+            "PATH": f"{out}/bin:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(home),
+            "TMPDIR": str(home / "tmp"),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONNOUSERSITE": "1",
+            "VIRTUAL_ENV": str(out),
+        }
+        # The application at its final path, read-only, with what it links to (the
+        # interpreter's entry; without bundling, each host library it links to, one file
+        # at a time: a recipe's library directory may hold anything).
+        shown: list[Path | tuple[Path, Path]] = [(placement.content, out)]
+        if placement.link:
+            shown.append(assembly.python.entry.path)
+        shown += [
+            path
+            for path in report.linked
+            if not any(path.is_relative_to(system) for system in SYSTEM_PATHS)
+        ]
+        return cls(env, shown, home)
+
+
+def _compile_bytecode(
+    assembly: Assembly,
+    placement: Placement,
+    own: Sequence[Path],
+    view: _SandboxView,
+    sandbox: Sandbox,
+    progress: Progress,
+) -> None:
+    """The layer's bytecode put in, and the project's own packages compiled."""
+    from lockbox.assemble.interpreter import compileall_argv
+    from lockbox.tools.run import run
+
+    content, out = placement.content, placement.out
+    if assembly.bytecode is not None:
+        # The layer's bytecode is compiled once per layer and interpreter (a store entry).
+        if placement.link:
+            _link_tree(assembly.bytecode.path, content)
+        else:
+            _copy_tree(assembly.bytecode.path, content, link=False, caches=True)
+    targets = [path for path in own if path.exists()]
+    if not targets:
+        return
+    progress.info(f"compiling the bytecode of {len(targets)} of the project's packages")
+    # lockbox's own command: it writes the project's packages' __pycache__ directories and
+    # nothing else (the layer's files are hardlinks of its entry).
+    writable = []
+    for path in targets:
+        where = path if path.is_dir() else path.parent / "__pycache__"
+        where.mkdir(exist_ok=True)
+        writable.append((where, out / where.relative_to(content)))
+    argv = compileall_argv(
+        out / "bin" / "python", [out / path.relative_to(content) for path in targets]
+    )
+    try:
+        run(
+            sandbox.offline(
+                argv,
+                cwd=Path("/"),
+                env=view.env,
+                hidden=placement.hidden,
+                read_only=view.shown,
+                writable=writable,
+            ),
+            progress=progress,
+        )
+    except ToolFailed as error:
+        raise AssemblyError(f"compiling bytecode failed:\n{error.stdout}{error.stderr}") from None
+
+
+def _verify(
+    project: Project,
+    placement: Placement,
+    view: _SandboxView,
+    sandbox: Sandbox,
+    progress: Progress,
+) -> list[str]:
+    """The recipe's ``[verify]`` checks, run on the application unprivileged and offline."""
+    from lockbox.assemble.verify import verify
+    from lockbox.tools.run import run
 
     def run_in_sandbox(argv: Sequence[str], cwd: Path) -> str:
         command = sandbox.unprivileged(
-            argv, cwd=cwd, env=env, hidden=hidden, read_only=shown, scratch=[inside, inside / "tmp"]
+            argv,
+            cwd=cwd,
+            env=view.env,
+            hidden=placement.hidden,
+            read_only=view.shown,
+            scratch=[view.home, view.home / "tmp"],
         )
         result = run(command, progress=progress)
         return result.stdout + result.stderr
 
-    if recipe.compile_bytecode:
-        if bytecode is not None:
-            # The layer's bytecode is compiled once per layer and interpreter (a store entry).
-            if link:
-                _link_tree(bytecode.path, content)
-            else:
-                _copy_tree(bytecode.path, content, link=False, caches=True)
-        targets = [path for path in own if path.exists()]
-        if targets:
-            progress.info(f"compiling the bytecode of {len(targets)} of the project's packages")
-            # lockbox's own command: it writes the project's packages' __pycache__
-            # directories and nothing else (the layer's files are hardlinks of its entry).
-            writable = []
-            for path in targets:
-                where = path if path.is_dir() else path.parent / "__pycache__"
-                where.mkdir(exist_ok=True)
-                writable.append((where, out / where.relative_to(content)))
-            argv = compileall_argv(
-                out / "bin" / "python", [out / path.relative_to(content) for path in targets]
-            )
-            try:
-                run(
-                    sandbox.offline(
-                        argv,
-                        cwd=Path("/"),
-                        env=env,
-                        hidden=hidden,
-                        read_only=shown,
-                        writable=writable,
-                    ),
-                    progress=progress,
-                )
-            except ToolFailed as error:
-                raise AssemblyError(
-                    f"compiling bytecode failed:\n{error.stdout}{error.stderr}"
-                ) from None
-
-    _readable(content)
-    if not checks:
-        return report
-    from lockbox.assemble.verify import verify
-
+    log = placement.log
     log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(f"verification of {project.app_name} at {out}\n", encoding="utf-8")
-    report.verified = [
-        check.what for check in verify(project.recipe.verify, out, log, run_in_sandbox, progress)
-    ]
-    return report
+    log.write_text(f"verification of {project.app_name} at {placement.out}\n", encoding="utf-8")
+    checks = verify(project.recipe.verify, placement.out, log, run_in_sandbox, progress)
+    return [check.what for check in checks]
 
 
 def _readable(top: Path) -> None:

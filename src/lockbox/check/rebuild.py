@@ -50,6 +50,8 @@ def _rebuild(
     """Rebuild each entry of :data:`KINDS` as ``spec`` says, recording into ``results``
     each one's NAR hash and tree (relative to the rebuild's root), or why it was not."""
     from lockbox.assemble.app import (
+        Assembly,
+        Placement,
         assemble_tree,
         deps_bytecode,
         layer_libraries,
@@ -132,22 +134,26 @@ def _rebuild(
         # Not verified again: the registered application passed its [verify] table, which
         # writes nothing into the output; the rebuild compares bytes and runs no check.
         assemble_tree(
-            project,
-            read_sources(project, inputs.plan),
-            registered["deps"].path,
-            interpreter,
-            PythonEntry(registered_python, python.executable, reused=True),
-            app.path,
-            content,
-            work,
+            Assembly(
+                project,
+                read_sources(project, inputs.plan),
+                registered["deps"].path,
+                interpreter,
+                PythonEntry(registered_python, python.executable, reused=True),
+                registered.get("bytecode"),
+                layer_libraries(store, registered["deps"]),
+            ),
+            Placement(
+                app.path,
+                content,
+                work,
+                link=True,
+                hidden=[store.root],
+                log=root / "app-verify.log",
+            ),
             sandbox,
             tools.patchelf,
-            link=True,
-            hidden=[store.root],
             progress=progress,
-            log=root / "app-verify.log",
-            bytecode=registered.get("bytecode"),
             checks=False,
-            host=layer_libraries(store, registered["deps"]),
         )
         results["app"] = {"hash": nar_hash(content).sha256.sri, "tree": relative(content)}
