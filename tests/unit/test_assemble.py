@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from lockbox.assemble import app
 from lockbox.assemble.app import (
     AssemblyReport,
     assemble_tree,
@@ -152,20 +153,13 @@ class Assembly:
         plan = make_plan(self.project, read_lock(self.project.lock_path), self.interpreter)
         sources = read_sources(self.project, plan)
         return assemble_tree(
-            self.project,
-            sources,
-            self.deps,
-            self.interpreter,
-            self.python,
-            self.out,
-            self.content,
-            self.work,
+            app.Assembly(self.project, sources, self.deps, self.interpreter, self.python),
+            app.Placement(
+                self.out, self.content, self.work, link=link, hidden=[self.hidden], log=self.log
+            ),
             sandbox,
             patchelf,
-            link=link,
-            hidden=[self.hidden],
             progress=Recorder(),
-            log=self.log,
             checks=checks,
         )
 
