@@ -268,8 +268,10 @@ def _seconds(text: str) -> float:
 
 
 def run_image(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.image.oci import REGISTRY_TIMEOUT, Skopeo, make_image, read_base
+    from lockbox.image.base import read_base
+    from lockbox.image.oci import make_image
     from lockbox.inputs.project import load_project
+    from lockbox.tools.skopeo import REGISTRY_TIMEOUT, Skopeo
 
     if args.output is None and args.layout is None and args.push is None:
         context.error("say where the image goes: -o FILE, --layout DIR or --push REF")
