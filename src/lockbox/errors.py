@@ -212,6 +212,10 @@ class VerificationFailed(LockboxError):
         return "\n".join(lines)
 
 
+class ImageError(LockboxError):
+    """An image cannot be written or pushed."""
+
+
 class DownloadGone(LockboxError):
     """The server answered 404 or 410 for files a step must download: they are gone."""
 

@@ -406,7 +406,8 @@ def test_a_needed_record_is_signed_for_its_own_name(tmp_path: Path) -> None:
 
 
 def test_an_image_layer_is_taken_only_from_its_own_entry(tmp_path: Path) -> None:
-    from lockbox.image.oci import Layer, _LayerCache
+    from lockbox.image.cache import LayerCache
+    from lockbox.image.layers import Layer
     from lockbox.store.store import Store
 
     (tmp_path / "one").write_text("1")
@@ -422,14 +423,14 @@ def test_an_image_layer_is_taken_only_from_its_own_entry(tmp_path: Path) -> None
         digest = hashlib.sha256(data).hexdigest()
         (blobs / digest).write_bytes(data)
         layer = Layer("deps", f"sha256:{digest}", f"sha256:{digest}", len(data), "t", 1)
-        theirs = _LayerCache(store.derived_dir(app), False, store.work_dir)
+        theirs = LayerCache(store.derived_dir(app), False, store.work_dir)
         theirs.keep(layer, blobs)
         taken = tmp_path / "taken"
         taken.mkdir()
         assert theirs.take("app", taken) is not None  # its own entry's: taken
         (taken / digest).unlink()
         # The application's layer put beside the dependency layer, record and all.
-        ours = _LayerCache(store.derived_dir(deps), False, store.work_dir)
+        ours = LayerCache(store.derived_dir(deps), False, store.work_dir)
         ours.directory.mkdir(parents=True)
         shutil.copyfile(theirs.blob, ours.blob)
         shutil.copyfile(theirs.record, ours.record)

@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from lockbox.image.oci import MTIME, tar_header
+from lockbox.image.tar import MTIME, tar_header
 
 
 @pytest.mark.parametrize(

@@ -87,19 +87,22 @@ def _seconds(text: str) -> float:
 
 
 def run_image(args: argparse.Namespace, context: Context) -> int:
-    from lockbox.image.oci import REGISTRY_TIMEOUT, Skopeo, make_image, read_base
+    from lockbox.image.base import read_base
+    from lockbox.image.oci import make_image
+    from lockbox.tools.skopeo import REGISTRY_TIMEOUT
 
     if args.output is None and args.layout is None and args.push is None:
         context.error("say where the image goes: -o FILE, --layout DIR or --push REF")
         return 2
     started = time.time_ns()
-    skopeo = Skopeo.find() if args.push else None
+    tools = context.toolbox()
+    skopeo = tools.skopeo if args.push else None
     base = read_base(args.base) if args.base else None
     inputs = context.build_inputs(args)
     project = inputs.project
     with context.open_store() as store:
-        app, referenced = _closure(args, inputs, store, context, started)
-        labels = _image_labels(project, context.toolbox())
+        app, referenced = _closure(args, inputs, store, tools, context, started)
+        labels = _image_labels(project, tools)
         common = {
             "compress": not args.no_compress,
             "tag": args.tag,
@@ -145,7 +148,12 @@ def run_image(args: argparse.Namespace, context: Context) -> int:
 
 
 def _closure(
-    args: argparse.Namespace, inputs: BuildInputs, store: Store, context: Context, started: int
+    args: argparse.Namespace,
+    inputs: BuildInputs,
+    store: Store,
+    tools: Toolbox,
+    context: Context,
+    started: int,
 ) -> tuple[Entry, dict[str, Entry]]:
     """The application's entry and those it references, by kind (:func:`lockbox.pipeline.closure`).
     Found from the record of an earlier image's lookup when nothing that lookup read has
@@ -170,7 +178,7 @@ def _closure(
         context.warning(request.distrust_notice())
     app = store.get(Path(found[0]).name) if found is not None else None
     if app is None:
-        built = build(inputs, store, context.toolbox(), context.progress)
+        built = build(inputs, store, tools, context.progress)
         context.shortcut = request
         context.remember(store, built)
         app = built.app.entry if built.app is not None else None

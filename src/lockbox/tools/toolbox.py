@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from lockbox.tools.git import Git
     from lockbox.tools.patchelf import Patchelf
     from lockbox.tools.sandbox import Sandbox
+    from lockbox.tools.skopeo import Skopeo
     from lockbox.tools.uv import Uv
 
 T = TypeVar("T")
@@ -31,7 +32,7 @@ class Toolbox:
 
     def __init__(self, environment: Environment, progress: Progress = silent, **given: Any) -> None:
         """``given``: tools already found (or fakes), by name: ``uv``, ``sandbox``,
-        ``patchelf``, ``git``."""
+        ``patchelf``, ``git``, ``skopeo``."""
         self.environment = environment
         self.progress = progress
         self._found: dict[str, Any] = dict(given)
@@ -73,6 +74,12 @@ class Toolbox:
         from lockbox.tools.git import Git
 
         return self._get("git", lambda: Git.find(self.environment.path()))
+
+    @property
+    def skopeo(self) -> Skopeo:
+        from lockbox.tools.skopeo import Skopeo
+
+        return self._get("skopeo", lambda: Skopeo.find(self.environment.path()))
 
     @property
     def varied(self) -> dict[str, str]:
