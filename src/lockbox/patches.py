@@ -10,13 +10,12 @@ contents are computed in memory first, and the tree is written only if every hun
 from __future__ import annotations
 
 import ast
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from lockbox import fs
 from lockbox.errors import LockboxError
 from lockbox.inputs.paths import PathError, confined
 
@@ -337,16 +336,7 @@ def _write(root: Path, path: str, content: bytes | None, label: str) -> None:
                     break
                 parent.rmdir()
             return
-        mode = target.stat().st_mode & 0o7777 if target.exists() else 0o644
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as stream:
-                stream.write(content)
-            os.chmod(temp, mode)
-            os.replace(temp, target)
-        except BaseException:
-            os.unlink(temp)
-            raise
+        fs.write_atomically(target, content)
     except OSError as error:
         raise PatchError(f"{label}: writing {path} failed: {error}") from None

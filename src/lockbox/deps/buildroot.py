@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lockbox import fs
 from lockbox.errors import LockboxError, ToolFailed
 from lockbox.hashes import Sha256
 from lockbox.progress import Progress, silent
@@ -411,10 +412,11 @@ def interpreter_packages(interpreter: Interpreter) -> list[str]:
     prefix = interpreter.prefix.resolve()
     elfs = [
         path
-        for path in prefix.rglob("*")
-        if path.is_file()
+        for directory, _, names in fs.walk(prefix, skip_unreadable=True)
+        for path in (Path(directory, name) for name in names)
+        if (path.suffix == ".so" or ".so." in path.name or path.parent.name == "bin")
+        and path.is_file()
         and not path.is_symlink()
-        and (path.suffix == ".so" or ".so." in path.name or path.parent.name == "bin")
     ]
     needed = files_needs(elfs)
     host = host_libraries()

@@ -19,7 +19,8 @@ This guards against whoever can write under ``.lockbox`` but cannot read the key
 runs with the store owner's rights can read it, and is trusted as the owner is.
 
 This module is imported by the shortcut before anything else of lockbox, so it uses only
-``os``, ``hmac`` and ``hashlib``.
+``os``, ``hmac`` and ``hashlib``: its atomic write (:func:`write`) and its walk
+(:func:`tree_seal`) are its own, not :mod:`lockbox.fs`'s, which imports much more.
 """
 
 from __future__ import annotations

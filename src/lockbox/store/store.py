@@ -36,9 +36,7 @@ exclusively and so waits for every other command to finish.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
-import functools
 import hashlib
 import json
 import os
@@ -53,18 +51,16 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from lockbox import default_store
-from lockbox import fs as fsops
+from lockbox import default_store, fs
 from lockbox.errors import StoreCorrupted, StoreError
 from lockbox.hashes import Sha256, nix_base32_encode
 from lockbox.progress import Progress, silent
 from lockbox.store import records
 from lockbox.store.nar import NarInfo, nar_hash
 
-if TYPE_CHECKING:
-    import ctypes
+remove_tree = fs.remove_tree
+"""Kept importable from here for :mod:`lockbox.image.oci`, which still imports it so."""
 
 KINDS = ("source", "toolchain", "python", "deps", "bytecode", "libraries", "app")
 """What an entry can be: an imported tree, a build root of Debian packages, an interpreter, a dependency layer, the compiled
@@ -272,7 +268,7 @@ class Store:
                 )
             if version < _SCHEMA_VERSION:
                 # A new database, or an older one: the schema only ever adds tables.
-                fsops.step("create database" if version == 0 else "upgrade database")
+                fs.step("create database" if version == 0 else "upgrade database")
                 db.executescript(_SCHEMA)
                 db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         except sqlite3.DatabaseError as error:
@@ -394,18 +390,18 @@ class Store:
     def _write_pending(self, path_name: str) -> None:
         """Record, durably, that ``ROOT/<path_name>`` may soon be on disk unregistered: the
         proof that lockbox made it, should its writer die. Called with the entry lock held."""
-        fsops.step(f"pending {path_name}")
+        fs.step(f"pending {path_name}")
         fd = os.open(self._pending(path_name), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         os.close(fd)
-        _fsync_dir(self._meta / "pending")
+        fs.sync_directory(self._meta / "pending")
 
     def _drop_pending(self, path_name: str) -> None:
-        fsops.step(f"settled {path_name}")
+        fs.step(f"settled {path_name}")
         self._pending(path_name).unlink(missing_ok=True)
 
     def remove(self, path: Path) -> None:
         """Delete ``path`` (a tree, file or symlink) inside the store; never a path outside
-        it, never through a symbolic link (:func:`remove_tree`)."""
+        it, never through a symbolic link (:func:`lockbox.fs.remove_tree`)."""
         path = Path(os.path.abspath(path))
         try:
             relative = path.relative_to(self.root)
@@ -420,7 +416,7 @@ class Store:
             current = current / part
             if os.path.islink(current):
                 raise StoreError(f"refusing to remove {path}: {current} is a symbolic link")
-        remove_tree(path)
+        fs.remove_tree(path)
 
     # Reading --------------------------------------------------------------------------------
     def _row_to_entry(self, row: tuple[object, ...]) -> Entry:
@@ -487,7 +483,7 @@ class Store:
 
     def remember_answer(self, entry: Entry, inputs_key: str, record: Mapping[str, object]) -> None:
         """Record that a build from ``inputs_key`` made ``entry``, and what it used."""
-        fsops.step(f"answer {entry.path_name}")
+        fs.step(f"answer {entry.path_name}")
         with self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO answers (path_name, inputs_key, record) VALUES (?, ?, ?)",
@@ -506,7 +502,7 @@ class Store:
     def remember_scanned(self, roots: str, files: Iterable[tuple[int, int, int, str]]) -> None:
         """Record sealed files found clean: (device, inode, size, RECORD hash) each."""
         # One transaction: the connection commits every statement on its own otherwise.
-        fsops.step("scanned files")
+        fs.step("scanned files")
         self._db.execute("BEGIN")
         try:
             self._db.executemany(
@@ -539,7 +535,7 @@ class Store:
         for old in rejected.glob(f"*-{name}"):
             self.remove(old)
         _seal(staged)
-        fsops.rename(staged, final)
+        fs.rename(staged, final)
         return final
 
     def rejected(self, name: str) -> Path | None:
@@ -587,7 +583,7 @@ class Store:
             fcntl.flock(fd, fcntl.LOCK_EX)
             # Between the open and the flock, another process may have taken the fresh lock
             # file for a dead writer's and removed it: then this lock protects nothing.
-            if _names_file(lock_path, fd):
+            if fs.names_file(lock_path, fd):
                 break
             os.close(fd)
         stage = tmp / token
@@ -618,7 +614,13 @@ class Store:
             raise StoreError(f"cannot add {source}: no such file or directory")
         with self.staging() as stage:
             content = stage / "content"
-            _copy_tree(source, content)
+            try:
+                fs.copy_tree(source, content)
+            except shutil.SpecialFileError as error:
+                raise StoreError(
+                    f"cannot store {error.filename}: only regular files, directories and "
+                    "symlinks can be stored"
+                ) from None
             return self.register(
                 content, name=name, kind=kind, inputs=inputs, references=references, root=root
             )
@@ -689,8 +691,8 @@ class Store:
                     )
                 self.remove(final)  # a writer died after its rename: its record says so
             self._write_pending(path_name)
-            fsops.rename(staged, final)
-            _fsync_dir(self.root)
+            fs.rename(staged, final)
+            fs.sync_directory(self.root)
             if final.is_dir() and not final.is_symlink():
                 os.chmod(final, 0o555)
             entry = Entry(
@@ -704,7 +706,7 @@ class Store:
                 references=refs,
                 created=datetime.now(UTC).isoformat(timespec="seconds"),
             )
-            fsops.step(f"register {path_name}")
+            fs.step(f"register {path_name}")
             with self._db:
                 self._db.execute(
                     f"INSERT INTO entries ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -732,9 +734,11 @@ class Store:
         """Protect ``entry`` (and what it references) from garbage collection under a name."""
         check_name(root_name)
         link = self.root_path(root_name)
+        # Made in a staging directory, not beside the link (lockbox.fs.replacing): what a
+        # writer killed here leaves is swept with its staging directory.
         with self.staging() as stage:
             os.symlink(entry.path, stage / "root")
-            fsops.step(f"root {root_name}")
+            fs.step(f"root {root_name}")
             os.replace(stage / "root", link)
         return link
 
@@ -751,7 +755,7 @@ class Store:
         link = self._meta / "roots" / root_name
         if not link.is_symlink():
             raise StoreError(f"there is no root named {root_name!r} in {self.root}")
-        fsops.step(f"unroot {root_name}")
+        fs.step(f"unroot {root_name}")
         link.unlink()
 
     def roots(self) -> dict[str, str]:
@@ -856,7 +860,7 @@ class Store:
                 }
                 grew = bool(needing)
                 doomed |= needing
-            fsops.step("forget shortcuts")
+            fs.step("forget shortcuts")
             self.remove(self._meta / "shortcuts")
             for root_name, target in self.roots().items():
                 if target in doomed:
@@ -910,7 +914,7 @@ class Store:
             dead = tuple(e for e in self.entries() if e.path_name not in live)
             if not dry_run:
                 # A record may name an entry about to go: none survives a collection.
-                fsops.step("forget shortcuts")
+                fs.step("forget shortcuts")
                 self.remove(self._meta / "shortcuts")
                 for entry in dead:
                     self._delete(entry)
@@ -920,12 +924,12 @@ class Store:
         # The record first, then the row: a crash after either leaves an unregistered
         # directory that the record proves lockbox made, which the next open removes.
         self._write_pending(entry.path_name)
-        fsops.step(f"unregister {entry.path_name}")
+        fs.step(f"unregister {entry.path_name}")
         with self._db:
             self._db.execute("DELETE FROM entries WHERE path_name = ?", (entry.path_name,))
             self._db.execute("DELETE FROM answers WHERE path_name = ?", (entry.path_name,))
             self._db.execute("DELETE FROM seals WHERE path_name = ?", (entry.path_name,))
-        fsops.step(f"remove {entry.path_name}")
+        fs.step(f"remove {entry.path_name}")
         self.remove(entry.path)
         self.remove(self.derived_dir(entry))
         self._drop_pending(entry.path_name)
@@ -941,7 +945,7 @@ class Store:
         tokens = {name.removesuffix(".lock") for name in os.listdir(tmp)}
         for token in sorted(t for t in tokens if _TOKEN.fullmatch(t)):
             lock_path = tmp / f"{token}.lock"
-            if os.path.lexists(lock_path) and not _is_plain_file(lock_path):
+            if os.path.lexists(lock_path) and not fs.is_plain_file(lock_path):
                 continue  # not a lock lockbox made: unknown
             with self._flock(lock_path, fcntl.LOCK_EX | fcntl.LOCK_NB) as got:
                 if got:
@@ -951,7 +955,7 @@ class Store:
                     lock_path.unlink(missing_ok=True)
         pending = self._meta / "pending"
         for path_name in sorted(os.listdir(pending)):
-            if not is_path_name(path_name) or not _is_plain_file(pending / path_name):
+            if not is_path_name(path_name) or not fs.is_plain_file(pending / path_name):
                 continue
             with self._entry_lock(path_name, blocking=False) as got:
                 # Under the lock: its writer is gone, and has committed or never will.
@@ -973,7 +977,7 @@ class Store:
         placing = {
             name
             for name in os.listdir(pending)
-            if is_path_name(name) and _is_plain_file(pending / name)
+            if is_path_name(name) and fs.is_plain_file(pending / name)
         }
         found = [
             child
@@ -986,7 +990,7 @@ class Store:
             for name in sorted(os.listdir(tmp))
             if not _TOKEN.fullmatch(name.removesuffix(".lock"))
             or name.endswith(".lock")
-            and not _is_plain_file(tmp / name)
+            and not fs.is_plain_file(tmp / name)
         ]
         found += [pending / name for name in sorted(os.listdir(pending)) if name not in placing]
         return found
@@ -1021,17 +1025,18 @@ def _claim(root: Path) -> None:
             _META_DIR in names
             and not meta.is_symlink()
             and meta.is_dir()
-            and _is_plain_file(meta / "db.sqlite")
+            and fs.is_plain_file(meta / "db.sqlite")
         ):
             # A store made before stores had a marker: its database says it is one. Taking
             # it over removes nothing: only what a pending record proves is ever removed.
+            # Not lockbox.fs.write_atomically: the rename is one of the store's steps.
             staged = meta / f".{_MARKER}.{uuid.uuid4().hex}"
             staged.write_text(_MARKER_TEXT, encoding="utf-8")
-            fsops.rename(staged, meta / _MARKER)
+            fs.rename(staged, meta / _MARKER)
             return
         for name in names:
             if _CREATING.fullmatch(name):  # a creation that died (the flock is ours)
-                remove_tree(root / name)
+                fs.remove_tree(root / name)
         if any(not _CREATING.fullmatch(name) for name in names):
             raise StoreError(
                 f"{root} is not a lockbox store (it has no {_META_DIR}/{_MARKER}) and is not "
@@ -1043,9 +1048,9 @@ def _claim(root: Path) -> None:
         creating.mkdir(0o755)
         os.chmod(creating, 0o755)
         (creating / _MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
-        _fsync_dir(creating)
-        fsops.rename(creating, meta)
-        _fsync_dir(root)
+        fs.sync_directory(creating)
+        fs.rename(creating, meta)
+        fs.sync_directory(root)
     except OSError as error:
         raise StoreError(
             f"cannot create the store at {root}: {error.strerror}; "
@@ -1082,7 +1087,7 @@ def _read_marker(root: Path) -> bool:
     """Whether ``root`` has a store marker of the format this lockbox knows."""
     meta = root / _META_DIR
     marker = meta / _MARKER
-    if meta.is_symlink() or not _is_plain_file(marker):
+    if meta.is_symlink() or not fs.is_plain_file(marker):
         return False
     try:
         found = tomllib.loads(marker.read_text(encoding="utf-8")).get("format")
@@ -1094,22 +1099,6 @@ def _read_marker(root: Path) -> bool:
             "use a matching lockbox or another --store"
         )
     return True
-
-
-def _is_plain_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except FileNotFoundError:
-        return False
-
-
-def _names_file(path: Path, fd: int) -> bool:
-    """Whether ``path`` still names the file open as ``fd``."""
-    try:
-        found, held = os.lstat(path), os.fstat(fd)
-    except FileNotFoundError:
-        return False
-    return (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _lock_holders(fd: int) -> int:
@@ -1127,164 +1116,47 @@ def _lock_holders(fd: int) -> int:
     )
 
 
-def _copy_tree(source: Path, destination: Path) -> None:
-    """Copy files, directories and symlinks (never followed); refuse anything else."""
-    info = os.lstat(source)
-    if stat.S_ISLNK(info.st_mode):
-        os.symlink(os.readlink(source), destination)
-    elif stat.S_ISDIR(info.st_mode):
-        os.mkdir(destination)
-        with os.scandir(source) as scan:
-            names = sorted(entry.name for entry in scan)
-        for child in names:
-            _copy_tree(source / child, destination / child)
-    elif stat.S_ISREG(info.st_mode):
-        with open(source, "rb") as src, open(destination, "xb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        os.chmod(destination, 0o755 if info.st_mode & stat.S_IXUSR else 0o644)
-    else:
-        raise StoreError(
-            f"cannot store {source}: only regular files, directories and symlinks can be stored"
-        )
-
-
 def _seal(top: Path) -> None:
     """Make a staged tree immutable and durable: files 0444 (0555 if executable), mtimes
     fixed at 1 s past the epoch, then everything on its file system flushed to disk at once.
     The top directory stays writable until it is renamed, because moving a directory
     rewrites its ``..``."""
-    for directory, dirnames, filenames in os.walk(top, topdown=False):
-        for filename in filenames + [
-            d for d in dirnames if os.path.islink(os.path.join(directory, d))
-        ]:
-            path = os.path.join(directory, filename)
-            info = os.lstat(path)
-            if stat.S_ISREG(info.st_mode):
-                mode = 0o555 if info.st_mode & stat.S_IXUSR else 0o444
-                if stat.S_IMODE(info.st_mode) != mode:
-                    os.chmod(path, mode)
-            if info.st_mtime != 1:
-                os.utime(path, (1, 1), follow_symlinks=False)
-        os.utime(directory, (1, 1))
-        if directory != str(top):
-            os.chmod(directory, 0o555)
-    if top.is_file() or top.is_symlink():
+    if stat.S_ISDIR(os.lstat(top).st_mode):
+        # Bottom-up: a directory's mtime is fixed after what is in it.
+        for directory, _, others in reversed(list(fs.walk(top))):
+            for name in others:
+                path = os.path.join(directory, name)
+                info = os.lstat(path)
+                if stat.S_ISREG(info.st_mode):
+                    mode = 0o555 if info.st_mode & stat.S_IXUSR else 0o444
+                    if stat.S_IMODE(info.st_mode) != mode:
+                        os.chmod(path, mode)
+                if info.st_mtime != 1:
+                    os.utime(path, (1, 1), follow_symlinks=False)
+            os.utime(directory, (1, 1))
+            if directory != os.fspath(top):
+                os.chmod(directory, 0o555)
+    elif top.is_file() or top.is_symlink():
         if top.is_file() and not top.is_symlink():
             info = os.stat(top)
             os.chmod(top, 0o555 if info.st_mode & stat.S_IXUSR else 0o444)
         os.utime(top, (1, 1), follow_symlinks=False)
-    _sync_file_system(top)
-
-
-def _sync_file_system(path: Path) -> None:
-    """Flush every file of the file system holding ``path`` to disk: one ``syncfs`` call
-    instead of an ``fsync`` per file, which costs seconds on a tree of 30 000 files."""
-    fd = os.open(path if path.is_dir() else path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        libc = _libc()
-        if libc is not None and libc.syncfs(fd) == 0:
-            return
-        os.sync()
-    finally:
-        os.close(fd)
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.syncfs.argtypes = [ctypes.c_int]
-        return libc
-    except (OSError, AttributeError):
-        return None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def remove_tree(path: Path) -> None:
-    """Delete a (possibly read-only) tree, or a single file or symlink.
-
-    Symbolic links are removed, never followed, at every level: the walk goes through
-    directory descriptors opened with ``O_NOFOLLOW``, so even a directory swapped for a link
-    while the tree is being removed takes nothing outside the tree with it."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(info.st_mode):
-        os.unlink(path)
-        return
-    parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        _remove_at(parent, path.name)
-    finally:
-        os.close(parent)
-
-
-def _remove_at(parent: int, name: str) -> None:
-    """Remove the entry ``name`` of the directory open as ``parent``, depth first, with a
-    stack instead of recursion (a tree may be deeper than Python's recursion limit)."""
-    top = _open_directory(parent, name)
-    if top is None:
-        return
-    stack: list[tuple[int, str, list[str]]] = [(top, name, sorted(os.listdir(top)))]
-    try:
-        while stack:
-            fd, own_name, children = stack[-1]
-            if not children:
-                stack.pop()
-                os.close(fd)
-                os.rmdir(own_name, dir_fd=stack[-1][0] if stack else parent)
-                continue
-            child = children.pop()
-            opened = _open_directory(fd, child)
-            if opened is not None:
-                stack.append((opened, child, sorted(os.listdir(opened))))
-    except BaseException:
-        for fd, _name, _children in stack:
-            os.close(fd)
-        raise
-
-
-def _open_directory(parent: int, name: str) -> int | None:
-    """Open ``name`` in ``parent`` if it is a real directory, made writable so that its
-    contents can go; otherwise unlink it (a file, a symlink) and return None."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        if error.errno not in (errno.ENOTDIR, errno.ELOOP):
-            raise
-        os.unlink(name, dir_fd=parent)
-        return None
-    try:
-        os.fchmod(fd, 0o700)
-    except PermissionError:
-        pass  # not its owner: removing fails below if the directory is not writable
-    return fd
+    fs.sync_file_system(top)
 
 
 def _unsealed_files(top: Path) -> list[str]:
     """The paths under ``top`` (a store entry) that no longer look sealed: writable, or
     with another mtime than the 1 s :func:`_seal` gives them. A guess at what changed: a
     file rewritten with its mtime and mode put back does not show."""
+    if not stat.S_ISDIR(os.lstat(top).st_mode):
+        return []
     found = []
-    for directory, dirnames, filenames in os.walk(top):
-        for name in sorted(dirnames + filenames):
+    for directory, directories, others in fs.walk(top):
+        for name in directories + others:
             path = os.path.join(directory, name)
             info = os.lstat(path)
             if stat.S_ISLNK(info.st_mode):
                 continue
             if info.st_mtime_ns != 1_000_000_000 or info.st_mode & 0o222:
                 found.append(os.path.relpath(path, top))
-        dirnames.sort()
     return sorted(found)
