@@ -291,7 +291,7 @@ def build_app(
             link=True,
             hidden=[store.root],
             progress=progress,
-            log=store.work_dir / "logs" / f"{out.name}.log",
+            log=store.layout.logs / f"{out.name}.log",
             bytecode=bytecode,
             host=layer_libraries(store, deps),
         )

@@ -66,7 +66,7 @@ def check(
 
     project = inputs.project
 
-    checks = store.work_dir / "checks"
+    checks = store.layout.checks
     work = checks / f"{project.app_name}-{scratch_name()}"
     work.mkdir(parents=True)
     entries: list[Compared] = []

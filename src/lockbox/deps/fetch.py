@@ -102,7 +102,7 @@ def fetch_dependencies(
     items += _pinned_items(project, plan.interpreter, problems, progress)
     if problems:
         raise FetchError(problems)
-    found = download_all(items, store.work_dir / "fetched", progress)
+    found = download_all(items, store.layout.fetched, progress)
     links = work / "links"
     links.mkdir()
     for path in found.values():
@@ -407,7 +407,7 @@ def fetch_extra_sources(
     from lockbox.deps.sources import fetch
 
     return [
-        fetch(source, store.work_dir / "sources", tools, progress)
+        fetch(source, store.layout.sources, tools, progress)
         for source in project.recipe.deps.extra_sources
     ]
 

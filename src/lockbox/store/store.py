@@ -1,22 +1,6 @@
 """The store: a directory of immutable, hashed entries and the database that describes them.
 
-Layout of a store rooted at ``ROOT``::
-
-    ROOT/<digest>-<name>/         an entry: read-only, never changed once registered
-    ROOT/.lockbox/store.toml      the marker: this directory is a store lockbox made
-    ROOT/.lockbox/db.sqlite       metadata of every registered entry
-    ROOT/.lockbox/gc.lock         shared by every command that has the store open,
-                                  exclusive for garbage collection
-    ROOT/.lockbox/locks/          one lock file per entry name, held while it is placed
-    ROOT/.lockbox/pending/<name>  a writer's (or collector's) intent: ROOT/<name> may be on
-                                  disk without being registered
-    ROOT/.lockbox/tmp/<token>/    staging directories, each beside the lock its user holds
-    ROOT/.lockbox/roots/<name>    garbage-collection roots: symlinks to entries
-    ROOT/.lockbox/shortcuts/      records of lookups that answer repeated commands
-                                  (lockbox.cli.shortcut); removed by every collection
-    ROOT/.lockbox/derived/<entry> files made from an entry (its image layer), removed with it
-    ROOT/.lockbox/key             the store's secret: signs the records kept beside the
-                                  database (lockbox.store.records)
+Where each of its parts is on disk is :mod:`lockbox.store.layout`.
 
 The store removes only what it can prove it made. It never takes over a non-empty directory
 that has no marker. An entry becomes visible in steps, each atomic: its pending record is
@@ -56,7 +40,8 @@ from lockbox import default_store, fs
 from lockbox.errors import StoreCorrupted, StoreError
 from lockbox.hashes import Sha256, nix_base32_encode
 from lockbox.progress import Progress, silent
-from lockbox.store import records
+from lockbox.store import layout, records
+from lockbox.store.layout import Layout
 from lockbox.store.nar import NarInfo, nar_hash
 
 remove_tree = fs.remove_tree
@@ -100,14 +85,12 @@ CREATE TABLE IF NOT EXISTS seals (  -- what an entry's tree looked like once reg
 ) WITHOUT ROWID;
 """
 
-_META_DIR = ".lockbox"
-_MARKER = "store.toml"
 _FORMAT = 1
 _MARKER_TEXT = f"""\
 # A lockbox store: lockbox made this directory and alone changes what is in it.
 format = {_FORMAT}
 """
-_CREATING = re.compile(r"\.lockbox-new-[0-9a-f]{32}")
+_CREATING = re.compile(re.escape(layout.META + layout.CREATING_SUFFIX) + "[0-9a-f]{32}")
 """A store being created: its metadata directory before it is renamed into place."""
 _DIGEST_BYTES = 20  # 32 base-32 characters, as Nix store path digests
 _PATH_NAME = re.compile(r"[0123456789abcdfghijklmnpqrsvwxyz]{32}-(?!\.)[A-Za-z0-9+\-._?=]{1,200}")
@@ -224,10 +207,15 @@ class Store:
     def __init__(self, root: Path, progress: Progress) -> None:
         self.root = root
         self.progress = progress
-        self._meta = root / _META_DIR
+        self.layout = Layout(root)
         try:
-            for sub in ("locks", "tmp", "roots", "pending"):
-                (self._meta / sub).mkdir(exist_ok=True)
+            for directory in (
+                self.layout.locks,
+                self.layout.tmp,
+                self.layout.roots,
+                self.layout.pending,
+            ):
+                directory.mkdir(exist_ok=True)
         except OSError as error:
             raise StoreError(f"cannot use the store at {root}: {error.strerror}") from None
         self._gc_fd: int | None = self._hold_shared()
@@ -255,7 +243,7 @@ class Store:
         return store
 
     def _connect(self) -> sqlite3.Connection:
-        path = self._meta / "db.sqlite"
+        path = self.layout.database
         try:
             db = sqlite3.connect(path, timeout=120, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
@@ -290,7 +278,7 @@ class Store:
     def _hold_shared(self) -> int:
         """Take the shared gc lock for the life of this object (waiting while a collection
         runs), and count this object among the process's holders."""
-        fd = os.open(self._meta / "gc.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.layout.gc_lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -381,11 +369,11 @@ class Store:
         self, path_name: str, blocking: bool = True
     ) -> contextlib.AbstractContextManager[bool]:
         flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
-        return self._flock(self._meta / "locks" / f"{path_name}.lock", flags)
+        return self._flock(self.layout.entry_lock(path_name), flags)
 
     # Intents ----------------------------------------------------------------------------------
     def _pending(self, path_name: str) -> Path:
-        return self._meta / "pending" / path_name
+        return self.layout.pending_record(path_name)
 
     def _write_pending(self, path_name: str) -> None:
         """Record, durably, that ``ROOT/<path_name>`` may soon be on disk unregistered: the
@@ -393,7 +381,7 @@ class Store:
         fs.step(f"pending {path_name}")
         fd = os.open(self._pending(path_name), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         os.close(fd)
-        fs.sync_directory(self._meta / "pending")
+        fs.sync_directory(self.layout.pending)
 
     def _drop_pending(self, path_name: str) -> None:
         fs.step(f"settled {path_name}")
@@ -447,7 +435,7 @@ class Store:
 
     def _corrupt(self, path_name: object, why: str) -> StoreError:
         return StoreError(
-            f"the store database {self._meta / 'db.sqlite'} is corrupt: in the row "
+            f"the store database {self.layout.database} is corrupt: in the row "
             f"{path_name!r}, {why}; nothing was changed. Restore the database or delete that "
             "row, then run `lockbox store verify`"
         )
@@ -529,7 +517,7 @@ class Store:
         one) under ``.lockbox/rejected/``, replacing an earlier one of the same name, so
         that it can be compared with what was expected. It is never an entry."""
         check_name(name)
-        rejected = self._meta / "rejected"
+        rejected = self.layout.rejected
         rejected.mkdir(exist_ok=True)
         final = rejected / f"{nar.base32[:32]}-{name}"
         for old in rejected.glob(f"*-{name}"):
@@ -540,7 +528,7 @@ class Store:
 
     def rejected(self, name: str) -> Path | None:
         """The tree :meth:`keep_aside` kept for ``name``, if any."""
-        found = sorted((self._meta / "rejected").glob(f"*-{name}"))
+        found = sorted(self.layout.rejected.glob(f"*-{name}"))
         return found[-1] if found else None
 
     def find_inputs(self, kind: str, name: str, inputs: Mapping[str, object]) -> Entry | None:
@@ -565,7 +553,7 @@ class Store:
     def work_dir(self) -> Path:
         """The store's own working directory (``.lockbox``): staging areas, locks, and the
         uv cache the dependency phase keeps here so that it can hardlink from it."""
-        return self._meta
+        return self.layout.meta
 
     # Writing --------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -575,10 +563,9 @@ class Store:
         It is removed on exit unless :meth:`register` moved it into place. While it exists
         its user holds a lock, so only the staging area of a process that died is ever
         removed by another (:meth:`_remove_leftovers`)."""
-        tmp = self._meta / "tmp"
         while True:
             token = uuid.uuid4().hex
-            lock_path = tmp / f"{token}.lock"
+            lock_path = self.layout.staging_lock(token)
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
             fcntl.flock(fd, fcntl.LOCK_EX)
             # Between the open and the flock, another process may have taken the fresh lock
@@ -586,7 +573,7 @@ class Store:
             if fs.names_file(lock_path, fd):
                 break
             os.close(fd)
-        stage = tmp / token
+        stage = self.layout.staging(token)
         try:
             stage.mkdir()
             yield stage
@@ -745,14 +732,14 @@ class Store:
     def derived_dir(self, entry: Entry) -> Path:
         """Where files made from ``entry`` may be kept (an image layer of it): removed with
         the entry by :meth:`gc`. Whoever keeps something there checks it before use."""
-        return self._meta / "derived" / entry.path_name
+        return self.layout.derived_dir(entry.path_name)
 
     def root_path(self, root_name: str) -> Path:
         """Where the root named ``root_name`` is (a symbolic link to its entry)."""
-        return self._meta / "roots" / root_name
+        return self.layout.gc_root(root_name)
 
     def remove_root(self, root_name: str) -> None:
-        link = self._meta / "roots" / root_name
+        link = self.layout.gc_root(root_name)
         if not link.is_symlink():
             raise StoreError(f"there is no root named {root_name!r} in {self.root}")
         fs.step(f"unroot {root_name}")
@@ -761,7 +748,7 @@ class Store:
     def roots(self) -> dict[str, str]:
         """Root name -> path name of the entry it protects (which may be gone)."""
         result = {}
-        for link in sorted((self._meta / "roots").iterdir()):
+        for link in sorted(self.layout.roots.iterdir()):
             if link.is_symlink() and not link.name.startswith("."):
                 result[link.name] = Path(os.readlink(link)).name
         return result
@@ -769,7 +756,7 @@ class Store:
     # Seals ---------------------------------------------------------------------------------
     def _make_key(self) -> None:
         """Give the store its key (:mod:`lockbox.store.records`) if it has none yet."""
-        if records.store_key(str(self._meta)) is None:
+        if records.store_key(str(self.layout.meta)) is None:
             self.progress.debug(f"cannot make the key of {self.root}: records are not kept")
 
     def _remember_seal(self, entry: Entry) -> None:
@@ -861,7 +848,7 @@ class Store:
                 grew = bool(needing)
                 doomed |= needing
             fs.step("forget shortcuts")
-            self.remove(self._meta / "shortcuts")
+            self.remove(self.layout.shortcuts)
             for root_name, target in self.roots().items():
                 if target in doomed:
                     self.remove_root(root_name)
@@ -869,7 +856,7 @@ class Store:
             for entry in removed:
                 self._delete(entry)
             if any(entry.kind == "deps" for entry in removed):
-                self.remove(self._meta / "uv-cache")
+                self.remove(self.layout.uv_cache)
                 with self._db:
                     self._db.execute("DELETE FROM scanned")
             return removed
@@ -915,7 +902,7 @@ class Store:
             if not dry_run:
                 # A record may name an entry about to go: none survives a collection.
                 fs.step("forget shortcuts")
-                self.remove(self._meta / "shortcuts")
+                self.remove(self.layout.shortcuts)
                 for entry in dead:
                     self._delete(entry)
             return GcReport(dead, len(live), sum(e.nar_size for e in dead), dry_run)
@@ -941,19 +928,20 @@ class Store:
     def _remove_leftovers(self) -> None:
         """Remove what writers that died left: staging areas whose lock is free, and entry
         directories whose pending record is there, whose lock is free and that have no row."""
-        tmp = self._meta / "tmp"
-        tokens = {name.removesuffix(".lock") for name in os.listdir(tmp)}
+        tmp = self.layout.tmp
+        tokens = {name.removesuffix(layout.LOCK_SUFFIX) for name in os.listdir(tmp)}
         for token in sorted(t for t in tokens if _TOKEN.fullmatch(t)):
-            lock_path = tmp / f"{token}.lock"
+            lock_path = self.layout.staging_lock(token)
             if os.path.lexists(lock_path) and not fs.is_plain_file(lock_path):
                 continue  # not a lock lockbox made: unknown
             with self._flock(lock_path, fcntl.LOCK_EX | fcntl.LOCK_NB) as got:
                 if got:
-                    if os.path.lexists(tmp / token):
-                        self.progress.debug(f"removing unfinished staging directory {tmp / token}")
-                    self.remove(tmp / token)
+                    stage = self.layout.staging(token)
+                    if os.path.lexists(stage):
+                        self.progress.debug(f"removing unfinished staging directory {stage}")
+                    self.remove(stage)
                     lock_path.unlink(missing_ok=True)
-        pending = self._meta / "pending"
+        pending = self.layout.pending
         for path_name in sorted(os.listdir(pending)):
             if not is_path_name(path_name) or not fs.is_plain_file(pending / path_name):
                 continue
@@ -973,7 +961,7 @@ class Store:
         staging and pending directories, anything not named as lockbox names them.
         They are never removed; ``lockbox store verify`` reports them."""
         registered = self._registered()
-        pending = self._meta / "pending"
+        pending = self.layout.pending
         placing = {
             name
             for name in os.listdir(pending)
@@ -982,14 +970,14 @@ class Store:
         found = [
             child
             for child in sorted(self.root.iterdir())
-            if child.name != _META_DIR and child.name not in registered | placing
+            if child.name != layout.META and child.name not in registered | placing
         ]
-        tmp = self._meta / "tmp"
+        tmp = self.layout.tmp
         found += [
             tmp / name
             for name in sorted(os.listdir(tmp))
-            if not _TOKEN.fullmatch(name.removesuffix(".lock"))
-            or name.endswith(".lock")
+            if not _TOKEN.fullmatch(name.removesuffix(layout.LOCK_SUFFIX))
+            or name.endswith(layout.LOCK_SUFFIX)
             and not fs.is_plain_file(tmp / name)
         ]
         found += [pending / name for name in sorted(os.listdir(pending)) if name not in placing]
@@ -1000,13 +988,14 @@ def _claim(root: Path) -> None:
     """Make sure ``root`` is a store: one with a marker, or a missing or empty directory,
     made a store here. Refuses any other directory without touching it. Two processes
     creating one store take turns through an flock on ``root`` itself."""
+    paths = Layout(root)
     try:
         if not os.path.lexists(root):
             root.mkdir(parents=True)
             os.chmod(root, 0o755)  # whatever the umask: no one else may write a store
         _check_owner(root)
-        if os.path.isdir(root / _META_DIR) and not os.path.islink(root / _META_DIR):
-            _check_owner(root / _META_DIR)
+        if os.path.isdir(paths.meta) and not os.path.islink(paths.meta):
+            _check_owner(paths.meta)
         if _read_marker(root):
             return
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
@@ -1020,34 +1009,34 @@ def _claim(root: Path) -> None:
         if _read_marker(root):
             return
         names = sorted(os.listdir(root))
-        meta = root / _META_DIR
+        meta = paths.meta
         if (
-            _META_DIR in names
+            layout.META in names
             and not meta.is_symlink()
             and meta.is_dir()
-            and fs.is_plain_file(meta / "db.sqlite")
+            and fs.is_plain_file(paths.database)
         ):
             # A store made before stores had a marker: its database says it is one. Taking
             # it over removes nothing: only what a pending record proves is ever removed.
             # Not lockbox.fs.write_atomically: the rename is one of the store's steps.
-            staged = meta / f".{_MARKER}.{uuid.uuid4().hex}"
+            staged = meta / f".{layout.MARKER}.{uuid.uuid4().hex}"
             staged.write_text(_MARKER_TEXT, encoding="utf-8")
-            fs.rename(staged, meta / _MARKER)
+            fs.rename(staged, paths.marker)
             return
         for name in names:
             if _CREATING.fullmatch(name):  # a creation that died (the flock is ours)
                 fs.remove_tree(root / name)
         if any(not _CREATING.fullmatch(name) for name in names):
             raise StoreError(
-                f"{root} is not a lockbox store (it has no {_META_DIR}/{_MARKER}) and is not "
+                f"{root} is not a lockbox store (it has no {layout.META}/{layout.MARKER}) and is not "
                 "empty; lockbox makes a store only in a new or empty directory, and never "
                 "touches files it did not make: choose another place with --store or "
                 "LOCKBOX_STORE"
             )
-        creating = root / f"{_META_DIR}-new-{uuid.uuid4().hex}"
+        creating = paths.creating(uuid.uuid4().hex)
         creating.mkdir(0o755)
         os.chmod(creating, 0o755)
-        (creating / _MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
+        (creating / layout.MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
         fs.sync_directory(creating)
         fs.rename(creating, meta)
         fs.sync_directory(root)
@@ -1085,8 +1074,8 @@ def _check_owner(path: Path) -> None:
 
 def _read_marker(root: Path) -> bool:
     """Whether ``root`` has a store marker of the format this lockbox knows."""
-    meta = root / _META_DIR
-    marker = meta / _MARKER
+    paths = Layout(root)
+    meta, marker = paths.meta, paths.marker
     if meta.is_symlink() or not fs.is_plain_file(marker):
         return False
     try:
