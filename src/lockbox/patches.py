@@ -16,18 +16,14 @@ from datetime import datetime
 from pathlib import Path
 
 from lockbox import fs
-from lockbox.errors import LockboxError
-from lockbox.inputs.paths import PathError, confined
+from lockbox.errors import PatchError, PathError
+from lockbox.inputs.paths import confined
 
 _HUNK = re.compile(rb"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 _REGENERATE = (
     "the patch was written for a different version of this file; "
     "regenerate it against the current source"
 )
-
-
-class PatchError(LockboxError):
-    """A patch that cannot be parsed or does not apply."""
 
 
 @dataclass(frozen=True)

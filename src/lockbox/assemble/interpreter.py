@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lockbox import build_identity, fs
-from lockbox.errors import LockboxError
+from lockbox.errors import PythonImportError
 from lockbox.inputs.interpreters import Interpreter
 from lockbox.progress import Progress, silent
 from lockbox.store.store import Entry, Store, inputs_digest
@@ -49,10 +49,6 @@ _LEFT_OUT_AT_TOP = ("test", "idlelib", "tkinter", "turtledemo", "config-*", "sit
 """Directories of the standard library left out."""
 _LEFT_OUT = ("__pycache__", "*.pyc", "_tkinter.*", "*.a")
 """Names left out wherever they are."""
-
-
-class PythonImportError(LockboxError):
-    """The interpreter cannot be imported into the store."""
 
 
 @dataclass(frozen=True)

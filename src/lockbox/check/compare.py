@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from lockbox import fs
 from lockbox.check.rebuild import WARNING
 from lockbox.check.report import LABELS, Built, CheckReport, Compared
-from lockbox.errors import LockboxError
+from lockbox.errors import CheckError
 from lockbox.progress import Progress, silent
 from lockbox.store.store import Entry, Store
 from lockbox.tools.run import run
@@ -44,10 +44,6 @@ EXPLAINED = 5
 
 _SKIPPED_CACHE_BUCKETS = ("sdists-", "builds-")
 """uv cache buckets the rebuild does not get: built wheels (and their sdists), build dirs."""
-
-
-class CheckError(LockboxError):
-    """The rebuild could not be made at all."""
 
 
 def check(

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from packaging.version import InvalidVersion, Version
 
 from lockbox import fs
-from lockbox.errors import LockboxError
+from lockbox.errors import BuildPinsMissing
 from lockbox.inputs.project import Project
 from lockbox.inputs.recipe import canonical_name
 from lockbox.progress import Progress, silent
@@ -48,10 +48,6 @@ _CREATING = re.compile(r"Creating build environment for: ([A-Za-z0-9._-]+)")
 _INSTALLING = re.compile(r"Installing (`[^`]+`(?:, `[^`]+`)*) in `")
 _PIN = re.compile(r"^([A-Za-z0-9._-]+)==(\S+)")
 _HASH = re.compile(r"--hash=(sha256:[0-9a-f]{64})")
-
-
-class BuildPinsMissing(LockboxError):
-    """A build dependency is not pinned (or no longer matches its pin)."""
 
 
 def build_sets(lines: Iterable[str]) -> tuple[list[str], dict[str, list[str]]]:

@@ -34,7 +34,7 @@ from email.parser import HeaderParser
 from pathlib import Path, PurePosixPath
 
 from lockbox import fs
-from lockbox.errors import LockboxError
+from lockbox.errors import LayerError
 from lockbox.hashes import record_hash
 from lockbox.native.buildid import refresh_build_id
 from lockbox.progress import Progress, silent
@@ -82,10 +82,6 @@ times, so a cache file gets mtime 1 only by being sealed after a build has read 
 remembered it anew): an inode freed and reused by another file cannot pass for a remembered
 one. The NAR hash still reads every byte,
 so a file changed behind the store's back still changes the layer's hash."""
-
-
-class LayerError(LockboxError):
-    """The installed environment is not what the layer can be made from."""
 
 
 def site_packages_of(venv: Path) -> Path:

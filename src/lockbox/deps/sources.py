@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lockbox import fs
-from lockbox.errors import HashMismatch, LockboxError
+from lockbox.errors import HashMismatch, SourceError
 from lockbox.hashes import Sha256
 from lockbox.inputs.recipe import ExtraSource
 from lockbox.progress import Progress, silent
@@ -33,10 +33,6 @@ from lockbox.progress import Progress, silent
 if TYPE_CHECKING:
     from lockbox.tools.git import Git
     from lockbox.tools.toolbox import Toolbox
-
-
-class SourceError(LockboxError):
-    """An extra source cannot be fetched."""
 
 
 def fetch(

@@ -26,20 +26,7 @@ import stat
 from pathlib import Path
 
 from lockbox import fs
-from lockbox.errors import LockboxError
-
-
-class PathError(LockboxError):
-    """A path from an input leads out of the tree it must stay in."""
-
-    def __init__(self, key: str, path: str, reason: str) -> None:
-        self.key = key
-        self.path = path
-        self.reason = reason
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        return f"{self.key}: {self.path!r} {self.reason}"
+from lockbox.errors import PathError
 
 
 def relative_parts(relative: str, key: str, *, within: str) -> tuple[str, ...]:
