@@ -35,8 +35,15 @@ def identity_paths() -> list[Path]:
     :func:`build_identity` reads, and where a new source file would appear."""
     from pathlib import Path
 
+    from lockbox import fs
+
     package = Path(__file__).parent
-    files = sorted(package.rglob("*.py"))
+    files = sorted(
+        Path(directory, name)
+        for directory, _, names in fs.walk(package)
+        for name in names
+        if name.endswith(".py")
+    )
     return [*files, *sorted({path.parent for path in files})]
 
 

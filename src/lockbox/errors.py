@@ -7,9 +7,10 @@ traceback only for exceptions outside this tree, which are bugs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 
 class LockboxError(Exception):
@@ -75,6 +76,19 @@ class ProjectError(LockboxError):
     """The project directory is not something lockbox can build."""
 
 
+class PathError(LockboxError):
+    """A path from an input leads out of the tree it must stay in."""
+
+    def __init__(self, key: str, path: str, reason: str) -> None:
+        self.key = key
+        self.path = path
+        self.reason = reason
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.path!r} {self.reason}"
+
+
 class NarError(LockboxError):
     """A tree cannot be serialised as a Nix Archive."""
 
@@ -109,6 +123,10 @@ class PlanError(LockboxError):
 
 class InterpreterNotFound(LockboxError):
     """The recipe's interpreter request matches no Python on this machine."""
+
+
+class PythonImportError(LockboxError):
+    """The interpreter cannot be imported into the store."""
 
 
 class ToolFailed(LockboxError):
@@ -216,6 +234,35 @@ class ImageError(LockboxError):
     """An image cannot be written or pushed."""
 
 
+class PatchError(LockboxError):
+    """A patch that cannot be parsed or does not apply."""
+
+
+class UnsatisfiedLibraries(LockboxError):
+    """Needed shared libraries were found nowhere."""
+
+    def __init__(self, missing: Mapping[str, Sequence[str]]) -> None:
+        self.missing = {name: tuple(wanted) for name, wanted in sorted(missing.items())}
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        count = len(self.missing)
+        lines = [
+            f"{count} {'dependency' if count == 1 else 'dependencies'} could not be satisfied:"
+        ]
+        for name, wanted in self.missing.items():
+            shown = ", ".join(wanted[:3]) + (
+                f" and {len(wanted) - 3} more" if len(wanted) > 3 else ""
+            )
+            lines.append(f"  {name} wanted by {shown}")
+        lines.append(
+            "install the packages that provide them on the build machine, name "
+            "their directories in the recipe's [libraries] paths, or accept their "
+            'absence with [libraries] ignore-missing = ["<soname pattern>"]'
+        )
+        return "\n".join(lines)
+
+
 class DownloadGone(LockboxError):
     """The server answered 404 or 410 for files a step must download: they are gone."""
 
@@ -254,3 +301,70 @@ class DownloadFailed(LockboxError):
             "check the network, proxy settings and the index URLs; nothing was added to the store"
         )
         return "\n".join(lines)
+
+
+class FetchError(LockboxError):
+    """What the build needs cannot be fetched by hash; every reason is listed."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        lines = [f"cannot fetch what the build needs: {len(self.problems)} problems"]
+        lines += [f"  {problem}" for problem in self.problems]
+        lines.append("nothing was added to the store")
+        return "\n".join(lines)
+
+
+class SourceError(LockboxError):
+    """An extra source cannot be fetched."""
+
+
+class BuildPinsMissing(LockboxError):
+    """A build dependency is not pinned (or no longer matches its pin)."""
+
+
+class LayerError(LockboxError):
+    """The installed environment is not what the layer can be made from."""
+
+
+class BuildRootError(LockboxError):
+    """The build root cannot be pinned or made."""
+
+
+class PinnedPackage(Protocol):
+    """A Debian package a build root pins, as :class:`PinnedPackagesGone` names it
+    (:class:`lockbox.deps.buildroot.DebPackage`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+
+
+class PinnedPackagesGone(BuildRootError):
+    """The archive no longer offers packages the build root pins: the archive moved on,
+    lockbox did not fail. Re-pinning is the fix."""
+
+    def __init__(self, missing: Sequence[PinnedPackage], project_dir: Path) -> None:
+        self.missing = tuple(missing)
+        lines = "\n".join(f"  {p.name} {p.version} ({p.url})" for p in self.missing)
+        super().__init__(
+            f"the Debian archive no longer offers {len(self.missing)} package"
+            f"{'s' if len(self.missing) != 1 else ''} the build root pins:\n{lines}\n"
+            "This is not a lockbox failure: Debian replaced these versions (a point release "
+            "or a security update) and keeps no old ones. Re-pin the build root to what the "
+            "archive offers now; the command shows every version change and the new "
+            f"deps.hash before it writes anything:\n    lockbox lock-toolchain {project_dir}"
+        )
+
+
+class CheckError(LockboxError):
+    """The rebuild could not be made at all."""
+
+
+class VariationError(LockboxError):
+    """A variation was asked for that does not exist."""

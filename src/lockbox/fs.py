@@ -1,4 +1,13 @@
-"""File-system steps that a crash cannot leave half done, and the kill points that test it.
+"""The file-system helpers of lockbox: one for each idea, used wherever that idea is.
+
+- :func:`walk`: a tree, top-down and sorted, never through a symbolic link;
+- :func:`copy_tree`: a file, link or tree copied (or hardlinked), links copied as links;
+- :func:`replacing` and :func:`write_atomically`: a file put in place of another in one
+  step, written beside it first and removed if writing fails;
+- :func:`replace_tree` and :func:`work_beside`: the same for whole trees;
+- :func:`remove_tree`: a (read-only) tree removed without following a link;
+- :func:`make_directory` and :func:`open_for_writing`: writing that never goes through a
+  link; :func:`sync_directory` and :func:`sync_file_system`: making it durable.
 
 Every step that makes something visible — a rename into place, a database commit — goes
 through :func:`step` first. In normal use it does nothing. With ``LOCKBOX_KILL_AFTER_STEP=N``
@@ -18,6 +27,10 @@ target: beside the target (so on its file system), named ``.NAME.lockbox-TOKEN``
 random 32-digit token, and locked (``flock``) while its writer lives. A writer killed
 midway leaves it behind; the next writer for the same target removes every such leftover
 whose lock is free, and nothing else.
+
+Two modules keep walks of their own, for reasons given where they are:
+:mod:`lockbox.store.nar` (the archive's order is that of the names' bytes) and
+:mod:`lockbox.store.records` (imported by the shortcut, which imports nothing it can avoid).
 """
 
 from __future__ import annotations
@@ -32,8 +45,10 @@ import functools
 import os
 import re
 import secrets
+import shutil
 import signal
-from collections.abc import Iterator
+import stat
+from collections.abc import Callable, Container, Iterator
 from pathlib import Path
 
 KILL_AFTER_STEP = "LOCKBOX_KILL_AFTER_STEP"
@@ -80,11 +95,21 @@ def rename(source: Path, target: Path) -> None:
 
 
 @functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+@functools.cache
 def _renameat2() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = _libc()
+        if libc is None:
+            return None
         function = libc.renameat2
-    except (OSError, AttributeError):
+    except AttributeError:
         return None
     function.argtypes = [
         ctypes.c_int,
@@ -151,15 +176,13 @@ def work_beside(target: Path) -> Iterator[Path]:
         descriptor = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         # Between mkdir and flock another writer's sweep may have taken it for a leftover.
-        if _same(descriptor, work):
+        if names_file(work, descriptor):
             break
         os.close(descriptor)
     try:
         step(f"work {target.name}")
         yield work
     finally:
-        from lockbox.store.store import remove_tree
-
         try:
             remove_tree(work)
         finally:
@@ -170,11 +193,9 @@ def remove_leftovers(target: Path) -> list[Path]:
     """Remove the work directories of ``target``'s writers that died: those beside it named
     exactly as :func:`work_beside` names them, real directories owned by this user, whose
     lock is free. Returns what was removed."""
-    from lockbox.store.store import remove_tree
-
     target = target.absolute()
     pattern = _work_pattern(target)
-    removed = []
+    removed: list[Path] = []
     try:
         names = sorted(os.listdir(target.parent))
     except OSError:
@@ -196,7 +217,7 @@ def remove_leftovers(target: Path) -> list[Path]:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # its writer is alive
-            if _same(descriptor, path):
+            if names_file(path, descriptor):
                 step(f"remove leftover {target.name}")
                 remove_tree(path)
                 removed.append(path)
@@ -205,8 +226,260 @@ def remove_leftovers(target: Path) -> list[Path]:
     return removed
 
 
-def _same(descriptor: int, path: Path) -> bool:
+def names_file(path: str | os.PathLike[str], descriptor: int) -> bool:
+    """Whether ``path`` still names the file open as ``descriptor`` (nothing took its place)."""
     try:
         return os.path.samestat(os.fstat(descriptor), os.lstat(path))
     except FileNotFoundError:
         return False
+
+
+def is_plain_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a regular file itself, not a link to one."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+# Walking ------------------------------------------------------------------------------------
+def walk(
+    top: str | os.PathLike[str], *, skip_unreadable: bool = False
+) -> Iterator[tuple[str, list[str], list[str]]]:
+    """Every directory of the tree ``top`` (a directory), top-down: its path, the names of
+    the directories in it and the names of everything else in it (files, symbolic links —
+    to directories too —, anything else), each list sorted.
+
+    As :func:`os.walk` without ``followlinks`` but that a link is never among the
+    directories, so no caller need test for one, and that errors are raised, not skipped:
+    a tree lockbox reads or writes is read whole. Only with ``skip_unreadable`` is a
+    directory this user may not read left out, for a host tree (``/usr`` has some). The
+    directories a caller removes from the list it was given are not entered. A stack, not
+    recursion: a tree may be deeper than Python's recursion limit."""
+    pending = [os.fspath(top)]
+    while pending:
+        directory = pending.pop()
+        directories: list[str] = []
+        others: list[str] = []
+        try:
+            with os.scandir(directory) as scan:
+                for entry in scan:
+                    kind = directories if entry.is_dir(follow_symlinks=False) else others
+                    kind.append(entry.name)
+        except PermissionError:
+            if not skip_unreadable:
+                raise
+            continue
+        directories.sort()
+        others.sort()
+        yield directory, directories, others
+        pending.extend(os.path.join(directory, name) for name in reversed(directories))
+
+
+# Copying ------------------------------------------------------------------------------------
+Ignore = Callable[[str, list[str]], Container[str]]
+"""Which of the names in a directory a copy leaves out, as :func:`shutil.copytree` asks."""
+
+
+def copy_tree(
+    source: Path,
+    target: Path,
+    *,
+    link: bool = False,
+    ignore: Ignore | None = None,
+    preserve: bool = False,
+) -> None:
+    """Copy the file, symbolic link or tree ``source`` to ``target``, whose parent exists.
+
+    Links are copied as links, never followed. A regular file is copied with mode 0755 if
+    its owner may run it, 0644 otherwise — or, with ``link``, hardlinked (what a store entry
+    holds never changes) — and with ``preserve`` keeps its mode and times, as directories
+    do (:func:`shutil.copystat`): a copy a build reads looks as the original does.
+    ``ignore`` leaves names out below ``source``, as in :func:`shutil.copytree`.
+
+    What is there already is merged into, never written through: a directory is made
+    unless it is one, a link or file in its place is refused (:func:`make_directory`), a
+    file is never opened through a link (:func:`open_for_writing`). Anything but a file,
+    directory or link (a socket, a pipe, a device) is refused with
+    :class:`shutil.SpecialFileError`, naming it in its ``filename``."""
+    info = os.lstat(source)
+    if not stat.S_ISDIR(info.st_mode):
+        _copy_entry(os.fspath(source), os.fspath(target), info, link, preserve)
+        return
+    made: list[tuple[str, str]] = []
+    for directory, directories, others in walk(source):
+        relative = os.path.relpath(directory, source)
+        destination = os.path.normpath(os.path.join(target, relative))
+        make_directory(destination)
+        left_out = ignore(directory, [*directories, *others]) if ignore is not None else ()
+        directories[:] = [name for name in directories if name not in left_out]
+        for name in others:
+            if name in left_out:
+                continue
+            path = os.path.join(directory, name)
+            _copy_entry(path, os.path.join(destination, name), os.lstat(path), link, preserve)
+        made.append((directory, destination))
+    if preserve:  # after what is in them: writing there changed their times
+        for directory, destination in reversed(made):
+            shutil.copystat(directory, destination)
+
+
+def _copy_entry(source: str, target: str, info: os.stat_result, link: bool, preserve: bool) -> None:
+    if stat.S_ISLNK(info.st_mode):
+        os.symlink(os.readlink(source), target)
+        if preserve:
+            shutil.copystat(source, target, follow_symlinks=False)
+    elif not stat.S_ISREG(info.st_mode):
+        raise shutil.SpecialFileError(
+            errno.EINVAL, "only regular files, directories and symbolic links are copied", source
+        )
+    elif link:
+        os.link(source, target)
+    else:
+        mode = 0o755 if info.st_mode & stat.S_IXUSR else 0o644
+        with (
+            open(source, "rb") as reading,
+            os.fdopen(open_for_writing(target, mode), "wb") as writing,
+        ):
+            shutil.copyfileobj(reading, writing, 1 << 20)
+            os.fchmod(writing.fileno(), mode)
+        if preserve:
+            shutil.copystat(source, target)
+
+
+def make_directory(path: str | os.PathLike[str]) -> None:
+    """Make the directory ``path`` unless it is one; a link or a file there is refused
+    (``NotADirectoryError``), so nothing written below it can land elsewhere."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            raise NotADirectoryError(
+                errno.ENOTDIR, "it exists and is not a directory", os.fspath(path)
+            ) from None
+
+
+def open_for_writing(path: str | os.PathLike[str], mode: int = 0o644) -> int:
+    """A descriptor of ``path`` opened for writing (created or truncated), refusing to
+    write through a symbolic link at ``path`` (``O_NOFOLLOW``)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+
+
+# Writing in one step ------------------------------------------------------------------------
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A free name beside ``path`` (on its file system) for the caller to make its
+    replacement at — write a file, copy one, link one; when the block ends it is renamed
+    over ``path``, in one step, and if the block fails it is removed. A reader sees the old
+    ``path`` or the new one, never a part of it; a link at ``path`` is replaced, never
+    written through."""
+    temporary = path.with_name(f".{path.name}{_WORK_MARK}{secrets.token_hex(8)}.tmp")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def write_atomically(path: Path, data: bytes | str, *, mode: int = 0o644) -> None:
+    """Put ``data`` (text is written as UTF-8) at ``path`` in one step (:func:`replacing`).
+    The file keeps the mode of the one it replaces; a new one gets ``mode``."""
+    with contextlib.suppress(FileNotFoundError):
+        mode = os.stat(path).st_mode & 0o7777
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    with replacing(path) as temporary:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(temporary, flags, 0o600), "wb") as file:
+            file.write(data)
+            os.fchmod(file.fileno(), mode)
+
+
+# Removing -----------------------------------------------------------------------------------
+def remove_tree(path: Path) -> None:
+    """Delete a (possibly read-only) tree, or a single file or symlink.
+
+    Symbolic links are removed, never followed, at every level: the walk goes through
+    directory descriptors opened with ``O_NOFOLLOW``, so even a directory swapped for a link
+    while the tree is being removed takes nothing outside the tree with it."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(info.st_mode):
+        os.unlink(path)
+        return
+    parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _remove_at(parent, path.name)
+    finally:
+        os.close(parent)
+
+
+def _remove_at(parent: int, name: str) -> None:
+    """Remove the entry ``name`` of the directory open as ``parent``, depth first, with a
+    stack instead of recursion (a tree may be deeper than Python's recursion limit)."""
+    top = _open_directory(parent, name)
+    if top is None:
+        return
+    stack: list[tuple[int, str, list[str]]] = [(top, name, sorted(os.listdir(top)))]
+    try:
+        while stack:
+            fd, own_name, children = stack[-1]
+            if not children:
+                stack.pop()
+                os.close(fd)
+                os.rmdir(own_name, dir_fd=stack[-1][0] if stack else parent)
+                continue
+            child = children.pop()
+            opened = _open_directory(fd, child)
+            if opened is not None:
+                stack.append((opened, child, sorted(os.listdir(opened))))
+    except BaseException:
+        for fd, _name, _children in stack:
+            os.close(fd)
+        raise
+
+
+def _open_directory(parent: int, name: str) -> int | None:
+    """Open ``name`` in ``parent`` if it is a real directory, made writable so that its
+    contents can go; otherwise unlink it (a file, a symlink) and return None."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        if error.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        os.unlink(name, dir_fd=parent)
+        return None
+    with contextlib.suppress(PermissionError):
+        os.fchmod(fd, 0o700)  # not its owner: removing fails below if it is not writable
+    return fd
+
+
+# Making it durable --------------------------------------------------------------------------
+def sync_directory(path: Path) -> None:
+    """Flush ``path``'s directory entries to disk: what was renamed or created in it."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_file_system(path: Path) -> None:
+    """Flush every file of the file system holding ``path`` to disk: one ``syncfs`` call
+    instead of an ``fsync`` per file, which costs seconds on a tree of 30 000 files."""
+    fd = os.open(path if path.is_dir() else path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        syncfs = getattr(_libc(), "syncfs", None)
+        if syncfs is not None:
+            syncfs.argtypes = [ctypes.c_int]
+            if syncfs(fd) == 0:
+                return
+        os.sync()
+    finally:
+        os.close(fd)

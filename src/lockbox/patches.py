@@ -10,25 +10,20 @@ contents are computed in memory first, and the tree is written only if every hun
 from __future__ import annotations
 
 import ast
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from lockbox.errors import LockboxError
-from lockbox.inputs.paths import PathError, confined
+from lockbox import fs
+from lockbox.errors import PatchError, PathError
+from lockbox.inputs.paths import confined
 
 _HUNK = re.compile(rb"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 _REGENERATE = (
     "the patch was written for a different version of this file; "
     "regenerate it against the current source"
 )
-
-
-class PatchError(LockboxError):
-    """A patch that cannot be parsed or does not apply."""
 
 
 @dataclass(frozen=True)
@@ -337,16 +332,7 @@ def _write(root: Path, path: str, content: bytes | None, label: str) -> None:
                     break
                 parent.rmdir()
             return
-        mode = target.stat().st_mode & 0o7777 if target.exists() else 0o644
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as stream:
-                stream.write(content)
-            os.chmod(temp, mode)
-            os.replace(temp, target)
-        except BaseException:
-            os.unlink(temp)
-            raise
+        fs.write_atomically(target, content)
     except OSError as error:
         raise PatchError(f"{label}: writing {path} failed: {error}") from None

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.deps.buildroot import BuildRootError, RootPins, ensure_root
+from lockbox.deps.buildroot import RootPins, ensure_root
 from lockbox.environment import Environment
+from lockbox.errors import BuildRootError
 from lockbox.store.store import Store
 from lockbox.tools.toolbox import Toolbox
 from tests.integration import test_buildroot

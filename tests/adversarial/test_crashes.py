@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.store.store import Store, remove_tree
+from lockbox.fs import remove_tree
+from lockbox.store.store import Store
 from tests.adversarial.test_store_ownership import listing
 from tests.unit.test_store import make_tree
 

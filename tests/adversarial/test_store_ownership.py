@@ -16,7 +16,8 @@ import pytest
 
 from lockbox.cli import main
 from lockbox.errors import StoreError
-from lockbox.store.store import Store, remove_tree
+from lockbox.fs import remove_tree
+from lockbox.store.store import Store
 from tests.unit.test_store import make_tree
 
 

@@ -16,17 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.deps.buildroot import (
-    BuildRootError,
-    DebPackage,
-    PinnedPackagesGone,
-    RootPins,
-    changes,
-    ensure_root,
-    read_pins,
-)
+from lockbox.deps.buildroot import DebPackage, RootPins, changes, ensure_root, read_pins
 from lockbox.environment import Environment
-from lockbox.errors import HashMismatch
+from lockbox.errors import BuildRootError, HashMismatch, PinnedPackagesGone
 from lockbox.store.store import Store
 from lockbox.tools.toolbox import Toolbox
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.deps.layer import SEALED_MTIME_NS, LayerError, normalise
+from lockbox.deps.layer import SEALED_MTIME_NS, normalise
 from lockbox.deps.treediff import diff_trees
+from lockbox.errors import LayerError
 from lockbox.scrub import Scrubber, mangle
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.errors import LockboxError
-from lockbox.patches import PatchError, PatchReport, apply_patch
+from lockbox.errors import LockboxError, PatchError
+from lockbox.patches import PatchReport, apply_patch
 
 TEN = "".join(f"line {n}\n" for n in range(1, 11))
 

@@ -11,13 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lockbox.inputs.paths import (
-    PathError,
-    confined,
-    confined_glob,
-    make_directory,
-    open_for_writing,
-)
+from lockbox.errors import PathError
+from lockbox.fs import make_directory, open_for_writing
+from lockbox.inputs.paths import confined, confined_glob
 
 
 def _tree(root: Path, outside: Path) -> Path:

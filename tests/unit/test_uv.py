@@ -182,7 +182,7 @@ error: Failed to build `lbt-gamma @ file:///tmp/exp/gco`
 
 
 def test_a_build_dependency_that_was_not_fetched_names_lock_build() -> None:
-    from lockbox.deps.buildpins import BuildPinsMissing
+    from lockbox.errors import BuildPinsMissing
 
     error = explain_failure(UNFETCHED_BUILD_DEPENDENCY)
     assert isinstance(error, BuildPinsMissing)

@@ -35,21 +35,19 @@ import errno
 import fnmatch
 import hashlib
 import os
-import shutil
 import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lockbox import build_identity
+from lockbox import build_identity, fs
 from lockbox.errors import AssemblyError, ToolFailed
-from lockbox.fs import replace_tree, work_beside
-from lockbox.inputs.paths import confined, confined_glob, make_directory, open_for_writing
+from lockbox.inputs.paths import confined, confined_glob
 from lockbox.inputs.project import Project, read_toml
 from lockbox.inputs.recipe import recipe_as_dict
 from lockbox.progress import Progress, silent
-from lockbox.store.store import Entry, Store, inputs_digest, remove_tree
+from lockbox.store.store import Entry, Store, inputs_digest
 from lockbox.tools.sandbox import REPRODUCIBLE_ENV, SYSTEM_PATHS
 
 if TYPE_CHECKING:
@@ -204,13 +202,10 @@ def _walk(top: Path) -> Iterator[tuple[str, os.stat_result]]:
     if not stat.S_ISDIR(info.st_mode):
         yield os.fspath(top), info
         return
-    for directory, dirnames, filenames in os.walk(top):
+    for directory, directories, others in fs.walk(top):
         yield directory, os.lstat(directory)
-        # os.walk lists a link to a directory among the directories and does not enter
-        # it: it is an entry of its own, read as a link.
-        links = [d for d in dirnames if os.path.islink(os.path.join(directory, d))]
-        dirnames[:] = sorted(d for d in dirnames if not _ignored(d) and d not in links)
-        for name in sorted(filenames + links):
+        directories[:] = [name for name in directories if not _ignored(name)]
+        for name in others:
             if not _ignored(name):
                 path = os.path.join(directory, name)
                 yield path, os.lstat(path)
@@ -298,7 +293,7 @@ def build_app(
                 stage,
                 link=True,
                 hidden=[store.root],
-                log=store.work_dir / "logs" / f"{out.name}.log",
+                log=store.layout.logs / f"{out.name}.log",
             ),
             sandbox,
             patchelf,
@@ -380,9 +375,8 @@ def share_libraries(store: Store, content: Path, bundled: Iterable[str], name: s
     for library in names:
         shared, own = entry.path / "lib" / library, content / "lib" / library
         if not os.path.samestat(os.stat(shared), os.stat(own)):  # an earlier build's entry
-            temporary = own.with_name(f".{library}.lockbox-link")
-            os.link(shared, temporary)
-            os.replace(temporary, own)
+            with fs.replacing(own) as temporary:
+                os.link(shared, temporary)
     return entry
 
 
@@ -425,7 +419,7 @@ def export_app(
         # The new tree is written in a locked directory beside ``to`` (which first clears away
         # what killed exports left there) and swapped with it in one step: ``to`` is the
         # earlier export or this one at every instant, never neither.
-        with work_beside(to) as work:
+        with fs.work_beside(to) as work:
             log.unlink(missing_ok=True)
             content = work / "content"
             report = assemble_tree(
@@ -443,7 +437,7 @@ def export_app(
                 patchelf,
                 progress=progress,
             )
-            replace_tree(content, to)
+            fs.replace_tree(content, to)
             log.unlink(missing_ok=True)
     except BaseException:
         if created and to.is_dir() and not any(to.iterdir()):
@@ -648,7 +642,7 @@ def _delete(project: Project, content: Path, report: AssemblyReport) -> None:
                 "the output; remove it from the recipe or correct it"
             )
         for path in matched:
-            remove_tree(path)
+            fs.remove_tree(path)
             report.deleted.append(os.path.relpath(path, content))
 
 
@@ -791,11 +785,11 @@ def _readable(top: Path) -> None:
     """Let anyone read (and search) what lockbox wrote into ``top`` whatever the umask, as
     registration will: verification runs as another user. Files shared with store entries
     (hardlinks) are readable already and are left alone."""
-    for directory, _, filenames in os.walk(top):
+    for directory, _, others in fs.walk(top):
         info = os.lstat(directory)
         if info.st_mode & 0o555 != 0o555:
             os.chmod(directory, stat.S_IMODE(info.st_mode) | 0o555)
-        for name in filenames:
+        for name in others:
             path = os.path.join(directory, name)
             info = os.lstat(path)
             if stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_mode & 0o444 != 0o444:
@@ -849,12 +843,12 @@ def deps_bytecode(
             ) from None
         content = stage / "content"
         content.mkdir()
-        for directory, dirnames, _ in os.walk(tree):
-            if "__pycache__" in dirnames:
+        for directory, directories, _ in fs.walk(tree):
+            if "__pycache__" in directories:
                 relative = Path(directory, "__pycache__").relative_to(tree)
                 (content / relative).parent.mkdir(parents=True, exist_ok=True)
                 os.rename(Path(directory, "__pycache__"), content / relative)
-                dirnames.remove("__pycache__")
+                directories.remove("__pycache__")
         return store.register(content, name=name, kind="bytecode", inputs=inputs)
 
 
@@ -917,7 +911,7 @@ def _substitute(source: Path, file: str, old: str, new: str, expect: int | None,
         )
     if expect is not None and count != expect:
         raise AssemblyError(f"{where}: {old!r} occurs {count} times, the recipe expects {expect}")
-    with os.fdopen(open_for_writing(path), "w", encoding="utf-8") as stream:
+    with os.fdopen(fs.open_for_writing(path), "w", encoding="utf-8") as stream:
         stream.write(text.replace(old, new))
     return count
 
@@ -938,13 +932,9 @@ def _copy_new(sources: Path, relative: str, content: Path, target: Path, key: st
 def _copy_tree(source: Path, target: Path, *, link: bool, caches: bool = False) -> None:
     """Copy (or, with ``link``, hardlink: store entries never change) a file or tree,
     leaving out Python's caches unless ``caches``; executables keep their bit."""
-    info = os.lstat(source)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        if not stat.S_ISDIR(info.st_mode):
-            _copy_file(os.fspath(source), os.fspath(target), info, link)
-            return
-        _copy_walk(source, target, link, caches)
+        fs.copy_tree(source, target, link=link, ignore=None if caches else _caches)
     except OSError as error:
         hint = (
             "; a symbolic link or a file is in the way, and lockbox writes through neither"
@@ -954,17 +944,8 @@ def _copy_tree(source: Path, target: Path, *, link: bool, caches: bool = False) 
         raise AssemblyError(f"copying {source} to {target} failed: {error}{hint}") from None
 
 
-def _copy_walk(source: Path, target: Path, link: bool, caches: bool) -> None:
-    for directory, dirnames, filenames in os.walk(source):
-        relative = os.path.relpath(directory, source)
-        destination = os.path.normpath(os.path.join(target, relative))
-        make_directory(Path(destination))  # never a link: what is written below stays here
-        links = [d for d in dirnames if os.path.islink(os.path.join(directory, d))]
-        dirnames[:] = sorted(d for d in dirnames if (caches or not _ignored(d)) and d not in links)
-        for name in sorted(filenames + links):
-            if caches or not _ignored(name):
-                path = os.path.join(directory, name)
-                _copy_file(path, os.path.join(destination, name), os.lstat(path), link)
+def _caches(_directory: str, names: list[str]) -> set[str]:
+    return {name for name in names if _ignored(name)}
 
 
 def _link_tree(source: Path, target: Path) -> None:
@@ -979,18 +960,3 @@ def _link_tree(source: Path, target: Path) -> None:
         _copy_tree(source, target, link=False, caches=True)
         return
     run(["cp", "-rlP", "--no-preserve=mode", "--", f"{source}/.", str(target)])
-
-
-def _copy_file(source: str, target: str, info: os.stat_result, link: bool) -> None:
-    if stat.S_ISLNK(info.st_mode):
-        os.symlink(os.readlink(source), target)
-    elif link:
-        os.link(source, target)
-    else:
-        mode = 0o755 if info.st_mode & stat.S_IXUSR else 0o644
-        with (
-            open(source, "rb") as reading,
-            os.fdopen(open_for_writing(Path(target), mode), "wb") as writing,
-        ):
-            shutil.copyfileobj(reading, writing, 1 << 20)
-            os.fchmod(writing.fileno(), mode)

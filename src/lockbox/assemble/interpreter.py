@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lockbox import build_identity
-from lockbox.errors import LockboxError
+from lockbox import build_identity, fs
+from lockbox.errors import PythonImportError
 from lockbox.inputs.interpreters import Interpreter
 from lockbox.progress import Progress, silent
 from lockbox.store.store import Entry, Store, inputs_digest
@@ -49,10 +49,6 @@ _LEFT_OUT_AT_TOP = ("test", "idlelib", "tkinter", "turtledemo", "config-*", "sit
 """Directories of the standard library left out."""
 _LEFT_OUT = ("__pycache__", "*.pyc", "_tkinter.*", "*.a")
 """Names left out wherever they are."""
-
-
-class PythonImportError(LockboxError):
-    """The interpreter cannot be imported into the store."""
 
 
 @dataclass(frozen=True)
@@ -117,10 +113,10 @@ def installation_files(interpreter: Interpreter) -> list[Path]:
     stdlib = Path(interpreter.paths.get("stdlib", ""))
     files = [interpreter.executable, *_libpython(interpreter)]
     ignore = _ignore(stdlib)
-    for directory, dirnames, filenames in os.walk(stdlib):
-        left_out = ignore(directory, [*dirnames, *filenames])
-        dirnames[:] = sorted(name for name in dirnames if name not in left_out)
-        for name in sorted(filenames):
+    for directory, directories, others in fs.walk(stdlib):
+        left_out = ignore(directory, [*directories, *others])
+        directories[:] = [name for name in directories if name not in left_out]
+        for name in others:
             path = Path(directory, name)
             if name not in left_out and not path.is_symlink():
                 files.append(path)
@@ -178,7 +174,7 @@ def import_python(
         (content / "lib").mkdir()
         for library in _libpython(interpreter):
             shutil.copyfile(library, content / "lib" / library.name)
-        shutil.copytree(stdlib, content / "lib" / short, symlinks=True, ignore=_ignore(stdlib))
+        fs.copy_tree(stdlib, content / "lib" / short, ignore=_ignore(stdlib))
         (content / "lib" / short / "site-packages").mkdir()
         elfs, foreign = scan_tree(content)
         for path in foreign:

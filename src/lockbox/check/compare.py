@@ -22,17 +22,17 @@ the store; on success it removes them.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lockbox import fs
 from lockbox.check.rebuild import WARNING
 from lockbox.check.report import LABELS, Built, CheckReport, Compared
-from lockbox.errors import LockboxError
+from lockbox.errors import CheckError
 from lockbox.progress import Progress, silent
-from lockbox.store.store import Entry, Store, remove_tree
+from lockbox.store.store import Entry, Store
 from lockbox.tools.run import run
 
 if TYPE_CHECKING:
@@ -44,10 +44,6 @@ EXPLAINED = 5
 
 _SKIPPED_CACHE_BUCKETS = ("sdists-", "builds-")
 """uv cache buckets the rebuild does not get: built wheels (and their sdists), build dirs."""
-
-
-class CheckError(LockboxError):
-    """The rebuild could not be made at all."""
 
 
 def check(
@@ -66,7 +62,7 @@ def check(
 
     project = inputs.project
 
-    checks = store.work_dir / "checks"
+    checks = store.layout.checks
     work = checks / f"{project.app_name}-{scratch_name()}"
     work.mkdir(parents=True)
     entries: list[Compared] = []
@@ -153,7 +149,7 @@ def _forward(line: str, progress: Progress) -> None:
 
 
 def _remove_work(work: Path) -> None:
-    remove_tree(work)
+    fs.remove_tree(work)
     try:
         work.parent.rmdir()
     except OSError:
@@ -184,11 +180,11 @@ _PROJECT_LEFT_OUT = {
 
 def _copy_project(source: Path, target: Path) -> None:
     """Copy the project for a rebuild elsewhere, without what no build reads."""
-    shutil.copytree(
+    fs.copy_tree(
         source,
         target,
-        symlinks=True,
         ignore=lambda _, names: [n for n in names if n in _PROJECT_LEFT_OUT],
+        preserve=True,
     )
 
 
@@ -204,7 +200,7 @@ def _seed_uv_cache(cache: Path, seeded: Path) -> None:
         target = seeded / bucket.name
         linked = run(["cp", "-a", "-l", "--", str(bucket), str(target)], check=False)
         if linked.returncode != 0:
-            remove_tree(target)
+            fs.remove_tree(target)
             run(["cp", "-a", "--", str(bucket), str(target)])
 
 

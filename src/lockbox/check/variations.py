@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lockbox.errors import LockboxError, ToolFailed
+from lockbox.errors import ToolFailed, VariationError
 from lockbox.progress import Progress, silent
 
 if TYPE_CHECKING:
@@ -71,10 +71,6 @@ FAKETIME_LIBRARIES = (
     "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
     "/usr/lib/faketime/libfaketime.so.1",
 )
-
-
-class VariationError(LockboxError):
-    """A variation was asked for that does not exist."""
 
 
 def parse_variations(skipped: Iterable[str]) -> tuple[str, ...]:

@@ -91,7 +91,7 @@ def run_lock_toolchain(args: argparse.Namespace, context: Context) -> int:
     from lockbox.deps import buildroot
     from lockbox.deps.inputs import inputs_file, read_committed, write_committed
     from lockbox.deps.phase import write_declared_hash
-    from lockbox.errors import ProjectError
+    from lockbox.errors import BuildRootError, ProjectError
     from lockbox.pipeline import build_layer
 
     inputs = context.build_inputs(args)
@@ -106,7 +106,7 @@ def run_lock_toolchain(args: argparse.Namespace, context: Context) -> int:
     where = inputs_file(project)
     try:
         old = buildroot.read_pins(read_committed(project), where)
-    except buildroot.BuildRootError as error:
+    except BuildRootError as error:
         context.warning(f"{error}; pinning anew")
         old = None
     distribution = wanted.distribution or (

@@ -26,7 +26,7 @@ if it is corrupted (:meth:`lockbox.store.store.Store.check_sealed`). That walk i
 answering costs for a large application (about 0.3 s for 30 000 files).
 
 This module is imported before anything else of the command line, so it uses only ``os``,
-``sys`` and :mod:`lockbox.store.records`, and is kept to what a repeated ``build`` or ``run``
+``sys``, :mod:`lockbox.store.records` and :mod:`lockbox.store.layout`, and is kept to what a repeated ``build`` or ``run``
 needs.
 """
 
@@ -36,7 +36,7 @@ import os
 import sys
 
 from lockbox.environment import LOOKUP
-from lockbox.store import records
+from lockbox.store import layout, records
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -90,8 +90,8 @@ class Request:
         digest = 0
         for line in self.key:
             digest = _fnv(digest, line)
-        self.meta = os.path.join(store, ".lockbox")
-        self.place = f"shortcuts/{digest:016x}"
+        self.meta = os.path.join(store, layout.META)
+        self.place = f"{layout.SHORTCUTS}/{digest:016x}"
         self.path = os.path.join(self.meta, self.place)
         self.distrusted = False
         """Whether a record was found that the store did not sign (it was removed)."""

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from packaging.version import InvalidVersion, Version
 
-from lockbox.errors import LockboxError
+from lockbox import fs
+from lockbox.errors import BuildPinsMissing
 from lockbox.inputs.project import Project
 from lockbox.inputs.recipe import canonical_name
 from lockbox.progress import Progress, silent
@@ -47,10 +48,6 @@ _CREATING = re.compile(r"Creating build environment for: ([A-Za-z0-9._-]+)")
 _INSTALLING = re.compile(r"Installing (`[^`]+`(?:, `[^`]+`)*) in `")
 _PIN = re.compile(r"^([A-Za-z0-9._-]+)==(\S+)")
 _HASH = re.compile(r"--hash=(sha256:[0-9a-f]{64})")
-
-
-class BuildPinsMissing(LockboxError):
-    """A build dependency is not pinned (or no longer matches its pin)."""
 
 
 def build_sets(lines: Iterable[str]) -> tuple[list[str], dict[str, list[str]]]:
@@ -128,15 +125,13 @@ def copy_project(project: Project, destination: Path) -> Path:
     """A copy of the project's tree (links kept as links, never followed; no VCS data,
     environments or caches) for the unpinned discovery build."""
     ignore = shutil.ignore_patterns(".git", ".venv", "node_modules", "__pycache__", ".hg")
-    shutil.copytree(project.root, destination, symlinks=True, ignore=ignore)
+    fs.copy_tree(project.root, destination, ignore=ignore, preserve=True)
     return destination
 
 
 def write_pins(project: Project, pins: Mapping[str, str], hashes: Mapping[str, list[str]]) -> Path:
     """Write the pins into pyproject.toml's ``[tool.uv]``, keeping its formatting."""
     import tomlkit
-
-    from lockbox.deps.phase import write_atomically
 
     missing = sorted(name for name in pins if not hashes.get(name))
     if missing:
@@ -157,7 +152,7 @@ def write_pins(project: Project, pins: Mapping[str, str], hashes: Mapping[str, l
         table["hashes"] = sorted(hashes[name])
         array.append(table)
     uv["build-constraint-dependencies"] = array
-    write_atomically(path, tomlkit.dumps(document))
+    fs.write_atomically(path, tomlkit.dumps(document))
     return path
 
 
@@ -168,8 +163,6 @@ def write_manifest(
     from pyproject.toml: written here rather than by ``uv lock``, which would resolve again
     and fetch every git source (not reachable from every machine that pins)."""
     import tomlkit
-
-    from lockbox.deps.phase import write_atomically
 
     # Formatted and placed as uv does it, so that the next `uv lock` leaves the bytes (and
     # the layer's inputs, which hold uv.lock's digest) as they are.
@@ -195,7 +188,7 @@ def write_manifest(
             + separator.lstrip("\n")
             + rest
         )
-    write_atomically(project.lock_path, text)
+    fs.write_atomically(project.lock_path, text)
 
 
 def write_requirements(
@@ -206,7 +199,6 @@ def write_requirements(
     import tomlkit
 
     from lockbox.deps.inputs import inputs_file
-    from lockbox.deps.phase import write_atomically
 
     path = inputs_file(project)
     if path.exists():
@@ -235,7 +227,7 @@ def write_requirements(
         )
         requirements["chosen"] = conflicts
     document["build-requirements"] = requirements
-    write_atomically(path, tomlkit.dumps(document), mode=0o644)
+    fs.write_atomically(path, tomlkit.dumps(document))
     return path
 
 

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lockbox.errors import LockboxError, ToolFailed
+from lockbox import fs
+from lockbox.errors import BuildRootError, LockboxError, PinnedPackagesGone, ToolFailed
 from lockbox.hashes import Sha256
 from lockbox.progress import Progress, silent
 from lockbox.tools.run import run, which
@@ -75,27 +76,6 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+\Z")
 _VERSION = re.compile(r"^[A-Za-z0-9.+~:-]+\Z")
 _ARCH = re.compile(r"^[a-z0-9-]+\Z")
 _SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
-
-
-class BuildRootError(LockboxError):
-    """The build root cannot be pinned or made."""
-
-
-class PinnedPackagesGone(BuildRootError):
-    """The archive no longer offers packages the build root pins: the archive moved on,
-    lockbox did not fail. Re-pinning is the fix."""
-
-    def __init__(self, missing: Sequence[DebPackage], project_dir: Path) -> None:
-        self.missing = tuple(missing)
-        lines = "\n".join(f"  {p.name} {p.version} ({p.url})" for p in self.missing)
-        super().__init__(
-            f"the Debian archive no longer offers {len(self.missing)} package"
-            f"{'s' if len(self.missing) != 1 else ''} the build root pins:\n{lines}\n"
-            "This is not a lockbox failure: Debian replaced these versions (a point release "
-            "or a security update) and keeps no old ones. Re-pin the build root to what the "
-            "archive offers now; the command shows every version change and the new "
-            f"deps.hash before it writes anything:\n    lockbox lock-toolchain {project_dir}"
-        )
 
 
 @dataclass(frozen=True, order=True)
@@ -411,10 +391,11 @@ def interpreter_packages(interpreter: Interpreter) -> list[str]:
     prefix = interpreter.prefix.resolve()
     elfs = [
         path
-        for path in prefix.rglob("*")
-        if path.is_file()
+        for directory, _, names in fs.walk(prefix, skip_unreadable=True)
+        for path in (Path(directory, name) for name in names)
+        if (path.suffix == ".so" or ".so." in path.name or path.parent.name == "bin")
+        and path.is_file()
         and not path.is_symlink()
-        and (path.suffix == ".so" or ".so." in path.name or path.parent.name == "bin")
     ]
     needed = files_needs(elfs)
     host = host_libraries()

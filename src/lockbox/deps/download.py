@@ -126,7 +126,8 @@ def _matches(path: Path, item: Download) -> bool:
 
 def _fetch(item: Download, directory: Path, progress: Progress) -> Path:
     final = directory / item.name
-    # Named by the hash too: another file of the same name must not continue this one.
+    # Named by the hash too: another file of the same name must not continue this one. Not
+    # lockbox.fs.write_atomically: what arrived is kept, for the next run to continue.
     partial = directory / f".{item.sha256.lower()[:16]}-{item.name}.part"
     with open(partial, "a+b") as lock:
         # Another lockbox fetching the same file waits, then finds it there.

@@ -44,7 +44,7 @@ from packaging.utils import (
 )
 
 from lockbox.deps.download import Download, download_all
-from lockbox.errors import LockboxError
+from lockbox.errors import FetchError, LockboxError
 from lockbox.inputs.interpreters import Interpreter
 from lockbox.inputs.plan import Plan
 from lockbox.inputs.project import Project
@@ -59,20 +59,6 @@ if TYPE_CHECKING:
 PYPI = "https://pypi.org/simple"
 _SIMPLE_ACCEPT = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
 _SDIST = (".tar.gz", ".zip")
-
-
-class FetchError(LockboxError):
-    """What the build needs cannot be fetched by hash; every reason is listed."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = tuple(problems)
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        lines = [f"cannot fetch what the build needs: {len(self.problems)} problems"]
-        lines += [f"  {problem}" for problem in self.problems]
-        lines.append("nothing was added to the store")
-        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -102,7 +88,7 @@ def fetch_dependencies(
     items += _pinned_items(project, plan.interpreter, problems, progress)
     if problems:
         raise FetchError(problems)
-    found = download_all(items, store.work_dir / "fetched", progress)
+    found = download_all(items, store.layout.fetched, progress)
     links = work / "links"
     links.mkdir()
     for path in found.values():
@@ -407,7 +393,7 @@ def fetch_extra_sources(
     from lockbox.deps.sources import fetch
 
     return [
-        fetch(source, store.work_dir / "sources", tools, progress)
+        fetch(source, store.layout.sources, tools, progress)
         for source in project.recipe.deps.extra_sources
     ]
 

@@ -228,9 +228,9 @@ def write_committed(
         document[SECTION] = root.to_toml()
     elif SECTION in previous:
         document[SECTION] = previous[SECTION]
-    from lockbox.deps.phase import write_atomically
+    from lockbox import fs
 
-    write_atomically(path, tomlkit.dumps(document), mode=0o644)
+    fs.write_atomically(path, tomlkit.dumps(document))
     return path
 
 

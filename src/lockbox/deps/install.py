@@ -32,6 +32,7 @@ from lockbox.inputs.plan import Plan
 from lockbox.inputs.project import Project
 from lockbox.inputs.recipe import BuildEnv
 from lockbox.progress import Progress, silent
+from lockbox.store import layout
 from lockbox.store.store import Entry, Store
 from lockbox.tools.sandbox import BUILD_ROOT, REPRODUCIBLE_ENV
 from lockbox.tools.toolbox import Toolbox
@@ -42,9 +43,9 @@ if TYPE_CHECKING:
     from lockbox.environment import Environment
 
 
-CACHE = BUILD_ROOT / "uv-cache"
+CACHE = BUILD_ROOT / layout.UV_CACHE
 """Where the sandboxed build sees the uv cache: the store's own, or the one bound there."""
-FETCHED = BUILD_ROOT / "fetched"
+FETCHED = BUILD_ROOT / layout.FETCHED
 """Where the sandboxed build sees the files fetched for it (:mod:`lockbox.deps.fetch`)."""
 
 
@@ -68,7 +69,7 @@ def cache_key(project: Project, system: str | None = None) -> str:
 def uv_cache_dir(store: Store, cache: Path | None) -> Path:
     """The uv cache the dependency phase uses, as the host sees it: ``cache`` (from
     :meth:`lockbox.environment.Environment.uv_cache`) if given, else the store's own."""
-    return cache or store.work_dir / "uv-cache"
+    return cache or store.layout.uv_cache
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def install(
     # cache and the fetched sources; not the records, keys or other builds. In place of
     # every file fetched, the ones fetched for this build, read-only, at a fixed path (uv
     # caches what it unpacks by the path it came from).
-    visible = [work.parent, store.work_dir / "uv-cache", store.work_dir / "sources"]
+    visible = [work.parent, store.layout.uv_cache, store.layout.sources]
     shown: list[Path | tuple[Path, Path]] = [project.root, *_named_paths(project, plan)]
     if fetched is not None:
         shown.append((fetched.links, FETCHED))

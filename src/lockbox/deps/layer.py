@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from email.parser import HeaderParser
 from pathlib import Path, PurePosixPath
 
-from lockbox.errors import LockboxError
+from lockbox import fs
+from lockbox.errors import LayerError
 from lockbox.hashes import record_hash
 from lockbox.native.buildid import refresh_build_id
 from lockbox.progress import Progress, silent
 from lockbox.scrub import Scrubber, ScrubReport
-from lockbox.store.store import remove_tree
 
 _VENV_FILES = {"_virtualenv.pth", "_virtualenv.py"}
 
@@ -84,10 +84,6 @@ one. The NAR hash still reads every byte,
 so a file changed behind the store's back still changes the layer's hash."""
 
 
-class LayerError(LockboxError):
-    """The installed environment is not what the layer can be made from."""
-
-
 def site_packages_of(venv: Path) -> Path:
     """The one ``lib/pythonX.Y/site-packages`` of an environment."""
     found = sorted(venv.glob("lib/python3*/site-packages"))
@@ -118,7 +114,7 @@ def normalise(
             report.dropped[f"{name} (outside site-packages)"] = 1
     record_lines: dict[str, tuple[str, str]] = {}
     records: dict[str, list[str]] = {}
-    _normalise_directory(target_site, "", scrubber, report, record_lines, records, known or {})
+    _normalise_tree(target_site, scrubber, report, record_lines, records, known or {})
     by_dist_info: dict[str, list[str]] = {}
     for path in record_lines:
         by_dist_info.setdefault(path.split("/", 1)[0], []).append(path)
@@ -139,41 +135,39 @@ def _count(report: LayerReport, reason: str) -> None:
     report.dropped[reason] = report.dropped.get(reason, 0) + 1
 
 
-def _normalise_directory(
-    directory: str | Path,
-    relative: str,
+def _normalise_tree(
+    top: Path,
     scrubber: Scrubber,
     report: LayerReport,
     record_lines: dict[str, tuple[str, str]],
     records: dict[str, list[str]],
     known: Mapping[tuple[int, int, int], str],
 ) -> None:
-    with os.scandir(directory) as scan:
-        entries = sorted(scan, key=lambda entry: entry.name)
-    in_dist_info = relative.endswith(".dist-info/") and relative.count("/") == 1
-    for entry in entries:
-        name = entry.name
-        path = f"{relative}{name}"
-        info = entry.stat(follow_symlinks=False)
-        if stat.S_ISDIR(info.st_mode):
-            if name == "__pycache__":
-                _count(report, "__pycache__ directories")
-                remove_tree(Path(entry.path))
+    for directory, directories, others in fs.walk(top):
+        if "__pycache__" in directories:
+            _count(report, "__pycache__ directories")
+            fs.remove_tree(Path(directory, "__pycache__"))
+            directories.remove("__pycache__")
+        below = os.path.relpath(directory, top)
+        relative = "" if below == "." else f"{below}/"
+        in_dist_info = relative.endswith(".dist-info/") and relative.count("/") == 1
+        for name in others:
+            location = os.path.join(directory, name)
+            path = f"{relative}{name}"
+            info = os.lstat(location)
+            if stat.S_ISLNK(info.st_mode):
+                link = os.readlink(location)
+                scrubbed, found = scrubber.scrub(os.fsencode(link))
+                if found:
+                    report.scrub.add(path, found)
+                    os.unlink(location)
+                    os.symlink(os.fsdecode(scrubbed), location)
+                record_lines[path] = ("", "")
                 continue
-            _normalise_directory(
-                entry.path, path + "/", scrubber, report, record_lines, records, known
-            )
-        elif stat.S_ISLNK(info.st_mode):
-            link = os.readlink(entry.path)
-            scrubbed, found = scrubber.scrub(os.fsencode(link))
-            if found:
-                report.scrub.add(path, found)
-                os.unlink(entry.path)
-                os.symlink(os.fsdecode(scrubbed), entry.path)
-            record_lines[path] = ("", "")
-        elif stat.S_ISREG(info.st_mode):
-            if _dropped(name, relative, in_dist_info, entry.path, report, records):
-                os.unlink(entry.path)
+            if not stat.S_ISREG(info.st_mode):
+                raise LayerError(f"{location} is not a file, directory or symlink")
+            if _dropped(name, relative, in_dist_info, location, report, records):
+                os.unlink(location)
                 continue
             linked = info.st_nlink > 1
             identity = (info.st_dev, info.st_ino, info.st_size)
@@ -183,21 +177,19 @@ def _normalise_directory(
                 report.bytes += info.st_size
                 report.known += 1
                 continue
-            with open(entry.path, "rb") as file:
+            with open(location, "rb") as file:
                 data = file.read()
             data, found = scrubber.scrub(data)
             if found:
                 report.scrub.add(path, found)
                 data = refresh_build_id(data)
-                _replace(entry.path, data, info.st_mode)
+                fs.write_atomically(Path(location), data)
             digest = record_hash(data)
             record_lines[path] = (digest, str(len(data)))
             if linked and not found:
                 report.clean_links.append((*identity, digest))
             report.files += 1
             report.bytes += len(data)
-        else:
-            raise LayerError(f"{entry.path} is not a file, directory or symlink")
 
 
 def _dropped(
@@ -229,16 +221,6 @@ def _dropped(
         _count(report, "uv_cache.json (when a local source was read)")
         return True
     return False
-
-
-def _replace(path: str, data: bytes, mode: int) -> None:
-    """Put ``data`` at ``path`` as a new file with the same permissions."""
-    directory, name = os.path.split(path)
-    temporary = os.path.join(directory, f".{name}.lockbox-tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IMODE(mode))
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(data)
-    os.rename(temporary, path)
 
 
 def _record_paths(record: str) -> list[str]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from lockbox import fs
 from lockbox.errors import AssemblyError
 from lockbox.hashes import record_hash
 from lockbox.inputs.recipe import canonical_name
@@ -203,7 +204,12 @@ def files_under(site_packages: Path, top: str) -> list[str]:
     if not path.is_dir():
         return [top]
     found = []
-    for directory, _, files in os.walk(path):
+    for directory, _, names in fs.walk(path):
         relative = PurePosixPath(Path(directory).relative_to(site_packages))
-        found += [str(relative / name) for name in files]
+        # A link to a directory is neither entered nor a file: RECORD lists files.
+        found += [
+            str(relative / name)
+            for name in names
+            if not os.path.isdir(os.path.join(directory, name))
+        ]
     return sorted(found)

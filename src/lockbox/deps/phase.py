@@ -17,12 +17,12 @@ normalise and scrub (:mod:`lockbox.deps.layer`) → hash → compare with the de
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lockbox import fs
 from lockbox.errors import HashMismatch
 from lockbox.hashes import Sha256
 from lockbox.inputs.project import Project
@@ -364,15 +364,5 @@ def write_declared_hash(project: Project, digest: Sha256) -> Path:
         table = table.setdefault("lockbox", tomlkit.table())  # type: ignore[assignment]
     deps = table.setdefault("deps", tomlkit.table())
     deps["hash"] = digest.sri
-    write_atomically(recipe_file, tomlkit.dumps(document))
+    fs.write_atomically(recipe_file, tomlkit.dumps(document))
     return recipe_file
-
-
-def write_atomically(path: Path, text: str, mode: int | None = None) -> None:
-    temporary = path.with_name(f".{path.name}.lockbox-tmp")
-    temporary.write_text(text, encoding="utf-8")
-    if path.exists():
-        mode = os.stat(path).st_mode & 0o7777
-    if mode is not None:
-        os.chmod(temporary, mode)
-    os.replace(temporary, path)

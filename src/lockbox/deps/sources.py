@@ -18,26 +18,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lockbox.errors import HashMismatch, LockboxError
+from lockbox import fs
+from lockbox.errors import HashMismatch, SourceError
 from lockbox.hashes import Sha256
 from lockbox.inputs.recipe import ExtraSource
 from lockbox.progress import Progress, silent
-from lockbox.store.store import remove_tree
 
 if TYPE_CHECKING:
     from lockbox.tools.git import Git
     from lockbox.tools.toolbox import Toolbox
-
-
-class SourceError(LockboxError):
-    """An extra source cannot be fetched."""
 
 
 def fetch(
@@ -60,7 +55,7 @@ def fetch(
             f"the kept copy of the extra source {source.label} no longer has "
             "its declared hash; fetching it again"
         )
-        remove_tree(final)
+        fs.remove_tree(final)
     temporary = directory / f".{uuid.uuid4().hex}-{name}"
     try:
         if source.url is not None:
@@ -87,7 +82,7 @@ def fetch(
             raise HashMismatch(what, source.hash.sri, got.sri, None, fix)
         os.rename(temporary, final)
     finally:
-        remove_tree(temporary)
+        fs.remove_tree(temporary)
     return found
 
 
@@ -138,4 +133,4 @@ def _download(url: str, target: Path) -> Sha256:
 def _clone(source: ExtraSource, target: Path, git: Git, progress: Progress) -> None:
     assert source.git is not None and source.rev is not None
     git.checkout(source.git, source.rev, target, progress)
-    shutil.rmtree(target / ".git")
+    fs.remove_tree(target / ".git")

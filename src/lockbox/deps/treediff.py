@@ -13,6 +13,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from lockbox import fs
+
 
 @dataclass(frozen=True)
 class FileChange:
@@ -54,9 +56,8 @@ def _describe(path: str) -> tuple[str, str, int]:
 
 def _index(root: Path) -> dict[str, tuple[str, str, int]]:
     result = {}
-    for directory, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames + dirnames):
+    for directory, directories, others in fs.walk(root):
+        for name in sorted(directories + others):
             path = os.path.join(directory, name)
             result[os.path.relpath(path, root)] = _describe(path)
     return result

@@ -15,31 +15,18 @@ link itself (copies or removes it), never on what it points to.
 
 The trees checked here do not change while lockbox works on them (nothing runs between
 the check and the use), so a checked path stays safe; writes into the output also open
-their file with ``O_NOFOLLOW`` (:func:`open_for_writing`).
+their file with ``O_NOFOLLOW`` (:func:`lockbox.fs.open_for_writing`).
 """
 
 from __future__ import annotations
 
-import errno
 import fnmatch
 import os
 import stat
 from pathlib import Path
 
-from lockbox.errors import LockboxError
-
-
-class PathError(LockboxError):
-    """A path from an input leads out of the tree it must stay in."""
-
-    def __init__(self, key: str, path: str, reason: str) -> None:
-        self.key = key
-        self.path = path
-        self.reason = reason
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        return f"{self.key}: {self.path!r} {self.reason}"
+from lockbox import fs
+from lockbox.errors import PathError
 
 
 def relative_parts(relative: str, key: str, *, within: str) -> tuple[str, ...]:
@@ -119,24 +106,6 @@ def confined_glob(root: Path, pattern: str, key: str, *, within: str) -> list[Pa
     return sorted(path for path in current if path != root)  # "**" alone: not the root
 
 
-def open_for_writing(path: Path, mode: int = 0o644) -> int:
-    """A descriptor of ``path`` opened for writing (created or truncated), refusing to
-    write through a symbolic link at ``path`` (``O_NOFOLLOW``)."""
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-
-
-def make_directory(path: Path) -> None:
-    """Make the directory ``path`` unless it is one; a link or a file there is refused
-    (``NotADirectoryError``), so nothing written below it can land elsewhere."""
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        if not stat.S_ISDIR(os.lstat(path).st_mode):
-            raise NotADirectoryError(
-                errno.ENOTDIR, "it exists and is not a directory", str(path)
-            ) from None
-
-
 def _through_link(path: Path, shown: str, root: Path, within: str) -> str:
     target = os.readlink(path)
     resolved = Path(os.path.normpath(path.parent / target))
@@ -167,9 +136,6 @@ def _matches(directory: Path, pattern: str, *, directories_only: bool) -> list[P
 def _directories(top: Path) -> list[Path]:
     """``top`` and every directory below it, links to directories not followed."""
     found = [top]
-    for directory, dirnames, _ in os.walk(top):
-        dirnames[:] = [
-            name for name in dirnames if not os.path.islink(os.path.join(directory, name))
-        ]
-        found += [Path(directory, name) for name in dirnames]
+    for directory, directories, _ in fs.walk(top):
+        found += [Path(directory, name) for name in directories]
     return found

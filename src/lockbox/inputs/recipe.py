@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lockbox.errors import HashFormatError, Problem, RecipeError
+from lockbox.errors import HashFormatError, PathError, Problem, RecipeError
 from lockbox.hashes import Sha256
-from lockbox.inputs.paths import PathError, confined, relative_parts
+from lockbox.inputs.paths import confined, relative_parts
 from lockbox.inputs.tomlpos import locate
 
 

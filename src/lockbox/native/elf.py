@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 import struct
 import sys
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import InterpSegment
+
+from lockbox import fs
 
 _MAGIC = b"\x7fELF"
 
@@ -213,14 +216,9 @@ def scan_tree(root: Path) -> tuple[list[ElfInfo], list[Path]]:
 
 def _regular_files(root: Path) -> list[Path]:
     """The regular files under ``root``, found without following any symlink."""
-    files: list[Path] = []
-    # An explicit stack rather than recursion: deep trees must not hit the recursion limit.
-    pending = [os.fspath(root)]
-    while pending:
-        with os.scandir(pending.pop()) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append(entry.path)
-                elif entry.is_file(follow_symlinks=False):
-                    files.append(Path(entry.path))
-    return files
+    return [
+        Path(path)
+        for directory, _, names in fs.walk(root)
+        for path in (os.path.join(directory, name) for name in names)
+        if stat.S_ISREG(os.lstat(path).st_mode)
+    ]

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lockbox.native.resolve import GLIBC_FAMILY, find_outside, host_libraries
-from lockbox.store import records
+from lockbox.store import layout, records
 
 if TYPE_CHECKING:
     from lockbox.native.elf import ElfInfo
@@ -137,7 +137,7 @@ def file_needs(store: Store, path: Path, digest: str) -> tuple[str, ...]:
 def cached_needs(store: Store, key: str, read: Callable[[], Iterable[str]]) -> tuple[str, ...]:
     """The names kept under ``key`` (which must stand for the content they were read from),
     else ``read()``'s, kept for next time."""
-    meta, place = str(store.work_dir), f"needed/{key}"
+    meta, place = str(store.layout.meta), f"{layout.NEEDED}/{key}"
     body, _ = records.read(meta, place)
     try:
         lines = body.decode("utf-8").split("\n") if body is not None else []

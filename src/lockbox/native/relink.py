@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lockbox import fs
 from lockbox.native.resolve import Found, Resolution, origin_directories
 from lockbox.progress import Progress, silent
 from lockbox.tools.patchelf import Patchelf
@@ -115,10 +116,9 @@ def _own_copy(file: Path) -> None:
         if not info.st_mode & stat.S_IWUSR:
             os.chmod(file, stat.S_IMODE(info.st_mode) | stat.S_IWUSR)
         return
-    temporary = file.with_name(f".{file.name}.lockbox-copy")
-    shutil.copyfile(file, temporary)
-    os.chmod(temporary, stat.S_IMODE(info.st_mode) | stat.S_IWUSR)
-    os.replace(temporary, file)
+    with fs.replacing(file) as temporary:
+        shutil.copyfile(file, temporary)
+        os.chmod(temporary, stat.S_IMODE(info.st_mode) | stat.S_IWUSR)
 
 
 def debian_packages(files: Sequence[str]) -> dict[str, str]:

@@ -30,7 +30,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from lockbox.errors import LockboxError
+from lockbox.errors import UnsatisfiedLibraries
 from lockbox.progress import Progress, silent
 
 if TYPE_CHECKING:
@@ -67,31 +67,6 @@ glibc (``libgcc_s``, ``libstdc++``, ``libcrypt``, X11, GL), which are bundled li
 a system that runs the output needs glibc, nothing else."""
 
 Where = Literal["output", "recipe", "host"]
-
-
-class UnsatisfiedLibraries(LockboxError):
-    """Needed shared libraries were found nowhere."""
-
-    def __init__(self, missing: Mapping[str, Sequence[str]]) -> None:
-        self.missing = {name: tuple(wanted) for name, wanted in sorted(missing.items())}
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        count = len(self.missing)
-        lines = [
-            f"{count} {'dependency' if count == 1 else 'dependencies'} could not be satisfied:"
-        ]
-        for name, wanted in self.missing.items():
-            shown = ", ".join(wanted[:3]) + (
-                f" and {len(wanted) - 3} more" if len(wanted) > 3 else ""
-            )
-            lines.append(f"  {name} wanted by {shown}")
-        lines.append(
-            "install the packages that provide them on the build machine, name "
-            "their directories in the recipe's [libraries] paths, or accept their "
-            'absence with [libraries] ignore-missing = ["<soname pattern>"]'
-        )
-        return "\n".join(lines)
 
 
 @dataclass(frozen=True)

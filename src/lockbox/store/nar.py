@@ -170,6 +170,8 @@ def _directory(path: bytes, out: _Buffers) -> None:
 
 
 def _sorted_entries(path: bytes) -> list[os.DirEntry[bytes]]:
+    # Not lockbox.fs.walk: the archive sorts names as bytes (str order differs for names
+    # that are not UTF-8), and keeps each entry's type from the listing, without a stat.
     try:
         with os.scandir(path) as scan:
             return sorted(scan, key=_name)

@@ -19,7 +19,8 @@ This guards against whoever can write under ``.lockbox`` but cannot read the key
 runs with the store owner's rights can read it, and is trusted as the owner is.
 
 This module is imported by the shortcut before anything else of lockbox, so it uses only
-``os``, ``hmac`` and ``hashlib``.
+``os``, ``hmac``, ``hashlib`` and the names of :mod:`lockbox.store.layout`: its atomic write (:func:`write`) and its walk
+(:func:`tree_seal`) are its own, not :mod:`lockbox.fs`'s, which imports much more.
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ import hashlib
 import hmac
 import os
 
-KEY = "key"
-"""The key's name in the store's working directory (``STORE/.lockbox``)."""
+from lockbox.store.layout import KEY
 
 _KEY_BYTES = 32
 _TAG = b"hmac-sha256 "

@@ -1,22 +1,14 @@
 """The store: a directory of immutable, hashed entries and the database that describes them.
 
-Layout of a store rooted at ``ROOT``::
-
-    ROOT/<digest>-<name>/         an entry: read-only, never changed once registered
-    ROOT/.lockbox/store.toml      the marker: this directory is a store lockbox made
-    ROOT/.lockbox/db.sqlite       metadata of every registered entry
-    ROOT/.lockbox/gc.lock         shared by every command that has the store open,
-                                  exclusive for garbage collection
-    ROOT/.lockbox/locks/          one lock file per entry name, held while it is placed
-    ROOT/.lockbox/pending/<name>  a writer's (or collector's) intent: ROOT/<name> may be on
-                                  disk without being registered
-    ROOT/.lockbox/tmp/<token>/    staging directories, each beside the lock its user holds
-    ROOT/.lockbox/roots/<name>    garbage-collection roots: symlinks to entries
-    ROOT/.lockbox/shortcuts/      records of lookups that answer repeated commands
-                                  (lockbox.cli.shortcut); removed by every collection
-    ROOT/.lockbox/derived/<entry> files made from an entry (its image layer), removed with it
-    ROOT/.lockbox/key             the store's secret: signs the records kept beside the
-                                  database (lockbox.store.records)
+:class:`Store` is what the rest of lockbox opens and asks; each of its jobs is a module of
+its own beside it: where everything is on disk (:mod:`~lockbox.store.layout`), what an
+entry is and how it is named (:mod:`~lockbox.store.entries`), the database
+(:mod:`~lockbox.store.database`), the locks (:mod:`~lockbox.store.locks`), staging
+directories and pending records (:mod:`~lockbox.store.staging`,
+:mod:`~lockbox.store.pending`), roots (:mod:`~lockbox.store.roots`), sealing and checking
+entries (:mod:`~lockbox.store.seals`), verifying and collecting
+(:mod:`~lockbox.store.verify`, :mod:`~lockbox.store.gc`), and what makes a directory a store
+(:mod:`~lockbox.store.ownership`).
 
 The store removes only what it can prove it made. It never takes over a non-empty directory
 that has no marker. An entry becomes visible in steps, each atomic: its pending record is
@@ -36,189 +28,56 @@ exclusively and so waits for every other command to finish.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import functools
-import hashlib
-import json
 import os
-import re
 import shutil
-import sqlite3
-import stat
-import time
-import tomllib
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from lockbox import default_store
-from lockbox import fs as fsops
-from lockbox.errors import StoreCorrupted, StoreError
-from lockbox.hashes import Sha256, nix_base32_encode
+from lockbox import default_store, fs
+from lockbox.errors import StoreError
+from lockbox.hashes import Sha256
 from lockbox.progress import Progress, silent
-from lockbox.store import records
+from lockbox.store import gc, pending, records, roots, seals, staging, verify
+from lockbox.store.database import Database
+from lockbox.store.entries import (
+    KINDS,
+    Entry,
+    canonical_json,
+    check_name,
+    content_digest,
+    inputs_digest,
+    is_path_name,
+)
+from lockbox.store.gc import GcReport
+from lockbox.store.layout import Layout
+from lockbox.store.locks import GcLock, entry_lock
 from lockbox.store.nar import NarInfo, nar_hash
+from lockbox.store.ownership import claim
+from lockbox.store.verify import VerifyReport
 
-if TYPE_CHECKING:
-    import ctypes
+__all__ = [
+    "KINDS",
+    "Entry",
+    "GcReport",
+    "Store",
+    "VerifyReport",
+    "canonical_json",
+    "check_name",
+    "content_digest",
+    "default_store_dir",
+    "inputs_digest",
+    "is_path_name",
+    "remove_tree",
+]
 
-KINDS = ("source", "toolchain", "python", "deps", "bytecode", "libraries", "app")
-"""What an entry can be: an imported tree, a build root of Debian packages, an interpreter, a dependency layer, the compiled
-bytecode of a dependency layer, an app."""
-
-_SCHEMA_VERSION = 2  # 2 added the seals table
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries (
-    path_name TEXT PRIMARY KEY,   -- "<digest>-<name>", the directory name
-    kind TEXT NOT NULL,
-    name TEXT NOT NULL,
-    nar_hash TEXT NOT NULL,       -- SRI
-    nar_size INTEGER NOT NULL,
-    addressing TEXT NOT NULL,     -- "content" or "inputs"
-    inputs TEXT NOT NULL,         -- canonical JSON
-    refs TEXT NOT NULL,           -- JSON list of path names of other entries
-    created TEXT NOT NULL         -- ISO 8601, UTC; metadata only, never in an output
-);
-CREATE INDEX IF NOT EXISTS entries_by_hash ON entries (kind, name, nar_hash);
-CREATE TABLE IF NOT EXISTS scanned (  -- sealed files a layer build read and found clean
-    roots TEXT NOT NULL,          -- digest of the build-path roots they were scanned for
-    dev INTEGER NOT NULL,
-    ino INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    record_hash TEXT NOT NULL,    -- "sha256=<urlsafe base64>", as in a RECORD
-    PRIMARY KEY (roots, dev, ino)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS answers (  -- which inputs built a content-addressed entry
-    path_name TEXT NOT NULL,
-    inputs_key TEXT NOT NULL,     -- digest of the inputs a build started from
-    record TEXT NOT NULL,         -- canonical JSON: what that build found it used
-    PRIMARY KEY (path_name, inputs_key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS seals (  -- what an entry's tree looked like once registered
-    path_name TEXT PRIMARY KEY,
-    seal TEXT NOT NULL            -- lockbox.store.records.tree_seal of the entry's directory
-) WITHOUT ROWID;
-"""
-
-_META_DIR = ".lockbox"
-_MARKER = "store.toml"
-_FORMAT = 1
-_MARKER_TEXT = f"""\
-# A lockbox store: lockbox made this directory and alone changes what is in it.
-format = {_FORMAT}
-"""
-_CREATING = re.compile(r"\.lockbox-new-[0-9a-f]{32}")
-"""A store being created: its metadata directory before it is renamed into place."""
-_DIGEST_BYTES = 20  # 32 base-32 characters, as Nix store path digests
-_PATH_NAME = re.compile(r"[0123456789abcdfghijklmnpqrsvwxyz]{32}-(?!\.)[A-Za-z0-9+\-._?=]{1,200}")
-"""The name of an entry in the store's root: ``<digest>-<name>``, never a path."""
-_TOKEN = re.compile(r"[0-9a-f]{32}")
-"""The name of a staging directory (its lock file adds ``.lock``)."""
-
-_open_stores: dict[tuple[int, int], int] = {}
-"""How many :class:`Store` objects of this process have each store open, by the device and
-inode of its gc lock: a collection must not wait for a lock its own process holds."""
-
-
-def is_path_name(text: str) -> bool:
-    """Whether ``text`` is a store entry's directory name (``<digest>-<name>``)."""
-    return _PATH_NAME.fullmatch(text) is not None
+remove_tree = fs.remove_tree
+"""Kept importable from here for :mod:`lockbox.image.oci`, which still imports it so."""
 
 
 def default_store_dir(environ: Mapping[str, str]) -> Path:
     """Where the store lives unless ``--store`` says otherwise (:func:`lockbox.default_store`)."""
     return Path(default_store(environ))
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A registered store entry."""
-
-    path: Path
-    """Absolute path of the entry directory (or file)."""
-    kind: str
-    """One of :data:`KINDS`."""
-    name: str
-    """Human-readable name; the directory is ``<digest>-<name>``."""
-    nar_hash: Sha256
-    """SHA-256 of the entry's NAR serialisation."""
-    nar_size: int
-    """Size of the entry's NAR serialisation in bytes."""
-    addressing: str
-    """``content`` (digest from the NAR hash) or ``inputs`` (digest from the inputs)."""
-    inputs: Mapping[str, object] = field(default_factory=dict)
-    """What the entry was made from (lock hash, interpreter, recipe, …)."""
-    references: tuple[str, ...] = ()
-    """Path names of the other entries this one needs at run time."""
-    created: str = ""
-    """When the entry was registered (ISO 8601, UTC)."""
-
-    @property
-    def path_name(self) -> str:
-        return self.path.name
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    """What ``store verify`` found."""
-
-    checked: int
-    """How many entries were re-hashed."""
-    corrupted: tuple[tuple[Entry, Sha256], ...]
-    """Entries whose content hashes differently now, with the hash found."""
-    missing: tuple[Entry, ...]
-    """Registered entries whose directory is gone."""
-    unknown: tuple[Path, ...] = ()
-    """Files in the store that lockbox did not make (:meth:`Store.unknown`): left alone."""
-
-    @property
-    def ok(self) -> bool:
-        return not self.corrupted and not self.missing
-
-
-@dataclass(frozen=True)
-class GcReport:
-    """What garbage collection removed, or would remove with ``dry_run``."""
-
-    removed: tuple[Entry, ...]
-    kept: int
-    freed_nar_bytes: int
-    dry_run: bool
-
-
-def canonical_json(value: object) -> str:
-    """JSON with sorted keys and no insignificant white space: equal values, equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _digest(fingerprint: str) -> str:
-    return nix_base32_encode(hashlib.sha256(fingerprint.encode()).digest()[:_DIGEST_BYTES])
-
-
-def content_digest(kind: str, name: str, nar: Sha256) -> str:
-    """Digest of a content-addressed entry: it depends only on kind, name and NAR hash."""
-    return _digest(f"lockbox-store:1:content:{kind}:{name}:{nar.hex}")
-
-
-def inputs_digest(kind: str, name: str, inputs: Mapping[str, object]) -> str:
-    """Digest of an input-addressed entry: known before it is built, so a build with
-    unchanged inputs is a lookup."""
-    return _digest(f"lockbox-store:1:inputs:{kind}:{name}:{canonical_json(inputs)}")
-
-
-def check_name(name: str) -> str:
-    """Refuse names that would not make a single, portable directory name."""
-    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-._?=")
-    if not name or name.startswith(".") or not set(name) <= allowed or len(name) > 200:
-        raise StoreError(
-            f"invalid entry name {name!r}: use letters, digits and + - . _ ? =, "
-            "not starting with a dot, at most 200 characters"
-        )
-    return name
 
 
 class Store:
@@ -228,17 +87,24 @@ class Store:
     def __init__(self, root: Path, progress: Progress) -> None:
         self.root = root
         self.progress = progress
-        self._meta = root / _META_DIR
+        self.layout = Layout(root)
+        """Where each part of the store is."""
         try:
-            for sub in ("locks", "tmp", "roots", "pending"):
-                (self._meta / sub).mkdir(exist_ok=True)
+            for directory in (
+                self.layout.locks,
+                self.layout.tmp,
+                self.layout.roots,
+                self.layout.pending,
+            ):
+                directory.mkdir(exist_ok=True)
         except OSError as error:
             raise StoreError(f"cannot use the store at {root}: {error.strerror}") from None
-        self._gc_fd: int | None = self._hold_shared()
+        self.gc_lock = GcLock(self.layout, progress)
+        """The shared gc lock this store holds until it is closed."""
         try:
-            self._db = self._connect()
+            self.database = Database(self.layout)
         except BaseException:
-            self._release()
+            self.gc_lock.release()
             raise
 
     # Opening --------------------------------------------------------------------------------
@@ -248,7 +114,7 @@ class Store:
         remove what writers that died left behind. A non-empty directory that is not a
         store is refused, never changed."""
         root = root.absolute()
-        _claim(root)
+        claim(root)
         store = cls(root, progress)
         try:
             store._make_key()
@@ -258,31 +124,10 @@ class Store:
             raise
         return store
 
-    def _connect(self) -> sqlite3.Connection:
-        path = self._meta / "db.sqlite"
-        try:
-            db = sqlite3.connect(path, timeout=120, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in range(_SCHEMA_VERSION + 1):
-                raise StoreError(
-                    f"the store at {self.root} has database schema {version}, "
-                    f"this lockbox knows {_SCHEMA_VERSION}; use a matching lockbox"
-                )
-            if version < _SCHEMA_VERSION:
-                # A new database, or an older one: the schema only ever adds tables.
-                fsops.step("create database" if version == 0 else "upgrade database")
-                db.executescript(_SCHEMA)
-                db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as error:
-            raise StoreError(f"cannot open the store database {path}: {error}") from None
-        return db
-
     def close(self) -> None:
-        if self._gc_fd is not None:
-            self._db.close()
-            self._release()
+        if self.gc_lock.held:
+            self.database.close()
+            self.gc_lock.release()
 
     def __enter__(self) -> Store:
         return self
@@ -290,122 +135,25 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # Locks ----------------------------------------------------------------------------------
-    def _hold_shared(self) -> int:
-        """Take the shared gc lock for the life of this object (waiting while a collection
-        runs), and count this object among the process's holders."""
-        fd = os.open(self._meta / "gc.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self.progress.info(f"waiting for the garbage collection of {self.root} to finish")
-                fcntl.flock(fd, fcntl.LOCK_SH)
-        except BaseException:
-            os.close(fd)
-            raise
-        info = os.fstat(fd)
-        self._gc_key = (info.st_dev, info.st_ino)
-        _open_stores[self._gc_key] = _open_stores.get(self._gc_key, 0) + 1
-        return fd
+    def _make_key(self) -> None:
+        """Give the store its key (:mod:`lockbox.store.records`) if it has none yet."""
+        if records.store_key(str(self.layout.meta)) is None:
+            self.progress.debug(f"cannot make the key of {self.root}: records are not kept")
 
-    def _release(self) -> None:
-        fd, self._gc_fd = self._gc_fd, None
-        if fd is None:
-            return
-        os.close(fd)
-        count = _open_stores.get(self._gc_key, 0) - 1
-        if count > 0:
-            _open_stores[self._gc_key] = count
-        else:
-            _open_stores.pop(self._gc_key, None)
-
-    @contextlib.contextmanager
-    def _exclusive(self, timeout: float | None) -> Iterator[None]:
-        """Turn this object's shared gc lock into an exclusive one until the block ends:
-        wait (saying for how many) until no other command has the store open."""
-        fd = self._gc_fd
-        assert fd is not None, "the store is closed"
-        if _open_stores.get(self._gc_key, 0) > 1:
-            raise StoreError(
-                f"this process has the store at {self.root} open more than once; "
-                "collect garbage only through its one open store"
-            )
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            # A refused conversion has dropped the shared lock: nothing is held meanwhile.
-            others = _lock_holders(fd)
-            what = (
-                f"{others} other lockbox command{'s' if others != 1 else ''}"
-                if others
-                else "other lockbox commands"
-            )
-            self.progress.info(f"waiting for {what} using the store at {self.root} to finish")
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        fcntl.flock(fd, fcntl.LOCK_SH)
-                        raise StoreError(
-                            f"{what} still have the store at {self.root} open after "
-                            f"{timeout:g} s; collect garbage when they have finished"
-                        ) from None
-                    time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_SH)
-
-    @contextlib.contextmanager
-    def _flock(self, path: Path, operation: int) -> Iterator[bool]:
-        """Hold an flock on ``path``; yields False if a non-blocking attempt failed.
-        The kernel drops the lock when the process dies, even by SIGKILL."""
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        except OSError as error:
-            raise StoreError(
-                f"cannot lock {path}: {error.strerror}; lockbox made no such "
-                "file there: move it out of the store"
-            ) from None
-        try:
-            try:
-                fcntl.flock(fd, operation)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)
-
-    def _entry_lock(
-        self, path_name: str, blocking: bool = True
-    ) -> contextlib.AbstractContextManager[bool]:
-        flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
-        return self._flock(self._meta / "locks" / f"{path_name}.lock", flags)
-
-    # Intents ----------------------------------------------------------------------------------
-    def _pending(self, path_name: str) -> Path:
-        return self._meta / "pending" / path_name
-
-    def _write_pending(self, path_name: str) -> None:
-        """Record, durably, that ``ROOT/<path_name>`` may soon be on disk unregistered: the
-        proof that lockbox made it, should its writer die. Called with the entry lock held."""
-        fsops.step(f"pending {path_name}")
-        fd = os.open(self._pending(path_name), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        os.close(fd)
-        _fsync_dir(self._meta / "pending")
-
-    def _drop_pending(self, path_name: str) -> None:
-        fsops.step(f"settled {path_name}")
-        self._pending(path_name).unlink(missing_ok=True)
+    def _remove_leftovers(self) -> None:
+        """Remove what writers that died left: staging areas whose lock is free, and entry
+        directories whose pending record is there, whose lock is free and that have no row."""
+        staging.remove_dead(self.layout, self.remove, self.progress)
+        pending.remove_dead(
+            self.layout,
+            lambda path_name: self.get(path_name) is not None,
+            self.remove,
+            self.progress,
+        )
 
     def remove(self, path: Path) -> None:
         """Delete ``path`` (a tree, file or symlink) inside the store; never a path outside
-        it, never through a symbolic link (:func:`remove_tree`)."""
+        it, never through a symbolic link (:func:`lockbox.fs.remove_tree`)."""
         path = Path(os.path.abspath(path))
         try:
             relative = path.relative_to(self.root)
@@ -420,132 +168,24 @@ class Store:
             current = current / part
             if os.path.islink(current):
                 raise StoreError(f"refusing to remove {path}: {current} is a symbolic link")
-        remove_tree(path)
+        fs.remove_tree(path)
 
     # Reading --------------------------------------------------------------------------------
-    def _row_to_entry(self, row: tuple[object, ...]) -> Entry:
-        """The entry a database row describes. Every row becomes a path here, so this is
-        where a row naming anything but an entry directory of this store is refused."""
-        path_name, kind, name, nar, size, addressing, inputs, refs, created = row
-        if not isinstance(path_name, str) or not is_path_name(path_name):
-            raise self._corrupt(path_name, "its path name is not <digest>-<name>")
-        try:
-            references = json.loads(str(refs))
-            if not isinstance(references, list) or not all(
-                isinstance(ref, str) and is_path_name(ref) for ref in references
-            ):
-                raise ValueError("a reference is not the path name of an entry")
-            return Entry(
-                path=self.root / path_name,
-                kind=str(kind),
-                name=str(name),
-                nar_hash=Sha256.parse(str(nar)),
-                nar_size=int(str(size)),
-                addressing=str(addressing),
-                inputs=json.loads(str(inputs)),
-                references=tuple(references),
-                created=str(created),
-            )
-        except (ValueError, TypeError) as error:
-            raise self._corrupt(path_name, str(error)) from None
-
-    def _corrupt(self, path_name: object, why: str) -> StoreError:
-        return StoreError(
-            f"the store database {self._meta / 'db.sqlite'} is corrupt: in the row "
-            f"{path_name!r}, {why}; nothing was changed. Restore the database or delete that "
-            "row, then run `lockbox store verify`"
-        )
-
-    _COLUMNS = "path_name, kind, name, nar_hash, nar_size, addressing, inputs, refs, created"
-
     def get(self, path_name: str) -> Entry | None:
         """The registered entry with this directory name, if any."""
-        row = self._db.execute(
-            f"SELECT {self._COLUMNS} FROM entries WHERE path_name = ?", (path_name,)
-        ).fetchone()
-        return self._row_to_entry(row) if row else None
+        return self.database.get(path_name)
 
     def entries(self) -> list[Entry]:
         """Every registered entry, sorted by kind and name."""
-        rows = self._db.execute(
-            f"SELECT {self._COLUMNS} FROM entries ORDER BY kind, name, path_name"
-        ).fetchall()
-        return [self._row_to_entry(row) for row in rows]
+        return self.database.entries()
+
+    def latest(self, kind: str, name: str) -> Entry | None:
+        """The most recently registered entry of this kind and name, if any."""
+        return self.database.latest(kind, name)
 
     def find_content(self, kind: str, name: str, nar: Sha256) -> Entry | None:
         """The content-addressed entry with this NAR hash, if registered."""
         return self.get(f"{content_digest(kind, name, nar)}-{name}")
-
-    def answers(self, entry: Entry) -> dict[str, Mapping[str, object]]:
-        """Every set of inputs a build made ``entry`` from: inputs key → what the build
-        recorded (its toolchain…). A content-addressed entry answers a lookup only for
-        inputs that built it."""
-        rows = self._db.execute(
-            "SELECT inputs_key, record FROM answers WHERE path_name = ?", (entry.path_name,)
-        ).fetchall()
-        return {key: json.loads(record) for key, record in rows}
-
-    def remember_answer(self, entry: Entry, inputs_key: str, record: Mapping[str, object]) -> None:
-        """Record that a build from ``inputs_key`` made ``entry``, and what it used."""
-        fsops.step(f"answer {entry.path_name}")
-        with self._db:
-            self._db.execute(
-                "INSERT OR REPLACE INTO answers (path_name, inputs_key, record) VALUES (?, ?, ?)",
-                (entry.path_name, inputs_key, canonical_json(record)),
-            )
-
-    def scanned_files(self, roots: str) -> dict[tuple[int, int, int], str]:
-        """Sealed files that a layer build read and found free of the build-path ``roots``
-        (a digest): (device, inode, size) → their RECORD hash. uv hardlinks the same files
-        from the store's cache into every build, so a rebuild need not read them again."""
-        rows = self._db.execute(
-            "SELECT dev, ino, size, record_hash FROM scanned WHERE roots = ?", (roots,)
-        ).fetchall()
-        return {(dev, ino, size): record_hash for dev, ino, size, record_hash in rows}
-
-    def remember_scanned(self, roots: str, files: Iterable[tuple[int, int, int, str]]) -> None:
-        """Record sealed files found clean: (device, inode, size, RECORD hash) each."""
-        # One transaction: the connection commits every statement on its own otherwise.
-        fsops.step("scanned files")
-        self._db.execute("BEGIN")
-        try:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO scanned (roots, dev, ino, size, record_hash) "
-                "VALUES (?, ?, ?, ?, ?)",
-                ((roots, *row) for row in files),
-            )
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-
-    def latest(self, kind: str, name: str) -> Entry | None:
-        """The most recently registered entry of this kind and name, if any."""
-        row = self._db.execute(
-            f"SELECT {self._COLUMNS} FROM entries WHERE kind = ? AND name = ? "
-            "ORDER BY created DESC, rowid DESC LIMIT 1",
-            (kind, name),
-        ).fetchone()
-        return self._row_to_entry(row) if row else None
-
-    def keep_aside(self, staged: Path, name: str, nar: Sha256) -> Path:
-        """Keep a built tree that will not be registered (its hash was not the declared
-        one) under ``.lockbox/rejected/``, replacing an earlier one of the same name, so
-        that it can be compared with what was expected. It is never an entry."""
-        check_name(name)
-        rejected = self._meta / "rejected"
-        rejected.mkdir(exist_ok=True)
-        final = rejected / f"{nar.base32[:32]}-{name}"
-        for old in rejected.glob(f"*-{name}"):
-            self.remove(old)
-        _seal(staged)
-        fsops.rename(staged, final)
-        return final
-
-    def rejected(self, name: str) -> Path | None:
-        """The tree :meth:`keep_aside` kept for ``name``, if any."""
-        found = sorted((self._meta / "rejected").glob(f"*-{name}"))
-        return found[-1] if found else None
 
     def find_inputs(self, kind: str, name: str, inputs: Mapping[str, object]) -> Entry | None:
         """The input-addressed entry built from exactly these inputs, if registered."""
@@ -565,11 +205,31 @@ class Store:
         names = ", ".join(e.path_name for e in matches)
         raise StoreError(f"{reference!r} matches several entries: {names}")
 
+    def answers(self, entry: Entry) -> dict[str, Mapping[str, object]]:
+        """Every set of inputs a build made ``entry`` from: inputs key → what the build
+        recorded (its toolchain…). A content-addressed entry answers a lookup only for
+        inputs that built it."""
+        return self.database.answers(entry.path_name)
+
+    def remember_answer(self, entry: Entry, inputs_key: str, record: Mapping[str, object]) -> None:
+        """Record that a build from ``inputs_key`` made ``entry``, and what it used."""
+        self.database.remember_answer(entry.path_name, inputs_key, record)
+
+    def scanned_files(self, roots: str) -> dict[tuple[int, int, int], str]:
+        """Sealed files that a layer build read and found free of the build-path ``roots``
+        (a digest): (device, inode, size) → their RECORD hash. uv hardlinks the same files
+        from the store's cache into every build, so a rebuild need not read them again."""
+        return self.database.scanned_files(roots)
+
+    def remember_scanned(self, roots: str, files: Iterable[tuple[int, int, int, str]]) -> None:
+        """Record sealed files found clean: (device, inode, size, RECORD hash) each."""
+        self.database.remember_scanned(roots, files)
+
     @property
     def work_dir(self) -> Path:
         """The store's own working directory (``.lockbox``): staging areas, locks, and the
         uv cache the dependency phase keeps here so that it can hardlink from it."""
-        return self._meta
+        return self.layout.meta
 
     # Writing --------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -578,28 +238,9 @@ class Store:
 
         It is removed on exit unless :meth:`register` moved it into place. While it exists
         its user holds a lock, so only the staging area of a process that died is ever
-        removed by another (:meth:`_remove_leftovers`)."""
-        tmp = self._meta / "tmp"
-        while True:
-            token = uuid.uuid4().hex
-            lock_path = tmp / f"{token}.lock"
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            # Between the open and the flock, another process may have taken the fresh lock
-            # file for a dead writer's and removed it: then this lock protects nothing.
-            if _names_file(lock_path, fd):
-                break
-            os.close(fd)
-        stage = tmp / token
-        try:
-            stage.mkdir()
+        removed by another (:meth:`open`)."""
+        with staging.staging(self.layout, self.remove) as stage:
             yield stage
-        finally:
-            try:
-                self.remove(stage)
-                lock_path.unlink(missing_ok=True)
-            finally:
-                os.close(fd)
 
     def add_tree(
         self,
@@ -618,7 +259,13 @@ class Store:
             raise StoreError(f"cannot add {source}: no such file or directory")
         with self.staging() as stage:
             content = stage / "content"
-            _copy_tree(source, content)
+            try:
+                fs.copy_tree(source, content)
+            except shutil.SpecialFileError as error:
+                raise StoreError(
+                    f"cannot store {error.filename}: only regular files, directories and "
+                    "symlinks can be stored"
+                ) from None
             return self.register(
                 content, name=name, kind=kind, inputs=inputs, references=references, root=root
             )
@@ -646,16 +293,8 @@ class Store:
         and recorded. If another writer registered the same entry first, that one is kept
         and returned, and ``staged`` is discarded: both writers succeed. With ``root`` the
         entry is made a garbage-collection root before a collection could see it."""
-        check_name(name)
-        if root is not None:
-            check_name(root)
-        if kind not in KINDS:
-            raise StoreError(f"unknown entry kind {kind!r}; expected one of {', '.join(KINDS)}")
-        refs = tuple(sorted(dict.fromkeys(references)))
-        for ref in refs:
-            if self.get(ref) is None:
-                raise StoreError(f"entry {name} refers to {ref}, which is not in the store")
-        _seal(staged)
+        refs = self._checked(name, kind, root, references)
+        seals.seal_tree(staged)
         if nar is None:
             nar = nar_hash(staged)
         if inputs is None:
@@ -667,8 +306,8 @@ class Store:
             # the inputs; it is not part of the digest.
             recorded_inputs = {**inputs, "metadata": metadata} if metadata else inputs
         path_name = f"{digest}-{name}"
-        final = self.root / path_name
-        with self._entry_lock(path_name):
+        final = self.layout.entry(path_name)
+        with entry_lock(self.layout, path_name):
             existing = self.get(path_name)
             if existing is not None:
                 if existing.nar_hash != nar.sha256:
@@ -682,15 +321,15 @@ class Store:
                     self.add_root(root, existing)
                 return existing
             if os.path.lexists(final):
-                if not os.path.isfile(self._pending(path_name)):
+                if not pending.recorded(self.layout, path_name):
                     raise StoreError(
                         f"{final} is in the store but not registered, and lockbox cannot tell "
                         "that it made it; move it out of the store and try again"
                     )
                 self.remove(final)  # a writer died after its rename: its record says so
-            self._write_pending(path_name)
-            fsops.rename(staged, final)
-            _fsync_dir(self.root)
+            pending.write(self.layout, path_name)
+            fs.rename(staged, final)
+            fs.sync_directory(self.root)
             if final.is_dir() and not final.is_symlink():
                 os.chmod(final, 0o555)
             entry = Entry(
@@ -704,587 +343,100 @@ class Store:
                 references=refs,
                 created=datetime.now(UTC).isoformat(timespec="seconds"),
             )
-            fsops.step(f"register {path_name}")
-            with self._db:
-                self._db.execute(
-                    f"INSERT INTO entries ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        path_name,
-                        kind,
-                        name,
-                        nar.sha256.sri,
-                        nar.size,
-                        addressing,
-                        canonical_json(dict(recorded_inputs)),
-                        json.dumps(list(refs)),
-                        entry.created,
-                    ),
-                )
-            self._remember_seal(entry)
-            self._drop_pending(path_name)
+            self.database.insert(entry)
+            seals.remember(self.database, entry)
+            pending.drop(self.layout, path_name)
             if root is not None:
                 self.add_root(root, entry)
         self.progress.debug(f"registered {final}")
         return entry
 
-    # Roots ------------------------------------------------------------------------------------
-    def add_root(self, root_name: str, entry: Entry) -> Path:
-        """Protect ``entry`` (and what it references) from garbage collection under a name."""
-        check_name(root_name)
-        link = self.root_path(root_name)
-        with self.staging() as stage:
-            os.symlink(entry.path, stage / "root")
-            fsops.step(f"root {root_name}")
-            os.replace(stage / "root", link)
-        return link
+    def _checked(
+        self, name: str, kind: str, root: str | None, references: Iterable[str]
+    ) -> tuple[str, ...]:
+        """The sorted references of a new entry, once its names, kind and references are
+        checked."""
+        check_name(name)
+        if root is not None:
+            check_name(root)
+        if kind not in KINDS:
+            raise StoreError(f"unknown entry kind {kind!r}; expected one of {', '.join(KINDS)}")
+        refs = tuple(sorted(dict.fromkeys(references)))
+        for ref in refs:
+            if self.get(ref) is None:
+                raise StoreError(f"entry {name} refers to {ref}, which is not in the store")
+        return refs
+
+    def keep_aside(self, staged: Path, name: str, nar: Sha256) -> Path:
+        """Keep a built tree that will not be registered (its hash was not the declared
+        one) under ``.lockbox/rejected/``, replacing an earlier one of the same name, so
+        that it can be compared with what was expected. It is never an entry."""
+        check_name(name)
+        rejected = self.layout.rejected
+        rejected.mkdir(exist_ok=True)
+        final = rejected / f"{nar.base32[:32]}-{name}"
+        for old in rejected.glob(f"*-{name}"):
+            self.remove(old)
+        seals.seal_tree(staged)
+        fs.rename(staged, final)
+        return final
+
+    def rejected(self, name: str) -> Path | None:
+        """The tree :meth:`keep_aside` kept for ``name``, if any."""
+        found = sorted(self.layout.rejected.glob(f"*-{name}"))
+        return found[-1] if found else None
 
     def derived_dir(self, entry: Entry) -> Path:
         """Where files made from ``entry`` may be kept (an image layer of it): removed with
         the entry by :meth:`gc`. Whoever keeps something there checks it before use."""
-        return self._meta / "derived" / entry.path_name
+        return self.layout.derived_dir(entry.path_name)
+
+    # Roots ------------------------------------------------------------------------------------
+    def add_root(self, root_name: str, entry: Entry) -> Path:
+        """Protect ``entry`` (and what it references) from garbage collection under a name."""
+        check_name(root_name)
+        with self.staging() as stage:
+            return roots.add(self.layout, root_name, entry, stage)
 
     def root_path(self, root_name: str) -> Path:
         """Where the root named ``root_name`` is (a symbolic link to its entry)."""
-        return self._meta / "roots" / root_name
+        return self.layout.gc_root(root_name)
 
     def remove_root(self, root_name: str) -> None:
-        link = self._meta / "roots" / root_name
-        if not link.is_symlink():
-            raise StoreError(f"there is no root named {root_name!r} in {self.root}")
-        fsops.step(f"unroot {root_name}")
-        link.unlink()
+        roots.remove(self.layout, root_name)
 
     def roots(self) -> dict[str, str]:
         """Root name -> path name of the entry it protects (which may be gone)."""
-        result = {}
-        for link in sorted((self._meta / "roots").iterdir()):
-            if link.is_symlink() and not link.name.startswith("."):
-                result[link.name] = Path(os.readlink(link)).name
-        return result
-
-    # Seals ---------------------------------------------------------------------------------
-    def _make_key(self) -> None:
-        """Give the store its key (:mod:`lockbox.store.records`) if it has none yet."""
-        if records.store_key(str(self._meta)) is None:
-            self.progress.debug(f"cannot make the key of {self.root}: records are not kept")
-
-    def _remember_seal(self, entry: Entry) -> None:
-        """Record what ``entry``'s tree looks like now that it is sealed and in place."""
-        seal = records.tree_seal(str(entry.path))
-        with self._db:
-            self._db.execute(
-                "INSERT OR REPLACE INTO seals (path_name, seal) VALUES (?, ?)",
-                (entry.path_name, seal),
-            )
-
-    def seal(self, entry: Entry) -> str | None:
-        """The seal recorded for ``entry`` (:func:`lockbox.store.records.tree_seal`), if any."""
-        row = self._db.execute(
-            "SELECT seal FROM seals WHERE path_name = ?", (entry.path_name,)
-        ).fetchone()
-        return str(row[0]) if row else None
-
-    def check_sealed(self, *entries: Entry) -> None:
-        """Fail unless each of ``entries`` is as it was registered, before lockbox uses it.
-
-        The cheap check first: the status of every path of the entry (name, inode, size,
-        mtime, mode: :func:`lockbox.store.records.tree_seal`) against the seal recorded when it
-        was registered. Only when they differ — a file written, replaced, added, removed or
-        made writable, or the store copied elsewhere (new inodes) — is the entry re-hashed:
-        the same NAR hash makes the new status the seal, another raises
-        :class:`~lockbox.errors.StoreCorrupted`. An entry registered before seals were kept
-        is re-hashed once. A file rewritten with its size kept and its mtime and mode put
-        back is not noticed here; ``lockbox store verify`` re-hashes everything."""
-        for entry in entries:
-            try:
-                found = records.tree_seal(str(entry.path))
-            except OSError:
-                raise StoreCorrupted(
-                    f"the store entry {entry.path} is registered but missing; run "
-                    f"`lockbox store verify` and `lockbox store verify --repair` to remove "
-                    "it and what needs it, then build again"
-                ) from None
-            recorded = self.seal(entry)
-            if recorded == found:
-                continue
-            self.progress.debug(
-                f"re-hashing {entry.path_name}: its files changed status since it was registered"
-                if recorded
-                else f"re-hashing {entry.path_name}, registered without a seal"
-            )
-            nar = nar_hash(entry.path).sha256
-            if nar != entry.nar_hash:
-                raise StoreCorrupted(self._corruption(entry, nar))
-            self._remember_seal(entry)
-
-    def _corruption(self, entry: Entry, found: Sha256) -> str:
-        """What to say of ``entry``, whose content hashes to ``found`` now."""
-        changed = _unsealed_files(entry.path)
-        if changed:
-            shown = ", ".join(changed[:10]) + (
-                f" and {len(changed) - 10} more" if len(changed) > 10 else ""
-            )
-            which = f"changed since: {shown}"
-        else:
-            which = "no file shows which changed (its mtime and mode were put back)"
-        return (
-            f"the store entry {entry.path} is corrupted: it was registered with NAR hash "
-            f"{entry.nar_hash}, its content now hashes to {found}; {which}. Nothing was "
-            "used from it. Run `lockbox store verify` to check the whole store, then "
-            "`lockbox store verify --repair` to remove the corrupted entries and what needs "
-            "them, and build again"
-        )
-
-    def remove_corrupted(self, corrupted: Iterable[Entry]) -> list[Entry]:
-        """Remove ``corrupted`` entries (and the entries that reference them, which hardlink
-        or run their files) with the roots that name them, so that a build makes them anew;
-        returns what was removed. Waits for writers, as a collection does.
-
-        A dependency layer's files are hardlinks of the store's uv cache (``uv-cache``):
-        a file changed in one changed in the other, and a rebuild would link it again. So
-        when a layer is removed the cache goes too (it is downloaded again), with the
-        record of the files found clean, which names them by inode."""
-        with self._exclusive(None):
-            every = {entry.path_name: entry for entry in self.entries()}
-            doomed = {entry.path_name for entry in corrupted if entry.path_name in every}
-            grew = True
-            while grew:
-                needing = {
-                    name
-                    for name, entry in every.items()
-                    if name not in doomed and doomed.intersection(entry.references)
-                }
-                grew = bool(needing)
-                doomed |= needing
-            fsops.step("forget shortcuts")
-            self.remove(self._meta / "shortcuts")
-            for root_name, target in self.roots().items():
-                if target in doomed:
-                    self.remove_root(root_name)
-            removed = [every[name] for name in sorted(doomed)]
-            for entry in removed:
-                self._delete(entry)
-            if any(entry.kind == "deps" for entry in removed):
-                self.remove(self._meta / "uv-cache")
-                with self._db:
-                    self._db.execute("DELETE FROM scanned")
-            return removed
-
-    # Checking and collecting --------------------------------------------------------------
-    def verify(self) -> VerifyReport:
-        """Re-hash every registered entry and compare with its recorded NAR hash."""
-        corrupted: list[tuple[Entry, Sha256]] = []
-        missing: list[Entry] = []
-        entries = self.entries()
-        for index, entry in enumerate(entries, 1):
-            self.progress.debug(f"[{index}/{len(entries)}] checking {entry.path_name}")
-            if not os.path.lexists(entry.path):
-                missing.append(entry)
-                continue
-            found = nar_hash(entry.path).sha256
-            if found != entry.nar_hash:
-                corrupted.append((entry, found))
-        return VerifyReport(len(entries), tuple(corrupted), tuple(missing), tuple(self.unknown()))
+        return roots.read(self.layout)
 
     def live(self) -> set[str]:
         """Path names reachable from the roots through references."""
-        by_name = {entry.path_name: entry for entry in self.entries()}
-        stack = [name for name in self.roots().values() if name in by_name]
-        reachable: set[str] = set()
-        while stack:
-            name = stack.pop()
-            if name in reachable:
-                continue
-            reachable.add(name)
-            stack.extend(ref for ref in by_name[name].references if ref in by_name)
-        return reachable
+        return roots.live(self.entries(), self.roots())
 
-    def gc(self, dry_run: bool = False, timeout: float | None = None) -> GcReport:
-        """Remove every entry that no root reaches. Waits (at most ``timeout`` seconds, if
-        given) until no other command has the store open."""
-        with self._exclusive(timeout):
-            for root_name, target in self.roots().items():
-                if self.get(target) is None:
-                    self.progress.warning(f"root {root_name} points at {target}, which is gone")
-            live = self.live()
-            dead = tuple(e for e in self.entries() if e.path_name not in live)
-            if not dry_run:
-                # A record may name an entry about to go: none survives a collection.
-                fsops.step("forget shortcuts")
-                self.remove(self._meta / "shortcuts")
-                for entry in dead:
-                    self._delete(entry)
-            return GcReport(dead, len(live), sum(e.nar_size for e in dead), dry_run)
+    # Checking and collecting --------------------------------------------------------------
+    def seal(self, entry: Entry) -> str | None:
+        """The seal recorded for ``entry`` (:func:`lockbox.store.records.tree_seal`), if any."""
+        return self.database.seal(entry.path_name)
 
-    def _delete(self, entry: Entry) -> None:
-        # The record first, then the row: a crash after either leaves an unregistered
-        # directory that the record proves lockbox made, which the next open removes.
-        self._write_pending(entry.path_name)
-        fsops.step(f"unregister {entry.path_name}")
-        with self._db:
-            self._db.execute("DELETE FROM entries WHERE path_name = ?", (entry.path_name,))
-            self._db.execute("DELETE FROM answers WHERE path_name = ?", (entry.path_name,))
-            self._db.execute("DELETE FROM seals WHERE path_name = ?", (entry.path_name,))
-        fsops.step(f"remove {entry.path_name}")
-        self.remove(entry.path)
-        self.remove(self.derived_dir(entry))
-        self._drop_pending(entry.path_name)
-        self.progress.debug(f"removed {entry.path}")
+    def check_sealed(self, *entries: Entry) -> None:
+        """Fail unless each of ``entries`` is as it was registered, before lockbox uses it
+        (:func:`lockbox.store.seals.check`)."""
+        seals.check(self.database, entries, self.progress)
 
-    def _registered(self) -> set[str]:
-        return {entry.path_name for entry in self.entries()}
-
-    def _remove_leftovers(self) -> None:
-        """Remove what writers that died left: staging areas whose lock is free, and entry
-        directories whose pending record is there, whose lock is free and that have no row."""
-        tmp = self._meta / "tmp"
-        tokens = {name.removesuffix(".lock") for name in os.listdir(tmp)}
-        for token in sorted(t for t in tokens if _TOKEN.fullmatch(t)):
-            lock_path = tmp / f"{token}.lock"
-            if os.path.lexists(lock_path) and not _is_plain_file(lock_path):
-                continue  # not a lock lockbox made: unknown
-            with self._flock(lock_path, fcntl.LOCK_EX | fcntl.LOCK_NB) as got:
-                if got:
-                    if os.path.lexists(tmp / token):
-                        self.progress.debug(f"removing unfinished staging directory {tmp / token}")
-                    self.remove(tmp / token)
-                    lock_path.unlink(missing_ok=True)
-        pending = self._meta / "pending"
-        for path_name in sorted(os.listdir(pending)):
-            if not is_path_name(path_name) or not _is_plain_file(pending / path_name):
-                continue
-            with self._entry_lock(path_name, blocking=False) as got:
-                # Under the lock: its writer is gone, and has committed or never will.
-                if got:
-                    if self.get(path_name) is None and os.path.lexists(self.root / path_name):
-                        self.progress.debug(
-                            f"removing unregistered leftover {self.root / path_name}"
-                        )
-                        self.remove(self.root / path_name)
-                    self._drop_pending(path_name)
+    def verify(self) -> VerifyReport:
+        """Re-hash every registered entry and compare with its recorded NAR hash."""
+        return verify.verify(self)
 
     def unknown(self) -> list[Path]:
-        """Files in the store that lockbox did not make, or cannot prove it made: in its
-        root, anything but a registered entry or one a live writer is placing; in its
-        staging and pending directories, anything not named as lockbox names them.
-        They are never removed; ``lockbox store verify`` reports them."""
-        registered = self._registered()
-        pending = self._meta / "pending"
-        placing = {
-            name
-            for name in os.listdir(pending)
-            if is_path_name(name) and _is_plain_file(pending / name)
-        }
-        found = [
-            child
-            for child in sorted(self.root.iterdir())
-            if child.name != _META_DIR and child.name not in registered | placing
-        ]
-        tmp = self._meta / "tmp"
-        found += [
-            tmp / name
-            for name in sorted(os.listdir(tmp))
-            if not _TOKEN.fullmatch(name.removesuffix(".lock"))
-            or name.endswith(".lock")
-            and not _is_plain_file(tmp / name)
-        ]
-        found += [pending / name for name in sorted(os.listdir(pending)) if name not in placing]
-        return found
+        """Files in the store that lockbox did not make, or cannot prove it made; never
+        removed (:func:`lockbox.store.verify.unknown`)."""
+        return verify.unknown(self)
 
+    def gc(self, dry_run: bool = False, timeout: float | None = None) -> GcReport:
+        """Remove every entry that no root reaches (:func:`lockbox.store.gc.collect`)."""
+        return gc.collect(self, dry_run, timeout)
 
-def _claim(root: Path) -> None:
-    """Make sure ``root`` is a store: one with a marker, or a missing or empty directory,
-    made a store here. Refuses any other directory without touching it. Two processes
-    creating one store take turns through an flock on ``root`` itself."""
-    try:
-        if not os.path.lexists(root):
-            root.mkdir(parents=True)
-            os.chmod(root, 0o755)  # whatever the umask: no one else may write a store
-        _check_owner(root)
-        if os.path.isdir(root / _META_DIR) and not os.path.islink(root / _META_DIR):
-            _check_owner(root / _META_DIR)
-        if _read_marker(root):
-            return
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as error:
-        raise StoreError(
-            f"cannot create the store at {root}: {error.strerror}; "
-            "choose another place with --store or LOCKBOX_STORE"
-        ) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        if _read_marker(root):
-            return
-        names = sorted(os.listdir(root))
-        meta = root / _META_DIR
-        if (
-            _META_DIR in names
-            and not meta.is_symlink()
-            and meta.is_dir()
-            and _is_plain_file(meta / "db.sqlite")
-        ):
-            # A store made before stores had a marker: its database says it is one. Taking
-            # it over removes nothing: only what a pending record proves is ever removed.
-            staged = meta / f".{_MARKER}.{uuid.uuid4().hex}"
-            staged.write_text(_MARKER_TEXT, encoding="utf-8")
-            fsops.rename(staged, meta / _MARKER)
-            return
-        for name in names:
-            if _CREATING.fullmatch(name):  # a creation that died (the flock is ours)
-                remove_tree(root / name)
-        if any(not _CREATING.fullmatch(name) for name in names):
-            raise StoreError(
-                f"{root} is not a lockbox store (it has no {_META_DIR}/{_MARKER}) and is not "
-                "empty; lockbox makes a store only in a new or empty directory, and never "
-                "touches files it did not make: choose another place with --store or "
-                "LOCKBOX_STORE"
-            )
-        creating = root / f"{_META_DIR}-new-{uuid.uuid4().hex}"
-        creating.mkdir(0o755)
-        os.chmod(creating, 0o755)
-        (creating / _MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
-        _fsync_dir(creating)
-        fsops.rename(creating, meta)
-        _fsync_dir(root)
-    except OSError as error:
-        raise StoreError(
-            f"cannot create the store at {root}: {error.strerror}; "
-            "choose another place with --store or LOCKBOX_STORE"
-        ) from None
-    finally:
-        os.close(fd)
-
-
-def _check_owner(path: Path) -> None:
-    """Refuse a store another user could change: ``path`` (the store or its working
-    directory) must be a directory of the user running lockbox that no one else may write."""
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode):
-        raise StoreError(
-            f"{path} is not a directory; choose another place for the store "
-            "with --store or LOCKBOX_STORE"
-        )
-    if info.st_uid != os.geteuid():
-        raise StoreError(
-            f"{path} belongs to user {info.st_uid}, not to the user running lockbox "
-            f"({os.geteuid()}): another user could change what lockbox builds and runs; "
-            "use a store of your own with --store or LOCKBOX_STORE"
-        )
-    if info.st_mode & 0o022:
-        raise StoreError(
-            f"{path} can be written by other users (mode {stat.S_IMODE(info.st_mode):o}), who "
-            f"could change what lockbox builds and runs; make it yours alone "
-            f"(chmod go-w {path}) or choose another store"
-        )
-
-
-def _read_marker(root: Path) -> bool:
-    """Whether ``root`` has a store marker of the format this lockbox knows."""
-    meta = root / _META_DIR
-    marker = meta / _MARKER
-    if meta.is_symlink() or not _is_plain_file(marker):
-        return False
-    try:
-        found = tomllib.loads(marker.read_text(encoding="utf-8")).get("format")
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise StoreError(f"cannot read the store marker {marker}: {error}") from None
-    if found != _FORMAT:
-        raise StoreError(
-            f"the store at {root} has format {found!r}, this lockbox knows {_FORMAT}; "
-            "use a matching lockbox or another --store"
-        )
-    return True
-
-
-def _is_plain_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except FileNotFoundError:
-        return False
-
-
-def _names_file(path: Path, fd: int) -> bool:
-    """Whether ``path`` still names the file open as ``fd``."""
-    try:
-        found, held = os.lstat(path), os.fstat(fd)
-    except FileNotFoundError:
-        return False
-    return (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino)
-
-
-def _lock_holders(fd: int) -> int:
-    """How many flocks are held on the file open as ``fd``, as ``/proc/locks`` lists them;
-    0 where it cannot tell."""
-    info = os.fstat(fd)
-    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
-    try:
-        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
-            lines = locks.readlines()
-    except OSError:
-        return 0
-    return sum(
-        1 for line in lines if "->" not in line and "FLOCK" in line and wanted in line.split()
-    )
-
-
-def _copy_tree(source: Path, destination: Path) -> None:
-    """Copy files, directories and symlinks (never followed); refuse anything else."""
-    info = os.lstat(source)
-    if stat.S_ISLNK(info.st_mode):
-        os.symlink(os.readlink(source), destination)
-    elif stat.S_ISDIR(info.st_mode):
-        os.mkdir(destination)
-        with os.scandir(source) as scan:
-            names = sorted(entry.name for entry in scan)
-        for child in names:
-            _copy_tree(source / child, destination / child)
-    elif stat.S_ISREG(info.st_mode):
-        with open(source, "rb") as src, open(destination, "xb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        os.chmod(destination, 0o755 if info.st_mode & stat.S_IXUSR else 0o644)
-    else:
-        raise StoreError(
-            f"cannot store {source}: only regular files, directories and symlinks can be stored"
-        )
-
-
-def _seal(top: Path) -> None:
-    """Make a staged tree immutable and durable: files 0444 (0555 if executable), mtimes
-    fixed at 1 s past the epoch, then everything on its file system flushed to disk at once.
-    The top directory stays writable until it is renamed, because moving a directory
-    rewrites its ``..``."""
-    for directory, dirnames, filenames in os.walk(top, topdown=False):
-        for filename in filenames + [
-            d for d in dirnames if os.path.islink(os.path.join(directory, d))
-        ]:
-            path = os.path.join(directory, filename)
-            info = os.lstat(path)
-            if stat.S_ISREG(info.st_mode):
-                mode = 0o555 if info.st_mode & stat.S_IXUSR else 0o444
-                if stat.S_IMODE(info.st_mode) != mode:
-                    os.chmod(path, mode)
-            if info.st_mtime != 1:
-                os.utime(path, (1, 1), follow_symlinks=False)
-        os.utime(directory, (1, 1))
-        if directory != str(top):
-            os.chmod(directory, 0o555)
-    if top.is_file() or top.is_symlink():
-        if top.is_file() and not top.is_symlink():
-            info = os.stat(top)
-            os.chmod(top, 0o555 if info.st_mode & stat.S_IXUSR else 0o444)
-        os.utime(top, (1, 1), follow_symlinks=False)
-    _sync_file_system(top)
-
-
-def _sync_file_system(path: Path) -> None:
-    """Flush every file of the file system holding ``path`` to disk: one ``syncfs`` call
-    instead of an ``fsync`` per file, which costs seconds on a tree of 30 000 files."""
-    fd = os.open(path if path.is_dir() else path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        libc = _libc()
-        if libc is not None and libc.syncfs(fd) == 0:
-            return
-        os.sync()
-    finally:
-        os.close(fd)
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.syncfs.argtypes = [ctypes.c_int]
-        return libc
-    except (OSError, AttributeError):
-        return None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def remove_tree(path: Path) -> None:
-    """Delete a (possibly read-only) tree, or a single file or symlink.
-
-    Symbolic links are removed, never followed, at every level: the walk goes through
-    directory descriptors opened with ``O_NOFOLLOW``, so even a directory swapped for a link
-    while the tree is being removed takes nothing outside the tree with it."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(info.st_mode):
-        os.unlink(path)
-        return
-    parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        _remove_at(parent, path.name)
-    finally:
-        os.close(parent)
-
-
-def _remove_at(parent: int, name: str) -> None:
-    """Remove the entry ``name`` of the directory open as ``parent``, depth first, with a
-    stack instead of recursion (a tree may be deeper than Python's recursion limit)."""
-    top = _open_directory(parent, name)
-    if top is None:
-        return
-    stack: list[tuple[int, str, list[str]]] = [(top, name, sorted(os.listdir(top)))]
-    try:
-        while stack:
-            fd, own_name, children = stack[-1]
-            if not children:
-                stack.pop()
-                os.close(fd)
-                os.rmdir(own_name, dir_fd=stack[-1][0] if stack else parent)
-                continue
-            child = children.pop()
-            opened = _open_directory(fd, child)
-            if opened is not None:
-                stack.append((opened, child, sorted(os.listdir(opened))))
-    except BaseException:
-        for fd, _name, _children in stack:
-            os.close(fd)
-        raise
-
-
-def _open_directory(parent: int, name: str) -> int | None:
-    """Open ``name`` in ``parent`` if it is a real directory, made writable so that its
-    contents can go; otherwise unlink it (a file, a symlink) and return None."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        if error.errno not in (errno.ENOTDIR, errno.ELOOP):
-            raise
-        os.unlink(name, dir_fd=parent)
-        return None
-    try:
-        os.fchmod(fd, 0o700)
-    except PermissionError:
-        pass  # not its owner: removing fails below if the directory is not writable
-    return fd
-
-
-def _unsealed_files(top: Path) -> list[str]:
-    """The paths under ``top`` (a store entry) that no longer look sealed: writable, or
-    with another mtime than the 1 s :func:`_seal` gives them. A guess at what changed: a
-    file rewritten with its mtime and mode put back does not show."""
-    found = []
-    for directory, dirnames, filenames in os.walk(top):
-        for name in sorted(dirnames + filenames):
-            path = os.path.join(directory, name)
-            info = os.lstat(path)
-            if stat.S_ISLNK(info.st_mode):
-                continue
-            if info.st_mtime_ns != 1_000_000_000 or info.st_mode & 0o222:
-                found.append(os.path.relpath(path, top))
-        dirnames.sort()
-    return sorted(found)
+    def remove_corrupted(self, corrupted: Iterable[Entry]) -> list[Entry]:
+        """Remove ``corrupted`` entries and what needs them
+        (:func:`lockbox.store.gc.remove_corrupted`); returns what was removed."""
+        return gc.remove_corrupted(self, corrupted)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lockbox.errors import ToolFailed
+from lockbox.errors import SourceError, ToolFailed
 from lockbox.progress import Progress, silent
 from lockbox.tools.run import run, which
 
@@ -42,8 +42,6 @@ class Git:
             )
             head = run([*git, "-C", str(target), "rev-parse", "HEAD"], progress=progress)
         except ToolFailed as error:
-            from lockbox.deps.sources import SourceError
-
             raise SourceError(
                 f"cannot check out {repository} at {rev}: {error.stderr.strip()}"
             ) from None

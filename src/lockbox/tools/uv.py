@@ -19,6 +19,7 @@ from packaging.version import Version
 from lockbox.errors import (
     ArtifactMismatch,
     BuildFailed,
+    BuildPinsMissing,
     LockOutdated,
     NetworkError,
     ToolFailed,
@@ -318,8 +319,6 @@ def explain_failure(output: str) -> Exception:
         return _lock_outdated()
     unpinned = _UNPINNED_BUILD.search(output)
     if unpinned:
-        from lockbox.deps.buildpins import BuildPinsMissing
-
         built = _FAILED_BUILD.search(output)
         by = f" of {built.group(1)}" if built else ""
         return BuildPinsMissing(
@@ -329,8 +328,6 @@ def explain_failure(output: str) -> Exception:
         )
     missing = _NOT_FETCHED.search(output)
     if missing and "build-system.requires" in output:
-        from lockbox.deps.buildpins import BuildPinsMissing
-
         built = _FAILED_BUILD.search(output)
         by = f" of {built.group(1)}" if built else ""
         return BuildPinsMissing(
