@@ -8,8 +8,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 __version__ = "0.1.0"
-"""The version, kept equal to pyproject.toml's (a test checks); written out rather than read
-from the installed metadata, which would cost every command an importlib.metadata import."""
+"""The version's one source: the build reads it from here (pyproject.toml's
+``[tool.hatch.version]``). Written out rather than read from the installed metadata, which would
+cost every command an importlib.metadata import."""
 
 
 def build_identity() -> str:
