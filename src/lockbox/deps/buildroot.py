@@ -324,7 +324,7 @@ class _Apt:
     def cache(self, *args: str) -> str:
         return self._run([self.apt_cache, *self.options, *args])
 
-    def _run(self, argv: list[object]) -> str:
+    def _run(self, argv: Sequence[str | os.PathLike[str]]) -> str:
         try:
             return run(
                 argv,
@@ -492,7 +492,12 @@ def ensure_root(
     except DownloadGone as gone:
         by_url = {p.url: p for p in pins.packages}
         raise PinnedPackagesGone(
-            [by_url[item.url] for item in gone.items if item.url in by_url], project_dir
+            [
+                by_url[item.url]
+                for item in gone.items
+                if isinstance(item, Download) and item.url in by_url
+            ],
+            project_dir,
         ) from None
     with store.staging() as stage:
         tree = stage / "root"

@@ -30,6 +30,7 @@ import os
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.message import Message
 from email.parser import HeaderParser
 from pathlib import Path, PurePosixPath
 
@@ -282,7 +283,7 @@ def _write_record(
     metadata = (
         HeaderParser().parsestr(metadata_path.read_text(encoding="utf-8", errors="replace"))
         if metadata_path.is_file()
-        else {}
+        else Message()
     )
     name = str(metadata.get("Name") or dist_info.split("-")[0])
     version = str(metadata.get("Version") or dist_info.removesuffix(".dist-info").split("-")[-1])

@@ -106,10 +106,10 @@ def make_plan(project: Project, lock: Lock, interpreter: Interpreter) -> Plan:
     exclude = {canonicalize_name(name) for name in deps.exclude}
     for name in sorted(exclude - locked_names):
         problems.append(f"recipe deps.exclude names {name!r}, which uv.lock does not contain")
-    for name in sorted(
+    for listed in sorted(
         (project.uv.no_binary_packages | project.uv.no_build_packages) - locked_names
     ):
-        warnings.append(f"[tool.uv] names {name!r}, which uv.lock does not contain")
+        warnings.append(f"[tool.uv] names {listed!r}, which uv.lock does not contain")
     if problems:
         raise PlanError(problems)
 
@@ -247,7 +247,7 @@ def _classify(
             f"{package.label}: {reason}, but [tool.uv] no-build forbids building it from source"
         )
         return None
-    form: Form = "sdist" if source.kind == "registry" else source.kind  # type: ignore[assignment]
+    form: Form = "url" if source.kind == "url" else "path" if source.kind == "path" else "sdist"
     return Planned(package, form, package.sdist, reason if form == "sdist" else "", extras)
 
 
