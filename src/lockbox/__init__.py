@@ -17,7 +17,9 @@ def build_identity() -> str:
     """What stands for lockbox among the inputs of the entries it builds: its version and a
     digest of its own source, so that a changed lockbox makes new entries even when its
     version was not raised (as a changed builder makes new derivations in Nix)."""
-    global _identity
+    # A module global, not functools.cache: importing functools would cost the shortcut's
+    # start 5 ms (lockbox.cli.shortcut).
+    global _identity  # noqa: PLW0603
     if _identity is None:
         import hashlib
         from pathlib import Path

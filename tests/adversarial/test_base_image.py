@@ -7,6 +7,7 @@ reads a file outside the base's ``blobs/sha256/`` nor writes one outside its wor
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -141,7 +142,7 @@ def test_a_digest_that_climbs_out_of_the_blobs_is_refused(base: Base) -> None:
 @pytest.mark.parametrize("digest", ["sha512:" + "a" * 128, "md5:" + "0" * 32])
 def test_another_algorithm_is_named(base: Base, digest: str) -> None:
     base.write([{**base.layer, "digest": digest}])
-    refused(base.root, "lockbox reads only sha256 digests", digest.split(":")[0])
+    refused(base.root, "lockbox reads only sha256 digests", digest.split(":", 1)[0])
 
 
 def test_uppercase_or_short_digests_are_refused(base: Base) -> None:
@@ -291,10 +292,8 @@ JSON = st.recursive(
 @given(document=JSON)
 def test_any_index_json_gives_a_base_or_an_image_error(base: Base, document: object) -> None:
     (base.root / "index.json").write_text(json.dumps(document))
-    try:
+    with contextlib.suppress(ImageError):
         read_base(str(base.root))
-    except ImageError:
-        pass
 
 
 @settings(
@@ -303,10 +302,8 @@ def test_any_index_json_gives_a_base_or_an_image_error(base: Base, document: obj
 @given(document=JSON)
 def test_any_manifest_gives_a_base_or_an_image_error(base: Base, document: object) -> None:
     base.write_index(base.blob(json.dumps(document).encode(), MANIFEST))
-    try:
+    with contextlib.suppress(ImageError):
         read_base(str(base.root))
-    except ImageError:
-        pass
 
 
 # Through the command line, over a small project built once for the module.

@@ -182,7 +182,7 @@ def _pinned_items(
             )
         )
     items: list[Download] = []
-    for name, answer in zip(sorted(pins), answers):
+    for answer in answers:
         if isinstance(answer, str):
             problems.append(answer)
         else:

@@ -133,7 +133,7 @@ def host_libraries() -> dict[str, Path]:
     for line in listing.splitlines()[1:]:
         name, _, rest = line.strip().partition(" (")
         flags, _, path = rest.partition(") => ")
-        if not path or ("64" in flags) != wide and "x32" not in flags:
+        if not path or (("64" in flags) != wide and "x32" not in flags):
             continue
         found.setdefault(name, Path(path))
     return found
