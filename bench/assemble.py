@@ -26,6 +26,7 @@ the previous output is removed and the file system synced, untimed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -135,12 +136,12 @@ def main() -> int:
         app = build(project)
         for _ in range(args.runs):
             settle()
-            ours.append(timed(lambda: build(project)))
+            ours.append(timed(functools.partial(build, project)))
             settle()
             build(project)  # the tree cp copies, not timed
             shutil.rmtree(target, ignore_errors=True)
             os.sync()
-            peer.append(timed(lambda: run(["cp", "-a", app, target])))
+            peer.append(timed(functools.partial(run, ["cp", "-a", app, target])))
         ours_median, peer_median = statistics.median(ours), statistics.median(peer)
         ratio = ours_median / peer_median
         size = int(run(["du", "-sb", "--apparent-size", target]).stdout.split()[0])

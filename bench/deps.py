@@ -219,15 +219,12 @@ def main() -> int:
     def empty_cache() -> None:
         run(["rm", "-rf", cache])
 
-    def settled(action: Callable[[], object]) -> Callable[[], object]:
-        """Run ``action`` (untimed), then flush the page cache's dirty pages, so that the
+    def settle(*actions: Callable[[], object]) -> None:
+        """Run ``actions`` (untimed), then flush the page cache's dirty pages, so that the
         next timed run does not pay for the writeback of the one before."""
-
-        def prepare() -> None:
+        for action in actions:
             action()
-            os.sync()
-
-        return prepare
+        os.sync()
 
     results = {}
     for label, runs, empty in (("cold", args.cold_runs, True), ("warm", args.warm_runs, False)):
@@ -239,10 +236,11 @@ def main() -> int:
             peer_cold()
         ours: list[float] = []
         peer: list[float] = []
+        emptied = (empty_cache,) if empty else ()
         for _ in range(runs):
-            settled(lambda: (empty_store(), empty and empty_cache()))()
+            settle(empty_store, *emptied)
             ours.append(timed(ours_cold))
-            settled(lambda: (fresh_venv(), empty and empty_cache()))()
+            settle(fresh_venv, *emptied)
             peer.append(timed(peer_cold))
             print(f"  {label}: lockbox {ours[-1]:.2f} s, uv sync {peer[-1]:.2f} s", flush=True)
         results[label] = (ours, peer)

@@ -114,10 +114,12 @@ def ours(trees: list[Path], patchelf: Patchelf) -> None:
 def plan(done: list[Path], todo: list[Path]) -> Path:
     """What lockbox did to ``done``, as instructions for the reference on ``todo``."""
     lines = []
-    for source, target in zip(done, todo):
-        for library in sorted((source / "lib").iterdir()):
-            if not (target / "lib" / library.name).exists():
-                lines.append(f"copy\t{os.path.realpath(library)}\t{target / 'lib' / library.name}")
+    for source, target in zip(done, todo, strict=True):
+        lines += [
+            f"copy\t{os.path.realpath(library)}\t{target / 'lib' / library.name}"
+            for library in sorted((source / "lib").iterdir())
+            if not (target / "lib" / library.name).exists()
+        ]
         for info in scan_tree(source)[0]:
             relative = info.path.relative_to(source)
             if (target / relative).exists() or (source / "lib" / info.path.name).exists():

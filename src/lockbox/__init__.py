@@ -8,15 +8,18 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 __version__ = "0.1.0"
-"""The version, kept equal to pyproject.toml's (a test checks); written out rather than read
-from the installed metadata, which would cost every command an importlib.metadata import."""
+"""The version's one source: the build reads it from here (pyproject.toml's
+``[tool.hatch.version]``). Written out rather than read from the installed metadata, which would
+cost every command an importlib.metadata import."""
 
 
 def build_identity() -> str:
     """What stands for lockbox among the inputs of the entries it builds: its version and a
     digest of its own source, so that a changed lockbox makes new entries even when its
     version was not raised (as a changed builder makes new derivations in Nix)."""
-    global _identity
+    # A module global, not functools.cache: importing functools would cost the shortcut's
+    # start 5 ms (lockbox.cli.shortcut).
+    global _identity  # noqa: PLW0603
     if _identity is None:
         import hashlib
         from pathlib import Path

@@ -171,10 +171,7 @@ def _parse_hunk(lines: list[bytes], index: int, label: str) -> tuple[_Hunk, int]
     while index < len(lines):
         text = lines[index]
         if text.startswith(b"\\"):
-            if not last:
-                raise PatchError(f"{label}: patch line {index + 1}: '\\' marker without a line")
-            for side in last:  # "\ No newline at end of file": drop the "\n" diff added
-                side[-1] = side[-1].removesuffix(b"\n")
+            _no_newline(last, label, index)
             last = []
         elif len(old) == old_count and len(new) == new_count:
             # More hunk lines than the header counts; "--- " starts the next file and
@@ -203,6 +200,15 @@ def _parse_hunk(lines: list[bytes], index: int, label: str) -> tuple[_Hunk, int]
         at = index + 1 if index < len(lines) else line
         raise _miscount(label, at, header, old_count, new_count)
     return _Hunk(header, line, old_start, tuple(old), tuple(new)), index
+
+
+def _no_newline(last: list[list[bytes]], label: str, index: int) -> None:
+    """``\\ No newline at end of file`` at ``index``: drop the ``\\n`` diff added to the
+    previous patch line, on the side(s) ``last`` it went to."""
+    if not last:
+        raise PatchError(f"{label}: patch line {index + 1}: '\\' marker without a line")
+    for side in last:
+        side[-1] = side[-1].removesuffix(b"\n")
 
 
 def _name(raw: bytes, label: str, line: int, strip: int) -> tuple[str | None, bool]:

@@ -251,7 +251,7 @@ def test_the_push_scratch_survives_another_command_opening_the_store(held: Held)
         deadline = time.monotonic() + 120
         layouts: list[Path] = []
         while not layouts and push.poll() is None and time.monotonic() < deadline:
-            layouts = [p for p in tmp.glob("*/layout/index.json")]
+            layouts = list(tmp.glob("*/layout/index.json"))
             time.sleep(0.1)
         assert layouts, push.communicate(timeout=5) if push.poll() is not None else "no layout"
         while registry.held == [] and time.monotonic() < deadline:  # skopeo is pushing

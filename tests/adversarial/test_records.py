@@ -258,6 +258,18 @@ def adapt(text: str, other: Built, built: Built, result: Path) -> str:
     """The record ``text`` of ``other`` made to name ``built``'s command and to answer it
     with ``result``: every path and signature in it rewritten, its signature line kept."""
     from lockbox.cli.shortcut import signature
+    from lockbox.store.records import tree_seal
+
+    def adapted(line: str) -> str:
+        kind, _, rest = line.partition(" ")
+        path = rest.partition(" ")[2]
+        if kind in ("in", "out"):
+            return f"{kind} {signature(path)} {path}"
+        if kind == "seal" and os.path.exists(path):
+            return f"seal {tree_seal(path)} {path}"
+        if kind == "result":
+            return f"result {result}"
+        return line
 
     for old, new in (
         (other.project, built.project),
@@ -266,19 +278,7 @@ def adapt(text: str, other: Built, built: Built, result: Path) -> str:
         (other.deps.name, built.deps.name),
     ):
         text = text.replace(str(old), str(new))
-    lines = []
-    for line in text.splitlines():
-        kind, _, rest = line.partition(" ")
-        if kind in ("in", "out"):
-            line = f"{kind} {signature(rest.partition(' ')[2])} {rest.partition(' ')[2]}"
-        elif kind == "seal" and os.path.exists(rest.partition(" ")[2]):
-            from lockbox.store.records import tree_seal
-
-            line = f"seal {tree_seal(rest.partition(' ')[2])} {rest.partition(' ')[2]}"
-        elif kind == "result":
-            line = f"result {result}"
-        lines.append(line)
-    return "\n".join(lines) + "\n"
+    return "\n".join(map(adapted, text.splitlines())) + "\n"
 
 
 # (3) a changed entry is not used ---------------------------------------------------------
@@ -402,7 +402,7 @@ def test_a_needed_record_is_signed_for_its_own_name(tmp_path: Path) -> None:
         (needed / "sha256-aaaa").write_text("lockbox-needed 2\nend\n")
         assert cached_needs(store, "sha256-aaaa", lambda: ["libtrue.so.1"]) == ("libtrue.so.1",)
         # Still kept: the next lookup reads nothing.
-        assert cached_needs(store, "sha256-aaaa", lambda: []) == ("libtrue.so.1",)
+        assert cached_needs(store, "sha256-aaaa", list) == ("libtrue.so.1",)
 
 
 def test_an_image_layer_is_taken_only_from_its_own_entry(tmp_path: Path) -> None:

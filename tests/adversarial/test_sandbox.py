@@ -253,7 +253,7 @@ def listeners(world: World) -> Iterator[tuple[list[Path], list[bytes]]]:
     finally:
         stop.set()
         thread.join()
-        for server, path in zip(servers, paths):
+        for server, path in zip(servers, paths, strict=False):
             server.close()
             path.unlink(missing_ok=True)
 

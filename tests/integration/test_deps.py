@@ -247,7 +247,7 @@ def test_files_uv_took_from_its_cache_stay_hardlinked_to_it(built: Built) -> Non
     assert cached
     speed = next((built.site / "cext").glob("_speed*.so"))
     assert os.stat(speed).st_nlink == 1
-    originals = [p for p in built.cache.rglob("_speed*.so")]
+    originals = list(built.cache.rglob("_speed*.so"))
     assert originals and all(b"/tmp/lockbox-build/uv-cache" in p.read_bytes() for p in originals)
 
 

@@ -88,14 +88,22 @@ def test_errors_are_messages_not_tracebacks(cli, tmp_path: Path) -> None:  # typ
     assert result.code == 1 and "cannot create the store" in result.err
 
 
-def test_the_cli_knows_the_store_kinds_and_the_version() -> None:
-    import tomllib
-    from pathlib import Path
-
-    import lockbox
+def test_the_cli_knows_the_store_kinds() -> None:
     from lockbox.cli import main_store
     from lockbox.store.store import KINDS
 
     assert main_store.KINDS == KINDS
-    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
-    assert lockbox.__version__ == pyproject["project"]["version"]
+
+
+def test_the_version_has_one_source(cli) -> None:  # type: ignore[no-untyped-def]
+    import importlib.metadata
+    import tomllib
+
+    import lockbox
+
+    root = Path(__file__).parents[2]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"] and pyproject["project"]["dynamic"] == ["version"]
+    assert root / pyproject["tool"]["hatch"]["version"]["path"] == Path(lockbox.__file__)
+    assert importlib.metadata.version("lockbox") == lockbox.__version__
+    assert cli("--version").out == f"lockbox {lockbox.__version__}\n"

@@ -273,8 +273,10 @@ def test_damaged_copies_never_raise(tmp_path: Path, built: Built) -> None:
     data = built.libfoo.read_bytes()
     damaged = tmp_path / "damaged"
     cases = [data[:size] for size in range(0, len(data), 211)]
-    for offset in range(0, min(len(data), 4096), 13):
-        cases.append(data[:offset] + b"\xff" * 8 + data[offset + 8 :])
+    cases += [
+        data[:offset] + b"\xff" * 8 + data[offset + 8 :]
+        for offset in range(0, min(len(data), 4096), 13)
+    ]
     for case in cases:
         damaged.write_bytes(case)
         result = read_elf(damaged)

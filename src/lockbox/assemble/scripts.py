@@ -60,6 +60,13 @@ def write_environment(
     )
 
 
+class _EntryPoints(configparser.ConfigParser):
+    """``entry_points.txt``: script names keep their case."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 def entry_point_scripts(site_packages: Path) -> list[Script]:
     """Every console and GUI script declared by a distribution in ``site_packages``, sorted
     by distribution; a later distribution's script of the same name wins."""
@@ -68,8 +75,7 @@ def entry_point_scripts(site_packages: Path) -> list[Script]:
         entry_points = dist_info / "entry_points.txt"
         if not entry_points.is_file():
             continue
-        parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
-        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        parser = _EntryPoints(delimiters=("=",), interpolation=None)
         try:
             parser.read_string(entry_points.read_text(encoding="utf-8"))
         except configparser.Error:

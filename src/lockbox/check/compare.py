@@ -21,6 +21,7 @@ the store; on success it removes them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Iterable
@@ -150,10 +151,8 @@ def _forward(line: str, progress: Progress) -> None:
 
 def _remove_work(work: Path) -> None:
     fs.remove_tree(work)
-    try:
+    with contextlib.suppress(OSError):  # the parent goes only once nothing else is in it
         work.parent.rmdir()
-    except OSError:
-        pass
 
 
 def _interpreter_path(python: Entry) -> Path:

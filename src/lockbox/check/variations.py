@@ -121,8 +121,6 @@ def varied_world(
     """The world for a rebuild writing under ``work`` (made here), the caller's environment
     being the toolbox's (whose bubblewrap makes the namespaces). A ``disorderfs`` mount is undone on exit; what was written stays in
     :attr:`World.backing`."""
-    from lockbox.environment import CHECK_ENV
-
     enabled = set(enabled)
     backing = work / "tree"
     backing.mkdir(parents=True)
@@ -133,19 +131,7 @@ def varied_world(
     if "build-path" in enabled:
         world.applied["build-path"] = f"rebuilt under {backing}, the project copied there"
     if "time" in enabled:
-        library = next((path for path in FAKETIME_LIBRARIES if os.path.exists(path)), None)
-        if library is None:
-            world.skipped["time"] = (
-                "libfaketime is not installed (Debian: apt-get install faketime)"
-            )
-        else:
-            # Not lockbox's own process, nor uv: only what they start to build.
-            clock = {"LD_PRELOAD": library, "FAKETIME": CLOCK_OFFSET}
-            env[CHECK_ENV] = json.dumps(clock, sort_keys=True)
-            world.applied["time"] = (
-                f"clock {CLOCK_OFFSET} (libfaketime) for every build "
-                "command, SOURCE_DATE_EPOCH kept"
-            )
+        _vary_clock(world, env)
     if "umask" in enabled:
         current = os.umask(0o022)
         os.umask(current)
@@ -176,35 +162,64 @@ def varied_world(
             f"{len(EXTRA_ENV)} extra variables ({', '.join(EXTRA_ENV)}), order reversed"
         )
     if "cpus" in enabled:
-        available = os.sched_getaffinity(0)
-        if len(available) < 2:
-            world.skipped["cpus"] = "this machine gives lockbox one CPU only"
-        else:
-            world.cpus = {min(available)}
-            world.applied["cpus"] = f"1 CPU instead of {len(available)}"
+        _vary_cpus(world)
     # Reversed, after every addition: the order the rebuild sees differs from the caller's.
     world.env = dict(reversed(env.items())) if "env" in enabled else env
 
     with contextlib.ExitStack() as stack:
         if "file-order" in enabled:
-            reason = _disorderfs_missing()
-            if reason:
-                world.skipped["file-order"] = reason
-            else:
-                view = work / "view"
-                view.mkdir()
-                try:
-                    stack.enter_context(_disorderfs(backing, view, progress))
-                except ToolFailed as error:
-                    world.skipped["file-order"] = (
-                        f"disorderfs could not mount: {error.stderr.strip() or error}"
-                    )
-                else:
-                    world.directory = view
-                    world.applied["file-order"] = "directory entries shuffled (disorderfs)"
+            stack.enter_context(_vary_file_order(work, world, progress))
         for name, reason in world.skipped.items():
             progress.warning(f"variation {name} skipped: {reason}")
         yield world
+
+
+def _vary_clock(world: World, env: dict[str, str]) -> None:
+    from lockbox.environment import CHECK_ENV
+
+    library = next((path for path in FAKETIME_LIBRARIES if os.path.exists(path)), None)
+    if library is None:
+        world.skipped["time"] = "libfaketime is not installed (Debian: apt-get install faketime)"
+        return
+    # Not lockbox's own process, nor uv: only what they start to build.
+    clock = {"LD_PRELOAD": library, "FAKETIME": CLOCK_OFFSET}
+    env[CHECK_ENV] = json.dumps(clock, sort_keys=True)
+    world.applied["time"] = (
+        f"clock {CLOCK_OFFSET} (libfaketime) for every build command, SOURCE_DATE_EPOCH kept"
+    )
+
+
+def _vary_cpus(world: World) -> None:
+    available = os.sched_getaffinity(0)
+    if len(available) < 2:
+        world.skipped["cpus"] = "this machine gives lockbox one CPU only"
+        return
+    world.cpus = {min(available)}
+    world.applied["cpus"] = f"1 CPU instead of {len(available)}"
+
+
+@contextlib.contextmanager
+def _vary_file_order(work: Path, world: World, progress: Progress) -> Iterator[None]:
+    """While the context lasts, :attr:`World.directory` is a disorderfs view of the backing
+    tree, or the variation is skipped, saying why."""
+    reason = _disorderfs_missing()
+    if reason:
+        world.skipped["file-order"] = reason
+        yield
+        return
+    view = work / "view"
+    view.mkdir()
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(_disorderfs(world.backing, view, progress))
+        except ToolFailed as error:
+            world.skipped["file-order"] = (
+                f"disorderfs could not mount: {error.stderr.strip() or error}"
+            )
+        else:
+            world.directory = view
+            world.applied["file-order"] = "directory entries shuffled (disorderfs)"
+        yield
 
 
 def _bubblewrap(

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 from lockbox.cli.context import Context, add_project_argument
 
 if TYPE_CHECKING:
-    from lockbox.inputs.plan import Plan, Planned
+    from lockbox.inputs.plan import Form, Plan, Planned
 
-_HEADINGS = {
+_HEADINGS: dict[Form, str] = {
     "wheel": "wheels",
     "sdist": "built from sdist",
     "git": "built from git",
@@ -70,7 +70,7 @@ def _print_plan(plan: Plan, context: Context) -> None:
         f"{len(plan.skipped)} left out"
     )
     for form, heading in _HEADINGS.items():
-        group = plan.by_form(form)  # type: ignore[arg-type]
+        group = plan.by_form(form)
         if not group:
             continue
         context.print(f"\n{heading}: {len(group)}")

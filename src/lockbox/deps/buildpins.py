@@ -86,8 +86,8 @@ def parse_hashes(text: str) -> dict[str, list[str]]:
     """``uv pip compile --generate-hashes`` output → name → its hashes."""
     hashes: dict[str, list[str]] = {}
     current = None
-    for line in text.replace("\\\n", " ").splitlines():
-        line = line.strip()
+    for raw in text.replace("\\\n", " ").splitlines():
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
         pin = _PIN.match(line)

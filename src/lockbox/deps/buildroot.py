@@ -180,33 +180,9 @@ def read_pins(data: Mapping[str, Any] | None, where: Path) -> RootPins | None:
             fail(f"hash: {error}")
     packages = []
     for index, raw in enumerate(table.get("packages", [])):
-        key = f"packages[{index}]"
-        if not isinstance(raw, Mapping):
-            fail(f"{key}: expected a table")
-            continue
-        try:
-            package = DebPackage(
-                str(raw["name"]),
-                str(raw["version"]),
-                str(raw["architecture"]),
-                str(raw["url"]),
-                str(raw["sha256"]),
-                int(raw["size"]),
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            fail(f"{key}: missing or invalid {error}")
-            continue
-        for label, value, pattern in (
-            ("name", package.name, _NAME),
-            ("version", package.version, _VERSION),
-            ("architecture", package.architecture, _ARCH),
-            ("sha256", package.sha256, _SHA256),
-        ):
-            if not pattern.match(value):
-                fail(f"{key}.{label}: {value!r} is not valid")
-        if urllib.parse.urlsplit(package.url).scheme not in ("http", "https"):
-            fail(f"{key}.url: {package.url!r} is not an http(s) URL")
-        packages.append(package)
+        package = _read_package(raw, f"packages[{index}]", problems)
+        if package is not None:
+            packages.append(package)
     names = [p.name for p in packages]
     if len(set(names)) != len(names):
         fail("packages: a package is listed twice")
@@ -219,6 +195,37 @@ def read_pins(data: Mapping[str, Any] | None, where: Path) -> RootPins | None:
     return RootPins(
         str(distribution), lists["requested"], lists["implied"], tuple(sorted(packages)), declared
     )
+
+
+def _read_package(raw: object, key: str, problems: list[str]) -> DebPackage | None:
+    """The package a record's ``packages`` entry ``key`` pins, adding what is wrong with it to
+    ``problems``; None if the entry has not even the fields of one."""
+    if not isinstance(raw, Mapping):
+        problems.append(f"{key}: expected a table")
+        return None
+    try:
+        package = DebPackage(
+            str(raw["name"]),
+            str(raw["version"]),
+            str(raw["architecture"]),
+            str(raw["url"]),
+            str(raw["sha256"]),
+            int(raw["size"]),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        problems.append(f"{key}: missing or invalid {error}")
+        return None
+    for label, value, pattern in (
+        ("name", package.name, _NAME),
+        ("version", package.version, _VERSION),
+        ("architecture", package.architecture, _ARCH),
+        ("sha256", package.sha256, _SHA256),
+    ):
+        if not pattern.match(value):
+            problems.append(f"{key}.{label}: {value!r} is not valid")
+    if urllib.parse.urlsplit(package.url).scheme not in ("http", "https"):
+        problems.append(f"{key}.url: {package.url!r} is not an http(s) URL")
+    return package
 
 
 # Pinning ----------------------------------------------------------------------------------------
@@ -304,7 +311,7 @@ class _Apt:
     def cache(self, *args: str) -> str:
         return self._run([self.apt_cache, *self.options, *args])
 
-    def _run(self, argv: list[object]) -> str:
+    def _run(self, argv: Sequence[str | os.PathLike[str]]) -> str:
         try:
             return run(
                 argv,
@@ -473,7 +480,12 @@ def ensure_root(
     except DownloadGone as gone:
         by_url = {p.url: p for p in pins.packages}
         raise PinnedPackagesGone(
-            [by_url[item.url] for item in gone.items if item.url in by_url], project_dir
+            [
+                by_url[item.url]
+                for item in gone.items
+                if isinstance(item, Download) and item.url in by_url
+            ],
+            project_dir,
         ) from None
     with store.staging() as stage:
         tree = stage / "root"

@@ -61,10 +61,11 @@ def download_all(
 ) -> dict[str, Path]:
     """Download ``items`` into ``directory``; return each sha256 → the verified file."""
     unique = list({item.sha256.lower(): item for item in items}.values())
-    failures: list[tuple[Download, str]] = []
-    for item in unique:
-        if "/" in item.name or item.name.strip(".") == "" or "\0" in item.name:
-            failures.append((item, f"refused to save it as {item.name!r}: not a file name"))
+    failures: list[tuple[Download, str]] = [
+        (item, f"refused to save it as {item.name!r}: not a file name")
+        for item in unique
+        if "/" in item.name or item.name.strip(".") == "" or "\0" in item.name
+    ]
     if failures:
         raise DownloadFailed(failures)
     directory.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,7 @@ def download_all(
     if wanted:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             outcomes = list(pool.map(lambda item: _outcome(item, directory, progress), wanted))
-        for item, outcome in zip(wanted, outcomes):
+        for item, outcome in zip(wanted, outcomes, strict=True):
             if isinstance(outcome, Path):
                 found[item.sha256.lower()] = outcome
             elif isinstance(outcome, _Gone):

@@ -46,6 +46,7 @@ from packaging.utils import (
 from lockbox.deps.download import Download, download_all
 from lockbox.errors import FetchError, LockboxError
 from lockbox.inputs.interpreters import Interpreter
+from lockbox.inputs.lock import Package
 from lockbox.inputs.plan import Plan
 from lockbox.inputs.project import Project
 from lockbox.progress import Progress, silent
@@ -167,7 +168,7 @@ def _pinned_items(
             )
         )
     items: list[Download] = []
-    for name, answer in zip(sorted(pins), answers):
+    for answer in answers:
         if isinstance(answer, str):
             problems.append(answer)
         else:
@@ -356,18 +357,21 @@ class _Links(html.parser.HTMLParser):
             self._href = None
 
 
-def _checkout(package: Any, directory: Path, git: Git, progress: Progress) -> Path:
+def _checkout(package: Package, directory: Path, git: Git, progress: Progress) -> Path:
     """A fresh checkout of a git source at the commit uv.lock pins (the project's directory
     in it, for a ``subdirectory``)."""
     source = package.source
+    pinned = source.git_commit
+    if pinned is None:  # the lock reader refuses a git source without its commit
+        raise FetchError([f"{package.label}: uv.lock pins no commit of {source.location}"])
     directory.mkdir(exist_ok=True)
     target = directory / package.name
-    progress.info(f"fetching {source.location} at {source.git_commit}")
-    commit = git.checkout(source.location, source.git_commit, target, progress)
-    if commit != source.git_commit:
+    progress.info(f"fetching {source.location} at {pinned}")
+    commit = git.checkout(source.location, pinned, target, progress)
+    if commit != pinned:
         raise FetchError(
             [
-                f"{package.label}: {source.location} at {source.git_commit} checked "
+                f"{package.label}: {source.location} at {pinned} checked "
                 f"out as {commit}: uv.lock pins a full commit; run `uv lock`"
             ]
         )

@@ -30,6 +30,7 @@ import os
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.message import Message
 from email.parser import HeaderParser
 from pathlib import Path, PurePosixPath
 
@@ -41,6 +42,12 @@ from lockbox.progress import Progress, silent
 from lockbox.scrub import Scrubber, ScrubReport
 
 _VENV_FILES = {"_virtualenv.pth", "_virtualenv.py"}
+_BUILD_RECORDS = {
+    "uv_build.json": "uv_build.json (the build's variables, PATH included)",
+    "uv_cache.json": "uv_cache.json (when a local source was read)",
+}
+"""What uv writes into a dist-info about the build rather than the distribution → how the
+layer's report counts it."""
 
 
 @dataclass(frozen=True)
@@ -211,16 +218,13 @@ def _dropped(
     if name == "RECORD":
         records[relative.rstrip("/")] = _record_paths(path)
         return True
+    label = _BUILD_RECORDS.get(name)
     if name == "direct_url.json" and _is_local_url(path):
-        _count(report, "direct_url.json of local paths")
-        return True
-    if name == "uv_build.json":
-        _count(report, "uv_build.json (the build's variables, PATH included)")
-        return True
-    if name == "uv_cache.json":
-        _count(report, "uv_cache.json (when a local source was read)")
-        return True
-    return False
+        label = "direct_url.json of local paths"
+    if label is None:
+        return False
+    _count(report, label)
+    return True
 
 
 def _record_paths(record: str) -> list[str]:
@@ -264,9 +268,9 @@ def _write_record(
     metadata = (
         HeaderParser().parsestr(metadata_path.read_text(encoding="utf-8", errors="replace"))
         if metadata_path.is_file()
-        else {}
+        else Message()
     )
-    name = str(metadata.get("Name") or dist_info.split("-")[0])
+    name = str(metadata.get("Name") or dist_info.split("-", 1)[0])
     version = str(metadata.get("Version") or dist_info.removesuffix(".dist-info").split("-")[-1])
     report.files += 1
     return Distribution(name, version, dist_info)

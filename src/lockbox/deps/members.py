@@ -167,8 +167,7 @@ def _entry_points(project: Mapping[str, Any]) -> str:
         groups["console_scripts"] = project["scripts"]
     if project.get("gui-scripts"):
         groups["gui_scripts"] = project["gui-scripts"]
-    for group, entries in project.get("entry-points", {}).items():
-        groups[group] = entries
+    groups.update(project.get("entry-points", {}))
     sections = []
     for group, entries in sorted(groups.items()):
         body = "".join(f"{key} = {value}\n" for key, value in sorted(entries.items()))

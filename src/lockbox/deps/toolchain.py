@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DPKG_INFO = Path("/var/lib/dpkg/info")
 DPKG_STATUS = Path("/var/lib/dpkg/status")
@@ -143,7 +144,7 @@ def record(
     )
     owners = _owners()
     versions = installed_versions()
-    packages: dict[str, dict[str, object]] = {}
+    owned: dict[str, dict[str, list[object]]] = {}
     unowned: dict[str, list[object]] = {}
     for path in wanted:
         state = file_state(path)
@@ -158,15 +159,12 @@ def record(
         if owner is None or owner not in versions:
             unowned[path] = entry
             continue
-        package = packages.setdefault(owner, {"version": versions[owner], "files": {}})
-        package["files"][path] = entry  # type: ignore[index]
-    for package in packages.values():
-        package["digest"] = files_digest(package["files"])  # type: ignore[arg-type]
-    return {
-        "compilers": compiler_versions(compilers),
-        "packages": dict(sorted(packages.items())),
-        "files": unowned,
+        owned.setdefault(owner, {})[path] = entry
+    packages = {
+        name: {"version": versions[name], "files": files, "digest": files_digest(files)}
+        for name, files in sorted(owned.items())
     }
+    return {"compilers": compiler_versions(compilers), "packages": packages, "files": unowned}
 
 
 def files_digest(files: Mapping[str, list[object]]) -> str:
@@ -271,16 +269,14 @@ def current(recorded: Mapping[str, object]) -> dict[str, object]:
     modification time moved. Compilers are covered by their packages."""
     versions = installed_versions()
     packages: dict[str, dict[str, object]] = {}
-    for name, package in dict(recorded.get("packages", {})).items():  # type: ignore[call-overload]
-        files = {path: _restat(path, state) for path, state in package.get("files", {}).items()}
+    for name, package in _table(recorded, "packages").items():
+        files = {path: _restat(path, state) for path, state in _table(package, "files").items()}
         packages[name] = {
             "version": versions.get(name, ""),
             "files": files,
             "digest": files_digest(files),
         }
-    unowned = {
-        path: _restat(path, state) for path, state in dict(recorded.get("files", {})).items()
-    }  # type: ignore[call-overload]
+    unowned = {path: _restat(path, state) for path, state in _table(recorded, "files").items()}
     return {"compilers": recorded.get("compilers", {}), "packages": packages, "files": unowned}
 
 
@@ -299,32 +295,35 @@ def paths(recorded: Mapping[str, object]) -> list[str]:
     """Every file a record says the builds read, and the package database: what a
     repeated lookup's shortcut must see unchanged (:mod:`lockbox.cli.shortcut`)."""
     found = [str(DPKG_STATUS)]
-    for package in dict(recorded.get("packages", {})).values():  # type: ignore[call-overload]
-        files = package.get("files", {})
-        if isinstance(files, Mapping):
-            found += list(files)
-    files = recorded.get("files", {})
-    if isinstance(files, Mapping):
-        found += list(files)
+    for package in _table(recorded, "packages").values():
+        found += list(_table(package, "files"))
+    found += list(_table(recorded, "files"))
     return found
 
 
 def summary(recorded: Mapping[str, object]) -> dict[str, object]:
     """What of a record goes into the committed inputs file: compilers, each package's
     version and digest, unowned files' digests. A summary is its own summary."""
-    files = dict(recorded.get("files", {}))  # type: ignore[call-overload]
     root = {"root": recorded["root"]} if recorded.get("root") else {}
     return {
         **root,
-        "compilers": dict(recorded.get("compilers", {})),  # type: ignore[call-overload]
+        "compilers": dict(_table(recorded, "compilers")),
         "packages": {
             name: {"version": p["version"], "digest": p["digest"]}
-            for name, p in dict(recorded.get("packages", {})).items()
-        },  # type: ignore[call-overload]
+            for name, p in _table(recorded, "packages").items()
+        },
         "files": {
-            path: state if isinstance(state, str) else state[0] for path, state in files.items()
+            path: state if isinstance(state, str) else state[0]
+            for path, state in _table(recorded, "files").items()
         },
     }
+
+
+def _table(recorded: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """``recorded[key]``, a table of a record read back from JSON or TOML (empty when
+    absent, or when the record holds something else there)."""
+    value = recorded.get(key, {})
+    return value if isinstance(value, Mapping) else {}
 
 
 def modified_files(package: str, paths: Iterable[str]) -> list[str]:

@@ -190,9 +190,10 @@ def builtin_explain(old: Path, new: Path, *, context: int = 16, lines: int = 12)
                 shown.append(f"… {len(diff) - len(shown)} more diff lines")
             return "\n".join(shown)
     offset = next(
-        (i for i, (a, b) in enumerate(zip(before, after)) if a != b), min(len(before), len(after))
+        (i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b),
+        min(len(before), len(after)),
     )
-    count = sum(a != b for a, b in zip(before, after)) + abs(len(before) - len(after))
+    count = sum(a != b for a, b in zip(before, after, strict=False)) + abs(len(before) - len(after))
     start = max(0, offset - context // 2)
     return (
         f"binary: {count} bytes differ, the first at offset {offset:#x} "

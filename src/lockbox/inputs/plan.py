@@ -19,12 +19,29 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from lockbox.errors import PlanError
 from lockbox.inputs.interpreters import Interpreter
-from lockbox.inputs.lock import Artifact, Dependency, Lock, Package, resolve_candidates
+from lockbox.inputs.lock import (
+    Artifact,
+    Dependency,
+    Lock,
+    Package,
+    SourceKind,
+    resolve_candidates,
+)
 from lockbox.inputs.project import Project
 
 Form = Literal["wheel", "sdist", "git", "url", "path", "directory", "member"]
 FORMS: tuple[Form, ...] = ("wheel", "sdist", "git", "url", "path", "directory", "member")
 """Every form, in the order a plan lists them."""
+_SOURCE_FORMS: Mapping[SourceKind, Form] = {
+    "editable": "member",
+    "virtual": "member",
+    "directory": "directory",
+    "git": "git",
+    "registry": "sdist",
+    "url": "url",
+    "path": "path",
+}
+"""The form a package takes by where uv.lock says it comes from, unless a wheel of it fits."""
 
 PackageId = tuple[str, str | None, str]
 
@@ -86,30 +103,32 @@ class Plan:
 
 def make_plan(project: Project, lock: Lock, interpreter: Interpreter) -> Plan:
     """Plan the build of ``project`` from ``lock`` for ``interpreter``."""
-    problems: list[str] = []
-    warnings: list[str] = []
     root = _root_package(project, lock)
     deps = project.recipe.deps
-    for extra in deps.extras:
-        if canonicalize_name(extra) not in root.optional_dependencies:
-            problems.append(
-                f"recipe deps.extras names {extra!r}, but {root.name} has no such extra in "
-                f"uv.lock (extras: {', '.join(sorted(root.optional_dependencies)) or 'none'})"
-            )
-    for group in deps.groups:
-        if canonicalize_name(group) not in root.dependency_groups:
-            problems.append(
-                f"recipe deps.groups names {group!r}, but {root.name} has no such dependency "
-                f"group in uv.lock (groups: {', '.join(sorted(root.dependency_groups)) or 'none'})"
-            )
+    problems = [
+        f"recipe deps.extras names {extra!r}, but {root.name} has no such extra in "
+        f"uv.lock (extras: {', '.join(sorted(root.optional_dependencies)) or 'none'})"
+        for extra in deps.extras
+        if canonicalize_name(extra) not in root.optional_dependencies
+    ]
+    problems += [
+        f"recipe deps.groups names {group!r}, but {root.name} has no such dependency "
+        f"group in uv.lock (groups: {', '.join(sorted(root.dependency_groups)) or 'none'})"
+        for group in deps.groups
+        if canonicalize_name(group) not in root.dependency_groups
+    ]
     locked_names = {package.name for package in lock.packages}
     exclude = {canonicalize_name(name) for name in deps.exclude}
-    for name in sorted(exclude - locked_names):
-        problems.append(f"recipe deps.exclude names {name!r}, which uv.lock does not contain")
-    for name in sorted(
-        (project.uv.no_binary_packages | project.uv.no_build_packages) - locked_names
-    ):
-        warnings.append(f"[tool.uv] names {name!r}, which uv.lock does not contain")
+    problems += [
+        f"recipe deps.exclude names {name!r}, which uv.lock does not contain"
+        for name in sorted(exclude - locked_names)
+    ]
+    warnings = [
+        f"[tool.uv] names {listed!r}, which uv.lock does not contain"
+        for listed in sorted(
+            (project.uv.no_binary_packages | project.uv.no_build_packages) - locked_names
+        )
+    ]
     if problems:
         raise PlanError(problems)
 
@@ -209,13 +228,9 @@ def _classify(
     interpreter: Interpreter,
     problems: list[str],
 ) -> Planned | None:
-    source = package.source
-    if source.kind in ("editable", "virtual"):
-        return Planned(package, "member", None, extras=extras)
-    if source.kind == "directory":
-        return Planned(package, "directory", None, extras=extras)
-    if source.kind == "git":
-        return Planned(package, "git", None, extras=extras)
+    form = _SOURCE_FORMS[package.source.kind]
+    if form in ("member", "directory", "git"):
+        return Planned(package, form, None, extras=extras)
 
     no_binary = project.uv.no_binary or package.name in project.uv.no_binary_packages
     no_build = project.uv.no_build or package.name in project.uv.no_build_packages
@@ -247,7 +262,6 @@ def _classify(
             f"{package.label}: {reason}, but [tool.uv] no-build forbids building it from source"
         )
         return None
-    form: Form = "sdist" if source.kind == "registry" else source.kind  # type: ignore[assignment]
     return Planned(package, form, package.sdist, reason if form == "sdist" else "", extras)
 
 

@@ -86,20 +86,21 @@ def read_toml(path: Path) -> tuple[dict[str, Any], str]:
         raise RecipeError([Problem(path, "", line, f"not valid TOML: {message}")]) from None
 
 
-def load_project(target: Path) -> Project:
-    """Find and validate the project and recipe that ``target`` names."""
-    target = target.absolute()
+def _recipe_file(target: Path) -> tuple[Path | None, Path]:
+    """The recipe file ``target`` is or holds, if any, and the directory ``target`` names."""
     if not target.exists():
         raise ProjectError(f"{target} does not exist")
     if target.is_file():
         if target.name != RECIPE_FILE:
             raise ProjectError(f"{target} is a file; give a project directory or a {RECIPE_FILE}")
-        recipe_file: Path | None = target
-        base = target.parent
-    else:
-        base = target
-        recipe_file = target / RECIPE_FILE if (target / RECIPE_FILE).is_file() else None
+        return target, target.parent
+    return (target / RECIPE_FILE if (target / RECIPE_FILE).is_file() else None), target
 
+
+def load_project(target: Path) -> Project:
+    """Find and validate the project and recipe that ``target`` names."""
+    target = target.absolute()
+    recipe_file, base = _recipe_file(target)
     recipe: Recipe | None = None
     if recipe_file is not None:
         data, text = read_toml(recipe_file)

@@ -513,7 +513,7 @@ def _app(reader: _Reader, data: object) -> App:
         spec = reader.table(item, where, ("file", "replace", "with", "expect"))
         file, old = reader.string(spec, where, "file"), reader.string(spec, where, "replace")
         new = spec.get("with")
-        for key, value in (("file", file), ("replace", old)):
+        for key in ("file", "replace"):
             if key not in spec:
                 reader.problem(where + (key,), "missing")
         if not isinstance(new, str):

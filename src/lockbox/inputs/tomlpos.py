@@ -60,7 +60,7 @@ def locate(text: str, path: KeyPath) -> int | None:
     def consider(candidate: tuple[str | int, ...], number: int) -> None:
         nonlocal best_line, best_depth
         depth = 0
-        for have, want in zip(candidate, target):
+        for have, want in zip(candidate, target, strict=False):
             if have != want:
                 break
             depth += 1
@@ -78,14 +78,7 @@ def locate(text: str, path: KeyPath) -> int | None:
         if line.startswith("[["):
             keys = _split_keys(line[2 : line.find("]]")])
             if keys is not None:
-                base = _with_array_indexes(tuple(keys), array_counts)
-                index = array_counts.get(base, -1) + 1
-                array_counts[base] = index
-                # Nested tables restart their counters under a new array element.
-                for key in [
-                    k for k in array_counts if len(k) > len(base) and k[: len(base)] == base
-                ]:
-                    del array_counts[key]
+                base, index = _next_element(tuple(keys), array_counts)
                 table = base + (index,)
                 consider(base, number)
                 consider(table, number)
@@ -99,11 +92,30 @@ def locate(text: str, path: KeyPath) -> int | None:
         keys = _key_of_assignment(line)
         if keys is not None:
             consider(table + tuple(keys), number)
-            value = line.split("=", 1)[1]
-            for quote in ('"""', "'''"):
-                if value.count(quote) % 2 == 1:
-                    multiline = quote
+            multiline = _open_quote(line.split("=", 1)[1])
     return best_line
+
+
+def _open_quote(value: str) -> str | None:
+    """The quote of the multi-line string ``value`` begins and does not end, if any."""
+    opened = None
+    for quote in ('"""', "'''"):
+        if value.count(quote) % 2 == 1:
+            opened = quote
+    return opened
+
+
+def _next_element(
+    keys: tuple[str, ...], array_counts: dict[tuple[str | int, ...], int]
+) -> tuple[tuple[str | int, ...], int]:
+    """``[[keys]]``: the array it adds an element to, and that element's index."""
+    base = _with_array_indexes(keys, array_counts)
+    index = array_counts.get(base, -1) + 1
+    array_counts[base] = index
+    # Nested tables restart their counters under a new array element.
+    for key in [k for k in array_counts if len(k) > len(base) and k[: len(base)] == base]:
+        del array_counts[key]
+    return base, index
 
 
 def _with_array_indexes(

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from elftools.common.exceptions import ELFError
-from elftools.elf.dynamic import DynamicSegment
+from elftools.elf.dynamic import DynamicSegment, DynamicTag
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import InterpSegment
 
@@ -142,13 +142,13 @@ def _read_dynamic(path: Path, stream: BinaryIO) -> ElfInfo | None:
     for tag in dynamic.iter_tags():
         name = tag.entry.d_tag
         if name == "DT_NEEDED":
-            needed.append(tag.needed)
+            needed.append(_tag_string(tag))
         elif name == "DT_RUNPATH":
-            runpath = _split_path(tag.runpath)
+            runpath = _split_path(_tag_string(tag))
         elif name == "DT_RPATH":
-            rpath = _split_path(tag.rpath)
+            rpath = _split_path(_tag_string(tag))
         elif name == "DT_SONAME":
-            soname = tag.soname
+            soname = _tag_string(tag)
         elif name == "DT_FLAGS_1":
             flags_1 = tag.entry.d_val
     if interpreter is None and flags_1 & _DF_1_PIE:
@@ -166,6 +166,12 @@ def _read_dynamic(path: Path, stream: BinaryIO) -> ElfInfo | None:
         rpath=rpath,
         soname=soname,
     )
+
+
+def _tag_string(tag: DynamicTag) -> str:
+    """The string a ``DT_NEEDED``, ``DT_RUNPATH``, ``DT_RPATH`` or ``DT_SONAME`` entry points
+    to: pyelftools sets it as an attribute named after the tag (``needed``, ``soname``, …)."""
+    return str(getattr(tag, tag.entry.d_tag.removeprefix("DT_").lower()))
 
 
 def _split_path(value: str) -> tuple[str, ...]:

@@ -108,7 +108,7 @@ def host_libraries() -> dict[str, Path]:
     for line in listing.splitlines()[1:]:
         name, _, rest = line.strip().partition(" (")
         flags, _, path = rest.partition(") => ")
-        if not path or ("64" in flags) != wide and "x32" not in flags:
+        if not path or (("64" in flags) != wide and "x32" not in flags):
             continue
         found.setdefault(name, Path(path))
     return found
@@ -173,11 +173,11 @@ def resolve(
 def origin_directories(info: ElfInfo, origin: Path) -> list[tuple[str, Path]]:
     """The ``$ORIGIN``-relative entries of a file's run path, each with the directory it
     names when the file is in the directory ``origin``."""
-    origin = str(origin)
+    here = str(origin)
     return [
         (
             entry,
-            Path(os.path.normpath(entry.replace("${ORIGIN}", origin).replace("$ORIGIN", origin))),
+            Path(os.path.normpath(entry.replace("${ORIGIN}", here).replace("$ORIGIN", here))),
         )
         for entry in info.runpath or info.rpath
         if entry.startswith(("$ORIGIN", "${ORIGIN}"))
