@@ -69,7 +69,7 @@ _RENAME_EXCHANGE = 2
 
 def step(what: str) -> None:
     """Mark one step that makes something visible (a rename, a commit) as about to happen."""
-    global _steps
+    global _steps  # noqa: PLW0603 the process's count of steps, which the tests number
     from lockbox.environment import forget_stop_point, kill_point_settings
 
     kill_at, log, stop_at = kill_point_settings()

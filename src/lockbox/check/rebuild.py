@@ -13,13 +13,19 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lockbox.check.report import KINDS, LABELS
 from lockbox.environment import Environment
 from lockbox.errors import LockboxError
 from lockbox.progress import Progress
-from lockbox.store.store import Store
+from lockbox.store.store import Entry, Store
+
+if TYPE_CHECKING:
+    from lockbox.assemble.interpreter import PythonEntry
+    from lockbox.inputs.build import BuildInputs
+    from lockbox.tools.sandbox import Sandbox
+    from lockbox.tools.toolbox import Toolbox
 
 WARNING = "warning: "
 """How a warning of the rebuild starts, on its standard error."""
@@ -49,25 +55,12 @@ def _rebuild(
 ) -> None:
     """Rebuild each entry of :data:`KINDS` as ``spec`` says, recording into ``results``
     each one's NAR hash and tree (relative to the rebuild's root), or why it was not."""
-    from lockbox.assemble.app import (
-        Assembly,
-        Placement,
-        assemble_tree,
-        deps_bytecode,
-        layer_libraries,
-        offline_sandbox,
-        read_sources,
-    )
-    from lockbox.assemble.interpreter import PythonEntry, import_python
-    from lockbox.errors import HashMismatch
+    from lockbox.assemble.app import offline_sandbox
     from lockbox.inputs.build import BuildInputs
     from lockbox.inputs.interpreters import probe
     from lockbox.inputs.project import load_project
-    from lockbox.pipeline import build_layer
-    from lockbox.store.nar import nar_hash
     from lockbox.tools.toolbox import Toolbox
 
-    root = Path(spec["root"])
     # The recipe as the user wrote it, for the project where the rebuild finds it (a copy,
     # with the build-path variation), with the interpreter the registered entries used.
     project = load_project(Path(spec["recipe"]))
@@ -78,82 +71,139 @@ def _rebuild(
     environment = environment.with_changes(LOCKBOX_UV_CACHE=spec["uv_cache"])
     inputs = BuildInputs(project, environment, progress, interpreter=interpreter)
     tools = Toolbox(environment, progress)
-
-    def relative(path: Path) -> str:
-        return os.path.relpath(path, root)
-
     with Store.open(Path(spec["store"])) as store, Store.open(Path(spec["scratch"])) as scratch:
-        registered = {kind: store.get(name) for kind, name in spec["registered"].items()}
+        steps = _Steps(spec, results, inputs, tools, store, scratch, progress)
+        deps = steps.deps()
+        if "python" not in steps.registered:
+            return  # the dependency layer only
+        python = steps.python()
+        sandbox = offline_sandbox(tools)
+        if "bytecode" in steps.registered:
+            steps.bytecode(deps, python, sandbox)
+        steps.app(python, sandbox)
 
-        def same(kind: str) -> bool:
-            entry = registered.get(kind)
-            return entry is not None and results.get(kind, {}).get("hash") == entry.nar_hash.sri
 
-        progress.info("the dependency layer, every sdist built again")
-        deps = None
+class _Steps:
+    """The rebuild's steps, each recording its result."""
+
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        results: dict[str, dict[str, str]],
+        inputs: BuildInputs,
+        tools: Toolbox,
+        store: Store,
+        scratch: Store,
+        progress: Progress,
+    ) -> None:
+        self.spec = spec
+        self.results = results
+        self.inputs = inputs
+        self.tools = tools
+        self.store = store
+        self.scratch = scratch
+        self.progress = progress
+        self.root = Path(spec["root"])
+        self.registered = {kind: store.get(name) for kind, name in spec["registered"].items()}
+
+    def record(self, kind: str, entry_hash: str, tree: Path) -> None:
+        self.results[kind] = {"hash": entry_hash, "tree": os.path.relpath(tree, self.root)}
+
+    def same(self, kind: str) -> bool:
+        entry = self.registered.get(kind)
+        found = self.results.get(kind, {}).get("hash")
+        return entry is not None and found == entry.nar_hash.sri
+
+    def deps(self) -> Entry | None:
+        """The dependency layer, every sdist built again; None when it differs from the
+        declared hash (its tree is kept and recorded)."""
+        from lockbox.errors import HashMismatch
+        from lockbox.pipeline import build_layer
+
+        self.progress.info("the dependency layer, every sdist built again")
         try:
-            result = build_layer(inputs, scratch, tools, progress)
-            deps = result.entry
-            results["deps"] = {"hash": deps.nar_hash.sri, "tree": relative(deps.path)}
+            entry = build_layer(self.inputs, self.scratch, self.tools, self.progress).entry
         except HashMismatch as mismatch:
             assert mismatch.kept is not None
-            results["deps"] = {"hash": mismatch.got, "tree": relative(mismatch.kept)}
-        if "python" not in registered:
-            return  # the dependency layer only
-        progress.info("the interpreter entry")
+            self.record("deps", mismatch.got, mismatch.kept)
+            return None
+        self.record("deps", entry.nar_hash.sri, entry.path)
+        return entry
+
+    def python(self) -> PythonEntry:
+        from lockbox.assemble.interpreter import import_python
+
+        self.progress.info("the interpreter entry")
         python = import_python(
-            interpreter, scratch, tools, bundle=spec["bundle"], progress=progress
+            self.inputs.interpreter,
+            self.scratch,
+            self.tools,
+            bundle=self.spec["bundle"],
+            progress=self.progress,
         )
-        results["python"] = {"hash": python.entry.nar_hash.sri, "tree": relative(python.entry.path)}
-        sandbox = offline_sandbox(tools)
-        if "bytecode" in registered:
-            if deps is None or not same("deps"):
-                results["bytecode"] = {"error": "not rebuilt: the dependency layer differs"}
-            else:
-                progress.info("the dependency layer's bytecode")
-                bytecode = deps_bytecode(scratch, deps, python, sandbox, progress)
-                results["bytecode"] = {
-                    "hash": bytecode.nar_hash.sri,
-                    "tree": relative(bytecode.path),
-                }
-        # The application is assembled from the registered entries once each rebuilt one
-        # is proved identical; the first that is not says why it is not rebuilt.
+        self.record("python", python.entry.nar_hash.sri, python.entry.path)
+        return python
+
+    def bytecode(self, deps: Entry | None, python: PythonEntry, sandbox: Sandbox) -> None:
+        from lockbox.assemble.app import deps_bytecode
+
+        if deps is None or not self.same("deps"):
+            self.results["bytecode"] = {"error": "not rebuilt: the dependency layer differs"}
+            return
+        self.progress.info("the dependency layer's bytecode")
+        bytecode = deps_bytecode(self.scratch, deps, python, sandbox, self.progress)
+        self.record("bytecode", bytecode.nar_hash.sri, bytecode.path)
+
+    def app(self, python: PythonEntry, sandbox: Sandbox) -> None:
+        """The application, assembled from the registered entries once each rebuilt one is
+        proved identical; the first that is not says why it is not rebuilt."""
+        from lockbox.assemble.app import (
+            Assembly,
+            Placement,
+            assemble_tree,
+            layer_libraries,
+            read_sources,
+        )
+        from lockbox.assemble.interpreter import PythonEntry
+        from lockbox.store.nar import nar_hash
+
         for kind in ("deps", "python", "bytecode"):
-            if kind in registered and not same(kind):
-                reason = "differs" if "hash" in results.get(kind, {}) else "could not be rebuilt"
-                results["app"] = {"error": f"not rebuilt: its {LABELS[kind]} {reason}"}
+            if kind in self.registered and not self.same(kind):
+                reason = (
+                    "differs" if "hash" in self.results.get(kind, {}) else "could not be rebuilt"
+                )
+                self.results["app"] = {"error": f"not rebuilt: its {LABELS[kind]} {reason}"}
                 return
-        app = registered["app"]
-        assert app is not None and registered["deps"] is not None
-        progress.info(f"the application, for {app.path}")
-        registered_python = registered["python"]
-        assert registered_python is not None
-        content = root / f"app-{app.path_name}"
-        work = root / "app-work"
+        app, deps, registered_python = (self.registered[k] for k in ("app", "deps", "python"))
+        assert app is not None and deps is not None and registered_python is not None
+        self.progress.info(f"the application, for {app.path}")
+        content = self.root / f"app-{app.path_name}"
+        work = self.root / "app-work"
         work.mkdir()
+        project = self.inputs.project
         # Not verified again: the registered application passed its [verify] table, which
         # writes nothing into the output; the rebuild compares bytes and runs no check.
         assemble_tree(
             Assembly(
                 project,
-                read_sources(project, inputs.plan),
-                registered["deps"].path,
-                interpreter,
+                read_sources(project, self.inputs.plan),
+                deps.path,
+                self.inputs.interpreter,
                 PythonEntry(registered_python, python.executable, reused=True),
-                registered.get("bytecode"),
-                layer_libraries(store, registered["deps"]),
+                self.registered.get("bytecode"),
+                layer_libraries(self.store, deps),
             ),
             Placement(
                 app.path,
                 content,
                 work,
                 link=True,
-                hidden=[store.root],
-                log=root / "app-verify.log",
+                hidden=[self.store.root],
+                log=self.root / "app-verify.log",
             ),
             sandbox,
-            tools.patchelf,
-            progress=progress,
+            self.tools.patchelf,
+            progress=self.progress,
             checks=False,
         )
-        results["app"] = {"hash": nar_hash(content).sha256.sri, "tree": relative(content)}
+        self.record("app", nar_hash(content).sha256.sri, content)

@@ -108,23 +108,15 @@ class Request:
     def parse(cls, argv: list[str], environ: dict[str, str], started_ns: int) -> Request | None:
         """The request ``argv`` makes, or None when it is not one the shortcut answers (the
         full command line then parses it, errors included)."""
-        store = None
-        quiet = False
         rest = list(argv)
-        while rest and rest[0].startswith("-"):
-            option = rest.pop(0)
-            if option in ("-q", "--quiet"):
-                quiet = True
-            elif option == "--store" and rest:
-                store = rest.pop(0)
-            elif option.startswith("--store="):
-                store = option[len("--store=") :]
-            else:
-                return None
+        options = _global_options(rest)
+        if options is None:
+            return None
+        store, quiet = options
         if not rest or rest[0] not in ("build", "run"):
             return None
         command, arguments = rest[0], rest[1:]
-        options: list[str] = []
+        flags: list[str] = []
         project = None
         run: list[str] = []
         if command == "run":
@@ -136,7 +128,7 @@ class Request:
                 return None
         for argument in arguments:
             if command == "build" and argument in ("--deps-only", "--no-bundle"):
-                options.append(argument)
+                flags.append(argument)
             elif argument.startswith("-") or project is not None:
                 return None
             else:
@@ -147,7 +139,7 @@ class Request:
             store,
             environ,
             started_ns,
-            options=options,
+            options=flags,
             quiet=quiet,
             run=run,
         )
@@ -211,7 +203,7 @@ class Request:
         sys.stdout.flush()
         sys.stderr.flush()
 
-    def lookup(self) -> tuple[str, list[tuple[str, str]]] | None:
+    def lookup(self) -> tuple[str, list[tuple[str, str]]] | None:  # noqa: PLR0911 each way a record is not trusted
         """The recorded result and what the run said, if the record is signed by the store
         and every recorded signature still holds."""
         body, distrusted = records.read(self.meta, self.place)
@@ -225,16 +217,8 @@ class Request:
         result = None
         for line in lines[len(self.key) + 1 :]:
             kind, _, rest = line.partition(" ")
-            if kind in ("in", "out"):
-                recorded, _, path = rest.partition(" ")
-                if signature(path) != recorded:
-                    return None
-            elif kind == "seal":
-                recorded, _, path = rest.partition(" ")
-                try:
-                    if records.tree_seal(path) != recorded:
-                        return None
-                except OSError:
+            if kind in ("in", "out", "seal"):
+                if not _still_holds(kind, rest):
                     return None
             elif kind in ("say", "info"):
                 said.append((kind, rest))
@@ -285,6 +269,36 @@ class Request:
         return records.write(
             self.meta, self.place, "\n".join(lines).encode("utf-8", "surrogateescape")
         )
+
+
+def _global_options(rest: list[str]) -> tuple[str | None, bool] | None:
+    """The store and quietness the options at the start of ``rest`` give (taken off it),
+    or None for an option the shortcut does not know."""
+    store = None
+    quiet = False
+    while rest and rest[0].startswith("-"):
+        option = rest.pop(0)
+        if option in ("-q", "--quiet"):
+            quiet = True
+        elif option == "--store" and rest:
+            store = rest.pop(0)
+        elif option.startswith("--store="):
+            store = option[len("--store=") :]
+        else:
+            return None
+    return store, quiet
+
+
+def _still_holds(kind: str, rest: str) -> bool:
+    """Whether the recorded signature (``in``/``out``) or seal (``seal``) of a path, ``rest``
+    being ``RECORDED PATH``, is still what the path has."""
+    recorded, _, path = rest.partition(" ")
+    if kind != "seal":
+        return signature(path) == recorded
+    try:
+        return records.tree_seal(path) == recorded
+    except OSError:
+        return False
 
 
 def signature(path: str) -> str:

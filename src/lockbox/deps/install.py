@@ -149,7 +149,7 @@ def install(
     varied = tools.varied
     # Excluded packages too: an extra source usually stands in for one.
     built = sorted({*plan.from_source(), *deps.exclude})
-    variables = {name: varied for name in built} if varied else {}
+    variables = dict.fromkeys(built, varied) if varied else {}
     if deps.build or varied:
         config = work / "uv.toml"
         config.write_text(uv_config(project, deps.build, env, variables), encoding="utf-8")

@@ -17,10 +17,10 @@ normalise and scrub (:mod:`lockbox.deps.layer`) → hash → compare with the de
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from lockbox import fs
 from lockbox.errors import HashMismatch
@@ -31,6 +31,7 @@ from lockbox.store.store import Entry, Store
 
 if TYPE_CHECKING:
     from lockbox.deps.buildroot import RootPins
+    from lockbox.deps.install import Installed
     from lockbox.deps.layer import LayerReport
     from lockbox.inputs.build import BuildInputs
     from lockbox.inputs.interpreters import Interpreter
@@ -80,51 +81,81 @@ def build_deps(
     build root to compile in instead of the one ``lockbox.inputs.toml`` pins (while
     re-pinning it)."""
     from lockbox.deps.buildroot import pinned_root
-    from lockbox.deps.inputs import deps_inputs, inputs_key
+    from lockbox.deps.inputs import deps_inputs
 
     project = inputs.project
-    name = layer_name(project)
-    declared = project.recipe.deps.hash
     if root is None:
         root = pinned_root(project)
     recorded_inputs = deps_inputs(project, inputs.environment, root)
-    key = inputs_key(recorded_inputs)
-    earlier: Mapping[str, Any] | None = None
-    if declared is not None:
-        # The declared hash names the content, but a stored layer answers it only if it was
-        # built from these inputs with the toolchain this machine has now.
-        existing = store.find_content("deps", name, declared)
-        if existing is not None:
-            answer = stored_answer(store, existing, key)
-            if answer is not None:
-                progress.info(f"dependency layer {declared} is in the store: {existing.path}")
-                return DepsResult(existing, None, reused=True, layer=None, record=answer)
-            progress.info(
-                f"the store's layer {declared} was built from other inputs or "
-                "another toolchain: building again to compare"
-            )
-        earlier = _declared_record(project, store, existing)
-        if earlier is not None:
-            moved = _moved_before_building(earlier, recorded_inputs, root)
-            if moved:
-                progress.warning(
-                    "inputs moved since deps.hash was declared:\n"
-                    + "\n".join(f"  {line}" for line in moved)
-                )
+    found, earlier = _look_up(project, store, recorded_inputs, root, progress)
+    if found is not None:
+        return found
+    return _build(inputs, store, tools, progress, root, recorded_inputs, earlier)
 
+
+def _look_up(
+    project: Project,
+    store: Store,
+    recorded_inputs: Mapping[str, object],
+    root: RootPins | None,
+    progress: Progress,
+) -> tuple[DepsResult | None, Mapping[str, Any] | None]:
+    """The declared layer, if the store has it built from these inputs; else None and the
+    record of what the declared hash was built from, if there is one (having said what
+    visibly moved since)."""
+    from lockbox.deps.inputs import inputs_key
+
+    declared = project.recipe.deps.hash
+    if declared is None:
+        return None, None
+    name = layer_name(project)
+    # The declared hash names the content, but a stored layer answers it only if it was
+    # built from these inputs with the toolchain this machine has now.
+    existing = store.find_content("deps", name, declared)
+    if existing is not None:
+        answer = stored_answer(store, existing, inputs_key(recorded_inputs))
+        if answer is not None:
+            progress.info(f"dependency layer {declared} is in the store: {existing.path}")
+            return DepsResult(existing, None, reused=True, layer=None, record=answer), None
+        progress.info(
+            f"the store's layer {declared} was built from other inputs or "
+            "another toolchain: building again to compare"
+        )
+    earlier = _declared_record(project, store, existing)
+    if earlier is not None:
+        moved = _moved_before_building(earlier, recorded_inputs, root)
+        if moved:
+            progress.warning(
+                "inputs moved since deps.hash was declared:\n"
+                + "\n".join(f"  {line}" for line in moved)
+            )
+    return None, earlier
+
+
+def _build(
+    inputs: BuildInputs,
+    store: Store,
+    tools: Toolbox,
+    progress: Progress,
+    root: RootPins | None,
+    recorded_inputs: Mapping[str, object],
+    earlier: Mapping[str, Any] | None,
+) -> DepsResult:
+    """Build the dependency layer: fetch, install offline, normalise, hash, register."""
     # What building takes is imported only now: a lookup must start as fast as a no-op
     # `uv sync`.
     from lockbox import __version__
-    from lockbox.deps import toolchain
     from lockbox.deps.buildpins import check_pinned
-    from lockbox.deps.inputs import build_set, drift, make_record
+    from lockbox.deps.inputs import build_set, drift, inputs_key, make_record
     from lockbox.deps.install import build_roots, install, uv_cache_dir
     from lockbox.deps.layer import normalise
     from lockbox.scrub import Scrubber
     from lockbox.store.nar import nar_hash
 
-    interpreter = inputs.interpreter
-    plan = inputs.plan
+    project, interpreter, plan = inputs.project, inputs.interpreter, inputs.plan
+    name = layer_name(project)
+    declared = project.recipe.deps.hash
+    key = inputs_key(recorded_inputs)
     from_source = plan.from_source()
     pinned = check_pinned(project, from_source, progress)
     system = None
@@ -155,18 +186,7 @@ def build_deps(
             system=system,
         )
         roots_list = build_roots(project, interpreter, store, tools.uv_cache)
-        if root is not None:
-            used = root.record()
-        elif built:
-            progress.info("recording the toolchain the builds read")
-            used = toolchain.record(
-                toolchain.trace_files(installed.traces)
-                | toolchain.tool_files(installed.compilers.values()),
-                skip=[*roots_list, str(interpreter.prefix), str(interpreter.prefix.resolve())],
-                compilers=installed.compilers,
-            )
-        else:
-            used = {"compilers": {}, "packages": {}, "files": {}}
+        used = _toolchain_used(root, installed, roots_list, interpreter, progress, built=built)
         record = make_record(
             recorded_inputs,
             interpreter=str(interpreter.version),
@@ -215,6 +235,33 @@ def build_deps(
     return DepsResult(entry, plan, reused=False, layer=report, record=record)
 
 
+def _toolchain_used(
+    root: RootPins | None,
+    installed: Installed,
+    skip: Sequence[str],
+    interpreter: Interpreter,
+    progress: Progress,
+    *,
+    built: int,
+) -> Mapping[str, Any]:
+    """The layer record's ``toolchain``: the build root's packages; else, when something
+    was compiled, the compilers and the host files the compiles read (``skip``: the build's
+    own paths)."""
+    if root is not None:
+        return root.record()
+    if not built:
+        return {"compilers": {}, "packages": {}, "files": {}}
+    from lockbox.deps import toolchain
+
+    progress.info("recording the toolchain the builds read")
+    return toolchain.record(
+        toolchain.trace_files(installed.traces)
+        | toolchain.tool_files(installed.compilers.values()),
+        skip=[*skip, str(interpreter.prefix), str(interpreter.prefix.resolve())],
+        compilers=installed.compilers,
+    )
+
+
 def stored_answer(store: Store, entry: Entry, key: str) -> Mapping[str, Any] | None:
     """The record of a build of ``entry`` from the inputs ``key`` whose toolchain this
     machine still has, if any."""
@@ -224,13 +271,14 @@ def stored_answer(store: Store, entry: Entry, key: str) -> Mapping[str, Any] | N
     recorded = store.answers(entry).get(key)
     if recorded is None:
         return None
-    used = recorded.get("toolchain", {})
+    used = cast("Mapping[str, Any]", recorded.get("toolchain", {}))
     # A build root is content-addressed and part of ``key``: nothing of the host to check.
     if not used.get("root") and summary({"toolchain": toolchain.current(used)}) != summary(
         {"toolchain": used}
     ):
         return None
-    return {**entry.inputs.get("record", {}), "toolchain": used}
+    record = cast("Mapping[str, Any]", entry.inputs.get("record", {}))
+    return {**record, "toolchain": used}
 
 
 def _declared_record(
@@ -256,11 +304,12 @@ def _moved_before_building(
     packages' versions on this machine (or in the build root)."""
     from lockbox.deps.toolchain import installed_versions
 
-    lines = []
     before = earlier.get("inputs", {})
-    for key in sorted(set(before) | set(inputs)):
-        if before.get(key) != inputs.get(key):
-            lines.append("uv.lock changed" if key == "lock" else f"{key} changed")
+    lines = [
+        "uv.lock changed" if key == "lock" else f"{key} changed"
+        for key in sorted(set(before) | set(inputs))
+        if before.get(key) != inputs.get(key)
+    ]
     versions = root.versions() if root is not None else installed_versions()
     for package, state in sorted(earlier.get("toolchain", {}).get("packages", {}).items()):
         now = versions.get(package, "(not installed)")
@@ -297,7 +346,7 @@ def _explain(
 
 def _installed_versions(project: Project, plan: Plan) -> dict[str, str]:
     return {
-        planned.package.name: planned.package.version
+        planned.package.name: planned.package.version or ""
         for planned in plan.installed
         if planned.form != "member" and planned.package.name not in project.recipe.deps.exclude
     }
@@ -360,8 +409,8 @@ def write_declared_hash(project: Project, digest: Sha256) -> Path:
     document = tomlkit.parse(recipe_file.read_text(encoding="utf-8"))
     table = document
     if recipe_file.name == "pyproject.toml":
-        table = document.setdefault("tool", tomlkit.table())  # type: ignore[assignment]
-        table = table.setdefault("lockbox", tomlkit.table())  # type: ignore[assignment]
+        table = document.setdefault("tool", tomlkit.table())
+        table = table.setdefault("lockbox", tomlkit.table())
     deps = table.setdefault("deps", tomlkit.table())
     deps["hash"] = digest.sri
     fs.write_atomically(recipe_file, tomlkit.dumps(document))

@@ -25,6 +25,7 @@ This module is imported by the shortcut before anything else of lockbox, so it u
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -49,7 +50,7 @@ def read_key(meta: str) -> bytes | None:
     uid = os.geteuid()
     try:
         info = os.fstat(fd)
-        if info.st_size != _KEY_BYTES or not (info.st_mode & 0o170000 == 0o100000):
+        if info.st_size != _KEY_BYTES or info.st_mode & 61440 != 32768:
             return None
         if (
             info.st_uid != uid
@@ -89,17 +90,13 @@ def store_key(meta: str) -> bytes | None:
         if os.path.lexists(path):  # damaged (a link, a short file): replaced, records lost
             os.replace(aside, path)
         else:
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.link(aside, path)  # fails if another process made it meanwhile
-            except FileExistsError:
-                pass
     except OSError:
         return None
     finally:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(aside)
-        except OSError:
-            pass
     return read_key(meta)
 
 

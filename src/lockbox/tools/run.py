@@ -113,7 +113,7 @@ def _run_streaming(
         args,
         cwd=cwd,
         env=dict(env) if env is not None else None,
-        preexec_fn=preexec,
+        preexec_fn=preexec,  # noqa: PLW1509 only check's varied world sets it: umask, CPUs
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

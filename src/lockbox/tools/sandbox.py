@@ -246,14 +246,14 @@ class Sandbox:
             "--die-with-parent",
             "--clearenv",
         ]
-        for path in SYSTEM_PATHS:
-            if os.path.islink(path):
-                command += ["--symlink", os.readlink(path), path]
-            elif os.path.isdir(path):
-                command += ["--ro-bind", path, path]
+        for system in SYSTEM_PATHS:
+            if os.path.islink(system):
+                command += ["--symlink", os.readlink(system), system]
+            elif os.path.isdir(system):
+                command += ["--ro-bind", system, system]
         command += ["--dev", "/dev", "--proc", "/proc"]
-        for path in _SCRATCH:
-            command += ["--perms", "1777", "--tmpfs", path]
+        for scratch in _SCRATCH:
+            command += ["--perms", "1777", "--tmpfs", scratch]
         pairs = [mount if isinstance(mount, tuple) else (mount, mount) for mount in read_only]
         # What is inside these exists already: a system path, or a tree mounted whole.
         there = [*map(Path, SYSTEM_PATHS), *(inside for _, inside in pairs)]

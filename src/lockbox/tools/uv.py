@@ -313,7 +313,7 @@ def _lock_outdated() -> LockOutdated:
     )
 
 
-def explain_failure(output: str) -> Exception:
+def explain_failure(output: str) -> Exception:  # noqa: PLR0911 one answer per failure uv names
     """The error a failed ``uv sync`` run's output describes."""
     if _STALE_LOCK.search(output):
         return _lock_outdated()
