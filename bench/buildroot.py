@@ -49,9 +49,7 @@ def main() -> int:
     size = 0
     for run in range(args.runs):
         start = time.perf_counter()
-        buildroot.resolve(
-            project.recipe.deps.toolchain.packages, pins.distribution, None, tools.environment
-        )
+        buildroot.resolve(project.recipe.deps.toolchain.packages, pins.distribution, None, tools)
         resolving.append(time.perf_counter() - start)
         shutil.rmtree(work / "cache", ignore_errors=True)
         for times in (first, again):

@@ -39,6 +39,7 @@ from lockbox.inputs.plan import make_plan
 from lockbox.inputs.project import Project, load_project
 from lockbox.progress import Recorder
 from lockbox.store.store import Entry, Store
+from lockbox.tools.dpkg import Dpkg
 from lockbox.tools.sandbox import REPRODUCIBLE_ENV
 from tests.fakes import (
     FakePatchelf,
@@ -157,8 +158,7 @@ class Assembly:
             app.Placement(
                 self.out, self.content, self.work, link=link, hidden=[self.hidden], log=self.log
             ),
-            sandbox,
-            patchelf,
+            FakeToolbox(sandbox=sandbox, patchelf=patchelf, dpkg=Dpkg.find()),
             progress=Recorder(),
             checks=checks,
         )
@@ -478,7 +478,9 @@ def test_an_unchanged_application_is_a_lookup_that_asks_for_no_sandbox(
     deps = _register(store, _layer, "demo-deps", "deps")
     sandbox = FakeSandbox(lambda call: ["true"])
 
-    built = build_app(inputs, store, deps, FakeToolbox(patchelf=FakePatchelf(), sandbox=sandbox))
+    built = build_app(
+        inputs, store, deps, FakeToolbox(patchelf=FakePatchelf(), sandbox=sandbox, dpkg=Dpkg.find())
+    )
 
     assert not built.reused and built.entry is not None
     assert sandbox.checked == 1
@@ -501,7 +503,9 @@ def test_an_unchanged_application_is_a_lookup_that_asks_for_no_sandbox(
         inputs,
         store,
         deps,
-        FakeToolbox(patchelf=FakePatchelf(), sandbox=FakeSandbox(lambda call: ["true"])),
+        FakeToolbox(
+            patchelf=FakePatchelf(), sandbox=FakeSandbox(lambda call: ["true"]), dpkg=Dpkg.find()
+        ),
     )
     assert not changed.reused and changed.path != out
     assert (changed.path / "manage.py").read_text() == "print('changed')\n"

@@ -27,6 +27,7 @@ from lockbox.environment import CHECK_ENV, Environment
 from lockbox.inputs.interpreters import Interpreter
 from lockbox.native.resolve import host_libraries
 from lockbox.store.store import Store
+from lockbox.tools.dpkg import Dpkg
 from tests.fakes import FakePatchelf, FakeToolbox, fake_installation
 
 SHORT = f"python{sys.version_info.major}.{sys.version_info.minor}"
@@ -79,8 +80,10 @@ def installation(tmp_path: Path, extension: tuple[Path, Path]) -> Installation:
 
 
 def _tools(patchelf: FakePatchelf) -> FakeToolbox:
-    """Only patchelf, in the environment ``lockbox check`` gives its rebuild."""
-    return FakeToolbox(Environment({CHECK_ENV: json.dumps(VARIED)}), patchelf=patchelf)
+    """patchelf and the host's dpkg (which names the bundled libraries' packages), in the
+    environment ``lockbox check`` gives its rebuild."""
+    environment = Environment({CHECK_ENV: json.dumps(VARIED)})
+    return FakeToolbox(environment, patchelf=patchelf, dpkg=Dpkg.find())
 
 
 def test_the_entry_is_relinked_in_one_call_and_compiled_with_the_varied_clock(

@@ -295,8 +295,7 @@ def build_app(
                 hidden=[store.root],
                 log=store.layout.logs / f"{out.name}.log",
             ),
-            sandbox,
-            patchelf,
+            tools,
             progress=progress,
         )
         uncovered = libraries.uncovered(library["from"] for library in report.bundled.values())
@@ -394,7 +393,6 @@ def export_app(
 
     project, interpreter = inputs.project, inputs.interpreter
     to = to.absolute()
-    patchelf = tools.patchelf
     sources = read_sources(project, inputs.plan)
     python = import_python(
         interpreter, store, tools, bundle=project.recipe.libraries.bundle, progress=progress
@@ -433,8 +431,7 @@ def export_app(
                     layer_libraries(store, deps),
                 ),
                 Placement(to, content, work, link=False, hidden=[], log=log),
-                sandbox,
-                patchelf,
+                tools,
                 progress=progress,
             )
             fs.replace_tree(content, to)
@@ -506,22 +503,23 @@ class Placement:
 def assemble_tree(
     assembly: Assembly,
     placement: Placement,
-    sandbox: Sandbox,
-    patchelf: Patchelf,
+    tools: Toolbox,
     *,
     progress: Progress,
     checks: bool = True,
 ) -> AssemblyReport:
-    """Write the application ``assembly`` describes into ``placement.content``. Without
+    """Write the application ``assembly`` describes into ``placement.content``, with the
+    toolbox's sandbox (known to work: :func:`offline_sandbox`), patchelf and dpkg. Without
     ``checks`` the recipe's ``[verify]`` table is not run (it writes nothing into the
     output, so the output is the same)."""
+    sandbox = tools.sandbox
     report = AssemblyReport(placement.out)
     project = assembly.project
     _place_layer(assembly, placement, progress)
     source = _prepared_sources(assembly, placement, report, progress)
     own = _install_project(assembly, placement.content, source, report)
     _delete(project, placement.content, report)
-    _link_libraries(project, placement.content, report, patchelf, progress, assembly.host)
+    _link_libraries(project, placement.content, report, tools, progress, assembly.host)
     _write_environment(assembly, placement, report, progress)
     view = _SandboxView.of(placement, assembly, report)
     if project.recipe.app.compile_bytecode:
@@ -856,13 +854,13 @@ def _link_libraries(
     project: Project,
     content: Path,
     report: AssemblyReport,
-    patchelf: Patchelf,
+    tools: Toolbox,
     progress: Progress,
     host: Mapping[str, Path] | None = None,
 ) -> None:
     """Resolve what every ELF file of the application needs; bundle and relink."""
     from lockbox.native.elf import scan_tree
-    from lockbox.native.relink import debian_packages, relink
+    from lockbox.native.relink import relink
     from lockbox.native.resolve import resolve
 
     libraries = project.recipe.libraries
@@ -878,8 +876,10 @@ def _link_libraries(
         host=host,
         progress=progress,
     )
-    relinked = relink(content, resolution, patchelf, bundle=libraries.bundle, progress=progress)
-    packages = debian_packages(sorted(relinked.bundled.values()))
+    relinked = relink(
+        content, resolution, tools.patchelf, bundle=libraries.bundle, progress=progress
+    )
+    packages = tools.dpkg.owners_of(sorted(relinked.bundled.values()))
     report.bundled = {
         name: {"from": source, "package": packages.get(source, "")}
         for name, source in sorted(relinked.bundled.items())

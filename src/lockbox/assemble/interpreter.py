@@ -160,7 +160,7 @@ def import_python(
     if existing is not None:
         return PythonEntry(existing, f"bin/{short}", reused=True, consulted=consulted)
     from lockbox.native.elf import scan_tree
-    from lockbox.native.relink import debian_packages, relink
+    from lockbox.native.relink import relink
     from lockbox.native.resolve import resolve
 
     progress.info(f"importing {interpreter.label} from {interpreter.prefix} into the store")
@@ -189,7 +189,7 @@ def import_python(
                 "lockbox, please report it"
             )
         _compile_bytecode(content / "bin" / short, content / "lib" / short, tools.varied, progress)
-        packages = debian_packages(sorted(report.bundled.values()))
+        packages = tools.dpkg.owners_of(sorted(report.bundled.values()))
         metadata = {
             "bundled": {
                 name: {"from": source, "package": packages.get(source, "")}

@@ -201,8 +201,7 @@ class _Steps:
                 hidden=[self.store.root],
                 log=self.root / "app-verify.log",
             ),
-            sandbox,
-            self.tools.patchelf,
+            self.tools,
             progress=self.progress,
             checks=False,
         )

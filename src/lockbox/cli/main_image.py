@@ -124,6 +124,7 @@ def run_image(args: argparse.Namespace, context: Context) -> int:
                 layout=layout,
                 archive=args.output,
                 store=store,
+                dpkg=tools.dpkg if base is None else None,
                 **common,
             )
             if skopeo is not None:

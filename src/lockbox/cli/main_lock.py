@@ -112,8 +112,9 @@ def run_lock_toolchain(args: argparse.Namespace, context: Context) -> int:
     distribution = wanted.distribution or (
         old.distribution if old else buildroot.host_distribution()
     )
+    tools = context.toolbox()
     new = buildroot.resolve(
-        wanted.packages, distribution, inputs.interpreter, context.environment, context.progress
+        wanted.packages, distribution, inputs.interpreter, tools, context.progress
     )
     moved = buildroot.changes(old, new)
     context.info(
@@ -123,7 +124,6 @@ def run_lock_toolchain(args: argparse.Namespace, context: Context) -> int:
         context.info(f"  {line}")
     if old is not None and not moved and old.requested == new.requested and old.hash:
         new = dataclasses.replace(new, hash=old.hash)
-    tools = context.toolbox()
     with context.open_store() as store:
         root = buildroot.ensure_root(store, new, tools, context.progress, project_dir=project.root)
         new = dataclasses.replace(new, hash=root.nar_hash)

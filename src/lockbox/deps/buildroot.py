@@ -247,8 +247,9 @@ class _Apt:
     preferences or configuration of the host's."""
 
     def __init__(
-        self, directory: Path, distribution: str, environment: Environment, progress: Progress
+        self, directory: Path, distribution: str, tools: Toolbox, progress: Progress
     ) -> None:
+        environment = tools.environment
         if distribution not in ARCHIVES:
             raise BuildRootError(
                 f"unknown distribution {distribution!r}: lockbox pins build "
@@ -280,7 +281,7 @@ class _Apt:
             for uri, suites in ARCHIVES[distribution]
         ]
         (directory / "etc/sources.list.d/lockbox.sources").write_text("\n".join(stanzas))
-        architecture = run(["dpkg", "--print-architecture"]).stdout.strip() or "amd64"
+        architecture = tools.dpkg.architecture(progress) or "amd64"
         options = {
             "Dir::Etc": directory / "etc",
             "Dir::Etc::SourceList": "/dev/null",
@@ -329,7 +330,7 @@ def resolve(
     packages: Iterable[str],
     distribution: str,
     interpreter: Interpreter | None,
-    environment: Environment,
+    tools: Toolbox,
     progress: Progress = silent,
 ) -> RootPins:
     """What the archive offers today for the build root of ``packages``: every package of
@@ -342,7 +343,7 @@ def resolve(
     if interpreter is not None:
         implied += interpreter_packages(interpreter)
     with tempfile.TemporaryDirectory(prefix="lockbox-apt-") as temporary:
-        apt = _Apt(Path(temporary), distribution, environment, progress)
+        apt = _Apt(Path(temporary), distribution, tools, progress)
         progress.info(f"reading the package index of Debian {distribution}")
         apt.get("update", "-qq")
         essential = sorted(
@@ -391,7 +392,7 @@ def interpreter_packages(interpreter: Interpreter) -> list[str]:
     """The host packages that provide the shared libraries the interpreter's own ELF files
     need (``libssl3`` for ``_ssl``, ``libffi8`` for ``_ctypes``, …): the interpreter is
     mounted into the root and must find them there."""
-    from lockbox.deps.toolchain import _dpkg_names, _owners
+    from lockbox.deps.toolchain import dpkg_names, package_owners
     from lockbox.native.hostlibs import files_needs
     from lockbox.native.resolve import host_libraries
 
@@ -406,13 +407,13 @@ def interpreter_packages(interpreter: Interpreter) -> list[str]:
     ]
     needed = files_needs(elfs)
     host = host_libraries()
-    owners = _owners()
+    owners = package_owners()
     found = set()
     for soname in needed:
         path = host.get(soname)
         if path is None:
             continue
-        for name in _dpkg_names(str(path)):
+        for name in dpkg_names(str(path)):
             if name in owners:
                 found.add(owners[name])
                 break

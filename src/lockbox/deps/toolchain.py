@@ -142,7 +142,7 @@ def record(
             if os.path.isabs(p) and not os.path.normpath(p).startswith(prefixes)
         }
     )
-    owners = _owners()
+    owners = package_owners()
     versions = installed_versions()
     owned: dict[str, dict[str, list[object]]] = {}
     unowned: dict[str, list[object]] = {}
@@ -152,7 +152,7 @@ def record(
             continue
         entry = [state.sha256, state.size, state.mtime_ns]
         owner = None
-        for name in _dpkg_names(path):
+        for name in dpkg_names(path):
             owner = owners.get(name)
             if owner:
                 break
@@ -173,7 +173,7 @@ def files_digest(files: Mapping[str, list[object]]) -> str:
     return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def _dpkg_names(path: str) -> list[str]:
+def dpkg_names(path: str) -> list[str]:
     """The names dpkg may list ``path`` under: itself, its /usr-merged twin, and the same
     for the file a symbolic link leads to."""
     names = []
@@ -187,7 +187,9 @@ def _dpkg_names(path: str) -> list[str]:
     return names
 
 
-def _owners() -> dict[str, str]:
+def package_owners() -> dict[str, str]:
+    """The package owning each file the package database lists (its name without the
+    architecture): the one owner lookup of lockbox."""
     owners: dict[str, str] = {}
     if not DPKG_INFO.is_dir():
         return owners
@@ -341,7 +343,7 @@ def modified_files(package: str, paths: Iterable[str]) -> list[str]:
         shipped["/" + name] = digest
     changed = []
     for path in sorted(paths):
-        expected = next((shipped[n] for n in _dpkg_names(path) if n in shipped), None)
+        expected = next((shipped[n] for n in dpkg_names(path) if n in shipped), None)
         if expected is None:
             continue
         try:

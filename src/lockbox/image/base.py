@@ -26,29 +26,32 @@ import tarfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from lockbox.errors import ImageError
 from lockbox.image.layers import LAYER_GZIP, LAYER_TAR
 from lockbox.image.tar import CHUNK, Member
 from lockbox.progress import Progress, silent
 
+if TYPE_CHECKING:
+    from lockbox.tools.dpkg import Dpkg
+
 
 def base_files(
+    dpkg: Dpkg,
     progress: Progress = silent,
 ) -> tuple[list[tuple[str, Path | None, str]], dict[str, str]]:
     """The glibc family and loader of this host: (image path, host file or None for a
     symlink, symlink target) and the Debian packages they come from, with versions."""
     from lockbox.native.elf import read_elf
-    from lockbox.tools.run import run
 
-    listing = run(["dpkg-query", "-L", "libc6"], check=False).stdout.split()
+    listing = dpkg.files("libc6", progress)
     if not listing:
         raise ImageError(
             "cannot list the files of Debian's libc6 (dpkg-query -L libc6): the "
             "image's base of glibc is taken from a Debian host"
         )
-    version = run(["dpkg-query", "-W", "-f", "${Version}", "libc6"]).stdout.strip()
+    version = dpkg.version("libc6", progress)
     files: dict[str, tuple[str, Path | None, str]] = {}
     for name in listing:
         path = Path(name)

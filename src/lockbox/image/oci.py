@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from lockbox.errors import ImageError
 from lockbox.fs import rename, replace_tree, step, work_beside
@@ -70,6 +70,9 @@ from lockbox.image.tar import CHUNK, MTIME, Member, tar_header, walk
 from lockbox.inputs.recipe import Image
 from lockbox.progress import Progress, silent
 from lockbox.store.store import Entry, Store, remove_tree
+
+if TYPE_CHECKING:
+    from lockbox.tools.dpkg import Dpkg
 
 CREATED = datetime.fromtimestamp(MTIME, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 """``SOURCE_DATE_EPOCH`` as the image config and annotations write a time."""
@@ -103,6 +106,7 @@ def make_image(
     tag: str = "latest",
     base_image: BaseImage | None = None,
     store: Store | None = None,
+    dpkg: Dpkg | None = None,
     progress: Progress = silent,
 ) -> ImageResult:
     """Write the image of ``app`` (with the entries it references: its interpreter, its
@@ -110,7 +114,8 @@ def make_image(
     layout at ``layout``, an archive at ``archive``, or both (from one set of blobs). With
     ``base_image`` its layers replace lockbox's own glibc base layer. With ``store``, the
     layers of those entries are kept beside them and taken from there by the next image
-    (:class:`~lockbox.image.cache.LayerCache`)."""
+    (:class:`~lockbox.image.cache.LayerCache`). ``dpkg`` reads the host's glibc family for
+    the base layer (none is needed with ``base_image``)."""
     from concurrent.futures import ThreadPoolExecutor
 
     targets = [path.absolute() for path in (layout, archive) if path is not None]
@@ -130,7 +135,11 @@ def make_image(
     writer = _LayerWriter(blobs, compress, store, progress)
 
     def base_layer() -> list[Member]:
-        files, found = base_files(progress)
+        if dpkg is None:
+            raise ImageError(
+                "no dpkg to read the host's glibc with: a bug of lockbox, please report it"
+            )
+        files, found = base_files(dpkg, progress)
         packages.update(found)
         return base_members(files)
 

@@ -27,7 +27,6 @@ from lockbox import fs
 from lockbox.native.resolve import Found, Resolution, origin_directories
 from lockbox.progress import Progress, silent
 from lockbox.tools.patchelf import Patchelf
-from lockbox.tools.run import run
 
 if TYPE_CHECKING:
     from lockbox.native.elf import ElfInfo  # a lookup finds patchelf without pyelftools
@@ -119,24 +118,3 @@ def _own_copy(file: Path) -> None:
     with fs.replacing(file) as temporary:
         shutil.copyfile(file, temporary)
         os.chmod(temporary, stat.S_IMODE(info.st_mode) | stat.S_IWUSR)
-
-
-def debian_packages(files: Sequence[str]) -> dict[str, str]:
-    """The Debian package owning each host file, where dpkg knows it (one dpkg call)."""
-    if not files or shutil.which("dpkg") is None:
-        return {}
-    candidates: dict[str, str] = {}
-    for name in files:
-        candidates[name] = name
-        candidates[os.path.realpath(name)] = name
-        # Merged /usr: dpkg may have the file under either spelling.
-        for old, new in (("/lib/", "/usr/lib/"), ("/usr/lib/", "/lib/")):
-            if name.startswith(old):
-                candidates[new + name[len(old) :]] = name
-    listing = run(["dpkg", "-S", *candidates], check=False).stdout
-    owners: dict[str, str] = {}
-    for line in listing.splitlines():
-        package, _, path = line.partition(": ")
-        if path in candidates and ", " not in package:
-            owners.setdefault(candidates[path], package)
-    return owners

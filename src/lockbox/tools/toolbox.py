@@ -18,6 +18,7 @@ from lockbox.environment import Environment
 from lockbox.progress import Progress, silent
 
 if TYPE_CHECKING:
+    from lockbox.tools.dpkg import Dpkg
     from lockbox.tools.git import Git
     from lockbox.tools.patchelf import Patchelf
     from lockbox.tools.sandbox import Sandbox
@@ -32,7 +33,7 @@ class Toolbox:
 
     def __init__(self, environment: Environment, progress: Progress = silent, **given: Any) -> None:
         """``given``: tools already found (or fakes), by name: ``uv``, ``sandbox``,
-        ``patchelf``, ``git``, ``skopeo``."""
+        ``patchelf``, ``git``, ``dpkg``, ``skopeo``."""
         self.environment = environment
         self.progress = progress
         self._found: dict[str, Any] = dict(given)
@@ -74,6 +75,12 @@ class Toolbox:
         from lockbox.tools.git import Git
 
         return self._get("git", lambda: Git.find(self.environment.path()))
+
+    @property
+    def dpkg(self) -> Dpkg:
+        from lockbox.tools.dpkg import Dpkg
+
+        return self._get("dpkg", lambda: Dpkg.find(self.environment.path()))
 
     @property
     def skopeo(self) -> Skopeo:
