@@ -20,15 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from lockbox.assemble import app
-from lockbox.assemble.app import (
-    AssemblyReport,
-    assemble_tree,
-    build_app,
-    deps_bytecode,
-    read_sources,
-)
+from lockbox.assemble import tree
+from lockbox.assemble.app import build_app
+from lockbox.assemble.bytecode import deps_bytecode
 from lockbox.assemble.interpreter import BYTECODE_ENV, PythonEntry
+from lockbox.assemble.sources import read_sources
+from lockbox.assemble.tree import AssemblyReport, assemble_tree
 from lockbox.environment import Environment
 from lockbox.errors import AssemblyError, VerificationFailed
 from lockbox.hashes import Sha256
@@ -154,8 +151,8 @@ class Assembly:
         plan = make_plan(self.project, read_lock(self.project.lock_path), self.interpreter)
         sources = read_sources(self.project, plan)
         return assemble_tree(
-            app.Assembly(self.project, sources, self.deps, self.interpreter, self.python),
-            app.Placement(
+            tree.Assembly(self.project, sources, self.deps, self.interpreter, self.python),
+            tree.Placement(
                 self.out, self.content, self.work, link=link, hidden=[self.hidden], log=self.log
             ),
             FakeToolbox(sandbox=sandbox, patchelf=patchelf, dpkg=Dpkg.find()),

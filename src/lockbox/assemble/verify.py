@@ -2,7 +2,7 @@
 
 Each import runs in a fresh interpreter of the assembled application and prints the
 module's distribution version and file; each command runs in the application's root. All of
-them run in the offline sandbox (:meth:`lockbox.tools.sandbox.Sandbox.offline`), with the
+them run in the unprivileged offline sandbox (:meth:`lockbox.tools.sandbox.Sandbox.unprivileged`), with the
 application at its final path. Everything they print goes to one log; the first failure
 stops verification and raises :class:`~lockbox.errors.VerificationFailed`, which names the
 log. The assembly phase then registers nothing.

@@ -145,7 +145,7 @@ class _Steps:
         return python
 
     def bytecode(self, deps: Entry | None, python: PythonEntry, sandbox: Sandbox) -> None:
-        from lockbox.assemble.app import deps_bytecode
+        from lockbox.assemble.bytecode import deps_bytecode
 
         if deps is None or not self.same("deps"):
             self.results["bytecode"] = {"error": "not rebuilt: the dependency layer differs"}
@@ -157,14 +157,10 @@ class _Steps:
     def app(self, python: PythonEntry, sandbox: Sandbox) -> None:
         """The application, assembled from the registered entries once each rebuilt one is
         proved identical; the first that is not says why it is not rebuilt."""
-        from lockbox.assemble.app import (
-            Assembly,
-            Placement,
-            assemble_tree,
-            layer_libraries,
-            read_sources,
-        )
         from lockbox.assemble.interpreter import PythonEntry
+        from lockbox.assemble.libraries import layer_libraries
+        from lockbox.assemble.sources import read_sources
+        from lockbox.assemble.tree import Assembly, Placement, assemble_tree
         from lockbox.store.nar import nar_hash
 
         for kind in ("deps", "python", "bytecode"):

@@ -3,7 +3,7 @@
 Some answers are kept in files under ``STORE/.lockbox`` rather than in the database, to be
 read back without it: the shortcut records of repeated commands (:mod:`lockbox.cli.shortcut`),
 the names an ELF file needs (:mod:`lockbox.native.hostlibs`), the record of an entry's image layer
-(:mod:`lockbox.image.oci`). lockbox acts on what they say — runs the program a record names,
+(:mod:`lockbox.image.cache`). lockbox acts on what they say — runs the program a record names,
 leaves a library out of an entry's inputs, puts a blob into an image — so a record must be
 one lockbox wrote, for that place, in that store.
 
